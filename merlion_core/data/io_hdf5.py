@@ -1,0 +1,387 @@
+"""HDF5-based dataset formats: D4RL, Minari 0.5 and d3rlpy 2.x (read and write with h5py).
+
+Neither ``minari`` nor ``d3rlpy`` is imported: both layouts are read and written with
+h5py + json. Every dataset is checked before reading: it must be a hard-linked, non
+virtual, non external HDF5 dataset of a numeric dtype whose ``shape * itemsize`` fits
+the byte budget. Soft/external links are never followed. Layout details and the handling
+of episode ends are documented in ``docs/formats.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .dataset import MAX_TRANSITIONS, DatasetError, DatasetMeta, TransitionDataset, from_arrays
+from .io import (MAX_JSON_BYTES, MAX_META_BYTES, Budget, atomic_write, check_dtype,
+                 derive_next_observations, dump_json, merlion_json, meta_from_json, meta_with,
+                 parse_json, read_json, resolve_n_actions)
+
+D3RLPY_VERSION = "2.1"          # DATASET_VERSION of d3rlpy/dataset/io.py (d3rlpy 2.x)
+D3RLPY_COLUMNS = ("observations", "actions", "rewards", "terminated")
+MINARI_VERSION = "0.5.4"        # the minari release whose HDF5 layout is written
+_ID_RE = re.compile(r"^(?:[-_\w][-_\w/]*[-_\w]+/)?[-_\w]+?-v\d+$")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _get(group: h5py.Group, name: str, what: str, *, required: bool = True, kind: type = h5py.Dataset) -> Any:
+    link = group.get(name, getlink=True)
+    if link is None:
+        if required:
+            raise DatasetError(f"{what}: required field missing")
+        return None
+    if not isinstance(link, h5py.HardLink):
+        raise DatasetError(f"{what}: {type(link).__name__} links are not followed")
+    obj = group[name]
+    if not isinstance(obj, kind):
+        raise DatasetError(f"{what}: expected an HDF5 {kind.__name__.lower()}, got {type(obj).__name__}")
+    if isinstance(obj, h5py.Dataset) and (obj.is_virtual or obj.external or obj.shape is None):
+        raise DatasetError(f"{what}: virtual, external or empty-dataspace datasets are not read")
+    return obj
+
+
+def _dset(group: h5py.Group, name: str, what: str, budget: Budget, *, required: bool = True,
+          kinds: str = "biuf") -> h5py.Dataset | None:
+    """A numeric dataset whose declared size has been charged to the budget (not read yet)."""
+    obj = _get(group, name, what, required=required)
+    if obj is not None:
+        check_dtype(obj.dtype, what, kinds)
+        budget.take(int(np.prod(obj.shape, dtype=np.int64)) * obj.dtype.itemsize, what)
+    return obj
+
+
+def _string(group: h5py.Group, name: str, what: str, *, required: bool = False) -> str | None:
+    obj = _get(group, name, what, required=required)
+    if obj is None:
+        return None
+    if obj.shape != () or (h5py.check_string_dtype(obj.dtype) is None and obj.dtype.kind != "S"):
+        raise DatasetError(f"{what}: expected a scalar string")
+    if obj.dtype.kind == "S" and obj.dtype.itemsize > MAX_META_BYTES:
+        raise DatasetError(f"{what}: longer than the {MAX_META_BYTES}-byte metadata cap")
+    value = obj[()]
+    if isinstance(value, np.ndarray) or not isinstance(value, (bytes, str)):
+        raise DatasetError(f"{what}: expected a scalar string")
+    if len(value) > MAX_META_BYTES:
+        raise DatasetError(f"{what}: longer than the {MAX_META_BYTES}-byte metadata cap")
+    try:
+        return value.decode("utf-8") if isinstance(value, bytes) else value
+    except UnicodeDecodeError:
+        raise DatasetError(f"{what}: not valid UTF-8 text") from None
+
+
+def _int(group: h5py.Group, name: str, what: str, *, required: bool = True) -> int | None:
+    obj = _get(group, name, what, required=required)
+    if obj is None:
+        return None
+    if obj.dtype.kind not in "iu" or obj.size != 1:
+        raise DatasetError(f"{what}: expected an integer scalar, got dtype {obj.dtype} shape {obj.shape}")
+    return int(obj[()].reshape(-1)[0]) if obj.shape else int(obj[()])
+
+
+def detect_hdf5(p: Path) -> str:
+    with h5py.File(p, "r") as h5:
+        keys = set(h5.keys())
+    if {"columns", "num_episodes", "version"} <= keys:
+        return "d3rlpy"
+    if "observations" in keys:
+        return "d4rl"
+    if any(k.startswith("episode_") for k in keys):
+        if (p.parent / "metadata.json").is_file():
+            return "minari"
+        raise DatasetError(f"{p}: not a recognised dataset (Minari-style episodes but no metadata.json beside it)")
+    raise DatasetError(f"{p}: not a recognised dataset (an HDF5 file without observations, "
+                       "d3rlpy columns/num_episodes/version or Minari episode groups)")
+
+
+def _episodes(ds: TransitionDataset) -> list[tuple[int, int]]:
+    """(start, stop) of each episode; a trailing run without an end is its own episode."""
+    stops = (ds.episode_ends + 1).tolist()
+    if stops[-1] < ds.n_transitions:
+        stops.append(ds.n_transitions)
+    return list(zip([0, *stops[:-1]], stops))
+
+
+def _check_chained(ds: TransitionDataset, fmt: str) -> None:
+    """Episode formats store one observation sequence: next_obs[i] must equal obs[i+1]."""
+    inner = np.flatnonzero(~(ds.terminals | ds.timeouts)[:-1])
+    for start in range(0, inner.size, 1 << 18):
+        idx = inner[start:start + (1 << 18)]
+        diff = np.any(ds.next_observations[idx] != ds.observations[idx + 1], axis=1)
+        if diff.any():
+            raise DatasetError(f"next_observations: differs from the following observation at index "
+                               f"{int(idx[np.argmax(diff)])} inside an episode; format {fmt!r} cannot store it")
+
+
+def _create(group: h5py.Group, name: str, data: Any, compressed: bool, **kw: Any) -> None:
+    arr = np.asarray(data)
+    if compressed and arr.ndim:
+        kw = {"compression": "gzip", **kw}
+    group.create_dataset(name, data=arr, **kw)
+
+
+# ----------------------------------------------------------------------------- D4RL
+
+def load_d4rl(p: Path, budget: Budget, n_actions: int | None) -> TransitionDataset:
+    with h5py.File(p, "r") as h5:
+        objs = {name: _dset(h5, name, name, budget) for name in ("observations", "actions", "rewards", "terminals")}
+        for name in ("timeouts", "next_observations", "episode_terminals"):
+            objs[name] = _dset(h5, name, name, budget, required=False)
+        fields = {name: obj[()] for name, obj in objs.items() if obj is not None}
+        file_n = meta = None
+        group = _get(h5, "metadata", "metadata", required=False, kind=h5py.Group)
+        if group is not None:
+            file_n = _int(group, "n_actions", "metadata/n_actions", required=False)
+            text = _string(group, "merlion_meta", "metadata/merlion_meta")
+            meta = DatasetMeta.from_dict(parse_json(text, "metadata/merlion_meta")) if text is not None else None
+    episode_terminals = fields.pop("episode_terminals", None)
+    if "timeouts" not in fields:  # d3rlpy v1 files: timeout = episode end that is not terminal
+        term = np.asarray(fields["terminals"]).reshape(len(fields["terminals"]), -1)[:, 0] != 0
+        fields["timeouts"] = (np.zeros_like(term) if episode_terminals is None
+                              else (np.asarray(episode_terminals).reshape(term.shape[0], -1)[:, 0] != 0) & ~term)
+    notes: dict[str, Any] = {}
+    if "next_observations" not in fields:
+        fields, notes = derive_next_observations(fields)
+    return from_arrays(fields, resolve_n_actions(file_n, n_actions), meta_with(meta, "d4rl", **notes),
+                       infer_n_actions=True)
+
+
+def save_d4rl(ds: TransitionDataset, p: Path, *, compressed: bool = False, **_: Any) -> None:
+    def write(tmp: Path) -> None:
+        with h5py.File(tmp, "w") as h5:
+            for name, arr in ds.arrays().items():
+                _create(h5, name, arr, compressed)
+            group = h5.create_group("metadata")
+            group.create_dataset("n_actions", data=np.int64(ds.n_actions))
+            group.create_dataset("merlion_meta", data=dump_json(ds.meta.to_dict()), dtype=h5py.string_dtype())
+    atomic_write(p, write)
+
+
+# ----------------------------------------------------------------------------- d3rlpy
+
+def load_d3rlpy(p: Path, budget: Budget, n_actions: int | None) -> TransitionDataset:
+    with h5py.File(p, "r") as h5:
+        version = _string(h5, "version", "version", required=True)
+        if version == "2.0" or not str(version).startswith("2."):
+            raise DatasetError(f"version: d3rlpy dataset version {version!r} is not supported (expected 2.1)")
+        cols = _get(h5, "columns", "columns")
+        if cols.ndim != 1 or cols.shape[0] > 64 or h5py.check_string_dtype(cols.dtype) is None:
+            raise DatasetError("columns: expected a short 1-D array of strings")
+        columns = [c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c) for c in cols[()]]
+        for col in D3RLPY_COLUMNS:
+            if col not in columns:
+                raise DatasetError(f"columns: {col!r} missing (columns are {columns})")
+        n_eps = _int(h5, "num_episodes", "num_episodes")
+        if not 0 < n_eps <= MAX_TRANSITIONS:
+            raise DatasetError(f"num_episodes: {n_eps} outside [1, {MAX_TRANSITIONS}]")
+        file_n, meta = meta_from_json(_string(h5, "merlion_meta", "merlion_meta"), "merlion_meta")
+        plan = []
+        for i in range(n_eps):
+            if f"observations_{i}" not in h5 and f"observations_{i}_0" in h5:
+                raise DatasetError(f"observations_{i}: tuple observations are not supported")
+            o, a, r = (_dset(h5, f"{k}_{i}", f"{k}_{i}", budget) for k in D3RLPY_COLUMNS[:3])
+            flag = _get(h5, f"terminated_{i}", f"terminated_{i}")
+            if flag.size != 1 or flag.dtype.kind not in "biuf":
+                raise DatasetError(f"terminated_{i}: expected a boolean scalar")
+            if o.ndim != 2 or a.shape[:1] != o.shape[:1] or r.shape[:1] != o.shape[:1] or a.ndim > 2 or r.ndim > 2:
+                raise DatasetError(f"observations_{i}: shapes {o.shape}/{a.shape}/{r.shape} of observations/"
+                                   "actions/rewards do not line up as [T, S]/[T(,1)]/[T(,1)]")
+            plan.append((o, a, r, bool(np.asarray(flag[()]).reshape(-1)[0])))
+        dims = {o.shape[1] for o, *_ in plan}
+        if len(dims) != 1:
+            raise DatasetError(f"observations: episodes disagree on the observation dim ({sorted(dims)})")
+        sizes = [o.shape[0] if term else o.shape[0] - 1 for o, _, _, term in plan]
+        n, s = int(np.sum(np.maximum(sizes, 0))), dims.pop()
+        n_term = sum(term for *_, term in plan)
+        extra = _dset(h5, "merlion_terminal_next_observations", "merlion_terminal_next_observations",
+                      budget, required=False)
+        if extra is not None and extra.shape != (n_term, s):
+            raise DatasetError(f"merlion_terminal_next_observations: shape {extra.shape} does not match "
+                               f"{n_term} terminated episodes of dim {s}")
+        term_next = extra[()] if extra is not None else None
+        dt = np.result_type(*[o.dtype for o, *_ in plan])
+        f = {"observations": np.empty((n, s), dt), "next_observations": np.empty((n, s), dt),
+             "actions": np.empty(n, np.result_type(*[a.dtype for _, a, _, _ in plan])),
+             "rewards": np.empty(n, np.result_type(*[r.dtype for _, _, r, _ in plan])),
+             "terminals": np.zeros(n, bool), "timeouts": np.zeros(n, bool)}
+        k = j = 0
+        for (o, a, r, term), size in zip(plan, sizes):
+            if size <= 0:
+                continue
+            obs = o[()]
+            f["observations"][k:k + size] = obs[:size]
+            f["next_observations"][k:k + size - 1] = obs[1:size]
+            f["actions"][k:k + size] = a[()].reshape(obs.shape[0], -1)[:size, 0]
+            f["rewards"][k:k + size] = r[()].reshape(obs.shape[0], -1)[:size, 0]
+            if term:
+                f["next_observations"][k + size - 1] = term_next[j] if term_next is not None else obs[-1]
+                f["terminals"][k + size - 1] = True
+            else:
+                f["next_observations"][k + size - 1] = obs[size]
+                f["timeouts"][k + size - 1] = True
+            j += term
+            k += size
+    return from_arrays(f, resolve_n_actions(file_n, n_actions), meta_with(meta, "d3rlpy"), infer_n_actions=True)
+
+
+def save_d3rlpy(ds: TransitionDataset, p: Path, *, compressed: bool = False, **_: Any) -> None:
+    episodes = _episodes(ds)
+    _check_chained(ds, "d3rlpy")
+
+    def write(tmp: Path) -> None:
+        term_next = []
+        with h5py.File(tmp, "w") as h5:
+            h5.create_dataset("columns", data=list(D3RLPY_COLUMNS), dtype=h5py.string_dtype())
+            h5.create_dataset("num_episodes", data=len(episodes))
+            for i, (a, b) in enumerate(episodes):
+                obs, act, rew = ds.observations[a:b], ds.actions[a:b], ds.rewards[a:b]
+                terminated = bool(ds.terminals[b - 1])
+                if terminated:
+                    term_next.append(ds.next_observations[b - 1])
+                else:  # d3rlpy drops an unterminated episode's last step: append the successor
+                    obs = np.concatenate([obs, ds.next_observations[b - 1:b]])
+                    act, rew = np.append(act, 0), np.append(rew, np.float32(0))
+                _create(h5, f"observations_{i}", obs, compressed)
+                _create(h5, f"actions_{i}", act.reshape(-1, 1), compressed)
+                _create(h5, f"rewards_{i}", rew.reshape(-1, 1), compressed)
+                h5.create_dataset(f"terminated_{i}", data=terminated)
+            h5.create_dataset("version", data=D3RLPY_VERSION, dtype=h5py.string_dtype())
+            h5.create_dataset("merlion_meta", data=merlion_json(ds), dtype=h5py.string_dtype())
+            h5.create_dataset("merlion_terminal_next_observations",
+                              data=np.asarray(term_next, np.float32).reshape(-1, ds.obs_dim))
+    atomic_write(p, write)
+
+
+# ----------------------------------------------------------------------------- Minari
+
+def _minari_dir(p: Path) -> Path:
+    if p.is_file():
+        return p.parent
+    return p / "data" if (p / "data" / "metadata.json").is_file() else p
+
+
+def _space(md: dict, key: str) -> dict | None:
+    value = md.get(key)
+    if isinstance(value, str):
+        value = parse_json(value, key)
+    if value is not None and not (isinstance(value, dict) and isinstance(value.get("type"), str)):
+        raise DatasetError(f"{key}: expected a serialised gymnasium space")
+    return value
+
+
+def load_minari(p: Path, budget: Budget, n_actions: int | None) -> TransitionDataset:
+    data = _minari_dir(p)
+    md = read_json(data / "metadata.json", "metadata.json", MAX_JSON_BYTES)
+    if not isinstance(md, dict):
+        raise DatasetError("metadata.json: expected a JSON object")
+    if md.get("data_format", "hdf5") != "hdf5":
+        raise DatasetError(f"data_format: Minari {md.get('data_format')!r} storage is not supported (hdf5 only)")
+    n_eps = md.get("total_episodes")
+    if isinstance(n_eps, bool) or not isinstance(n_eps, int) or not 0 < n_eps <= MAX_TRANSITIONS:
+        raise DatasetError(f"total_episodes: {n_eps!r} is not a positive int (empty or corrupt dataset)")
+    act_space, obs_space = _space(md, "action_space"), _space(md, "observation_space")
+    space_n = None
+    if act_space is not None:
+        if act_space["type"] != "Discrete" or act_space.get("start", 0) != 0:
+            raise DatasetError(f"action_space: only Discrete(n) with start 0 is supported, got {act_space['type']}"
+                               f" start={act_space.get('start', 0)}")
+        space_n = act_space.get("n")
+    if obs_space is not None and (obs_space["type"] != "Box" or len(obs_space.get("shape", ())) != 1):
+        raise DatasetError(f"observation_space: only flat Box vectors are supported, got {obs_space['type']} "
+                           f"shape {obs_space.get('shape')}")
+    file_n, meta = meta_from_json(md.get("merlion"), "metadata.json merlion")
+    if meta is None:
+        env_spec = md.get("env_spec")
+        env_id = parse_json(env_spec, "env_spec").get("id") if isinstance(env_spec, str) else None
+        meta = DatasetMeta(env_id=env_id if isinstance(env_id, str) else None,
+                           expert_return=md.get("ref_max_score"), random_return=md.get("ref_min_score"),
+                           extra={"minari_dataset_id": str(md.get("dataset_id"))})
+    file_n = resolve_n_actions(space_n, file_n)
+    with h5py.File(data / "main_data.hdf5", "r") as h5:
+        plan = []
+        for i in range(n_eps):
+            g = _get(h5, f"episode_{i}", f"episode_{i}", kind=h5py.Group)
+            parts = [_dset(g, k, f"episode_{i}/{k}", budget)
+                     for k in ("observations", "actions", "rewards", "terminations", "truncations")]
+            o, rest = parts[0], parts[1:]
+            if o.ndim != 2 or any(x.shape[:1] != (o.shape[0] - 1,) or x.ndim > 2 for x in rest):
+                raise DatasetError(f"episode_{i}/observations: shape {o.shape} must be [T+1, S] with "
+                                   f"actions/rewards/terminations/truncations of length T")
+            plan.append(parts)
+        dims = {o.shape[1] for o, *_ in plan}
+        if len(dims) != 1:
+            raise DatasetError(f"observations: episodes disagree on the observation dim ({sorted(dims)})")
+        n, s = sum(o.shape[0] - 1 for o, *_ in plan), dims.pop()
+        f = {"observations": np.empty((n, s), np.result_type(*[o.dtype for o, *_ in plan])),
+             "actions": np.empty(n, np.result_type(*[a.dtype for _, a, *_ in plan])),
+             "rewards": np.empty(n, np.result_type(*[r.dtype for _, _, r, *_ in plan])),
+             "terminals": np.zeros(n, bool), "timeouts": np.zeros(n, bool)}
+        f["next_observations"] = np.empty_like(f["observations"])
+        k = marked = both = 0
+        for o, a, r, te, tr in plan:
+            obs, size = o[()], o.shape[0] - 1
+            if size == 0:
+                continue
+            term = te[()].reshape(size, -1)[:, 0] != 0
+            trunc = tr[()].reshape(size, -1)[:, 0] != 0
+            both += int(np.count_nonzero(term & trunc))
+            if not (term[-1] or trunc[-1]):
+                trunc[-1], marked = True, marked + 1
+            f["observations"][k:k + size], f["next_observations"][k:k + size] = obs[:-1], obs[1:]
+            f["actions"][k:k + size] = a[()].reshape(size, -1)[:, 0]
+            f["rewards"][k:k + size] = r[()].reshape(size, -1)[:, 0]
+            f["terminals"][k:k + size], f["timeouts"][k:k + size] = term, trunc & ~term
+            k += size
+    notes = {key: v for key, v in (("episodes_marked_timeout", marked), ("terminal_and_truncated", both)) if v}
+    return from_arrays(f, resolve_n_actions(file_n, n_actions), meta_with(meta, "minari", **notes),
+                       infer_n_actions=True)
+
+
+def _dataset_id(p: Path, dataset_id: str | None) -> str:
+    if dataset_id is None:
+        dataset_id = p.name if re.search(r"-v\d+$", p.name) else f"{p.name}-v0"
+    if not _ID_RE.match(dataset_id):
+        raise DatasetError(f"dataset_id: {dataset_id!r} is not a Minari id ((namespace/)name-vN)")
+    return dataset_id
+
+
+def save_minari(ds: TransitionDataset, p: Path, *, compressed: bool = False, dataset_id: str | None = None,
+                **_: Any) -> None:
+    dataset_id = _dataset_id(p, dataset_id)
+    _check_chained(ds, "minari")
+    episodes = _episodes(ds)
+    if p.exists() and not p.is_dir():
+        raise DatasetError("exists and is not a directory (a Minari dataset is a directory)")
+    data = p / "data"
+    data.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp: Path) -> None:
+        with h5py.File(tmp, "w", track_order=True) as h5:
+            for i, (a, b) in enumerate(episodes):
+                g = h5.create_group(f"episode_{i}")
+                g.attrs["id"], g.attrs["total_steps"] = np.int64(i), np.int64(b - a)
+                obs = np.concatenate([ds.observations[a:b], ds.next_observations[b - 1:b]])
+                _create(g, "observations", obs, compressed, chunks=True, maxshape=(None, ds.obs_dim))
+                for name, arr in (("actions", ds.actions), ("rewards", ds.rewards),
+                                  ("terminations", ds.terminals), ("truncations", ds.timeouts)):
+                    _create(g, name, arr[a:b], compressed, chunks=True, maxshape=(None,))
+    atomic_write(data / "main_data.hdf5", write)
+    inf = float("inf")
+    md: dict[str, Any] = {
+        "dataset_id": dataset_id, "total_episodes": len(episodes), "total_steps": ds.n_transitions,
+        "data_format": "hdf5", "jpeg_encoding": False, "minari_version": MINARI_VERSION,
+        "observation_space": json.dumps({"type": "Box", "dtype": "float32", "shape": [ds.obs_dim],
+                                         "low": [-inf] * ds.obs_dim, "high": [inf] * ds.obs_dim}),
+        "action_space": json.dumps({"type": "Discrete", "dtype": "int64", "start": 0, "n": ds.n_actions}),
+        "dataset_size": round((data / "main_data.hdf5").stat().st_size / 1e6, 1),
+        "merlion": {"n_actions": ds.n_actions, "meta": ds.meta.to_dict()},
+    }
+    if ds.meta.expert_return is not None and ds.meta.random_return is not None:
+        md["ref_max_score"], md["ref_min_score"] = ds.meta.expert_return, ds.meta.random_return
+    text = dump_json(md) + "\n"
+    atomic_write(data / "metadata.json", lambda t: t.write_text(text, encoding="utf-8"))

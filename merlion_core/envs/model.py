@@ -1,0 +1,52 @@
+"""The batch-model contract shared by every environment with a simulator.
+
+A model steps a whole batch of states with arrays (no Python loop over the batch). Both
+the Gymnasium envs and the vectorised collection and evaluation code are built on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One batched transition."""
+
+    next_states: np.ndarray  # float32 [B, S]
+    rewards: np.ndarray  # float32 [B]
+    terminated: np.ndarray  # bool [B]
+    executed_actions: np.ndarray  # int64 [B] (after the env's own action noise)
+
+
+class BatchModel(Protocol):
+    """What collection and evaluation need from an environment's simulator."""
+
+    n_actions: int
+    obs_dim: int
+    max_steps: int
+
+    def initial_states(self, n: int) -> np.ndarray: ...
+
+    def true_step(self, states: np.ndarray, actions: np.ndarray) -> StepResult: ...
+
+    def step(self, states: np.ndarray, actions: np.ndarray, rng: np.random.Generator) -> StepResult: ...
+
+    def info(self) -> dict[str, Any]: ...
+
+
+def apply_action_noise(
+    actions: np.ndarray, noise: float, n_actions: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Replace each action by a uniformly random one with probability ``noise``.
+
+    Always draws the same number of variates (B uniforms, then B integers) so the generator's
+    stream does not depend on the actions themselves.
+    """
+    actions = np.asarray(actions, dtype=np.int64)
+    replace = rng.random(actions.shape[0]) < noise
+    random_actions = rng.integers(0, n_actions, size=actions.shape[0])
+    return np.where(replace, random_actions, actions)
