@@ -34,7 +34,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, rename: dic
         if tp not in (int, float, str, bool):
             continue
         flag = "--" + (rename or {}).get(field.name, field.name).replace("_", "-")
-        help_text = f"{docs.get(field.name, '')} (default: {field.default})"
+        help_text = f"{docs.get(field.name, '')} (default: {field.default})".replace("%", "%%")
         if tp is bool:
             parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
                                 default=field.default, help=help_text)

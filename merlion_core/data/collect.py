@@ -105,6 +105,7 @@ def collect(
     if n_envs < 1:
         raise ValueError(f"n_envs: must be >= 1, got {n_envs}")
     model = make_model(env_id, env_overrides)
+    expert_return, random_return = env_normalisers(env_id, env_overrides)  # cached per process
     policy = make_behaviour(model, behaviour)
     behaviour_rng, noise_rng, env_rng = np.random.default_rng(seed).spawn(3)
 
@@ -156,7 +157,6 @@ def collect(
         raise RuntimeError(f"collect: gathered {len(fields['actions'])} < {n} transitions")
     fields["timeouts"][-1] |= ~fields["terminals"][-1]  # the cut episode ends here
 
-    expert_return, random_return = env_normalisers(env_id, env_overrides)
     meta = DatasetMeta(
         env_id=env_id,
         env_config=to_dict(model.config),

@@ -97,17 +97,12 @@ def _scan_nonfinite(name: str, arr: np.ndarray) -> None:
     rows = max(1, _CHUNK // max(1, int(np.prod(arr.shape[1:], dtype=np.int64))))
     count, first = 0, -1
     for start in range(0, arr.shape[0], rows):
-        bad = ~np.isfinite(arr[start:start + rows])
-        if bad.ndim > 1:
-            bad = bad.reshape(bad.shape[0], -1)
-            n = int(np.count_nonzero(bad))
-            bad = bad.any(axis=1)
-        else:
-            n = int(np.count_nonzero(bad))
-        if n:
-            if first < 0:
-                first = start + int(np.flatnonzero(bad)[0])
-            count += n
+        block = arr[start:start + rows]
+        bad = ~np.isfinite(block).reshape(block.shape[0], -1)
+        n = int(np.count_nonzero(bad))
+        if n and first < 0:
+            first = start + int(np.flatnonzero(bad.any(axis=1))[0])
+        count += n
     if count:
         raise DatasetError(f"{name}: {count} non-finite value(s) (NaN or inf), first at index {first}")
 

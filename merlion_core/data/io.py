@@ -198,7 +198,7 @@ def _detect(p: Path) -> str:
     with open(p, "rb") as f:
         head = f.read(8)
     if head[:4] in ZIP_MAGICS:
-        with zipfile.ZipFile(p) as zf:
+        with _open_zip(p) as zf:
             if "observations.npy" in zf.namelist():
                 return "npz"
         raise DatasetError(f"{p}: not a recognised dataset (a zip archive without observations.npy)")
@@ -232,14 +232,17 @@ def detect_format(path: str | os.PathLike) -> str:
 # ----------------------------------------------------------------------------- native
 
 def _npy_header(fp: Any, what: str) -> tuple[tuple[int, ...], bool, np.dtype]:
-    version = npformat.read_magic(fp)
-    if version == (1, 0):
-        shape, fortran, dtype = npformat.read_array_header_1_0(fp, max_header_size=MAX_NPY_HEADER)
-    elif version == (2, 0):
-        shape, fortran, dtype = npformat.read_array_header_2_0(fp, max_header_size=MAX_NPY_HEADER)
-    else:
-        raise DatasetError(f"{what}: unsupported .npy format version {version}")
-    return shape, fortran, dtype
+    try:
+        version = npformat.read_magic(fp)
+        if version == (1, 0):
+            return npformat.read_array_header_1_0(fp, max_header_size=MAX_NPY_HEADER)
+        if version == (2, 0):
+            return npformat.read_array_header_2_0(fp, max_header_size=MAX_NPY_HEADER)
+    except DatasetError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - numpy raises ValueError, SyntaxError, TokenError...
+        raise DatasetError(f"{what}: not a valid .npy array ({type(exc).__name__}: {exc})") from None
+    raise DatasetError(f"{what}: unsupported .npy format version {version}")
 
 
 def _load_npy_file(path: Path, what: str, budget: Budget, mmap: bool) -> np.ndarray:
@@ -329,7 +332,10 @@ class _MemberStream:
                     self.left_in -= len(data)
                     if not data:
                         raise DatasetError(f"{self.what}: zip member is truncated (compressed data ends early)")
-                chunk = self.inflate.decompress(data, _READ_BLOCK)
+                try:
+                    chunk = self.inflate.decompress(data, _READ_BLOCK)
+                except zlib.error as exc:
+                    raise DatasetError(f"{self.what}: corrupt compressed data ({exc})") from None
                 if not chunk and not self.inflate.eof:
                     continue
             self.produced += len(chunk)
@@ -386,8 +392,15 @@ def _read_member(raw: BinaryIO, zi: zipfile.ZipInfo, what: str, budget: Budget, 
     return arr.reshape(shape, order="F" if fortran else "C")
 
 
+def _open_zip(p: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(p)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
+        raise DatasetError(f"not a valid zip archive ({exc})") from None
+
+
 def _load_npz(p: Path, budget: Budget, n_actions: int | None, **_: Any) -> TransitionDataset:
-    with zipfile.ZipFile(p) as zf, open(p, "rb") as raw:
+    with _open_zip(p) as zf, open(p, "rb") as raw:
         infos = zf.infolist()
         if len(infos) > MAX_ZIP_MEMBERS:
             raise DatasetError(f"zip archive has {len(infos)} members (cap {MAX_ZIP_MEMBERS})")

@@ -30,15 +30,33 @@ _ID_RE = re.compile(r"^(?:[-_\w][-_\w/]*[-_\w]+/)?[-_\w]+?-v\d+$")
 
 # ----------------------------------------------------------------------------- helpers
 
+def _open(p: Path) -> h5py.File:
+    try:
+        return h5py.File(p, "r")
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"not a readable HDF5 file ({exc})") from None
+
+
+def _read(obj: h5py.Dataset, what: str | None = None) -> Any:
+    what = what or obj.name.lstrip("/")
+    try:
+        return obj[()]
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+        raise DatasetError(f"{what}: unreadable HDF5 data ({exc})") from None
+
+
 def _get(group: h5py.Group, name: str, what: str, *, required: bool = True, kind: type = h5py.Dataset) -> Any:
-    link = group.get(name, getlink=True)
+    try:
+        link = group.get(name, getlink=True)
+        obj = group[name] if isinstance(link, h5py.HardLink) else None
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+        raise DatasetError(f"{what}: unreadable HDF5 object ({exc})") from None
     if link is None:
         if required:
             raise DatasetError(f"{what}: required field missing")
         return None
     if not isinstance(link, h5py.HardLink):
         raise DatasetError(f"{what}: {type(link).__name__} links are not followed")
-    obj = group[name]
     if not isinstance(obj, kind):
         raise DatasetError(f"{what}: expected an HDF5 {kind.__name__.lower()}, got {type(obj).__name__}")
     if isinstance(obj, h5py.Dataset) and (obj.is_virtual or obj.external or obj.shape is None):
@@ -64,7 +82,7 @@ def _string(group: h5py.Group, name: str, what: str, *, required: bool = False) 
         raise DatasetError(f"{what}: expected a scalar string")
     if obj.dtype.kind == "S" and obj.dtype.itemsize > MAX_META_BYTES:
         raise DatasetError(f"{what}: longer than the {MAX_META_BYTES}-byte metadata cap")
-    value = obj[()]
+    value = _read(obj)
     if isinstance(value, np.ndarray) or not isinstance(value, (bytes, str)):
         raise DatasetError(f"{what}: expected a scalar string")
     if len(value) > MAX_META_BYTES:
@@ -81,12 +99,15 @@ def _int(group: h5py.Group, name: str, what: str, *, required: bool = True) -> i
         return None
     if obj.dtype.kind not in "iu" or obj.size != 1:
         raise DatasetError(f"{what}: expected an integer scalar, got dtype {obj.dtype} shape {obj.shape}")
-    return int(obj[()].reshape(-1)[0]) if obj.shape else int(obj[()])
+    return int(_read(obj).reshape(-1)[0]) if obj.shape else int(_read(obj))
 
 
 def detect_hdf5(p: Path) -> str:
-    with h5py.File(p, "r") as h5:
-        keys = set(h5.keys())
+    try:
+        with h5py.File(p, "r") as h5:
+            keys = set(h5.keys())
+    except (OSError, RuntimeError, KeyError, ValueError) as exc:
+        raise DatasetError(f"{p}: not a recognised dataset (unreadable HDF5 file: {exc})") from None
     if {"columns", "num_episodes", "version"} <= keys:
         return "d3rlpy"
     if "observations" in keys:
@@ -128,11 +149,11 @@ def _create(group: h5py.Group, name: str, data: Any, compressed: bool, **kw: Any
 # ----------------------------------------------------------------------------- D4RL
 
 def load_d4rl(p: Path, budget: Budget, n_actions: int | None) -> TransitionDataset:
-    with h5py.File(p, "r") as h5:
+    with _open(p) as h5:
         objs = {name: _dset(h5, name, name, budget) for name in ("observations", "actions", "rewards", "terminals")}
         for name in ("timeouts", "next_observations", "episode_terminals"):
             objs[name] = _dset(h5, name, name, budget, required=False)
-        fields = {name: obj[()] for name, obj in objs.items() if obj is not None}
+        fields = {name: _read(obj) for name, obj in objs.items() if obj is not None}
         file_n = meta = None
         group = _get(h5, "metadata", "metadata", required=False, kind=h5py.Group)
         if group is not None:
@@ -165,14 +186,14 @@ def save_d4rl(ds: TransitionDataset, p: Path, *, compressed: bool = False, **_: 
 # ----------------------------------------------------------------------------- d3rlpy
 
 def load_d3rlpy(p: Path, budget: Budget, n_actions: int | None) -> TransitionDataset:
-    with h5py.File(p, "r") as h5:
+    with _open(p) as h5:
         version = _string(h5, "version", "version", required=True)
         if version == "2.0" or not str(version).startswith("2."):
             raise DatasetError(f"version: d3rlpy dataset version {version!r} is not supported (expected 2.1)")
         cols = _get(h5, "columns", "columns")
         if cols.ndim != 1 or cols.shape[0] > 64 or h5py.check_string_dtype(cols.dtype) is None:
             raise DatasetError("columns: expected a short 1-D array of strings")
-        columns = [c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c) for c in cols[()]]
+        columns = [c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c) for c in _read(cols)]
         for col in D3RLPY_COLUMNS:
             if col not in columns:
                 raise DatasetError(f"columns: {col!r} missing (columns are {columns})")
@@ -191,7 +212,7 @@ def load_d3rlpy(p: Path, budget: Budget, n_actions: int | None) -> TransitionDat
             if o.ndim != 2 or a.shape[:1] != o.shape[:1] or r.shape[:1] != o.shape[:1] or a.ndim > 2 or r.ndim > 2:
                 raise DatasetError(f"observations_{i}: shapes {o.shape}/{a.shape}/{r.shape} of observations/"
                                    "actions/rewards do not line up as [T, S]/[T(,1)]/[T(,1)]")
-            plan.append((o, a, r, bool(np.asarray(flag[()]).reshape(-1)[0])))
+            plan.append((o, a, r, bool(np.asarray(_read(flag)).reshape(-1)[0])))
         dims = {o.shape[1] for o, *_ in plan}
         if len(dims) != 1:
             raise DatasetError(f"observations: episodes disagree on the observation dim ({sorted(dims)})")
@@ -203,7 +224,7 @@ def load_d3rlpy(p: Path, budget: Budget, n_actions: int | None) -> TransitionDat
         if extra is not None and extra.shape != (n_term, s):
             raise DatasetError(f"merlion_terminal_next_observations: shape {extra.shape} does not match "
                                f"{n_term} terminated episodes of dim {s}")
-        term_next = extra[()] if extra is not None else None
+        term_next = _read(extra) if extra is not None else None
         dt = np.result_type(*[o.dtype for o, *_ in plan])
         f = {"observations": np.empty((n, s), dt), "next_observations": np.empty((n, s), dt),
              "actions": np.empty(n, np.result_type(*[a.dtype for _, a, _, _ in plan])),
@@ -213,11 +234,11 @@ def load_d3rlpy(p: Path, budget: Budget, n_actions: int | None) -> TransitionDat
         for (o, a, r, term), size in zip(plan, sizes):
             if size <= 0:
                 continue
-            obs = o[()]
+            obs = _read(o)
             f["observations"][k:k + size] = obs[:size]
             f["next_observations"][k:k + size - 1] = obs[1:size]
-            f["actions"][k:k + size] = a[()].reshape(obs.shape[0], -1)[:size, 0]
-            f["rewards"][k:k + size] = r[()].reshape(obs.shape[0], -1)[:size, 0]
+            f["actions"][k:k + size] = _read(a).reshape(obs.shape[0], -1)[:size, 0]
+            f["rewards"][k:k + size] = _read(r).reshape(obs.shape[0], -1)[:size, 0]
             if term:
                 f["next_observations"][k + size - 1] = term_next[j] if term_next is not None else obs[-1]
                 f["terminals"][k + size - 1] = True
@@ -296,13 +317,13 @@ def load_minari(p: Path, budget: Budget, n_actions: int | None) -> TransitionDat
                            f"shape {obs_space.get('shape')}")
     file_n, meta = meta_from_json(md.get("merlion"), "metadata.json merlion")
     if meta is None:
-        env_spec = md.get("env_spec")
-        env_id = parse_json(env_spec, "env_spec").get("id") if isinstance(env_spec, str) else None
+        spec = parse_json(md["env_spec"], "env_spec") if isinstance(md.get("env_spec"), str) else None
+        env_id = spec.get("id") if isinstance(spec, dict) else None
         meta = DatasetMeta(env_id=env_id if isinstance(env_id, str) else None,
                            expert_return=md.get("ref_max_score"), random_return=md.get("ref_min_score"),
                            extra={"minari_dataset_id": str(md.get("dataset_id"))})
     file_n = resolve_n_actions(space_n, file_n)
-    with h5py.File(data / "main_data.hdf5", "r") as h5:
+    with _open(data / "main_data.hdf5") as h5:
         plan = []
         for i in range(n_eps):
             g = _get(h5, f"episode_{i}", f"episode_{i}", kind=h5py.Group)
@@ -324,17 +345,17 @@ def load_minari(p: Path, budget: Budget, n_actions: int | None) -> TransitionDat
         f["next_observations"] = np.empty_like(f["observations"])
         k = marked = both = 0
         for o, a, r, te, tr in plan:
-            obs, size = o[()], o.shape[0] - 1
+            obs, size = _read(o), o.shape[0] - 1
             if size == 0:
                 continue
-            term = te[()].reshape(size, -1)[:, 0] != 0
-            trunc = tr[()].reshape(size, -1)[:, 0] != 0
+            term = _read(te).reshape(size, -1)[:, 0] != 0
+            trunc = _read(tr).reshape(size, -1)[:, 0] != 0
             both += int(np.count_nonzero(term & trunc))
             if not (term[-1] or trunc[-1]):
                 trunc[-1], marked = True, marked + 1
             f["observations"][k:k + size], f["next_observations"][k:k + size] = obs[:-1], obs[1:]
-            f["actions"][k:k + size] = a[()].reshape(size, -1)[:, 0]
-            f["rewards"][k:k + size] = r[()].reshape(size, -1)[:, 0]
+            f["actions"][k:k + size] = _read(a).reshape(size, -1)[:, 0]
+            f["rewards"][k:k + size] = _read(r).reshape(size, -1)[:, 0]
             f["terminals"][k:k + size], f["timeouts"][k:k + size] = term, trunc & ~term
             k += size
     notes = {key: v for key, v in (("episodes_marked_timeout", marked), ("terminal_and_truncated", both)) if v}
