@@ -11,25 +11,7 @@ from merlion_core.data import dataset as dmod
 from merlion_core.data.dataset import (SCHEMA_VERSION, DatasetError, DatasetMeta, TransitionDataset,
                                        from_arrays, validate)
 
-N_ACTIONS = 16
-
-
-def make_fields(seed: int = 0) -> dict[str, np.ndarray]:
-    """3 episodes (lengths 5, 4, 6): terminal, timeout, terminal; obs chained within episodes."""
-    rng = np.random.default_rng(seed)
-    obs, nxt, term, tout = [], [], [], []
-    for length, end in ((5, "terminal"), (4, "timeout"), (6, "terminal")):
-        traj = rng.normal(size=(length + 1, 3)).astype(np.float32)
-        obs.append(traj[:-1])
-        nxt.append(traj[1:])
-        flags = np.zeros((2, length), bool)
-        flags[0 if end == "terminal" else 1, -1] = True
-        term.append(flags[0])
-        tout.append(flags[1])
-    n = 15
-    return {"observations": np.concatenate(obs), "actions": rng.integers(0, N_ACTIONS, n).astype(np.int64),
-            "rewards": rng.normal(size=n).astype(np.float32), "next_observations": np.concatenate(nxt),
-            "terminals": np.concatenate(term), "timeouts": np.concatenate(tout)}
+from dataset_factory import N_ACTIONS, make_fields
 
 
 def make(**overrides) -> TransitionDataset:

@@ -1,8 +1,9 @@
-"""Reading and writing transition datasets: detection, native and npz formats.
+"""Reading and writing transition datasets: detection, native format and entry points.
 
 Entry points: :func:`detect_format`, :func:`load_dataset`, :func:`save_dataset`,
-:func:`convert`. The HDF5-based formats (D4RL, Minari, d3rlpy) live in
-:mod:`merlion_core.data.io_hdf5`. See ``docs/formats.md`` for every layout.
+:func:`convert`. The npz format lives in :mod:`merlion_core.data.io_npz`, the HDF5-based
+formats (D4RL, Minari, d3rlpy) in :mod:`merlion_core.data.io_hdf5`, and the primitives
+they share in :mod:`merlion_core.data.io_common`. See ``docs/formats.md`` for every layout.
 
 Safety rules applied to every input: nothing is ever unpickled (``allow_pickle=False``;
 object/void/string arrays are refused before their data is read); the declared size of
@@ -14,160 +15,27 @@ declared size; symlinks inside dataset directories are not followed. Any problem
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-import struct
-import zipfile
-import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import numpy.lib.format as npformat
 
-from .dataset import (FIELDS, SCHEMA_VERSION, DatasetError, DatasetMeta, TransitionDataset,
-                      _coerce_flag, from_arrays)
+from .dataset import FIELDS, SCHEMA_VERSION, DatasetError, DatasetMeta, TransitionDataset, from_arrays
+# Re-exported: these names lived in this module before the split; existing imports from io keep working.
+from .io_common import (MAX_JSON_BYTES, MAX_META_BYTES, MAX_NPY_HEADER, Budget, _npy_header,  # noqa: F401
+                        atomic_write, check_dtype, derive_next_observations, dump_json, merlion_json,
+                        meta_from_json, meta_with, parse_json, read_json, resolve_n_actions)
+from .io_npz import (_NPZ_KEYS, _READ_BLOCK, MAX_ZIP_MEMBERS, _load_npz, _MemberStream,  # noqa: F401
+                     _open_zip, _read_member, _save_npz)
 
 DEFAULT_MAX_BYTES = 4 * 1024**3
 FORMATS = ("native", "npz", "d4rl", "minari", "d3rlpy")
 NATIVE_TAG = "merlion-dataset"
-MAX_META_BYTES = 1 << 20        # meta.json / meta_json / merlion_meta text
-MAX_JSON_BYTES = 64 << 20       # Minari metadata.json (spaces may list per-dim bounds)
-MAX_ZIP_MEMBERS = 256
-MAX_NPY_HEADER = 10_000
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
-_NPZ_KEYS = (*FIELDS, "n_actions", "meta_json")
-_READ_BLOCK = 1 << 20
-
-
-class Budget:
-    """Bytes of array data still allowed from one file or directory."""
-
-    def __init__(self, max_bytes: Any) -> None:
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes < 0:
-            raise DatasetError(f"max_bytes: expected a non-negative int, got {max_bytes!r:.40}")
-        self.max_bytes, self.used = int(max_bytes), 0
-
-    def take(self, nbytes: int, what: str) -> None:
-        if self.used + nbytes > self.max_bytes:
-            raise DatasetError(f"{what}: {nbytes} bytes of array data exceed the cap max_bytes={self.max_bytes}"
-                               f" ({self.used} bytes already taken by other fields)")
-        self.used += nbytes
-
-    @property
-    def left(self) -> int:
-        return self.max_bytes - self.used
-
-
-def check_dtype(dtype: np.dtype, what: str, kinds: str = "biuf") -> None:
-    """Refuse object, void/structured, string and other non-numeric dtypes."""
-    if dtype.hasobject or dtype.kind not in kinds or dtype.fields is not None or dtype.subdtype is not None:
-        raise DatasetError(f"{what}: dtype {dtype} is not allowed (numeric arrays only; objects are never unpickled)")
-
-
-def read_json(path: Path, what: str, cap: int = MAX_META_BYTES) -> Any:
-    if path.is_symlink() or not path.is_file():
-        raise DatasetError(f"{what}: missing or not a regular file")
-    if path.stat().st_size > cap:
-        raise DatasetError(f"{what}: {path.stat().st_size} bytes exceed the {cap}-byte cap for metadata")
-    return parse_json(path.read_bytes(), what)
-
-
-def parse_json(raw: bytes | str, what: str) -> Any:
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise DatasetError(f"{what}: invalid JSON ({exc})") from None
-
-
-def resolve_n_actions(in_file: Any, requested: int | None) -> Any:
-    """The caller's n_actions wins only if the file is silent; a disagreement is an error."""
-    if in_file is not None and requested is not None and in_file != requested:
-        raise DatasetError(f"n_actions: the file says {in_file} but n_actions={requested} was requested")
-    return requested if requested is not None else in_file
-
-
-def meta_with(meta: DatasetMeta | None, source_format: str, **extra: Any) -> DatasetMeta:
-    meta = meta or DatasetMeta()
-    return dataclasses.replace(meta, source_format=source_format, extra={**meta.extra, **extra})
-
-
-def meta_from_json(text: str | None, what: str) -> tuple[Any, DatasetMeta | None]:
-    """Parse a ``{"n_actions": int, "meta": {...}}`` document (the merlion metadata block)."""
-    if text is None:
-        return None, None
-    doc = parse_json(text, what) if isinstance(text, (str, bytes)) else text
-    if not isinstance(doc, dict) or set(doc) - {"n_actions", "meta"}:
-        raise DatasetError(f"{what}: expected an object with keys n_actions and meta")
-    return doc.get("n_actions"), DatasetMeta.from_dict(doc.get("meta", {}))
-
-
-def merlion_json(ds: TransitionDataset) -> str:
-    return dump_json({"n_actions": ds.n_actions, "meta": ds.meta.to_dict()})
-
-
-def dump_json(doc: Any) -> str:
-    try:
-        return json.dumps(doc, sort_keys=True, indent=2, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise DatasetError(f"meta: not JSON-serialisable ({exc})") from None
-
-
-def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
-    """Write via a sibling temp file then rename, so readers (and memmaps) never see a half file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def derive_next_observations(fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Fill in ``next_observations`` for files that lack it (D4RL convention).
-
-    Within an episode ``next_obs[i] = obs[i + 1]``. A terminal step keeps its own
-    observation as next observation (absorbing convention; masked by the terminal flag).
-    A timeout step, and a final step of the file that is not an episode end, has no
-    successor and is dropped; its predecessor in the same episode becomes the timeout.
-    Returns the new fields and notes for ``meta.extra``.
-    """
-    obs = np.asarray(fields["observations"])
-    if obs.ndim != 2:
-        raise DatasetError(f"observations: expected a 2-D array [N, S], got shape {obs.shape}")
-    n = obs.shape[0]
-    if n == 0:
-        raise DatasetError("observations: empty dataset (0 transitions)")
-    flags = {}
-    for name in ("terminals", "timeouts"):
-        arr = np.asarray(fields[name])
-        arr = arr[:, 0] if arr.ndim == 2 and arr.shape[1] == 1 else arr
-        if arr.ndim != 1 or arr.shape[0] != n:
-            raise DatasetError(f"{name}: shape {arr.shape} does not match observations length {n}")
-        flags[name] = _coerce_flag(name, arr)
-    term, tout = flags["terminals"], flags["timeouts"]
-    ends = term | tout
-    drop = tout.copy()
-    drop[-1] |= not term[-1]
-    prev = np.flatnonzero(drop) - 1
-    prev = prev[prev >= 0]
-    prev = prev[~ends[prev]]
-    new_tout = tout.copy()
-    new_tout[prev] = True
-    nxt = np.empty_like(obs)
-    nxt[:-1] = obs[1:]
-    nxt[term] = obs[term]
-    out = dict(fields, next_observations=nxt, terminals=term, timeouts=new_tout)
-    n_drop = int(np.count_nonzero(drop))
-    if n_drop:
-        keep = ~drop
-        for name in FIELDS:
-            out[name] = np.asarray(out[name])[keep]
-    return out, {"next_observations_derived": True, "dropped_transitions": n_drop}
 
 
 # ----------------------------------------------------------------------------- detection
@@ -231,20 +99,6 @@ def detect_format(path: str | os.PathLike) -> str:
 
 # ----------------------------------------------------------------------------- native
 
-def _npy_header(fp: Any, what: str) -> tuple[tuple[int, ...], bool, np.dtype]:
-    try:
-        version = npformat.read_magic(fp)
-        if version == (1, 0):
-            return npformat.read_array_header_1_0(fp, max_header_size=MAX_NPY_HEADER)
-        if version == (2, 0):
-            return npformat.read_array_header_2_0(fp, max_header_size=MAX_NPY_HEADER)
-    except DatasetError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - numpy raises ValueError, SyntaxError, TokenError...
-        raise DatasetError(f"{what}: not a valid .npy array ({type(exc).__name__}: {exc})") from None
-    raise DatasetError(f"{what}: unsupported .npy format version {version}")
-
-
 def _load_npy_file(path: Path, what: str, budget: Budget, mmap: bool) -> np.ndarray:
     if path.is_symlink() or not path.is_file():
         raise DatasetError(f"{what}: required field missing ({path.name})")
@@ -288,172 +142,6 @@ def _save_native(ds: TransitionDataset, p: Path, **_: Any) -> None:
            "meta": ds.meta.to_dict()}
     text = dump_json(doc) + "\n"
     atomic_write(p / "meta.json", lambda t: t.write_text(text, encoding="utf-8"))
-
-
-# ----------------------------------------------------------------------------- npz
-
-class _MemberStream:
-    """Bounded streaming reader of one zip member, independent of zipfile's own checks.
-
-    Reads the raw (stored or deflated) bytes from the local header, inflates at most
-    ``_READ_BLOCK`` bytes per step and refuses as soon as the output passes the member's
-    declared ``file_size`` - so a member whose size fields lie never fills memory.
-    """
-
-    def __init__(self, raw: BinaryIO, zi: zipfile.ZipInfo, what: str) -> None:
-        self.raw, self.zi, self.what = raw, zi, what
-        if zi.flag_bits & 0x1:
-            raise DatasetError(f"{what}: encrypted zip members are not supported")
-        if zi.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-            raise DatasetError(f"{what}: zip compression method {zi.compress_type} is not supported")
-        raw.seek(zi.header_offset)
-        head = raw.read(30)
-        if len(head) != 30 or head[:4] != b"PK\x03\x04":
-            raise DatasetError(f"{what}: corrupt zip (bad local header)")
-        name_len, extra_len = struct.unpack("<HH", head[26:30])
-        raw.seek(zi.header_offset + 30 + name_len + extra_len)
-        self.left_in = zi.compress_size
-        self.inflate = zlib.decompressobj(-15) if zi.compress_type == zipfile.ZIP_DEFLATED else None
-        self.produced, self.crc, self.pending = 0, 0, b""
-
-    def _produce(self) -> bytes:
-        while True:
-            if self.inflate is None:
-                chunk = self.raw.read(min(self.left_in, _READ_BLOCK))
-                self.left_in -= len(chunk)
-                if not chunk and self.left_in > 0:
-                    raise DatasetError(f"{self.what}: zip member is truncated")
-            elif self.inflate.eof:
-                chunk = b""
-            else:
-                data = self.inflate.unconsumed_tail
-                if not data:
-                    data = self.raw.read(min(self.left_in, 1 << 16))
-                    self.left_in -= len(data)
-                    if not data:
-                        raise DatasetError(f"{self.what}: zip member is truncated (compressed data ends early)")
-                try:
-                    chunk = self.inflate.decompress(data, _READ_BLOCK)
-                except zlib.error as exc:
-                    raise DatasetError(f"{self.what}: corrupt compressed data ({exc})") from None
-                if not chunk and not self.inflate.eof:
-                    continue
-            self.produced += len(chunk)
-            if self.produced > self.zi.file_size:
-                raise DatasetError(f"{self.what}: zip member inflates past its declared size of "
-                                   f"{self.zi.file_size} bytes (zip bomb or corrupt archive); refused")
-            self.crc = zlib.crc32(chunk, self.crc)
-            return chunk
-
-    def read(self, n: int) -> bytes:
-        while len(self.pending) < n:
-            chunk = self._produce()
-            if not chunk:
-                break
-            self.pending += chunk
-        out, self.pending = self.pending[:n], self.pending[n:]
-        return out
-
-    def readinto(self, buf: memoryview) -> None:
-        pos = len(self.pending)
-        buf[:pos] = self.pending
-        self.pending = b""
-        while pos < len(buf):
-            chunk = self._produce()
-            if not chunk:
-                raise DatasetError(f"{self.what}: zip member is shorter than its .npy header declares")
-            take = min(len(chunk), len(buf) - pos)
-            buf[pos:pos + take] = chunk[:take]
-            self.pending, pos = chunk[take:], pos + take
-
-    def finish(self) -> None:
-        if self.pending or self._produce():
-            raise DatasetError(f"{self.what}: zip member has data beyond its .npy array")
-        if self.produced != self.zi.file_size or self.crc != self.zi.CRC:
-            raise DatasetError(f"{self.what}: zip member is corrupt (size or CRC mismatch)")
-
-
-def _read_member(raw: BinaryIO, zi: zipfile.ZipInfo, what: str, budget: Budget, kinds: str) -> np.ndarray:
-    if zi.file_size > budget.left + MAX_NPY_HEADER + 16:
-        raise DatasetError(f"{what}: declared uncompressed size {zi.file_size} bytes exceeds the cap "
-                           f"max_bytes={budget.max_bytes}")
-    stream = _MemberStream(raw, zi, what)
-    shape, fortran, dtype = _npy_header(stream, what)
-    check_dtype(dtype, what, kinds)
-    count = int(np.prod(shape, dtype=np.int64))
-    nbytes = count * dtype.itemsize
-    budget.take(nbytes, what)
-    if stream.produced - len(stream.pending) + nbytes != zi.file_size:
-        raise DatasetError(f"{what}: .npy header declares {nbytes} data bytes but the zip entry holds "
-                           f"{zi.file_size - (stream.produced - len(stream.pending))}")
-    arr = np.empty(count, dtype=dtype)
-    stream.readinto(memoryview(arr.view(np.uint8)))
-    stream.finish()
-    return arr.reshape(shape, order="F" if fortran else "C")
-
-
-def _open_zip(p: Path) -> zipfile.ZipFile:
-    try:
-        return zipfile.ZipFile(p)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
-        raise DatasetError(f"not a valid zip archive ({exc})") from None
-
-
-def _load_npz(p: Path, budget: Budget, n_actions: int | None, **_: Any) -> TransitionDataset:
-    with _open_zip(p) as zf, open(p, "rb") as raw:
-        infos = zf.infolist()
-        if len(infos) > MAX_ZIP_MEMBERS:
-            raise DatasetError(f"zip archive has {len(infos)} members (cap {MAX_ZIP_MEMBERS})")
-        members = {zi.filename[:-4]: zi for zi in infos if zi.filename.endswith(".npy")}
-        for zi in infos:  # every declared size, before reading anything
-            if zi.filename[:-4] in _NPZ_KEYS and zi.file_size > budget.left + MAX_NPY_HEADER + 16:
-                raise DatasetError(f"{zi.filename[:-4]}: declared uncompressed size {zi.file_size} bytes "
-                                   f"exceeds the cap max_bytes={budget.max_bytes}")
-        fields: dict[str, Any] = {}
-        for name in ("observations", "actions", "rewards", "terminals"):
-            if name not in members:
-                raise DatasetError(f"{name}: required field missing ({name}.npy not in the archive)")
-        for name in FIELDS:
-            if name in members:
-                fields[name] = _read_member(raw, members[name], name, budget, "biuf")
-        file_n = meta_text = None
-        if "n_actions" in members:
-            arr = _read_member(raw, members["n_actions"], "n_actions", budget, "iu")
-            if arr.size != 1:
-                raise DatasetError(f"n_actions: expected a scalar, got shape {arr.shape}")
-            file_n = int(arr.reshape(-1)[0])
-        if "meta_json" in members:
-            if members["meta_json"].file_size > MAX_META_BYTES:
-                raise DatasetError(f"meta_json: larger than the {MAX_META_BYTES}-byte metadata cap")
-            arr = _read_member(raw, members["meta_json"], "meta_json", Budget(MAX_META_BYTES), "U")
-            if arr.shape != ():
-                raise DatasetError(f"meta_json: expected a 0-d unicode array, got shape {arr.shape}")
-            meta_text = str(arr[()])
-    meta = DatasetMeta.from_dict(parse_json(meta_text, "meta_json")) if meta_text is not None else None
-    notes: dict[str, Any] = {}
-    if "timeouts" not in fields:
-        fields["timeouts"] = np.zeros(np.shape(fields["terminals"])[:1], dtype=bool)
-    if "next_observations" not in fields:
-        fields, notes = derive_next_observations(fields)
-    return from_arrays(fields, resolve_n_actions(file_n, n_actions), meta_with(meta, "npz", **notes),
-                       infer_n_actions=True)
-
-
-def _save_npz(ds: TransitionDataset, p: Path, *, compressed: bool = False, **_: Any) -> None:
-    members = dict(ds.arrays())
-    members["n_actions"] = np.array(ds.n_actions, dtype=np.int64)
-    members["meta_json"] = np.array(dump_json(ds.meta.to_dict()))
-    method = zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED
-
-    def write(tmp: Path) -> None:
-        with zipfile.ZipFile(tmp, "w", compression=method, allowZip64=True) as zf:
-            for name, arr in members.items():
-                zi = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                zi.compress_type, zi.external_attr = method, 0o644 << 16
-                with zf.open(zi, "w", force_zip64=True) as out:
-                    npformat.write_array(out, np.asarray(arr), allow_pickle=False)
-
-    atomic_write(p, write)
 
 
 # ----------------------------------------------------------------------------- entry points

@@ -18,9 +18,9 @@ import h5py
 import numpy as np
 
 from .dataset import MAX_TRANSITIONS, DatasetError, DatasetMeta, TransitionDataset, from_arrays
-from .io import (MAX_JSON_BYTES, MAX_META_BYTES, Budget, atomic_write, check_dtype,
-                 derive_next_observations, dump_json, merlion_json, meta_from_json, meta_with,
-                 parse_json, read_json, resolve_n_actions)
+from .io_common import (MAX_JSON_BYTES, MAX_META_BYTES, Budget, atomic_write, check_dtype,
+                        derive_next_observations, dump_json, merlion_json, meta_from_json, meta_with,
+                        parse_json, read_json, resolve_n_actions)
 
 D3RLPY_VERSION = "2.1"          # DATASET_VERSION of d3rlpy/dataset/io.py (d3rlpy 2.x)
 D3RLPY_COLUMNS = ("observations", "actions", "rewards", "terminated")

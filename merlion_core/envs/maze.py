@@ -19,10 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
-from merlion_core.config import from_dict, to_dict
 from merlion_core.envs.geometry import (
     DEFAULT_BONUS_REGIONS,
     DEFAULT_GOAL,
@@ -34,6 +32,7 @@ from merlion_core.envs.geometry import (
     substep_motion,
 )
 from merlion_core.envs.model import StepResult, apply_action_noise
+from merlion_core.envs.model_env import ModelEnv
 
 
 @dataclass(frozen=True)
@@ -152,34 +151,8 @@ class MazeModel:
         return {"n_equivalence_classes": self.n_equivalence_classes}
 
 
-class MazeEnv(gym.Env):
-    """Gymnasium env ``merlion/Maze-v0`` over :class:`MazeModel` (5-tuple step, seeded noise)."""
+class MazeEnv(ModelEnv):
+    """Gymnasium env ``merlion/Maze-v0`` over :class:`MazeModel`."""
 
-    metadata = {"render_modes": []}
-
-    def __init__(self, config: MazeConfig | None = None, **overrides: Any) -> None:
-        base = config or MazeConfig()
-        # overrides may come from JSON (lists): from_dict turns them back into tuples
-        self.config = from_dict(MazeConfig, {**to_dict(base), **overrides}) if overrides else base
-        self.model = MazeModel(self.config)
-        self.action_space = gym.spaces.Discrete(self.model.n_actions)
-        self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(3,), dtype=np.float32)
-        self._state = self.model.initial_states(1)
-        self._t = 0
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        self._state = self.model.initial_states(1)
-        self._t = 0
-        return self._state[0].copy(), {}
-
-    def step(self, action):
-        if not self.action_space.contains(action):
-            raise ValueError(f"MazeEnv.step: action {action!r} not in Discrete({self.model.n_actions})")
-        result = self.model.step(self._state, np.array([int(action)]), self.np_random)
-        self._state = result.next_states
-        self._t += 1
-        terminated = bool(result.terminated[0])
-        truncated = (not terminated) and self._t >= self.config.max_steps
-        info = {"executed_action": int(result.executed_actions[0])}
-        return self._state[0].copy(), float(result.rewards[0]), terminated, truncated, info
+    config_cls = MazeConfig
+    model_cls = MazeModel

@@ -1,0 +1,74 @@
+"""Layering rules, checked on the source: imports point one way; the core has no UI and no I/O."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "merlion_core"
+
+# Lower ranks may never import higher ranks (docs in README "Layout").
+RANKS = [
+    ("merlion_core.config", 0),
+    ("merlion_core.data", 0),  # the empty package __init__
+    ("merlion_core.envs", 1),
+    ("merlion_core.data.dataset", 1),
+    ("merlion_core.data.io", 2),  # io, io_common, io_npz, io_hdf5: file formats live only here
+    ("merlion_core.data.collect", 3),
+    ("merlion_core.cli", 9),
+]
+NUMERIC = ("merlion_core.envs", "merlion_core.data.dataset", "merlion_core.data.collect", "merlion_core.config")
+
+
+def rank_of(module: str) -> int | None:
+    matches = [(len(prefix), rank) for prefix, rank in RANKS
+               if module == prefix or module.startswith(prefix + ".") or module.startswith(prefix + "_")]
+    return max(matches)[1] if matches else None
+
+
+def modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        yield name.removesuffix(".__init__"), ast.parse(path.read_text(), filename=str(path))
+
+
+def imported(tree: ast.AST) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_rank_table_covers_every_module():
+    missing = [name for name, _ in modules() if name != "merlion_core" and rank_of(name) is None]
+    assert not missing, f"modules without a layer: {missing}"
+
+
+@pytest.mark.parametrize("name, tree", list(modules()), ids=lambda v: v if isinstance(v, str) else "")
+def test_imports_point_down(name, tree):
+    own = rank_of(name)
+    for target in imported(tree):
+        assert not target.startswith("streamlit"), f"{name} imports streamlit"
+        if target.startswith("merlion_core.") and own is not None:
+            assert rank_of(target) <= own, f"{name} (layer {own}) imports {target} (layer {rank_of(target)})"
+
+
+@pytest.mark.parametrize("name, tree", [m for m in modules() if m[0].startswith(NUMERIC)],
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_numeric_core_does_not_print_or_read_the_environment(name, tree):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            assert node.func.id not in ("print", "open", "input"), f"{name} calls {node.func.id}()"
+        if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv"):
+            raise AssertionError(f"{name} reads environment variables")
+
+
+def test_no_pickle_anywhere():
+    for name, tree in modules():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.keyword) and node.arg == "allow_pickle":
+                assert isinstance(node.value, ast.Constant) and node.value.value is False, name
+        assert "pickle" not in imported(tree), f"{name} imports pickle"
