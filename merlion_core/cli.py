@@ -276,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", required=True, choices=FORMATS, help="output format")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_dataset_convert)
+
+    from merlion_core.cli_represent import add_commands
+
+    add_commands(sub)
     return parser
 
 
@@ -284,6 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from merlion_core.data.dataset import DatasetError
     from merlion_core.envs import UnknownEnvError
+    from merlion_core.representation.artifacts import ArtifactError  # noqa: F401  (a ValueError)
 
     try:
         return int(args.func(args) or 0)

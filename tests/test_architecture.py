@@ -15,9 +15,16 @@ RANKS = [
     ("merlion_core.data.dataset", 1),
     ("merlion_core.data.io", 2),  # io, io_common, io_npz, io_hdf5: file formats live only here
     ("merlion_core.data.collect", 3),
-    ("merlion_core.cli", 9),
+    ("merlion_core.models", 1),
+    ("merlion_core.representation", 3),
+    ("merlion_core.representation.artifacts", 4),  # weights + config.json: the representation I/O module
+    ("merlion_core.diagnostics", 3),
+    ("merlion_core.pipelines", 6),
+    ("merlion_core.cli", 9),  # cli and cli_* modules
 ]
-NUMERIC = ("merlion_core.envs", "merlion_core.data.dataset", "merlion_core.data.collect", "merlion_core.config")
+NUMERIC = ("merlion_core.envs", "merlion_core.data.dataset", "merlion_core.data.collect", "merlion_core.config",
+           "merlion_core.models", "merlion_core.representation.merlion", "merlion_core.representation.losses",
+           "merlion_core.representation.base", "merlion_core.diagnostics")
 
 
 def rank_of(module: str) -> int | None:

@@ -1,0 +1,1 @@
+"""Neural network building blocks (torch): MLPs, the action encoder, the model heads."""

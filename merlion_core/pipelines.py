@@ -1,0 +1,95 @@
+"""Pipelines: compose the numeric stages with file I/O at the edges (CLI, jobs and app call these)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from merlion_core.data.io import detect_format, load_dataset
+from merlion_core.representation.artifacts import load_representation, save_representation
+from merlion_core.representation.base import ProgressFn
+from merlion_core.representation.merlion import PAPER_ENV_DEFAULTS
+from merlion_core.representation.registry import get_method
+
+
+def representation_config(method: str, env_id: str | None, overrides: dict[str, Any]) -> Any:
+    """The method's config: class defaults, then the paper's per-env dim and p (MERLION), then
+    ``overrides``; an override the method does not have is an error."""
+    spec = get_method(method)
+    names = {f.name for f in dataclasses.fields(spec.config_cls)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"{method}: no option(s) {', '.join(unknown)}; it has {', '.join(sorted(names))}")
+    env_defaults = PAPER_ENV_DEFAULTS.get(env_id or "", {}) if method.startswith("merlion") else {}
+    if "external" == method and "env" in names and env_id and "env" not in overrides:
+        env_defaults = {"env": env_id}
+    return spec.default_config(**{**env_defaults, **overrides})
+
+
+def train_encoder(dataset_path: str | os.PathLike, method: str, out_dir: str | os.PathLike, *,
+                  overrides: dict[str, Any] | None = None, device: str = "auto",
+                  progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Load a dataset, fit a representation, save it with its config and metrics."""
+    dataset = load_dataset(dataset_path)
+    config = representation_config(method, dataset.meta.env_id, overrides or {})
+    started = time.perf_counter()
+    rep, metrics = get_method(method).fit(dataset, config, device=device, progress=progress)
+    seconds = time.perf_counter() - started
+    info = {"env_id": dataset.meta.env_id,
+            "dataset": {"path": str(dataset_path), "format": detect_format(dataset_path),
+                        "n_transitions": dataset.n_transitions, "behaviour": dataset.meta.behaviour,
+                        "noise": dataset.meta.noise, "seed": dataset.meta.seed},
+            "train_seconds": round(seconds, 3)}
+    rep_config = getattr(rep, "config", config)
+    save_representation(rep, method, rep_config, out_dir, metrics={**metrics, "train_seconds": seconds}, info=info)
+    return {"out": str(out_dir), "method": method, "seconds": seconds, "metrics": metrics}
+
+
+def diagnose_encoder(encoder_dir: str | os.PathLike, *, n_states: int = 64, n_action_samples: int = 512,
+                     seed: int = 0, dataset_path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Diagnostics of a saved representation against its env's true pseudometric."""
+    from merlion_core import diagnostics
+    from merlion_core.envs import make_model
+
+    loaded = load_representation(encoder_dir)
+    env_id = loaded.info.get("env_id")
+    if not env_id:
+        raise ValueError(f"{encoder_dir}: the representation records no environment; diagnostics need a true model")
+    path = dataset_path or loaded.info.get("dataset", {}).get("path")
+    if not path or not Path(path).exists():
+        raise ValueError(f"{encoder_dir}: its dataset {path!r} is not there; pass --dataset")
+    dataset = load_dataset(path)
+    model = make_model(env_id, _env_overrides(dataset.meta.env_config, model_cls_default=make_model(env_id).config))
+    rng = np.random.default_rng(seed)
+    states = diagnostics.sample_states(np.asarray(dataset.observations), n_states, rng)
+    rep = loaded.representation
+
+    def embed_fn(obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return rep.embed_chunk(torch.as_tensor(obs), torch.as_tensor(actions)).numpy()
+
+    result = diagnostics.diagnose(model, embed_fn, states, n_action_samples=n_action_samples, rng=rng)
+    out = {"env_id": env_id, "method": loaded.method, **result.to_dict()}
+    if hasattr(rep, "relative_behaviour_probs"):
+        probs = rep.relative_behaviour_probs(torch.as_tensor(states)).numpy()
+        out["ood_fraction"] = diagnostics.ood_fraction(probs, loaded.config.tau)
+    else:
+        out["ood_fraction"] = None
+    return out
+
+
+def _env_overrides(env_config: dict[str, Any], model_cls_default: Any) -> dict[str, Any]:
+    """The dataset's env config as overrides of the env's defaults (only the keys it differs in)."""
+    from merlion_core.config import to_dict
+
+    defaults = to_dict(model_cls_default)
+    return {k: v for k, v in (env_config or {}).items() if k in defaults and defaults[k] != v}
+
+
+ProgressCallback = Callable[[int, dict[str, float]], None]

@@ -1,0 +1,1 @@
+"""Action representations: MERLION and the baselines, behind one interface."""

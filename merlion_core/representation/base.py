@@ -1,0 +1,66 @@
+"""The one interface every action representation implements.
+
+Downstream code (latent offline RL, lookup, diagnostics, the app) only ever sees a
+:class:`Representation`: ``embed(obs_BS, act_B) -> e_BD`` for logged actions and
+``embed_all(obs_BS) -> e_BAD`` for every action at once (chunked over actions, so memory
+stays bounded for large action sets). State-independent representations simply ignore
+the state. A representation is an ``nn.Module``: its weights are its ``state_dict``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+DEFAULT_CHUNK = 1024
+
+
+class Representation(nn.Module):
+    """Base class: phi(a; s) -> e in R^dim for a finite action set of ``n_actions``."""
+
+    method: str = "base"
+
+    def __init__(self, n_actions: int, obs_dim: int, dim: int) -> None:
+        super().__init__()
+        self.n_actions = int(n_actions)
+        self.obs_dim = int(obs_dim)
+        self.dim = int(dim)
+
+    def embed(self, obs_BS: torch.Tensor, act_B: torch.Tensor) -> torch.Tensor:
+        """e_BD: the representation of each (state, action) pair."""
+        raise NotImplementedError
+
+    def embed_chunk(self, obs_BS: torch.Tensor, actions_C: torch.Tensor) -> torch.Tensor:
+        """e_BCD: the representations of the actions ``actions_C`` at every state.
+
+        The default repeats the states; subclasses override it with something cheaper.
+        """
+        b, c = obs_BS.shape[0], actions_C.shape[0]
+        obs = obs_BS[:, None, :].expand(b, c, obs_BS.shape[1]).reshape(b * c, -1)
+        act = actions_C[None, :].expand(b, c).reshape(-1)
+        return self.embed(obs, act).reshape(b, c, self.dim)
+
+    def embed_all(self, obs_BS: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+        """e_BAD: every action's representation at every state, computed ``chunk`` actions at a time."""
+        device = obs_BS.device
+        parts = [
+            self.embed_chunk(obs_BS, torch.arange(start, min(start + chunk, self.n_actions), device=device))
+            for start in range(0, self.n_actions, chunk)
+        ]
+        return torch.cat(parts, dim=1)
+
+
+ProgressFn = Callable[[int, dict[str, float]], None]
+"""Training progress: called with (step, metrics) every few steps."""
+
+
+def iterate_minibatches(n: int, batch_size: int, steps: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """``steps`` index batches drawn uniformly with replacement from range(n)."""
+    for _ in range(steps):
+        yield torch.randint(0, n, (batch_size,), generator=generator)
+
+
+def describe(rep: Representation) -> dict[str, Any]:
+    return {"method": rep.method, "n_actions": rep.n_actions, "obs_dim": rep.obs_dim, "dim": rep.dim}

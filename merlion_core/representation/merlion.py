@@ -1,0 +1,210 @@
+"""MERLION: pseudometric-based action representations (paper 4.2, Algorithm 2, A.3).
+
+``fit`` trains the encoder phi and the three models of Algorithm 2 jointly for ``steps``
+gradient steps; ``train_steps`` is the same loop as a generator (the app and the CLI show
+its progress); ``warm_start`` continues an existing encoder with a new p and tau for a few
+hundred steps, yielding intermediate embeddings (the app's sliders).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from merlion_core.data.dataset import TransitionDataset
+from merlion_core.models.encoder import ActionEncoder
+from merlion_core.models.heads import BehaviourModel, RewardModel, TransitionModel
+from merlion_core.models.mlp import resolve_device
+from merlion_core.representation import losses
+from merlion_core.representation.base import ProgressFn, Representation
+
+
+@dataclass(frozen=True)
+class MerlionConfig:
+    """MERLION representation learning (paper A.3 defaults; per-env dim and p in PAPER_ENV_DEFAULTS)."""
+
+    dim: int = 2
+    """|E|: dimension of the action representation (maze 2, multi-step maze 2, recommender 10, dialogue 30)."""
+    p: float = 0.01
+    """p: out-of-distribution penalty of Eq. 4/7 (maze 0.01, multi-step 0.1, recommender 0.1, dialogue 0.3)."""
+    tau: float = 0.3
+    """tau: I_hat(a|s) = 1 when G(a|s) / max G <= tau (paper: 0.3 best)."""
+    gamma: float = 0.99
+    """gamma: discount weighting the W2 term of Eq. 7."""
+    steps: int = 10_000
+    """T: gradient steps of Algorithm 2 (paper: 10,000)."""
+    batch_size: int = 128
+    """Batch size (paper: 128)."""
+    lr: float = 1e-2
+    """Adam learning rate of every model (paper: 1e-2, no weight decay)."""
+    reward_scale: float = 1.0
+    """Factor on rewards inside R_hat and d_hat (1 = the paper; see docs/deviations.md)."""
+    hidden: int = 128
+    """Hidden width of the encoder and the models."""
+    action_embed_dim: int = 32
+    """Width of the action-id embedding inside phi."""
+    seed: int = 0
+    """Seed of initialisation and sampling."""
+    log_every: int = 100
+    """Report metrics every this many steps."""
+
+
+PAPER_ENV_DEFAULTS: dict[str, dict[str, float]] = {
+    "merlion/Maze-v0": {"dim": 2, "p": 0.01},
+    "merlion/MultiStepMaze-v0": {"dim": 2, "p": 0.1},
+    "merlion/Recommender-v0": {"dim": 10, "p": 0.1},
+    "merlion/Dialogue-v0": {"dim": 30, "p": 0.3},
+}
+
+
+def config_for_env(env_id: str | None, **overrides) -> MerlionConfig:
+    """The paper's per-environment dim and p, then ``overrides``."""
+    return MerlionConfig(**{**PAPER_ENV_DEFAULTS.get(env_id or "", {}), **overrides})
+
+
+class MerlionRepresentation(Representation):
+    """phi(a; s) plus the models it was trained with (kept for warm starts and diagnostics)."""
+
+    method = "merlion"
+
+    def __init__(self, config: MerlionConfig, n_actions: int, obs_dim: int) -> None:
+        super().__init__(n_actions, obs_dim, config.dim)
+        self.config = config
+        hidden = (config.hidden, config.hidden)
+        self.encoder = ActionEncoder(n_actions, obs_dim, config.dim, config.action_embed_dim, hidden)
+        self.transition_model = TransitionModel(obs_dim, config.dim, hidden)
+        self.reward_model = RewardModel(obs_dim, config.dim, hidden)
+        self.behaviour_model = BehaviourModel(obs_dim, n_actions, (config.hidden, 64))
+
+    def embed(self, obs_BS: torch.Tensor, act_B: torch.Tensor) -> torch.Tensor:
+        return self.encoder(obs_BS, act_B)
+
+    def embed_chunk(self, obs_BS: torch.Tensor, actions_C: torch.Tensor) -> torch.Tensor:
+        return self.encoder.embed_chunk(obs_BS, actions_C)
+
+    @torch.no_grad()
+    def relative_behaviour_probs(self, obs_BS: torch.Tensor) -> torch.Tensor:
+        """G(a|s) / max_a' G(a'|s) for every action: [B, A] in (0, 1]."""
+        logits = self.behaviour_model(obs_BS)
+        return torch.exp(logits - logits.max(dim=1, keepdim=True).values)
+
+
+def build(config: MerlionConfig, n_actions: int, obs_dim: int) -> MerlionRepresentation:
+    """An untrained MERLION representation, initialised from ``config.seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return MerlionRepresentation(config, n_actions, obs_dim)
+
+
+def dataset_tensors(dataset: TransitionDataset, device: torch.device) -> dict[str, torch.Tensor]:
+    """The dataset's arrays as tensors on ``device`` (copied once)."""
+    return {
+        "obs": torch.tensor(np.asarray(dataset.observations), device=device),
+        "act": torch.tensor(np.asarray(dataset.actions), device=device),
+        "rew": torch.tensor(np.asarray(dataset.rewards), device=device),
+        "next_obs": torch.tensor(np.asarray(dataset.next_observations), device=device),
+    }
+
+
+def merlion_losses(rep: MerlionRepresentation, obs, act_i, rew_i, next_obs, act_j, config: MerlionConfig,
+                   train_models: bool = True) -> dict[str, torch.Tensor]:
+    """One step of Algorithm 2: the encoder loss (Eq. 6) and the model losses (Eq. 26)."""
+    rew_i = rew_i * config.reward_scale
+    b = obs.shape[0]
+    e_ij = rep.encoder(torch.cat([obs, obs]), torch.cat([act_i, act_j]))  # one pass for both
+    e_i, e_j = e_ij[:b], e_ij[b:]
+    logits = rep.behaviour_model(obs) if train_models else None
+    with torch.no_grad():  # d_hat is built from stop-gradient embeddings and fixed models (Eq. 7)
+        mu, std = rep.transition_model(torch.cat([obs, obs]), e_ij.detach())
+        r_hat_j = rep.reward_model(obs, e_j.detach())
+        ood_j = losses.ood_indicator(rep.behaviour_model(obs) if logits is None else logits.detach(),
+                                     act_j, config.tau)
+        w2_ij = losses.w2_diagonal_gaussians(mu[:b], std[:b], mu[b:], std[b:])
+        d_hat = losses.pseudometric_target(rew_i, r_hat_j, w2_ij, ood_j, config.gamma, config.p)
+    out = {"encoder_loss": losses.encoder_loss(e_i, e_j, d_hat)}
+    if train_models:
+        mu_i, std_i = rep.transition_model(obs, e_i)
+        out["transition_loss"] = losses.transition_loss(mu_i, std_i, next_obs)
+        out["reward_loss"] = losses.reward_loss(rep.reward_model(obs, e_i), rew_i)
+        out["behaviour_loss"] = losses.behaviour_loss(logits, act_i)
+    out["ood_share"] = ood_j.mean()
+    out["d_hat_mean"] = d_hat.mean()
+    return out
+
+
+def train_steps(rep: MerlionRepresentation, dataset: TransitionDataset, config: MerlionConfig, *,
+                device: str = "auto", train_models: bool = True, steps: int | None = None,
+                ) -> Iterator[tuple[int, dict[str, float]]]:
+    """Algorithm 2 as a generator of (step, metrics) every ``config.log_every`` steps and at the end."""
+    dev = resolve_device(device)
+    rep.to(dev).train()
+    data = dataset_tensors(dataset, dev)
+    n = data["act"].shape[0]
+    params = list(rep.parameters()) if train_models else list(rep.encoder.parameters())
+    optimizer = torch.optim.Adam(params, lr=config.lr, fused=True)
+    generator = torch.Generator().manual_seed(config.seed + (0 if train_models else 1))
+    total = config.steps if steps is None else steps
+    running: dict[str, float] = {}
+    for step in range(1, total + 1):
+        idx = torch.randint(0, n, (config.batch_size,), generator=generator).to(dev)
+        act_j = torch.randint(0, rep.n_actions, (config.batch_size,), generator=generator).to(dev)
+        terms = merlion_losses(rep, data["obs"][idx], data["act"][idx], data["rew"][idx],
+                               data["next_obs"][idx], act_j, config, train_models)
+        loss = sum(v for k, v in terms.items() if k.endswith("_loss"))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        for key, value in terms.items():
+            running[key] = running.get(key, 0.0) + float(value.detach())
+        if step % config.log_every == 0 or step == total:
+            count = config.log_every if step % config.log_every == 0 else step % config.log_every
+            yield step, {key: value / count for key, value in running.items()}
+            running = {}
+    rep.eval()
+
+
+def fit(dataset: TransitionDataset, config: MerlionConfig, *, device: str = "auto",
+        progress: ProgressFn | None = None) -> tuple[MerlionRepresentation, dict[str, float]]:
+    """Train a MERLION representation on ``dataset`` (Algorithm 2)."""
+    rep = build(config, dataset.n_actions, dataset.obs_dim)
+    metrics: dict[str, float] = {}
+    for step, metrics in train_steps(rep, dataset, config, device=device):
+        if progress is not None:
+            progress(step, metrics)
+    return rep, metrics
+
+
+@dataclass(frozen=True)
+class WarmStartUpdate:
+    """An intermediate state of a warm start."""
+
+    step: int
+    metrics: dict[str, float]
+    embeddings: np.ndarray | None  # e[B, A, d] at the requested states, when requested
+
+
+def warm_start(rep: MerlionRepresentation, dataset: TransitionDataset, *, p: float, tau: float,
+               steps: int = 300, yield_every: int = 50, states: np.ndarray | None = None,
+               device: str = "auto", seed: int = 0) -> Iterator[WarmStartUpdate]:
+    """Continue training the encoder with a new p and tau (models frozen), yielding as it goes."""
+    config = dataclasses.replace(rep.config, p=p, tau=tau, log_every=yield_every, seed=seed)
+    rep.config = config
+    dev = resolve_device(device)
+    obs = None if states is None else torch.as_tensor(np.asarray(states, dtype=np.float32), device=dev)
+    for step, metrics in train_steps(rep, dataset, config, device=device, train_models=False, steps=steps):
+        embeddings = None
+        if obs is not None:
+            with torch.no_grad():
+                embeddings = rep.embed_all(obs).cpu().numpy()
+        yield WarmStartUpdate(step, metrics, embeddings)
+
+
+def module_parameters(rep: MerlionRepresentation) -> dict[str, list[nn.Parameter]]:
+    """Parameters by model, for gradient-flow checks."""
+    return {name: list(getattr(rep, name).parameters())
+            for name in ("encoder", "transition_model", "reward_model", "behaviour_model")}
