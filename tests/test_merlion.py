@@ -106,6 +106,7 @@ def test_same_seed_same_weights_different_seed_different():
 
 def test_paper_env_defaults():
     assert (config_for_env("merlion/Maze-v0").dim, config_for_env("merlion/Maze-v0").p) == (2, 0.01)
+    assert config_for_env("merlion/Maze-v0").reward_scale == 0.01
     assert (config_for_env("merlion/MultiStepMaze-v0").dim, config_for_env("merlion/MultiStepMaze-v0").p) == (2, 0.1)
     assert config_for_env(None, p=0.5).p == 0.5
     cfg = MerlionConfig()

@@ -34,6 +34,15 @@ CONFIG_CLASSES = [random_embeddings.Rand1Config, random_embeddings.Rand2Config, 
                   reconstruction.ReconstructionConfig, cvae.CVAEConfig, external.ExternalConfig]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny networks: one intra-op thread is faster and immune to a busy machine; restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def data():
     """Random-action data on the 64-action maze (the setting Chandak et al. train on)."""
@@ -203,6 +212,26 @@ def test_transition_default_config_matches_public_code():
     assert isinstance(rep.encoder, torch.nn.Linear)  # linear inverse-dynamics encoder
 
 
+def test_transition_loss_matches_the_formula_on_a_hand_made_case():
+    rep = transition.build(transition.TransitionConfig(), 3, 1)
+    table = torch.tensor([[0.5, 0.0], [-0.5, 0.0], [0.0, 0.9]])
+    mu = torch.tensor([math.atanh(0.5), 0.0])
+    with torch.no_grad():
+        rep.embeddings.copy_(torch.atanh(table))
+        rep.encoder.weight.zero_()
+        rep.encoder.bias.copy_(torch.cat([mu, torch.full((2,), -3.0)]))  # log sigma = -3
+    noise = torch.tensor([[1.0, -2.0]])
+    parts = rep.losses(torch.zeros(1, 1), torch.tensor([2]), torch.zeros(1, 1), noise, 0.01, 0.01)
+    z = torch.tanh(mu + math.exp(-3.0) * noise[0])
+    logits = -((z[None, :] - table) ** 2).sum(1)  # negative squared distances to every embedding
+    ce = -torch.log_softmax(logits, 0)[2]
+    kl = 0.5 * float((mu**2).sum() + 2 * (math.exp(-6.0) + 6 - 1))
+    torch.testing.assert_close(parts["ce"], ce)
+    torch.testing.assert_close(parts["kl"], torch.tensor(kl))
+    expected = ce / math.log(3) + 0.01 * (table**2).mean() / 2 + 0.01 * kl
+    torch.testing.assert_close(parts["loss"], expected)
+
+
 # ---------------------------------------------------------------- Reconstruction and CVAE
 
 
@@ -233,7 +262,8 @@ def test_cvae_representation_is_the_deterministic_encoder_mean(trained, data):
     rep, metrics, _ = trained("cvae")
     assert cvae.CVAEConfig().beta > 0 and {"kl", "recon", "loss"} <= set(metrics)
     obs, act = _fixed_batch(data, 50)[:2]
-    mu, log_std = rep.posterior(obs, act)
+    with torch.no_grad():
+        mu, log_std = rep.posterior(obs, act)
     assert torch.equal(rep.embed(obs, act), mu) and torch.equal(rep.embed(obs, act), rep.embed(obs, act))
     assert float(log_std.min()) >= cvae.LOG_STD_MIN and float(log_std.max()) <= cvae.LOG_STD_MAX
     noise = torch.randn(50, rep.dim)
@@ -274,8 +304,8 @@ def test_external_maze_features_are_the_normalised_displacements(data, trained):
     assert torch.equal(table[0], table[2])
     np.testing.assert_allclose(table[0].numpy(), disp, atol=1e-6)
     classes = torch.as_tensor(model.action_classes)
-    same = (classes[:, None] == classes[None, :]) & ~torch.eye(N_ACTIONS, dtype=torch.bool)
-    assert same.any()
+    same = classes[:, None] == classes[None, :]
+    assert (same & ~torch.eye(N_ACTIONS, dtype=torch.bool)).any()
     dist = torch.cdist(table[0], table[0], p=1)
     assert float(dist[same].max()) == 0.0 and float(dist[~same].min()) > 0  # classes = identical rows
     raw = external.build(external.ExternalConfig(env="maze", normalise=False), N_ACTIONS, OBS_DIM).table

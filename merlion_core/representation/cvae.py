@@ -7,9 +7,11 @@
   reconstruction baseline (:mod:`merlion_core.representation.reconstruction`).
 - Loss: MSE(next state) + reward_weight * MSE(reward) + beta * KL(q || N(0, I)), the KL averaged
   over the batch and the latent dimensions (PLAS convention). Default beta = 0.1, not PLAS's 0.5:
-  on standardised (s' - s, r) targets beta = 0.5 nearly collapses the posterior (64-action maze,
-  random actions, 3000 steps: next-state MSE 0.71 and KL 0.28, against 0.34 and 1.3 with
-  beta = 0.1, which matches the deterministic reconstruction baseline's 0.35).
+  on standardised (s' - s, r) targets beta = 0.5 collapses the posterior. Measured on random-action
+  maze data (one seed): 64 actions, 3000 steps: next-state MSE 0.71 / KL 0.28 with beta 0.5,
+  0.34 / 1.3 with beta 0.1 (reconstruction baseline: 0.35); 4096 actions, 3000 steps: 0.71 / 0.05
+  with beta 0.5 (latent L1 vs true displacement distance correlation 0.03), 0.61 / 0.38 with
+  beta 0.1, which reaches 0.29 / 0.96 (correlation 0.42) at the default 10k steps.
 
 The representation is the encoder mean mu(s, a) (deterministic).
 """

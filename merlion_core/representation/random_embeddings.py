@@ -9,10 +9,10 @@ Both are state-independent tables drawn once from the seed; nothing is trained.
   cell chosen uniformly at random without replacement, and place it uniformly inside a box of
   half-width j = (w - min_distance) / 2 round the cell centre. Two points in different cells then
   differ by at least w - 2j = min_distance in some coordinate, so their L1 (>= L-inf) distance is
-  >= min_distance. Feasible iff min_distance <= w; otherwise :func:`build_rand2` raises
-  ValueError. The default margin 0.01 is feasible up to 200^dim actions (40,000 in 2-D); for the
-  4096-action maze in 2-D, w = 2 / 64 = 0.03125, so each point keeps about 2/3 of its cell's
-  width as random jitter.
+  >= min_distance. Feasible iff min_distance <= w (less 1e-6 kept against float32 rounding);
+  otherwise :func:`build_rand2` raises ValueError. The default margin 0.01 is feasible up to
+  about 200^dim actions (40,000 in 2-D); for the 4096-action maze in 2-D, w = 2 / 64 = 0.03125,
+  so each point keeps about 2/3 of its cell's width as random jitter.
 """
 
 from __future__ import annotations

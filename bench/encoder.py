@@ -1,0 +1,68 @@
+"""Encoder speed on the 100k-transition maze dataset (medium, 50% noise).
+
+Measures: 10,000 steps of all four models of Algorithm 2; embed_all for 64 states x 4096
+actions; 300 warm-start steps. Usage: python bench/encoder.py [--threads 1] [--steps 10000]
+Writes bench/results/encoder.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from merlion_core.data.collect import collect
+from merlion_core.representation.merlion import build, config_for_env, train_steps, warm_start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=10_000)
+    parser.add_argument("--out", default="bench/results/encoder.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    dataset = collect("maze", "medium", 0.5, 100_000, seed=0)
+    config = config_for_env(dataset.meta.env_id, steps=args.steps, log_every=1000)
+    rep = build(config, dataset.n_actions, dataset.obs_dim)
+    started = time.perf_counter()
+    for _ in train_steps(rep, dataset, config, device="cpu"):
+        pass
+    train_seconds = time.perf_counter() - started
+
+    states = torch.as_tensor(dataset.observations[:64])
+    with torch.no_grad():
+        rep.embed_all(states)  # warm-up
+        timings = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            table = rep.embed_all(states)
+            timings.append(time.perf_counter() - t0)
+    started = time.perf_counter()
+    for _ in warm_start(rep, dataset, p=0.1, tau=0.5, steps=300, yield_every=100, states=dataset.observations[:8],
+                        device="cpu"):
+        pass
+    warm_seconds = time.perf_counter() - started
+    result = {
+        "machine": {"cpus": os.cpu_count(), "torch_threads": args.threads, "python": platform.python_version(),
+                    "torch": torch.__version__},
+        "train_steps": args.steps,
+        "train_seconds": train_seconds,
+        "train_seconds_per_10k_steps": train_seconds * 10_000 / args.steps,
+        "embed_all_64x4096_ms_median": 1000 * sorted(timings)[len(timings) // 2],
+        "embed_all_shape": list(table.shape),
+        "warm_start_300_steps_seconds": warm_seconds,
+        "config": {k: getattr(config, k) for k in ("dim", "p", "tau", "lr", "batch_size", "reward_scale")},
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
