@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from merlion_core.data.collect import collect
 from merlion_core.representation.merlion import build, config_for_env, train_steps, warm_start
 
 
@@ -25,31 +24,46 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--out", default="bench/results/encoder.json")
+    parser.add_argument("--dataset", help="a saved maze dataset (default: collect medium/0.5/100k/seed 0)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    dataset = collect("maze", "medium", 0.5, 100_000, seed=0)
+    if args.dataset:
+        from merlion_core.data.io import load_dataset
+
+        dataset = load_dataset(args.dataset)
+    else:
+        from merlion_core.data.collect import collect
+
+        dataset = collect("maze", "medium", 0.5, 100_000, seed=0)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          (args.device if args.device != "auto" else "cpu"))
     config = config_for_env(dataset.meta.env_id, steps=args.steps, log_every=1000)
     rep = build(config, dataset.n_actions, dataset.obs_dim)
     started = time.perf_counter()
-    for _ in train_steps(rep, dataset, config, device="cpu"):
+    for _ in train_steps(rep, dataset, config, device=str(device)):
         pass
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     train_seconds = time.perf_counter() - started
 
-    states = torch.as_tensor(dataset.observations[:64])
+    states = torch.as_tensor(dataset.observations[:64], device=device)
     with torch.no_grad():
         rep.embed_all(states)  # warm-up
         timings = []
         for _ in range(5):
             t0 = time.perf_counter()
             table = rep.embed_all(states)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             timings.append(time.perf_counter() - t0)
     started = time.perf_counter()
     for _ in warm_start(rep, dataset, p=0.1, tau=0.5, steps=300, yield_every=100, states=dataset.observations[:8],
-                        device="cpu"):
+                        device=str(device)):
         pass
     warm_seconds = time.perf_counter() - started
     result = {
-        "machine": {"cpus": os.cpu_count(), "torch_threads": args.threads, "python": platform.python_version(),
+        "machine": {"device": str(device), "cpus": os.cpu_count(), "torch_threads": args.threads, "python": platform.python_version(),
                     "torch": torch.__version__},
         "train_steps": args.steps,
         "train_seconds": train_seconds,

@@ -288,7 +288,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from merlion_core.data.dataset import DatasetError
     from merlion_core.envs import UnknownEnvError
-    from merlion_core.representation.artifacts import ArtifactError  # noqa: F401  (a ValueError)
 
     try:
         return int(args.func(args) or 0)

@@ -70,8 +70,11 @@ def cmd_train_encoder(args: argparse.Namespace) -> int:
         bar.update(step - bar.n)
         bar.set_postfix({k: f"{v:.4g}" for k, v in list(metrics.items())[:3]}, refresh=False)
 
+    def on_config(config: Any) -> None:
+        bar.reset(total=max(int(getattr(config, "steps", 0)), 1))
+
     result = train_encoder(args.dataset, args.method, args.out, overrides=overrides, device=args.device,
-                           progress=progress)
+                           progress=progress, on_config=on_config)
     bar.close()
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))

@@ -34,10 +34,15 @@ def representation_config(method: str, env_id: str | None, overrides: dict[str, 
 
 def train_encoder(dataset_path: str | os.PathLike, method: str, out_dir: str | os.PathLike, *,
                   overrides: dict[str, Any] | None = None, device: str = "auto",
-                  progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Load a dataset, fit a representation, save it with its config and metrics."""
+                  progress: ProgressFn | None = None,
+                  on_config: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    """Load a dataset, fit a representation, save it with its config and metrics.
+
+    ``on_config`` receives the resolved config before training starts (for a progress total)."""
     dataset = load_dataset(dataset_path)
     config = representation_config(method, dataset.meta.env_id, overrides or {})
+    if on_config is not None:
+        on_config(config)
     started = time.perf_counter()
     rep, metrics = get_method(method).fit(dataset, config, device=device, progress=progress)
     seconds = time.perf_counter() - started
@@ -91,5 +96,3 @@ def _env_overrides(env_config: dict[str, Any], model_cls_default: Any) -> dict[s
     defaults = to_dict(model_cls_default)
     return {k: v for k, v in (env_config or {}).items() if k in defaults and defaults[k] != v}
 
-
-ProgressCallback = Callable[[int, dict[str, float]], None]

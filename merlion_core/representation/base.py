@@ -64,3 +64,44 @@ def iterate_minibatches(n: int, batch_size: int, steps: int, generator: torch.Ge
 
 def describe(rep: Representation) -> dict[str, Any]:
     return {"method": rep.method, "n_actions": rep.n_actions, "obs_dim": rep.obs_dim, "dim": rep.dim}
+
+
+class MetricWindow:
+    """Means of per-step loss terms since the last report (kept as tensors: no sync per step)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor | float] = {}
+        self.count = 0
+
+    def add(self, terms: dict[str, torch.Tensor]) -> None:
+        for key, value in terms.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value.detach()
+        self.count += 1
+
+    def flush(self) -> dict[str, float]:
+        means = {key: float(value) / max(self.count, 1) for key, value in self.sums.items()}
+        self.sums, self.count = {}, 0
+        return means
+
+
+def train_loop(rep: nn.Module, loss_fn: Callable[[Any, torch.Generator], dict[str, torch.Tensor]], n: int,
+               config: Any, progress: ProgressFn | None = None, report_every: int = 100) -> dict[str, float]:
+    """Adam (``config.lr``) on ``loss_fn(indices, generator)["loss"]`` for ``config.steps`` uniformly
+    sampled minibatches of ``config.batch_size``; returns the last window's mean metrics."""
+    optimizer = torch.optim.Adam(rep.parameters(), lr=config.lr)
+    generator = torch.Generator().manual_seed(config.seed)
+    metrics: dict[str, float] = {}
+    window = MetricWindow()
+    for step, idx in enumerate(iterate_minibatches(n, config.batch_size, config.steps, generator), 1):
+        parts = loss_fn(idx.numpy(), generator)
+        optimizer.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        optimizer.step()
+        window.add(parts)  # metrics are means over the steps since the last report
+        if step % report_every == 0 or step == config.steps:
+            metrics = window.flush()
+            if progress is not None:
+                progress(step, dict(metrics))
+    if not metrics and progress is not None:
+        progress(0, {})
+    return metrics

@@ -21,7 +21,7 @@ from merlion_core.models.encoder import ActionEncoder
 from merlion_core.models.heads import BehaviourModel, RewardModel, TransitionModel
 from merlion_core.models.mlp import resolve_device
 from merlion_core.representation import losses
-from merlion_core.representation.base import ProgressFn, Representation
+from merlion_core.representation.base import MetricWindow, ProgressFn, Representation
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def train_steps(rep: MerlionRepresentation, dataset: TransitionDataset, config: 
     total = config.steps if steps is None else steps
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total, eta_min=0.1 * config.lr)
                  if config.lr_decay else None)
-    running: dict[str, float] = {}
+    window = MetricWindow()
     for step in range(1, total + 1):
         idx = torch.randint(0, n, (config.batch_size,), generator=generator).to(dev)
         act_j = torch.randint(0, rep.n_actions, (config.batch_size,), generator=generator).to(dev)
@@ -166,12 +166,9 @@ def train_steps(rep: MerlionRepresentation, dataset: TransitionDataset, config: 
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        for key, value in terms.items():
-            running[key] = running.get(key, 0.0) + float(value.detach())
+        window.add(terms)
         if step % config.log_every == 0 or step == total:
-            count = config.log_every if step % config.log_every == 0 else step % config.log_every
-            yield step, {key: value / count for key, value in running.items()}
-            running = {}
+            yield step, window.flush()
     rep.eval()
 
 

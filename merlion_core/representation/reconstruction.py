@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from merlion_core.models.mlp import mlp, resolve_device
-from merlion_core.representation.base import ProgressFn, Representation, iterate_minibatches
+from merlion_core.representation.base import ProgressFn, Representation, train_loop
 
 
 @dataclass(frozen=True)
@@ -143,30 +143,14 @@ def train(rep: EncoderDecoder, dataset: Any, config: Any, device: str, progress:
     dev = resolve_device(device)
     set_statistics(rep, dataset)
     rep = rep.to(dev)
-    opt = torch.optim.Adam(rep.parameters(), lr=config.lr)
-    gen = torch.Generator().manual_seed(config.seed)
     obs, act, rew, nxt = dataset.observations, dataset.actions, dataset.rewards, dataset.next_observations
-    metrics: dict[str, float] = {}
-    window: dict[str, torch.Tensor] = {}
-    n_window = 0
-    for step, idx in enumerate(iterate_minibatches(dataset.n_transitions, config.batch_size, config.steps, gen), 1):
-        i = idx.numpy()
+
+    def loss_fn(i, gen):
         noise = torch.randn(len(i), noise_dim, generator=gen).to(dev) if noise_dim else None
-        parts = rep.losses(torch.as_tensor(obs[i], device=dev), torch.as_tensor(act[i], device=dev),
-                           torch.as_tensor(rew[i], device=dev), torch.as_tensor(nxt[i], device=dev), noise)
-        opt.zero_grad(set_to_none=True)
-        parts["loss"].backward()
-        opt.step()
-        for k, v in parts.items():
-            window[k] = window.get(k, 0.0) + v.detach()
-        n_window += 1
-        if step % 100 == 0 or step == config.steps:
-            metrics = {k: float(v) / n_window for k, v in window.items()}
-            window, n_window = {}, 0
-            if progress is not None:
-                progress(step, dict(metrics))
-    if not metrics and progress is not None:
-        progress(0, {})
+        return rep.losses(torch.as_tensor(obs[i], device=dev), torch.as_tensor(act[i], device=dev),
+                          torch.as_tensor(rew[i], device=dev), torch.as_tensor(nxt[i], device=dev), noise)
+
+    metrics = train_loop(rep, loss_fn, dataset.n_transitions, config, progress)
     return rep.eval(), metrics
 
 

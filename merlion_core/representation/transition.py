@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from merlion_core.models.mlp import resolve_device
-from merlion_core.representation.base import ProgressFn, Representation, iterate_minibatches
+from merlion_core.representation.base import ProgressFn, Representation, train_loop
 
 
 @dataclass(frozen=True)
@@ -119,28 +119,12 @@ def fit(dataset: Any, config: TransitionConfig, *, device: str = "auto", progres
     rep = build(config, dataset.n_actions, dataset.obs_dim)
     rep.in_mean, rep.in_std = _standardiser([obs, np.asarray(nxt) - np.asarray(obs)])
     rep = rep.to(dev)
-    opt = torch.optim.Adam(rep.parameters(), lr=config.lr)
-    gen = torch.Generator().manual_seed(config.seed)
     acts = dataset.actions
-    metrics: dict[str, float] = {}
-    window: dict[str, torch.Tensor] = {}
-    n_window = 0
-    for step, idx in enumerate(iterate_minibatches(dataset.n_transitions, config.batch_size, config.steps, gen), 1):
-        i = idx.numpy()
+
+    def loss_fn(i, gen):
         noise = torch.randn(len(i), config.dim, generator=gen)
-        parts = rep.losses(torch.as_tensor(obs[i], device=dev), torch.as_tensor(acts[i], device=dev),
-                           torch.as_tensor(nxt[i], device=dev), noise.to(dev), config.emb_reg, config.kl_weight)
-        opt.zero_grad(set_to_none=True)
-        parts["loss"].backward()
-        opt.step()
-        for k, v in parts.items():  # metrics are means over the steps since the last report
-            window[k] = window.get(k, 0.0) + v.detach()
-        n_window += 1
-        if step % 100 == 0 or step == config.steps:
-            metrics = {k: float(v) / n_window for k, v in window.items()}
-            window, n_window = {}, 0
-            if progress is not None:
-                progress(step, dict(metrics))
-    if not metrics and progress is not None:
-        progress(0, {})
+        return rep.losses(torch.as_tensor(obs[i], device=dev), torch.as_tensor(acts[i], device=dev),
+                          torch.as_tensor(nxt[i], device=dev), noise.to(dev), config.emb_reg, config.kl_weight)
+
+    metrics = train_loop(rep, loss_fn, dataset.n_transitions, config, progress)
     return rep.eval(), metrics
