@@ -29,7 +29,8 @@ def representation_config(method: str, env_id: str | None, overrides: dict[str, 
     env_defaults = PAPER_ENV_DEFAULTS.get(env_id or "", {}) if method.startswith("merlion") else {}
     if "external" == method and "env" in names and env_id and "env" not in overrides:
         env_defaults = {"env": env_id}
-    return spec.default_config(**{**env_defaults, **overrides})
+    # per-env paper settings, then the method's own fixed settings (merlion-no-p: p = 0), then the user's
+    return spec.config_cls(**{**env_defaults, **spec.config_defaults, **overrides})
 
 
 def train_encoder(dataset_path: str | os.PathLike, method: str, out_dir: str | os.PathLike, *,

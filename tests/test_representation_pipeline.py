@@ -115,3 +115,13 @@ def test_train_encoder_rejects_options_of_other_methods(small_dataset_path, tmp_
     proc = run("train-encoder", "--dataset", str(small_dataset_path), "--method", "rand1", "--p", "0.2",
                "--out", str(tmp_path / "x"), check=False)
     assert proc.returncode == 1 and "rand1: no option(s) p" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_config_precedence_env_then_method_then_user():
+    from merlion_core.pipelines import representation_config
+
+    no_p = representation_config("merlion-no-p", "merlion/Maze-v0", {})
+    assert no_p.p == 0.0 and no_p.dim == 2 and no_p.reward_scale == 0.01  # the ablation keeps p = 0
+    assert representation_config("merlion", "merlion/MultiStepMaze-v0", {}).p == 0.1
+    assert representation_config("merlion", "merlion/Maze-v0", {"p": 0.5}).p == 0.5
+    assert representation_config("external", "merlion/Maze-v0", {}).env == "merlion/Maze-v0"

@@ -59,7 +59,7 @@ class MerlionConfig:
 PAPER_ENV_DEFAULTS: dict[str, dict[str, float]] = {
     # dim and p from the paper (A.3); reward_scale brings the mazes' +100/-20 rewards to O(1)
     "merlion/Maze-v0": {"dim": 2, "p": 0.01, "reward_scale": 0.01},
-    "merlion/MultiStepMaze-v0": {"dim": 2, "p": 0.1, "reward_scale": 0.01},
+    "merlion/MultiStepMaze-v0": {"dim": 2, "p": 0.1, "reward_scale": 0.001},
     "merlion/Recommender-v0": {"dim": 10, "p": 0.1},
     "merlion/Dialogue-v0": {"dim": 30, "p": 0.3},
 }
@@ -119,21 +119,23 @@ def merlion_losses(rep: MerlionRepresentation, obs, act_i, rew_i, next_obs, act_
     """One step of Algorithm 2: the encoder loss (Eq. 6) and the model losses (Eq. 26)."""
     rew_i = rew_i * config.reward_scale
     b = obs.shape[0]
-    e_ij = rep.encoder(torch.cat([obs, obs]), torch.cat([act_i, act_j]))  # one pass for both
+    obs_ij = torch.cat([obs, obs])
+    e_ij = rep.encoder(obs_ij, torch.cat([act_i, act_j]))  # one pass for e_i and e_j
     e_i, e_j = e_ij[:b], e_ij[b:]
-    logits = rep.behaviour_model(obs) if train_models else None
-    with torch.no_grad():  # d_hat is built from stop-gradient embeddings and fixed models (Eq. 7)
-        mu, std = rep.transition_model(torch.cat([obs, obs]), e_ij.detach())
-        r_hat_j = rep.reward_model(obs, e_j.detach())
-        ood_j = losses.ood_indicator(rep.behaviour_model(obs) if logits is None else logits.detach(),
-                                     act_j, config.tau)
-        w2_ij = losses.w2_diagonal_gaussians(mu[:b], std[:b], mu[b:], std[b:])
-        d_hat = losses.pseudometric_target(rew_i, r_hat_j, w2_ij, ood_j, config.gamma, config.p)
+    with torch.set_grad_enabled(train_models and torch.is_grad_enabled()):
+        # one pass of each model over both actions; the d_hat target below only ever sees
+        # these outputs detached, which equals feeding the models stop-gradient e_bar (Eq. 7)
+        mu, std = rep.transition_model(obs_ij, e_ij)
+        r_hat = rep.reward_model(obs_ij, e_ij)
+        logits = rep.behaviour_model(obs)
+    with torch.no_grad():
+        ood_j = losses.ood_indicator(logits.detach(), act_j, config.tau)
+        w2_ij = losses.w2_diagonal_gaussians(mu[:b].detach(), std[:b].detach(), mu[b:].detach(), std[b:].detach())
+        d_hat = losses.pseudometric_target(rew_i, r_hat[b:].detach(), w2_ij, ood_j, config.gamma, config.p)
     out = {"encoder_loss": losses.encoder_loss(e_i, e_j, d_hat)}
     if train_models:
-        mu_i, std_i = rep.transition_model(obs, e_i)
-        out["transition_loss"] = losses.transition_loss(mu_i, std_i, next_obs)
-        out["reward_loss"] = losses.reward_loss(rep.reward_model(obs, e_i), rew_i)
+        out["transition_loss"] = losses.transition_loss(mu[:b], std[:b], next_obs)
+        out["reward_loss"] = losses.reward_loss(r_hat[:b], rew_i)
         out["behaviour_loss"] = losses.behaviour_loss(logits, act_i)
     out["ood_share"] = ood_j.mean()
     out["d_hat_mean"] = d_hat.mean()
