@@ -19,12 +19,18 @@ RANKS = [
     ("merlion_core.representation", 3),
     ("merlion_core.representation.artifacts", 4),  # weights + config.json: the representation I/O module
     ("merlion_core.diagnostics", 3),
+    ("merlion_core.data.sampler", 2),
+    ("merlion_core.lookup", 3),
+    ("merlion_core.algos", 3),
+    ("merlion_core.policy", 4),
+    ("merlion_core.evaluation", 4),
     ("merlion_core.pipelines", 6),
     ("merlion_core.cli", 9),  # cli and cli_* modules
 ]
 NUMERIC = ("merlion_core.envs", "merlion_core.data.dataset", "merlion_core.data.collect", "merlion_core.config",
            "merlion_core.models", "merlion_core.representation.merlion", "merlion_core.representation.losses",
-           "merlion_core.representation.base", "merlion_core.diagnostics")
+           "merlion_core.representation.base", "merlion_core.diagnostics", "merlion_core.lookup",
+           "merlion_core.algos", "merlion_core.policy", "merlion_core.evaluation", "merlion_core.data.sampler")
 
 
 def rank_of(module: str) -> int | None:

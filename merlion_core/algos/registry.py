@@ -1,0 +1,37 @@
+"""Every offline RL algorithm by name: ``ALGORITHMS[name] = (ConfigClass, AlgorithmClass)``.
+
+To add one, import its config and class here and add one entry; the shared test harness
+(tests/test_algos_harness.py) then covers it automatically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from merlion_core.algos.base import OfflineAlgorithm
+from merlion_core.algos.bc import BC, BCConfig
+from merlion_core.algos.discrete_bcq import DiscreteBCQ, DiscreteBCQConfig
+from merlion_core.algos.discrete_cql import DiscreteCQL, DiscreteCQLConfig
+from merlion_core.config import from_dict
+
+ALGORITHMS: dict[str, tuple[type, type[OfflineAlgorithm]]] = {
+    "bc": (BCConfig, BC),
+    "dcql": (DiscreteCQLConfig, DiscreteCQL),
+    "dbcq": (DiscreteBCQConfig, DiscreteBCQ),
+}
+
+
+def make_algorithm(name: str, n_actions: int, obs_dim: int, config: Any = None,
+                   device: str = "auto") -> OfflineAlgorithm:
+    """A fresh algorithm; ``config`` is its config dataclass, a dict of overrides, or None (defaults)."""
+    if name not in ALGORITHMS:
+        raise ValueError(f"algorithm: unknown {name!r}; known: {', '.join(ALGORITHMS)}")
+    config_cls, algo_cls = ALGORITHMS[name]
+    if config is None:
+        config = config_cls()
+    elif isinstance(config, Mapping):
+        config = from_dict(config_cls, dict(config))
+    elif not isinstance(config, config_cls):
+        raise TypeError(f"config: {name!r} expects {config_cls.__name__}, got {type(config).__name__}")
+    return algo_cls(config, n_actions, obs_dim, device)
