@@ -277,9 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_dataset_convert)
 
-    from merlion_core.cli_represent import add_commands
+    from merlion_core import cli_agent, cli_represent
 
-    add_commands(sub)
+    cli_represent.add_commands(sub)
+    cli_agent.add_commands(sub)
     return parser
 
 

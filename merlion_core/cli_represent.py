@@ -12,19 +12,33 @@ from typing import Any
 from merlion_core.config import field_docs
 
 
-def _all_config_fields() -> dict[str, tuple[type, str]]:
-    """Every scalar field of every representation config: name -> (type, help)."""
-    from merlion_core.representation.registry import METHODS
-
+def config_union_fields(specs: dict[str, tuple[type, dict[str, Any]]]) -> dict[str, tuple[type, str]]:
+    """Every scalar field of every config in ``specs`` (name -> (config class, fixed defaults)):
+    field name -> (type, help naming the first method that has it and its default)."""
     fields: dict[str, tuple[type, str]] = {}
-    for spec in METHODS.values():
-        docs = field_docs(spec.config_cls)
-        hints = typing.get_type_hints(spec.config_cls)
-        for field in dataclasses.fields(spec.config_cls):
+    for method, (config_cls, fixed) in specs.items():
+        docs = field_docs(config_cls)
+        hints = typing.get_type_hints(config_cls)
+        for field in dataclasses.fields(config_cls):
             if hints[field.name] in (int, float, str, bool) and field.name not in fields:
-                default = spec.config_defaults.get(field.name, field.default)
-                fields[field.name] = (hints[field.name], f"{docs.get(field.name, '')} ({spec.name} default: {default})")
+                default = fixed.get(field.name, field.default)
+                fields[field.name] = (hints[field.name], f"{docs.get(field.name, '')} ({method} default: {default})")
     return fields
+
+
+def add_config_union_arguments(parser: argparse.ArgumentParser, specs: dict[str, tuple[type, dict[str, Any]]],
+                               title: str) -> None:
+    """One ``--field`` per scalar config field (dest ``cfg_<field>``, unset unless given)."""
+    group = parser.add_argument_group(title)
+    for name, (tp, help_text) in config_union_fields(specs).items():
+        flag = "--" + name.replace("_", "-")
+        kwargs: dict[str, Any] = ({"action": argparse.BooleanOptionalAction} if tp is bool else {"type": tp})
+        group.add_argument(flag, dest=f"cfg_{name}", default=argparse.SUPPRESS, help=help_text.replace("%", "%%"),
+                           **kwargs)
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -37,15 +51,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
-    group = p.add_argument_group("method options (only those of the chosen method apply; unset = its default)")
-    for name, (tp, help_text) in _all_config_fields().items():
-        flag = "--" + name.replace("_", "-")
-        if tp is bool:
-            group.add_argument(flag, dest=f"cfg_{name}", action=argparse.BooleanOptionalAction,
-                               default=argparse.SUPPRESS, help=help_text.replace("%", "%%"))
-        else:
-            group.add_argument(flag, dest=f"cfg_{name}", type=tp, default=argparse.SUPPRESS,
-                               help=help_text.replace("%", "%%"))
+    add_config_union_arguments(
+        p, {name: (spec.config_cls, spec.config_defaults) for name, spec in METHODS.items()},
+        "method options (only those of the chosen method apply; unset = its default)")
     p.set_defaults(func=cmd_train_encoder)
 
     p = sub.add_parser("diagnose", help="compare a representation with its env's true pseudometric")
@@ -63,7 +71,7 @@ def cmd_train_encoder(args: argparse.Namespace) -> int:
 
     from merlion_core.pipelines import train_encoder
 
-    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
+    overrides = config_overrides(args)
     bar = tqdm(total=None, unit="step", desc=f"train {args.method}", disable=args.quiet, file=sys.stderr)
 
     def progress(step: int, metrics: dict[str, float]) -> None:

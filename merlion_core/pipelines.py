@@ -71,7 +71,7 @@ def diagnose_encoder(encoder_dir: str | os.PathLike, *, n_states: int = 64, n_ac
     if not path or not Path(path).exists():
         raise ValueError(f"{encoder_dir}: its dataset {path!r} is not there; pass --dataset")
     dataset = load_dataset(path)
-    model = make_model(env_id, _env_overrides(dataset.meta.env_config, model_cls_default=make_model(env_id).config))
+    model = make_model(env_id, dataset_env_overrides(dataset))
     rng = np.random.default_rng(seed)
     states = diagnostics.sample_states(np.asarray(dataset.observations), n_states, rng)
     rep = loaded.representation
@@ -90,10 +90,13 @@ def diagnose_encoder(encoder_dir: str | os.PathLike, *, n_states: int = 64, n_ac
     return out
 
 
-def _env_overrides(env_config: dict[str, Any], model_cls_default: Any) -> dict[str, Any]:
-    """The dataset's env config as overrides of the env's defaults (only the keys it differs in)."""
+def dataset_env_overrides(dataset: Any) -> dict[str, Any] | None:
+    """The dataset's env config as overrides of that env's defaults (None when it is the default)."""
+    if not dataset.meta.env_id:
+        return None
     from merlion_core.config import to_dict
+    from merlion_core.envs import make_config
 
-    defaults = to_dict(model_cls_default)
-    return {k: v for k, v in (env_config or {}).items() if k in defaults and defaults[k] != v}
-
+    defaults = to_dict(make_config(dataset.meta.env_id))
+    changed = {k: v for k, v in (dataset.meta.env_config or {}).items() if k in defaults and defaults[k] != v}
+    return changed or None

@@ -22,6 +22,7 @@ RANKS = [
     ("merlion_core.data.sampler", 2),
     ("merlion_core.lookup", 3),
     ("merlion_core.algos", 3),
+    ("merlion_core.algos.artifacts", 4),  # agent weights + config.json: the agent I/O module
     ("merlion_core.policy", 4),
     ("merlion_core.evaluation", 4),
     ("merlion_core.pipelines", 6),

@@ -1,0 +1,70 @@
+"""``merlion train-agent`` and ``merlion evaluate``: options generated from the algorithm configs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from merlion_core.cli_represent import add_config_union_arguments, config_overrides
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    from merlion_core.algos.registry import ALGORITHMS
+
+    p = sub.add_parser("train-agent", help="train an offline RL agent (raw actions, or latent with --encoder)")
+    p.add_argument("--dataset", required=True, help="dataset path (any supported format)")
+    p.add_argument("--algo", required=True, choices=list(ALGORITHMS), help="algorithm")
+    p.add_argument("--encoder", help="representation folder (latent algorithms only)")
+    p.add_argument("--steps", type=int, required=True, help="gradient steps")
+    p.add_argument("--eval-every", type=int, default=0, help="evaluate every K steps (0: only at the end)")
+    p.add_argument("--eval-episodes", type=int, default=20, help="episodes per evaluation (default: 20)")
+    p.add_argument("--out", required=True, help="output folder (weights.pt, config.json, metrics.json)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_config_union_arguments(p, {name: (cls, {}) for name, (cls, _) in ALGORITHMS.items()},
+                               "algorithm options (only those of the chosen algorithm apply)")
+    p.set_defaults(func=cmd_train_agent)
+
+    p = sub.add_parser("evaluate", help="evaluate a saved agent in its environment")
+    p.add_argument("--agent", required=True, help="agent folder from train-agent")
+    p.add_argument("--episodes", type=int, default=50, help="episodes (default: 50)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the env noise")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_train_agent(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from merlion_core.pipelines_agent import train_agent
+
+    bar = tqdm(total=args.steps, unit="step", desc=f"train {args.algo}", disable=args.quiet, file=sys.stderr)
+
+    def progress(step: int, point: dict) -> None:
+        bar.update(step - bar.n)
+        if "normalised_score" in point:
+            bar.set_postfix({"score": f"{point['normalised_score']:.1f}"}, refresh=False)
+
+    result = train_agent(args.dataset, args.algo, args.out, steps=args.steps, encoder_dir=args.encoder,
+                         overrides=config_overrides(args), eval_every=args.eval_every,
+                         eval_episodes=args.eval_episodes, device=args.device, progress=progress)
+    bar.close()
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        print(f"wrote {result['out']}: {args.algo} in {result['seconds']:.1f} s")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from merlion_core.pipelines_agent import evaluate_agent
+
+    result = evaluate_agent(args.agent, episodes=args.episodes, seed=args.seed)
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        for key in ("algo", "env_id", "n_episodes", "mean_return", "normalised_score", "success_rate"):
+            print(f"{key:>18}: {result.get(key)}")
+    return 0

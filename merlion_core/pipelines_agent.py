@@ -1,0 +1,84 @@
+"""Agent pipelines: dataset (+ encoder) -> offline RL with a learning curve -> saved agent; evaluation."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Callable
+
+from merlion_core.algos.artifacts import load_agent, save_agent
+from merlion_core.algos.registry import ALGORITHMS
+from merlion_core.data.io import load_dataset
+from merlion_core.data.sampler import BatchSampler
+from merlion_core.evaluation import evaluate, learning_curve_point
+from merlion_core.pipelines import dataset_env_overrides
+
+LATENT_ALGOS = ("cql", "bcq")  # algorithms that act in a representation's latent space
+
+
+def agent_config(algo: str, overrides: dict[str, Any]) -> Any:
+    if algo not in ALGORITHMS:
+        raise ValueError(f"algorithm: unknown {algo!r}; known: {', '.join(ALGORITHMS)}")
+    config_cls = ALGORITHMS[algo][0]
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"{algo}: no option(s) {', '.join(unknown)}; it has {', '.join(sorted(names))}")
+    return config_cls(**overrides)
+
+
+def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.PathLike, *, steps: int,
+                encoder_dir: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None,
+                eval_every: int = 0, eval_episodes: int = 20, device: str = "auto",
+                progress: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
+    """Train ``algo`` for ``steps`` gradient steps; evaluate every ``eval_every`` steps (0 = at the end)."""
+    dataset = load_dataset(dataset_path)
+    if not dataset.meta.env_id and eval_every:
+        raise ValueError(f"{dataset_path}: no environment recorded; cannot evaluate")
+    config = agent_config(algo, overrides or {})
+    config_cls, algo_cls = ALGORITHMS[algo]
+    if algo in LATENT_ALGOS:
+        if encoder_dir is None:
+            raise ValueError(f"{algo}: needs --encoder (a representation folder from train-encoder)")
+        from merlion_core.representation.artifacts import load_representation
+
+        rep = load_representation(encoder_dir).representation
+        agent = algo_cls(config, dataset.n_actions, dataset.obs_dim, device, representation=rep)
+    else:
+        if encoder_dir is not None:
+            raise ValueError(f"{algo}: acts on raw actions; drop --encoder")
+        agent = algo_cls(config, dataset.n_actions, dataset.obs_dim, device)
+    sampler = BatchSampler(dataset, getattr(config, "batch_size", 256), seed=getattr(config, "seed", 0),
+                           device=str(agent.device))
+    env_overrides = dataset_env_overrides(dataset)
+    curve: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    log_every = eval_every or min(steps, 1000)
+    for step, metrics in agent.train_steps(sampler, steps, log_every=max(1, log_every)):
+        point: dict[str, Any] = {"step": step, **metrics}
+        if dataset.meta.env_id and (eval_every or step == steps):
+            agent.eval()
+            point.update(learning_curve_point(step, evaluate(agent, dataset.meta.env_id, eval_episodes,
+                                                             seed=step, env_overrides=env_overrides)))
+            agent.train()
+        curve.append(point)
+        if progress is not None:
+            progress(step, point)
+    seconds = time.perf_counter() - started
+    info = {"env_id": dataset.meta.env_id, "env_overrides": env_overrides,
+            "encoder": str(encoder_dir) if encoder_dir else None,
+            "dataset": {"path": str(dataset_path), "n_transitions": dataset.n_transitions},
+            "steps": steps, "train_seconds": round(seconds, 3)}
+    save_agent(agent, algo, out_dir, metrics={"curve": curve, "train_seconds": seconds}, info=info)
+    return {"out": str(out_dir), "algo": algo, "seconds": seconds, "last": curve[-1] if curve else {}}
+
+
+def evaluate_agent(agent_dir: str | os.PathLike, *, episodes: int = 50, seed: int = 0) -> dict[str, Any]:
+    loaded = load_agent(agent_dir)
+    env_id = loaded.info.get("env_id")
+    if not env_id:
+        raise ValueError(f"{agent_dir}: the agent records no environment to evaluate in")
+    result = evaluate(loaded.agent, env_id, episodes, seed=seed, env_overrides=loaded.info.get("env_overrides"))
+    summary = result.to_dict(include_episodes=False)
+    return {"algo": loaded.algo, **summary}
