@@ -8,13 +8,11 @@ import time
 from typing import Any, Callable
 
 from merlion_core.algos.artifacts import load_agent, save_agent
-from merlion_core.algos.registry import ALGORITHMS
+from merlion_core.algos.registry import ALGORITHMS, LATENT_ALGORITHMS, make_algorithm
 from merlion_core.data.io import load_dataset
 from merlion_core.data.sampler import BatchSampler
 from merlion_core.evaluation import evaluate, learning_curve_point
 from merlion_core.pipelines import dataset_env_overrides
-
-LATENT_ALGOS = ("cql", "bcq")  # algorithms that act in a representation's latent space
 
 
 def agent_config(algo: str, overrides: dict[str, Any]) -> Any:
@@ -37,18 +35,16 @@ def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.Pa
     if not dataset.meta.env_id and eval_every:
         raise ValueError(f"{dataset_path}: no environment recorded; cannot evaluate")
     config = agent_config(algo, overrides or {})
-    config_cls, algo_cls = ALGORITHMS[algo]
-    if algo in LATENT_ALGOS:
+    representation = None
+    if algo in LATENT_ALGORITHMS:
         if encoder_dir is None:
             raise ValueError(f"{algo}: needs --encoder (a representation folder from train-encoder)")
         from merlion_core.representation.artifacts import load_representation
 
-        rep = load_representation(encoder_dir).representation
-        agent = algo_cls(config, dataset.n_actions, dataset.obs_dim, device, representation=rep)
-    else:
-        if encoder_dir is not None:
-            raise ValueError(f"{algo}: acts on raw actions; drop --encoder")
-        agent = algo_cls(config, dataset.n_actions, dataset.obs_dim, device)
+        representation = load_representation(encoder_dir).representation
+    elif encoder_dir is not None:
+        raise ValueError(f"{algo}: acts on raw actions; drop --encoder")
+    agent = make_algorithm(algo, dataset.n_actions, dataset.obs_dim, config, device, representation=representation)
     sampler = BatchSampler(dataset, getattr(config, "batch_size", 256), seed=getattr(config, "seed", 0),
                            device=str(agent.device))
     env_overrides = dataset_env_overrides(dataset)

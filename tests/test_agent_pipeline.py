@@ -61,3 +61,19 @@ def test_cli_train_agent_and_evaluate(dataset_path, tmp_path):
     assert saved["env_overrides"] == {"n_actuators": 6}
     summary = json.loads(run("evaluate", "--agent", str(out), "--episodes", "10", "--json"))
     assert summary["n_episodes"] == 10 and summary["env_id"] == "merlion/Maze-v0"
+
+
+def test_latent_cql_through_an_encoder_folder(dataset_path, tmp_path):
+    from merlion_core.pipelines import train_encoder
+
+    train_encoder(dataset_path, "external", tmp_path / "enc")
+    with pytest.raises(ValueError, match="cql: needs --encoder"):
+        train_agent(dataset_path, "cql", tmp_path / "x", steps=1)
+    train_agent(dataset_path, "cql", tmp_path / "cql", steps=60, encoder_dir=tmp_path / "enc", eval_episodes=5,
+                overrides={"batch_size": 64, "hidden": (32, 32)}, device="cpu")
+    loaded = load_agent(tmp_path / "cql")
+    assert loaded.info["encoder"] == str(tmp_path / "enc")
+    obs = np.random.default_rng(0).random((8, 3), dtype=np.float32)
+    actions = loaded.agent.act(obs)
+    assert actions.dtype == np.int64 and ((0 <= actions) & (actions < 64)).all()
+    assert evaluate_agent(tmp_path / "cql", episodes=5)["n_episodes"] == 5

@@ -18,7 +18,7 @@ from merlion_core.algos.base import OfflineAlgorithm, double_dqn_target, masked_
 from merlion_core.algos.bc import BCConfig
 from merlion_core.algos.discrete_bcq import DiscreteBCQConfig, bcq_allowed
 from merlion_core.algos.discrete_cql import DiscreteCQLConfig, cql_regulariser
-from merlion_core.algos.registry import ALGORITHMS, make_algorithm
+from merlion_core.algos.registry import ALGORITHMS, LATENT_ALGORITHMS, make_algorithm
 from merlion_core.config import field_docs
 from merlion_core.data.collect import collect
 from merlion_core.data.dataset import TransitionDataset
@@ -50,8 +50,23 @@ def small(name: str, **overrides):
     return config_cls(**{**kwargs, **overrides})
 
 
+_REPRESENTATIONS: dict[int, object] = {}
+
+
+def representation_for(dataset: TransitionDataset):
+    """The maze's External representation (true movement vectors), for latent algorithms."""
+    if id(dataset) not in _REPRESENTATIONS:
+        from merlion_core.representation import external
+
+        rep, _ = external.fit(dataset, external.ExternalConfig(env="merlion/Maze-v0"), device="cpu")
+        _REPRESENTATIONS[id(dataset)] = rep
+    return _REPRESENTATIONS[id(dataset)]
+
+
 def build(name: str, dataset: TransitionDataset, **overrides) -> OfflineAlgorithm:
-    return make_algorithm(name, dataset.n_actions, dataset.obs_dim, small(name, **overrides), device="cpu")
+    rep = representation_for(dataset) if name in LATENT_ALGORITHMS else None
+    return make_algorithm(name, dataset.n_actions, dataset.obs_dim, small(name, **overrides), device="cpu",
+                          representation=rep)
 
 
 def trainable(algo: OfflineAlgorithm) -> dict[str, torch.Tensor]:
@@ -133,8 +148,10 @@ def test_config_conventions(name):
     docs = field_docs(config_cls)
     for field in dataclasses.fields(config_cls):
         assert docs.get(field.name), f"{config_cls.__name__}.{field.name} has no docstring"
-    for field in ("seed", "lr", "batch_size"):
+    for field in ("seed", "batch_size"):
         assert hasattr(config, field), f"{config_cls.__name__} lacks {field}"
+    lrs = [f.name for f in dataclasses.fields(config_cls) if f.name == "lr" or f.name.endswith("_lr")]
+    assert lrs and all(getattr(config, f) > 0 for f in lrs), f"{config_cls.__name__} has no learning rate"
 
 
 @pytest.mark.parametrize("name", NAMES)

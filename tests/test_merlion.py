@@ -2,13 +2,12 @@
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from merlion_core.representation import losses
 from merlion_core.representation.merlion import (
-    MerlionConfig, build, config_for_env, merlion_losses, module_parameters, warm_start,
+    MerlionConfig, build, config_for_env, merlion_losses, module_parameters,
 )
 
 

@@ -67,15 +67,13 @@ def load_agent(path: str | os.PathLike, device: str = "cpu") -> LoadedAgent:
         raise AgentArtifactError(f"{folder / CONFIG}: unknown algorithm {algo!r}")
     try:
         config = from_dict(ALGORITHMS[algo][0], document["config"])
-        kwargs: dict[str, Any] = {}
+        representation = None
         if document.get("encoder"):
             from merlion_core.representation.artifacts import load_representation
 
-            kwargs["representation"] = load_representation(document["encoder"], device=device).representation
-        config_cls, algo_cls = ALGORITHMS[algo]
-        agent = (algo_cls(config, int(document["n_actions"]), int(document["obs_dim"]), device, **kwargs)
-                 if kwargs else make_algorithm(algo, int(document["n_actions"]), int(document["obs_dim"]),
-                                               config, device))
+            representation = load_representation(document["encoder"], device=device).representation
+        agent = make_algorithm(algo, int(document["n_actions"]), int(document["obs_dim"]), config, device,
+                               representation=representation)
     except (KeyError, ConfigError, TypeError, ValueError) as exc:
         raise AgentArtifactError(f"{folder / CONFIG}: {str(exc).splitlines()[0]}") from None
     weights = folder / WEIGHTS

@@ -13,17 +13,21 @@ from merlion_core.algos.base import OfflineAlgorithm
 from merlion_core.algos.bc import BC, BCConfig
 from merlion_core.algos.discrete_bcq import DiscreteBCQ, DiscreteBCQConfig
 from merlion_core.algos.discrete_cql import DiscreteCQL, DiscreteCQLConfig
+from merlion_core.algos.latent_cql import LatentCQL, LatentCQLConfig
 from merlion_core.config import from_dict
 
 ALGORITHMS: dict[str, tuple[type, type[OfflineAlgorithm]]] = {
     "bc": (BCConfig, BC),
     "dcql": (DiscreteCQLConfig, DiscreteCQL),
     "dbcq": (DiscreteBCQConfig, DiscreteBCQ),
+    "cql": (LatentCQLConfig, LatentCQL),
 }
+LATENT_ALGORITHMS = frozenset({"cql"})
+"""Algorithms that act in a representation's latent space (they need ``representation=``)."""
 
 
 def make_algorithm(name: str, n_actions: int, obs_dim: int, config: Any = None,
-                   device: str = "auto") -> OfflineAlgorithm:
+                   device: str = "auto", representation: Any = None) -> OfflineAlgorithm:
     """A fresh algorithm; ``config`` is its config dataclass, a dict of overrides, or None (defaults)."""
     if name not in ALGORITHMS:
         raise ValueError(f"algorithm: unknown {name!r}; known: {', '.join(ALGORITHMS)}")
@@ -34,4 +38,10 @@ def make_algorithm(name: str, n_actions: int, obs_dim: int, config: Any = None,
         config = from_dict(config_cls, dict(config))
     elif not isinstance(config, config_cls):
         raise TypeError(f"config: {name!r} expects {config_cls.__name__}, got {type(config).__name__}")
+    if name in LATENT_ALGORITHMS:
+        if representation is None:
+            raise ValueError(f"{name}: acts in a representation's latent space; pass a representation (--encoder)")
+        return algo_cls(config, n_actions, obs_dim, device, representation=representation)
+    if representation is not None:
+        raise ValueError(f"{name}: acts on raw actions; drop the representation (--encoder)")
     return algo_cls(config, n_actions, obs_dim, device)

@@ -1,0 +1,284 @@
+"""Continuous CQL on latent actions (MERLION paper, Alg. 1 / Eq. 1; Kumar et al. 2020, CQL(H) with SAC).
+
+The logged discrete actions are mapped to latent actions e = phi(a; s) by a fixed, already
+trained :class:`~merlion_core.representation.base.Representation`. SAC with the CQL(H)
+regulariser then learns, in that latent space,
+
+* a tanh-Gaussian actor  s -> e_hat in [-B, B]^dim  (B = ``latent_bound``, derived from the data),
+* twin critics Q_1, Q_2(s, e) with Polyak-averaged targets,
+* the SAC entropy temperature alpha_ent = exp(log_alpha), tuned towards entropy -dim.
+
+Losses (one step, all from the same parameters; each part trains only its own parameters):
+
+* critic:  sum_i MSE(Q_i(s, e_data), y) + alpha * sum_i cql_h_term(...) with
+  y = r + gamma (1 - done) (min_i Q'_i(s', e') - alpha_ent log pi(e' | s')),  e' ~ pi(s');
+  the CQL(H) log-sum-exp is importance-sampled over ``n_random`` uniform latents in [-B, B]^dim
+  and ``n_policy`` policy samples at s and at s' (all valued at s), as in the authors' code.
+* actor:   E[alpha_ent log pi(e | s) - min_i Q_i(s, e)],  e ~ pi(s) reparameterised; the critics
+  are evaluated with detached weights, so no gradient reaches them.
+* temperature: -E[log_alpha (log pi(e | s) + target_entropy)] (log pi detached).
+
+They are summed into ``loss``; since their parameter sets are disjoint and their graphs do not
+cross, one backward + one Adam with a param group per part (policy lr, Q lr, entropy lr) equals
+three separate optimizers. Acting: the actor's mean latent B tanh(mu(s)) is mapped to the
+nearest action under L1 over every action's phi(a; s) (Eq. 1, :func:`l1_nearest`).
+
+The representation is kept as a plain attribute, not a submodule: the agent's ``state_dict``
+(its checkpoint) holds only the RL networks and ``latent_bound``; load it into an instance
+built with the same representation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from merlion_core.algos.base import OfflineAlgorithm, frozen_copy, polyak_update, seeded
+from merlion_core.data.sampler import Batch
+from merlion_core.lookup import l1_nearest
+from merlion_core.models.mlp import mlp
+from merlion_core.representation.base import Representation
+
+LOG_STD_MIN = -20.0
+LOG_STD_MAX = 2.0
+
+
+@dataclass(frozen=True)
+class LatentCQLConfig:
+    """Continuous CQL(H) + SAC on the latent actions of a fixed action representation."""
+
+    alpha: float = 5.0
+    """alpha: weight of the CQL(H) term (authors' Gym-MuJoCo setting without Lagrange tuning: 5.0)."""
+    n_random: int = 10
+    """Uniform random latents per state in the importance-sampled log-sum-exp."""
+    n_policy: int = 10
+    """Policy samples per state, at s and again at s', in the importance-sampled log-sum-exp."""
+    gamma: float = 0.99
+    """gamma: discount factor."""
+    policy_lr: float = 1e-4
+    """Adam learning rate of the actor."""
+    q_lr: float = 3e-4
+    """Adam learning rate of the twin critics."""
+    entropy_lr: float = 1e-4
+    """Adam learning rate of log_alpha (the authors' code uses the policy lr)."""
+    tau: float = 5e-3
+    """tau: Polyak rate of the target critics after every step."""
+    batch_size: int = 256
+    """Transitions per minibatch (read by whoever builds the BatchSampler)."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer sizes of the actor and of each critic MLP."""
+    latent_bound: float = 0.0
+    """B, the actor's output box [-B, B]^dim; 0.0 = derive from the data (1.1 max |e| of logged latents)."""
+    auto_entropy: bool = True
+    """Tune the SAC temperature towards ``target_entropy``; False keeps it at ``init_entropy_alpha``."""
+    target_entropy: float | None = None
+    """Target entropy of the automatic tuning; None = -dim (the representation's dimension)."""
+    init_entropy_alpha: float = 1.0
+    """Initial (or, without tuning, fixed) SAC temperature alpha_ent."""
+    seed: int = 0
+    """Seed of the network initialisation and of the losses' sampling noise stream."""
+
+    def __post_init__(self) -> None:
+        if self.alpha < 0:
+            raise ValueError(f"alpha: must be >= 0, got {self.alpha}")
+        if self.n_random < 1 or self.n_policy < 1:
+            raise ValueError(f"n_random, n_policy: must be >= 1, got {self.n_random}, {self.n_policy}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma: must be in [0, 1], got {self.gamma}")
+        if not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"tau: must be in (0, 1], got {self.tau}")
+        for name in ("policy_lr", "q_lr", "entropy_lr", "init_entropy_alpha"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        if self.latent_bound < 0:
+            raise ValueError(f"latent_bound: must be >= 0 (0 = from the data), got {self.latent_bound}")
+
+
+def cql_h_term(q_rand_BN: torch.Tensor, log_density_rand_BN: torch.Tensor, q_pi_BM: torch.Tensor,
+               log_pi_BM: torch.Tensor, q_data_B: torch.Tensor) -> torch.Tensor:
+    """E_s[logsumexp(Q(s, e_rand) - log u(e_rand), Q(s, e_pi) - log pi(e_pi | s)) - Q(s, e_data)].
+
+    The importance-sampled CQL(H) estimate (Kumar et al. 2020, App. F): the log-sum-exp runs over
+    the N random and M policy samples of each state together; the result is the batch mean.
+    """
+    logits_BK = torch.cat([q_rand_BN - log_density_rand_BN, q_pi_BM - log_pi_BM], dim=1)
+    return (torch.logsumexp(logits_BK, dim=1) - q_data_B).mean()
+
+
+class TanhGaussianActor(nn.Module):
+    """pi(e | s): e = B tanh(u), u ~ N(mu(s), sigma(s)^2) per latent dimension."""
+
+    def __init__(self, obs_dim: int, hidden: tuple[int, ...], dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.net = mlp(obs_dim, hidden, 2 * dim)
+
+    def forward(self, obs_BS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu_BD, log_std_BD = self.net(obs_BS).chunk(2, dim=-1)
+        return mu_BD, log_std_BD.clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    def sample(self, obs_BS: torch.Tensor, bound: torch.Tensor,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(e_BD, log pi(e | s)_B), reparameterised (differentiable in the actor's weights)."""
+        mu_BD, log_std_BD = self(obs_BS)
+        noise_BD = torch.randn(mu_BD.shape, generator=generator, device=mu_BD.device, dtype=mu_BD.dtype)
+        u_BD = mu_BD + log_std_BD.exp() * noise_BD
+        log_normal_BD = -0.5 * noise_BD**2 - log_std_BD - 0.5 * math.log(2 * math.pi)
+        # log |d e / d u| = log B + log(1 - tanh(u)^2) = log B + 2 (log 2 - u - softplus(-2u))  (stable)
+        log_jac_BD = torch.log(bound) + 2.0 * (math.log(2.0) - u_BD - F.softplus(-2.0 * u_BD))
+        return bound * torch.tanh(u_BD), (log_normal_BD - log_jac_BD).sum(-1)
+
+    def mean(self, obs_BS: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+        """The deterministic latent B tanh(mu(s))."""
+        return bound * torch.tanh(self(obs_BS)[0])
+
+
+class TwinCritic(nn.Module):
+    """Q_1, Q_2(s, e) -> [2, B]."""
+
+    def __init__(self, obs_dim: int, hidden: tuple[int, ...], dim: int) -> None:
+        super().__init__()
+        self.q1 = mlp(obs_dim + dim, hidden, 1)
+        self.q2 = mlp(obs_dim + dim, hidden, 1)
+
+    def forward(self, obs_BS: torch.Tensor, e_BD: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([obs_BS, e_BD], dim=-1)
+        return torch.stack([self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)])
+
+
+class LatentCQL(OfflineAlgorithm):
+    """Acts with g(B tanh(mu(s))) = argmin_a ||B tanh(mu(s)) - phi(a; s)||_1 (Eq. 1)."""
+
+    def __init__(self, config: LatentCQLConfig, n_actions: int, obs_dim: int, device: str = "auto",
+                 representation: Representation | None = None) -> None:
+        super().__init__(config, n_actions, obs_dim, device)
+        if representation is None:
+            raise ValueError("LatentCQL: needs a trained `representation` (it defines the latent action space)")
+        if representation.n_actions != self.n_actions or representation.obs_dim != self.obs_dim:
+            raise ValueError(f"LatentCQL: representation is for {representation.n_actions} actions / obs_dim "
+                             f"{representation.obs_dim}, the algorithm for {n_actions} / {obs_dim}")
+        # A plain attribute (not a submodule): frozen, not trained, not in this state_dict.
+        object.__setattr__(self, "representation", representation.to(self.device).eval())
+        self.dim = int(representation.dim)
+        self.target_entropy = float(-self.dim if config.target_entropy is None else config.target_entropy)
+        with seeded(config.seed):
+            self.actor = TanhGaussianActor(obs_dim, tuple(config.hidden), self.dim)
+            self.critic = TwinCritic(obs_dim, tuple(config.hidden), self.dim)
+        self.critic_target = frozen_copy(self.critic)
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(config.init_entropy_alpha)),
+                                      requires_grad=config.auto_entropy)
+        self.register_buffer("latent_bound", torch.tensor(float(config.latent_bound)))
+        self._bound_known = config.latent_bound > 0  # host-side cache: no device sync per step
+        self.register_load_state_dict_post_hook(lambda module, _keys: setattr(module, "_bound_known", False))
+        self.to(self.device)
+        self.optimizer = self.make_optimizer()
+        # Sampling noise of the losses comes from this seeded stream, not from the global RNG
+        # (not part of the checkpoint: a loaded agent acts identically, its noise restarts).
+        self.generator = torch.Generator(device=self.device).manual_seed(int(config.seed) + 1)
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """One Adam, a param group per part: actor (policy_lr), critics (q_lr), log_alpha (entropy_lr)."""
+        groups = [{"params": list(self.actor.parameters()), "lr": self.config.policy_lr},
+                  {"params": list(self.critic.parameters()), "lr": self.config.q_lr}]
+        if self.log_alpha.requires_grad:
+            groups.append({"params": [self.log_alpha], "lr": self.config.entropy_lr})
+        return torch.optim.Adam(groups)
+
+    # --- latent bound ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def fit_latent_bound(self, e_data: torch.Tensor) -> float:
+        """Set B = 1.1 max |e| over a sample of logged latents ``e_data`` [N, dim]; returns B."""
+        if e_data.ndim != 2 or e_data.shape[1] != self.dim or e_data.shape[0] == 0:
+            raise ValueError(f"fit_latent_bound: expected [N>0, {self.dim}] latents, got {tuple(e_data.shape)}")
+        bound = 1.1 * float(e_data.abs().max())
+        if not math.isfinite(bound) or bound <= 0:
+            raise ValueError(f"fit_latent_bound: the latents give an unusable bound {bound}")
+        self.latent_bound.fill_(bound)
+        self._bound_known = True
+        return bound
+
+    @torch.no_grad()
+    def embed(self, obs_BS: torch.Tensor, act_B: torch.Tensor) -> torch.Tensor:
+        """e = phi(a; s) of logged actions, from the frozen representation."""
+        return self.representation.embed(obs_BS, act_B).float()
+
+    @property
+    def bound_is_set(self) -> bool:
+        """Whether B > 0 (given in the config, fitted, or loaded)."""
+        if not self._bound_known:
+            self._bound_known = float(self.latent_bound) > 0
+        return self._bound_known
+
+    def _bound(self) -> torch.Tensor:
+        if not self.bound_is_set:
+            raise RuntimeError("LatentCQL: latent_bound is not set; call fit_latent_bound(e_data) "
+                               "or give config.latent_bound > 0")
+        return self.latent_bound
+
+    # --- losses ---------------------------------------------------------------------------------
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        e_data_BD = self.embed(batch.obs, batch.act)
+        if not self.bound_is_set:  # not fitted: derive B from the first batch's latents
+            self.fit_latent_bound(e_data_BD)
+        bound = self._bound()
+        alpha_ent = self.log_alpha.exp().detach()
+        b = batch.obs.shape[0]
+
+        gen = self.generator
+        # critic target (no gradients)
+        with torch.no_grad():
+            e_next_BD, log_pi_next_B = self.actor.sample(batch.next_obs, bound, gen)
+            q_next_B = self.critic_target(batch.next_obs, e_next_BD).min(0).values
+            y_B = batch.rew + cfg.gamma * (1.0 - batch.done) * (q_next_B - alpha_ent * log_pi_next_B)
+
+            # CQL(H) samples: uniform in [-B, B]^dim, and policy samples at s and at s' (valued at s)
+            n, m = cfg.n_random, cfg.n_policy
+            e_rand = (torch.rand(b * n, self.dim, generator=gen, device=self.device) * 2.0 - 1.0) * bound
+            log_density_rand_BN = (-self.dim * torch.log(2.0 * bound)).expand(b, n)
+            obs_m = batch.obs.repeat_interleave(m, dim=0)
+            e_cur, log_pi_cur = self.actor.sample(obs_m, bound, gen)
+            e_nxt, log_pi_nxt = self.actor.sample(batch.next_obs.repeat_interleave(m, dim=0), bound, gen)
+            log_pi_BM = torch.cat([log_pi_cur.view(b, m), log_pi_nxt.view(b, m)], dim=1)
+
+        # actor sample (reparameterised)
+        e_pi_BD, log_pi_B = self.actor.sample(batch.obs, bound, gen)
+
+        # critic loss (gradients only into the critics)
+        q_data_2B = self.critic(batch.obs, e_data_BD)
+        td_loss = F.mse_loss(q_data_2B, y_B.expand_as(q_data_2B), reduction="none").mean(1).sum()
+        q_rand_2BN = self.critic(batch.obs.repeat_interleave(n, dim=0), e_rand).view(2, b, n)
+        q_pi_2BM = torch.cat([self.critic(obs_m, e_cur).view(2, b, m),
+                              self.critic(obs_m, e_nxt).view(2, b, m)], dim=2)
+        cql_loss = sum(cql_h_term(q_rand_2BN[i], log_density_rand_BN, q_pi_2BM[i], log_pi_BM, q_data_2B[i])
+                       for i in range(2))
+        critic_loss = td_loss + cfg.alpha * cql_loss
+
+        # actor loss (critics evaluated with detached weights: no gradient reaches them)
+        frozen = {k: v.detach() for k, v in self.critic.named_parameters()}
+        q_pi_B = functional_call(self.critic, frozen, (batch.obs, e_pi_BD)).min(0).values
+        actor_loss = (alpha_ent * log_pi_B - q_pi_B).mean()
+
+        # temperature loss (gradient only into log_alpha)
+        if self.log_alpha.requires_grad:
+            entropy_loss = -(self.log_alpha * (log_pi_B.detach() + self.target_entropy)).mean()
+        else:
+            entropy_loss = torch.zeros((), device=self.device)
+
+        loss = critic_loss + actor_loss + entropy_loss
+        return {"loss": loss, "critic_loss": critic_loss, "td_loss": td_loss, "cql_loss": cql_loss,
+                "actor_loss": actor_loss, "entropy_loss": entropy_loss, "entropy_alpha": alpha_ent,
+                "log_pi": log_pi_B.detach().mean(), "q_data": q_data_2B.detach().mean()}
+
+    def after_step(self) -> None:
+        polyak_update(self.critic_target, self.critic, self.config.tau)
+
+    def greedy(self, obs_BS: torch.Tensor) -> torch.Tensor:
+        e_hat_BD = self.actor.mean(obs_BS, self._bound())
+        idx_B1, _ = l1_nearest(e_hat_BD, representation=self.representation, obs_BS=obs_BS)
+        return idx_B1[:, 0].to(torch.int64)

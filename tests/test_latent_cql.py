@@ -1,0 +1,200 @@
+"""Latent continuous CQL (MERLION-CQL): the CQL(H) term by hand, training, acting, checkpoints, gradients."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from merlion_core.algos.latent_cql import LatentCQL, LatentCQLConfig, cql_h_term
+from merlion_core.config import field_docs
+from merlion_core.data.collect import collect
+from merlion_core.data.dataset import TransitionDataset
+from merlion_core.data.sampler import BatchSampler
+from merlion_core.representation.base import Representation
+
+DIM = 3
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+class TableRepresentation(Representation):
+    """State-independent phi(a; s) = table[a], a fixed [A, dim] buffer."""
+
+    method = "table"
+
+    def __init__(self, n_actions: int, obs_dim: int, dim: int = DIM, seed: int = 0) -> None:
+        super().__init__(n_actions, obs_dim, dim)
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("table", torch.randn(n_actions, dim, generator=g))
+
+    def embed(self, obs_BS: torch.Tensor, act_B: torch.Tensor) -> torch.Tensor:
+        return self.table[act_B]
+
+
+@pytest.fixture(scope="module")
+def dataset() -> TransitionDataset:
+    return collect("maze", "medium", 0.5, 3000, seed=0, env_overrides={"n_actuators": 6})
+
+
+@pytest.fixture(scope="module")
+def rep(dataset) -> TableRepresentation:
+    return TableRepresentation(dataset.n_actions, dataset.obs_dim)
+
+
+def build(dataset, rep, **overrides) -> LatentCQL:
+    config = LatentCQLConfig(**{"hidden": (32, 32), "batch_size": 64, **overrides})
+    return LatentCQL(config, dataset.n_actions, dataset.obs_dim, device="cpu", representation=rep)
+
+
+def sampler(dataset, seed: int = 0) -> BatchSampler:
+    return BatchSampler(dataset, 64, seed=seed, device="cpu")
+
+
+def fitted(dataset, rep, **overrides) -> LatentCQL:
+    algo = build(dataset, rep, **overrides)
+    obs = torch.as_tensor(dataset.observations[:1000], dtype=torch.float32)
+    act = torch.as_tensor(dataset.actions[:1000], dtype=torch.int64)
+    algo.fit_latent_bound(algo.embed(obs, act))
+    return algo
+
+
+def test_config_fields_documented():
+    docs = field_docs(LatentCQLConfig)
+    config = LatentCQLConfig()
+    assert (config.n_random, config.n_policy, config.gamma, config.tau, config.batch_size) == (10, 10, 0.99, 5e-3, 256)
+    assert (config.policy_lr, config.q_lr, config.hidden, config.latent_bound) == (1e-4, 3e-4, (256, 256), 0.0)
+    assert all(docs.get(name) for name in config.__dataclass_fields__), docs
+    with pytest.raises(ValueError):
+        LatentCQLConfig(alpha=-1.0)
+
+
+def test_cql_h_term_by_hand():
+    q_rand = torch.tensor([[1.0, 2.0], [0.0, -1.0]])
+    log_u = torch.full((2, 2), math.log(0.25))
+    q_pi = torch.tensor([[0.5], [3.0]])
+    log_pi = torch.tensor([[-1.0], [0.2]])
+    q_data = torch.tensor([1.5, -0.5])
+    rows = []
+    for b in range(2):
+        terms = [q_rand[b, 0] - log_u[b, 0], q_rand[b, 1] - log_u[b, 1], q_pi[b, 0] - log_pi[b, 0]]
+        rows.append(math.log(sum(math.exp(float(t)) for t in terms)) - float(q_data[b]))
+    expected = sum(rows) / 2
+    assert float(cql_h_term(q_rand, log_u, q_pi, log_pi, q_data)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_needs_representation_and_bound(dataset, rep):
+    with pytest.raises(ValueError, match="representation"):
+        LatentCQL(LatentCQLConfig(), dataset.n_actions, dataset.obs_dim, device="cpu")
+    algo = build(dataset, rep)
+    with pytest.raises(RuntimeError, match="latent_bound"):
+        algo.act(dataset.observations[:4])
+    algo.losses(sampler(dataset).sample())  # the first batch derives B when it was not fitted
+    assert float(algo.latent_bound) > 0
+
+
+def test_fit_latent_bound(dataset, rep):
+    algo = build(dataset, rep)
+    e = torch.tensor([[0.5, -2.0, 1.0], [0.1, 0.2, 0.3]])
+    assert algo.fit_latent_bound(e) == pytest.approx(2.2)
+    assert float(algo.latent_bound) == pytest.approx(2.2)
+    assert "latent_bound" in algo.state_dict()
+    assert not any(k.startswith("representation") for k in algo.state_dict())
+
+
+def test_training_changes_every_parameter(dataset, rep):
+    algo = fitted(dataset, rep)
+    before = {k: p.detach().clone() for k, p in algo.named_parameters()}
+    target_before = {k: v.clone() for k, v in algo.critic_target.state_dict().items()}
+    s = sampler(dataset)
+    for _ in range(20):
+        parts = algo.update(s.sample())
+        assert all(math.isfinite(v) for v in parts.values()), parts
+    assert parts["loss"] == pytest.approx(parts["critic_loss"] + parts["actor_loss"] + parts["entropy_loss"], rel=1e-4)
+    unchanged = [k for k, p in algo.named_parameters() if torch.equal(p, before[k])]
+    assert not unchanged
+    assert any(k.startswith("actor") for k in before) and any(k.startswith("critic.") for k in before)
+    assert all(not torch.equal(v, target_before[k]) for k, v in algo.critic_target.state_dict().items())
+
+
+def test_act_returns_valid_ids_at_the_nearest_latent(dataset, rep):
+    algo = fitted(dataset, rep)
+    for batch in [sampler(dataset).sample() for _ in range(3)]:
+        algo.update(batch)
+    obs = dataset.observations[:50]
+    ids = algo.act(obs)
+    assert ids.dtype == np.int64 and ids.shape == (50,)
+    assert ids.min() >= 0 and ids.max() < dataset.n_actions
+    with torch.no_grad():
+        e_hat = algo.actor.mean(torch.as_tensor(obs, dtype=torch.float32), algo.latent_bound)
+        assert float(e_hat.abs().max()) <= float(algo.latent_bound)
+        expected = (e_hat[:, None, :] - rep.table[None]).abs().sum(-1).argmin(1)
+    np.testing.assert_array_equal(ids, expected.numpy())
+
+
+def test_save_load_gives_identical_actions(dataset, rep):
+    algo = fitted(dataset, rep)
+    s = sampler(dataset)
+    for _ in range(5):
+        algo.update(s.sample())
+    buf = io.BytesIO()
+    torch.save(algo.state_dict(), buf)
+    buf.seek(0)
+    fresh = build(dataset, rep, seed=7)  # different init, bound unset
+    fresh.load_state_dict(torch.load(buf, weights_only=True))
+    obs = dataset.observations[:200]
+    np.testing.assert_array_equal(fresh.act(obs), algo.act(obs))
+    assert float(fresh.latent_bound) == float(algo.latent_bound)
+
+
+def test_actor_and_critic_gradients_do_not_cross(dataset, rep):
+    algo = fitted(dataset, rep)
+    batch = sampler(dataset).sample()
+
+    def grads(part: str) -> tuple[list, list, list]:
+        algo.zero_grad(set_to_none=True)
+        algo.losses(batch)[part].backward()
+        return ([p.grad for p in algo.actor.parameters()], [p.grad for p in algo.critic.parameters()],
+                [algo.log_alpha.grad])
+
+    def zero(gs: list) -> bool:
+        return all(g is None or not g.abs().any() for g in gs)
+
+    actor_g, critic_g, alpha_g = grads("actor_loss")
+    assert zero(critic_g) and zero(alpha_g) and not zero(actor_g)
+    actor_g, critic_g, alpha_g = grads("critic_loss")
+    assert zero(actor_g) and zero(alpha_g) and not zero(critic_g)
+    actor_g, critic_g, alpha_g = grads("entropy_loss")
+    assert zero(actor_g) and zero(critic_g) and not zero(alpha_g)
+    assert all(p.grad is None for p in algo.critic_target.parameters())
+
+
+def test_same_seed_same_parameters(dataset, rep):
+    def run(seed: int) -> dict[str, torch.Tensor]:
+        algo = fitted(dataset, rep, seed=seed)
+        s = sampler(dataset)
+        for _ in range(5):
+            algo.update(s.sample())
+        return algo.state_dict()
+
+    a, b, c = run(0), run(0), run(1)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_global_rng_untouched(dataset, rep):
+    algo = fitted(dataset, rep)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    algo.update(sampler(dataset).sample())
+    assert torch.equal(torch.rand(3), expected)
