@@ -46,7 +46,7 @@ def small(name: str, **overrides):
     """The algorithm's default config with small hidden layers (fast tests), plus ``overrides``."""
     config_cls, _ = ALGORITHMS[name]
     fields = {f.name for f in dataclasses.fields(config_cls)}
-    kwargs = {"hidden": (32, 32)} if "hidden" in fields else {}
+    kwargs = {name: (32, 32) for name in ("hidden", "hidden_vae", "hidden_actor", "hidden_critic") if name in fields}
     return config_cls(**{**kwargs, **overrides})
 
 

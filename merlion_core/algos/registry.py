@@ -13,6 +13,7 @@ from merlion_core.algos.base import OfflineAlgorithm
 from merlion_core.algos.bc import BC, BCConfig
 from merlion_core.algos.discrete_bcq import DiscreteBCQ, DiscreteBCQConfig
 from merlion_core.algos.discrete_cql import DiscreteCQL, DiscreteCQLConfig
+from merlion_core.algos.latent_bcq import LatentBCQ, LatentBCQConfig
 from merlion_core.algos.latent_cql import LatentCQL, LatentCQLConfig
 from merlion_core.config import from_dict
 
@@ -21,8 +22,9 @@ ALGORITHMS: dict[str, tuple[type, type[OfflineAlgorithm]]] = {
     "dcql": (DiscreteCQLConfig, DiscreteCQL),
     "dbcq": (DiscreteBCQConfig, DiscreteBCQ),
     "cql": (LatentCQLConfig, LatentCQL),
+    "bcq": (LatentBCQConfig, LatentBCQ),
 }
-LATENT_ALGORITHMS = frozenset({"cql"})
+LATENT_ALGORITHMS = frozenset({"cql", "bcq"})
 """Algorithms that act in a representation's latent space (they need ``representation=``)."""
 
 

@@ -1,0 +1,344 @@
+"""Continuous BCQ on latent actions (MERLION paper, Alg. 1 / Eq. 1; Fujimoto et al. 2019, BCQ).
+
+The logged discrete actions are mapped to latent actions e = phi(a; s) by a fixed, already
+trained :class:`~merlion_core.representation.base.Representation`. BCQ then learns, in that
+latent space (B = ``latent_bound``, derived from the data):
+
+* a conditional VAE G(e | s): encoder (s, e) -> N(mu, sigma^2) over z (size 2 x dim by default),
+  decoder (s, z) -> B tanh(.); at generation time z ~ N(0, 1) clipped to [-z_clip, z_clip],
+* a perturbation actor xi(s, e) = phi B tanh(.), its output e + xi clipped to [-B, B],
+* twin critics Q_1, Q_2(s, e); actor and critics have Polyak-averaged targets.
+
+Losses (one step, all from the same parameters; each part trains only its own parameters):
+
+* vae:    MSE(decode(s, z), e_data) + kl_weight * KL(N(mu, sigma^2) || N(0, 1)) (the authors'
+  per-element means),
+* critic: sum_i MSE(Q_i(s, e_data), y) with y = r + gamma (1 - done) max_j [lam min_i Q'_i(s', e'_j)
+  + (1 - lam) max_i Q'_i(s', e'_j)] over ``n_target_samples`` perturbed VAE samples e'_j at s'
+  (target actor, no gradients),
+* actor:  -E[Q_1(s, xi-perturbed VAE decode at s)]; the VAE sample is detached and the critic is
+  evaluated with detached weights, so only the actor receives gradients.
+
+They are summed into ``loss``; their parameter sets are disjoint and their graphs do not cross, so
+one backward + one Adam with a param group per part equals three separate optimizers. Acting:
+``n_act_samples`` VAE samples per state are perturbed by the actor, the one with the largest Q_1
+is kept (:meth:`LatentBCQ.select_latent`) and mapped to the nearest action under L1 over every
+action's phi(a; s) (Eq. 1, :func:`l1_nearest`). The acting noise is a fixed set of z's, redrawn
+from ``act_seed`` at each call and shared by the states of the batch, so an action is a
+deterministic function of its state and the weights.
+
+The representation is kept as a plain attribute, not a submodule: the agent's ``state_dict``
+(its checkpoint) holds only the RL networks and ``latent_bound``; load it into an instance
+built with the same representation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from merlion_core.algos.base import OfflineAlgorithm, frozen_copy, polyak_update, seeded
+from merlion_core.data.sampler import Batch
+from merlion_core.lookup import l1_nearest
+from merlion_core.models.mlp import mlp
+from merlion_core.representation.base import Representation
+
+VAE_LOG_STD_MIN = -4.0
+VAE_LOG_STD_MAX = 15.0
+
+
+@dataclass(frozen=True)
+class LatentBCQConfig:
+    """Continuous BCQ on the latent actions of a fixed action representation."""
+
+    lr: float = 1e-3
+    """Adam learning rate of the VAE, the perturbation actor and the twin critics."""
+    batch_size: int = 100
+    """Transitions per minibatch (read by whoever builds the BatchSampler)."""
+    gamma: float = 0.99
+    """gamma: discount factor."""
+    tau: float = 5e-3
+    """tau: Polyak rate of the target actor and target critics after every step."""
+    hidden_vae: tuple[int, ...] = (750, 750)
+    """Hidden layer sizes of the VAE's encoder and of its decoder."""
+    hidden_actor: tuple[int, ...] = (400, 300)
+    """Hidden layer sizes of the perturbation actor."""
+    hidden_critic: tuple[int, ...] = (400, 300)
+    """Hidden layer sizes of each critic MLP."""
+    vae_latent_dim: int | None = None
+    """Size of the VAE's z; None = 2 x dim (the representation's dimension)."""
+    z_clip: float = 0.5
+    """Generated z ~ N(0, 1) is clipped to [-z_clip, z_clip] at decode time."""
+    kl_weight: float = 0.5
+    """Weight of the KL term in the VAE loss."""
+    phi: float = 0.05
+    """Perturbation scale: the actor adds at most phi * B per latent dimension."""
+    lam: float = 0.75
+    """lambda of the soft clipped double Q target: lam * min + (1 - lam) * max."""
+    n_target_samples: int = 10
+    """Perturbed VAE samples per next state in the critic target (the max over them is kept)."""
+    n_act_samples: int = 100
+    """Perturbed VAE samples per state when acting (the one with the largest Q_1 is kept)."""
+    latent_bound: float = 0.0
+    """B, the latent box [-B, B]^dim; 0.0 = derive from the data (1.1 max |e| of logged latents)."""
+    seed: int = 0
+    """Seed of the network initialisation and of the losses' sampling noise stream."""
+    act_seed: int = 0
+    """Seed of the acting noise, redrawn at every call (actions are deterministic given the weights)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma: must be in [0, 1], got {self.gamma}")
+        if not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"tau: must be in (0, 1], got {self.tau}")
+        if not 0.0 <= self.lam <= 1.0:
+            raise ValueError(f"lam: must be in [0, 1], got {self.lam}")
+        if self.lr <= 0:
+            raise ValueError(f"lr: must be > 0, got {self.lr}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size: must be >= 1, got {self.batch_size}")
+        if self.n_target_samples < 1 or self.n_act_samples < 1:
+            raise ValueError(f"n_target_samples, n_act_samples: must be >= 1, got "
+                             f"{self.n_target_samples}, {self.n_act_samples}")
+        if self.phi < 0 or self.kl_weight < 0:
+            raise ValueError(f"phi, kl_weight: must be >= 0, got {self.phi}, {self.kl_weight}")
+        if self.z_clip <= 0:
+            raise ValueError(f"z_clip: must be > 0, got {self.z_clip}")
+        if self.vae_latent_dim is not None and self.vae_latent_dim < 1:
+            raise ValueError(f"vae_latent_dim: must be >= 1 or None, got {self.vae_latent_dim}")
+        for name in ("hidden_vae", "hidden_actor", "hidden_critic"):
+            if any(int(h) < 1 for h in getattr(self, name)):
+                raise ValueError(f"{name}: sizes must be >= 1, got {getattr(self, name)}")
+        if self.latent_bound < 0:
+            raise ValueError(f"latent_bound: must be >= 0 (0 = from the data), got {self.latent_bound}")
+
+
+# --- small pure pieces -----------------------------------------------------------------------------
+def soft_clipped_double_q(q1: torch.Tensor, q2: torch.Tensor, lam: float) -> torch.Tensor:
+    """lam * min(q1, q2) + (1 - lam) * max(q1, q2), elementwise (BCQ's target value)."""
+    return lam * torch.minimum(q1, q2) + (1.0 - lam) * torch.maximum(q1, q2)
+
+
+def vae_kl(mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """Mean over elements of KL(N(mean, exp(log_std)^2) || N(0, 1)) (the authors' estimate)."""
+    return (-0.5 * (1.0 + 2.0 * log_std - mean.pow(2) - (2.0 * log_std).exp())).mean()
+
+
+def bcq_target(q_next_2BN: torch.Tensor, rew_B: torch.Tensor, done_B: torch.Tensor, gamma: float,
+               lam: float) -> torch.Tensor:
+    """y = r + gamma (1 - done) max_j soft_clipped_double_q(Q'_1, Q'_2)(s', e'_j); q_next is [2, B, N]."""
+    v_B = soft_clipped_double_q(q_next_2BN[0], q_next_2BN[1], lam).max(dim=1).values
+    return rew_B + gamma * (1.0 - done_B) * v_B
+
+
+def perturb(e_BD: torch.Tensor, raw_BD: torch.Tensor, phi: float, bound: torch.Tensor) -> torch.Tensor:
+    """(e + phi B tanh(raw)) clipped to [-B, B]."""
+    out = e_BD + phi * bound * torch.tanh(raw_BD)
+    return torch.maximum(torch.minimum(out, bound), -bound)
+
+
+# --- networks ---------------------------------------------------------------------------------------
+class LatentVAE(nn.Module):
+    """G(e | s): encoder (s, e) -> (mu, log_std) of z; decoder (s, z) -> B tanh(.) in [-B, B]^dim."""
+
+    def __init__(self, obs_dim: int, hidden: tuple[int, ...], dim: int, z_dim: int) -> None:
+        super().__init__()
+        self.dim, self.z_dim = dim, z_dim
+        self.encoder = mlp(obs_dim + dim, hidden, 2 * z_dim)
+        self.decoder = mlp(obs_dim + z_dim, hidden, dim)
+
+    def encode(self, obs_BS: torch.Tensor, e_BD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean_BZ, log_std_BZ = self.encoder(torch.cat([obs_BS, e_BD], dim=-1)).chunk(2, dim=-1)
+        return mean_BZ, log_std_BZ.clamp(VAE_LOG_STD_MIN, VAE_LOG_STD_MAX)
+
+    def decode(self, obs_BS: torch.Tensor, z_BZ: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+        return bound * torch.tanh(self.decoder(torch.cat([obs_BS, z_BZ], dim=-1)))
+
+    def forward(self, obs_BS: torch.Tensor, e_BD: torch.Tensor, bound: torch.Tensor,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(reconstruction, mean, log_std), z reparameterised."""
+        mean_BZ, log_std_BZ = self.encode(obs_BS, e_BD)
+        noise = torch.randn(mean_BZ.shape, generator=generator, device=mean_BZ.device, dtype=mean_BZ.dtype)
+        return self.decode(obs_BS, mean_BZ + log_std_BZ.exp() * noise, bound), mean_BZ, log_std_BZ
+
+    def sample(self, obs_BS: torch.Tensor, bound: torch.Tensor, z_clip: float,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """A generated latent per state: decode(s, clip(z, -z_clip, z_clip)), z ~ N(0, 1)."""
+        z = torch.randn(obs_BS.shape[0], self.z_dim, generator=generator, device=obs_BS.device,
+                        dtype=obs_BS.dtype).clamp(-z_clip, z_clip)
+        return self.decode(obs_BS, z, bound)
+
+
+class PerturbationActor(nn.Module):
+    """xi(s, e): (e + phi B tanh(f(s, e))) clipped to [-B, B]."""
+
+    def __init__(self, obs_dim: int, hidden: tuple[int, ...], dim: int, phi: float) -> None:
+        super().__init__()
+        self.phi = float(phi)
+        self.net = mlp(obs_dim + dim, hidden, dim)
+
+    def forward(self, obs_BS: torch.Tensor, e_BD: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+        return perturb(e_BD, self.net(torch.cat([obs_BS, e_BD], dim=-1)), self.phi, bound)
+
+
+class TwinCritic(nn.Module):
+    """Q_1, Q_2(s, e) -> [2, B]."""
+
+    def __init__(self, obs_dim: int, hidden: tuple[int, ...], dim: int) -> None:
+        super().__init__()
+        self.q1 = mlp(obs_dim + dim, hidden, 1)
+        self.q2 = mlp(obs_dim + dim, hidden, 1)
+
+    def forward(self, obs_BS: torch.Tensor, e_BD: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([obs_BS, e_BD], dim=-1)
+        return torch.stack([self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)])
+
+
+class LatentBCQ(OfflineAlgorithm):
+    """Acts with g(e*) = argmin_a ||e* - phi(a; s)||_1 (Eq. 1), e* the best perturbed VAE sample by Q_1."""
+
+    def __init__(self, config: LatentBCQConfig, n_actions: int, obs_dim: int, device: str = "auto",
+                 representation: Representation | None = None) -> None:
+        super().__init__(config, n_actions, obs_dim, device)
+        if representation is None:
+            raise ValueError("LatentBCQ: needs a trained `representation` (it defines the latent action space)")
+        if representation.n_actions != self.n_actions or representation.obs_dim != self.obs_dim:
+            raise ValueError(f"LatentBCQ: representation is for {representation.n_actions} actions / obs_dim "
+                             f"{representation.obs_dim}, the algorithm for {n_actions} / {obs_dim}")
+        # A plain attribute (not a submodule): frozen, not trained, not in this state_dict.
+        object.__setattr__(self, "representation", representation.to(self.device).eval())
+        self.dim = int(representation.dim)
+        self.z_dim = int(2 * self.dim if config.vae_latent_dim is None else config.vae_latent_dim)
+        with seeded(config.seed):
+            self.vae = LatentVAE(obs_dim, tuple(config.hidden_vae), self.dim, self.z_dim)
+            self.actor = PerturbationActor(obs_dim, tuple(config.hidden_actor), self.dim, config.phi)
+            self.critic = TwinCritic(obs_dim, tuple(config.hidden_critic), self.dim)
+        self.actor_target = frozen_copy(self.actor)
+        self.critic_target = frozen_copy(self.critic)
+        self.register_buffer("latent_bound", torch.tensor(float(config.latent_bound)))
+        self._bound_known = config.latent_bound > 0  # host-side cache: no device sync per step
+        self.register_load_state_dict_post_hook(lambda module, _keys: setattr(module, "_bound_known", False))
+        self.to(self.device)
+        self.optimizer = self.make_optimizer()
+        # Sampling noise of the losses comes from this seeded stream, not from the global RNG
+        # (not part of the checkpoint: a loaded agent acts identically, its noise restarts).
+        self.generator = torch.Generator(device=self.device).manual_seed(int(config.seed) + 1)
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """One Adam, a param group per part: VAE, actor, critics (all at ``lr``, as the authors)."""
+        lr = self.config.lr
+        return torch.optim.Adam([{"params": list(self.vae.parameters()), "lr": lr},
+                                 {"params": list(self.actor.parameters()), "lr": lr},
+                                 {"params": list(self.critic.parameters()), "lr": lr}])
+
+    # --- latent bound ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def fit_latent_bound(self, e_data: torch.Tensor) -> float:
+        """Set B = 1.1 max |e| over a sample of logged latents ``e_data`` [N, dim]; returns B."""
+        if e_data.ndim != 2 or e_data.shape[1] != self.dim or e_data.shape[0] == 0:
+            raise ValueError(f"fit_latent_bound: expected [N>0, {self.dim}] latents, got {tuple(e_data.shape)}")
+        bound = 1.1 * float(e_data.abs().max())
+        if not math.isfinite(bound) or bound <= 0:
+            raise ValueError(f"fit_latent_bound: the latents give an unusable bound {bound}")
+        self.latent_bound.fill_(bound)
+        self._bound_known = True
+        return bound
+
+    @torch.no_grad()
+    def embed(self, obs_BS: torch.Tensor, act_B: torch.Tensor) -> torch.Tensor:
+        """e = phi(a; s) of logged actions, from the frozen representation."""
+        return self.representation.embed(obs_BS, act_B).float()
+
+    @property
+    def bound_is_set(self) -> bool:
+        """Whether B > 0 (given in the config, fitted, or loaded)."""
+        if not self._bound_known:
+            self._bound_known = float(self.latent_bound) > 0
+        return self._bound_known
+
+    def _bound(self) -> torch.Tensor:
+        if not self.bound_is_set:
+            raise RuntimeError("LatentBCQ: latent_bound is not set; call fit_latent_bound(e_data) "
+                               "or give config.latent_bound > 0")
+        return self.latent_bound
+
+    # --- losses ---------------------------------------------------------------------------------
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        e_data_BD = self.embed(batch.obs, batch.act)
+        if not self.bound_is_set:  # not fitted: derive B from the first batch's latents
+            self.fit_latent_bound(e_data_BD)
+        bound = self._bound()
+        gen = self.generator
+        b = batch.obs.shape[0]
+
+        # VAE loss (gradients only into the VAE; e_data carries none)
+        recon_BD, mean_BZ, log_std_BZ = self.vae(batch.obs, e_data_BD, bound, gen)
+        recon_loss = F.mse_loss(recon_BD, e_data_BD)
+        kl = vae_kl(mean_BZ, log_std_BZ)
+        vae_loss = recon_loss + cfg.kl_weight * kl
+
+        # critic target (no gradients): n perturbed VAE samples per next state, max of the soft clip
+        with torch.no_grad():
+            n = cfg.n_target_samples
+            next_rep = batch.next_obs.repeat_interleave(n, dim=0)
+            e_next = self.actor_target(next_rep, self.vae.sample(next_rep, bound, cfg.z_clip, gen), bound)
+            q_next_2BN = self.critic_target(next_rep, e_next).view(2, b, n)
+            y_B = bcq_target(q_next_2BN, batch.rew, batch.done, cfg.gamma, cfg.lam)
+
+        # critic loss (gradients only into the critics)
+        q_data_2B = self.critic(batch.obs, e_data_BD)
+        critic_loss = F.mse_loss(q_data_2B, y_B.expand_as(q_data_2B), reduction="none").mean(1).sum()
+
+        # actor loss: VAE sample detached, critic weights detached -> gradients only into the actor
+        with torch.no_grad():
+            e_gen_BD = self.vae.sample(batch.obs, bound, cfg.z_clip, gen)
+        e_pert_BD = self.actor(batch.obs, e_gen_BD, bound)
+        frozen = {k: v.detach() for k, v in self.critic.q1.named_parameters()}
+        q1_B = functional_call(self.critic.q1, frozen, (torch.cat([batch.obs, e_pert_BD], dim=-1),)).squeeze(-1)
+        actor_loss = -q1_B.mean()
+
+        loss = vae_loss + critic_loss + actor_loss
+        return {"loss": loss, "vae_loss": vae_loss, "recon_loss": recon_loss.detach(), "kl": kl.detach(),
+                "critic_loss": critic_loss, "actor_loss": actor_loss, "q_data": q_data_2B.detach().mean(),
+                "target": y_B.mean()}
+
+    def after_step(self) -> None:
+        polyak_update(self.critic_target, self.critic, self.config.tau)
+        polyak_update(self.actor_target, self.actor, self.config.tau)
+
+    # --- acting ---------------------------------------------------------------------------------
+    def act_noise(self) -> torch.Tensor:
+        """[n_act_samples, z_dim] clipped z's of acting, drawn afresh from ``act_seed`` (same every call)."""
+        cfg = self.config
+        gen = torch.Generator(device=self.device).manual_seed(int(cfg.act_seed))
+        z = torch.randn(cfg.n_act_samples, self.z_dim, generator=gen, device=self.device)
+        return z.clamp(-cfg.z_clip, cfg.z_clip)
+
+    @torch.no_grad()
+    def candidates(self, obs_BS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(perturbed latents [B, N, dim], their Q_1 [B, N]) for the N = n_act_samples acting z's."""
+        bound = self._bound()
+        b, n = obs_BS.shape[0], self.config.n_act_samples
+        obs_rep = obs_BS.repeat_interleave(n, dim=0)
+        z = self.act_noise().repeat(b, 1)
+        e = self.actor(obs_rep, self.vae.decode(obs_rep, z, bound), bound)
+        q1 = self.critic(obs_rep, e)[0]
+        return e.view(b, n, self.dim), q1.view(b, n)
+
+    @torch.no_grad()
+    def select_latent(self, obs_BS: torch.Tensor) -> torch.Tensor:
+        """[B, dim]: per state, the candidate latent with the largest Q_1 (first on ties)."""
+        e_BND, q1_BN = self.candidates(obs_BS)
+        best_B = q1_BN.argmax(dim=1)
+        return e_BND[torch.arange(obs_BS.shape[0], device=obs_BS.device), best_B]
+
+    def greedy(self, obs_BS: torch.Tensor) -> torch.Tensor:
+        e_hat_BD = self.select_latent(obs_BS)
+        idx_B1, _ = l1_nearest(e_hat_BD, representation=self.representation, obs_BS=obs_BS)
+        return idx_B1[:, 0].to(torch.int64)
