@@ -14,6 +14,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import numpy.lib.format as npformat
 import pytest
 
 from merlion_core.data import dataset as dmod
@@ -399,7 +400,9 @@ def test_native_directory_problems(ds, tmp_path):
     (root / "rewards.npy").symlink_to(root / "actions.npy")
     _load_raises(root, r"rewards: required field missing")  # symlinks are not followed
     (root / "rewards.npy").unlink()
-    np.save(open(root / "rewards.npy", "wb"), np.array([{"a": 1}] * 15, dtype=object), allow_pickle=True)
+    with open(root / "rewards.npy", "wb") as f:  # an object-dtype header followed by pickle-like bytes
+        npformat.write_array_header_1_0(f, {"descr": "|O", "fortran_order": False, "shape": (15,)})
+        f.write(b"\x80\x04not really a pickle" * 8)
     _load_raises(root, r"rewards: dtype object is not allowed")
 
 
