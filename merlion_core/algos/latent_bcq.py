@@ -34,7 +34,6 @@ built with the same representation.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -42,6 +41,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from merlion_core.algos import latent
+from merlion_core.algos.latent import attach_latent_space
 from merlion_core.algos.base import OfflineAlgorithm, frozen_copy, polyak_update, seeded
 from merlion_core.data.sampler import Batch
 from merlion_core.lookup import l1_nearest
@@ -205,14 +206,7 @@ class LatentBCQ(OfflineAlgorithm):
     def __init__(self, config: LatentBCQConfig, n_actions: int, obs_dim: int, device: str = "auto",
                  representation: Representation | None = None) -> None:
         super().__init__(config, n_actions, obs_dim, device)
-        if representation is None:
-            raise ValueError("LatentBCQ: needs a trained `representation` (it defines the latent action space)")
-        if representation.n_actions != self.n_actions or representation.obs_dim != self.obs_dim:
-            raise ValueError(f"LatentBCQ: representation is for {representation.n_actions} actions / obs_dim "
-                             f"{representation.obs_dim}, the algorithm for {n_actions} / {obs_dim}")
-        # A plain attribute (not a submodule): frozen, not trained, not in this state_dict.
-        object.__setattr__(self, "representation", representation.to(self.device).eval())
-        self.dim = int(representation.dim)
+        attach_latent_space(self, representation, config.latent_bound)
         self.z_dim = int(2 * self.dim if config.vae_latent_dim is None else config.vae_latent_dim)
         with seeded(config.seed):
             self.vae = LatentVAE(obs_dim, tuple(config.hidden_vae), self.dim, self.z_dim)
@@ -220,9 +214,6 @@ class LatentBCQ(OfflineAlgorithm):
             self.critic = TwinCritic(obs_dim, tuple(config.hidden_critic), self.dim)
         self.actor_target = frozen_copy(self.actor)
         self.critic_target = frozen_copy(self.critic)
-        self.register_buffer("latent_bound", torch.tensor(float(config.latent_bound)))
-        self._bound_known = config.latent_bound > 0  # host-side cache: no device sync per step
-        self.register_load_state_dict_post_hook(lambda module, _keys: setattr(module, "_bound_known", False))
         self.to(self.device)
         self.optimizer = self.make_optimizer()
         # Sampling noise of the losses comes from this seeded stream, not from the global RNG
@@ -236,36 +227,11 @@ class LatentBCQ(OfflineAlgorithm):
                                  {"params": list(self.actor.parameters()), "lr": lr},
                                  {"params": list(self.critic.parameters()), "lr": lr}])
 
-    # --- latent bound ---------------------------------------------------------------------------
-    @torch.no_grad()
-    def fit_latent_bound(self, e_data: torch.Tensor) -> float:
-        """Set B = 1.1 max |e| over a sample of logged latents ``e_data`` [N, dim]; returns B."""
-        if e_data.ndim != 2 or e_data.shape[1] != self.dim or e_data.shape[0] == 0:
-            raise ValueError(f"fit_latent_bound: expected [N>0, {self.dim}] latents, got {tuple(e_data.shape)}")
-        bound = 1.1 * float(e_data.abs().max())
-        if not math.isfinite(bound) or bound <= 0:
-            raise ValueError(f"fit_latent_bound: the latents give an unusable bound {bound}")
-        self.latent_bound.fill_(bound)
-        self._bound_known = True
-        return bound
-
-    @torch.no_grad()
-    def embed(self, obs_BS: torch.Tensor, act_B: torch.Tensor) -> torch.Tensor:
-        """e = phi(a; s) of logged actions, from the frozen representation."""
-        return self.representation.embed(obs_BS, act_B).float()
-
-    @property
-    def bound_is_set(self) -> bool:
-        """Whether B > 0 (given in the config, fitted, or loaded)."""
-        if not self._bound_known:
-            self._bound_known = float(self.latent_bound) > 0
-        return self._bound_known
-
-    def _bound(self) -> torch.Tensor:
-        if not self.bound_is_set:
-            raise RuntimeError("LatentBCQ: latent_bound is not set; call fit_latent_bound(e_data) "
-                               "or give config.latent_bound > 0")
-        return self.latent_bound
+    # --- latent space (shared with the other latent algorithm: merlion_core/algos/latent.py) ---
+    fit_latent_bound = latent.fit_latent_bound
+    embed = latent.embed
+    bound_is_set = property(latent.bound_is_set)
+    _bound = latent.bound
 
     # --- losses ---------------------------------------------------------------------------------
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:

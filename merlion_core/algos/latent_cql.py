@@ -38,6 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from merlion_core.algos import latent
+from merlion_core.algos.latent import attach_latent_space
 from merlion_core.algos.base import OfflineAlgorithm, frozen_copy, polyak_update, seeded
 from merlion_core.data.sampler import Batch
 from merlion_core.lookup import l1_nearest
@@ -157,14 +159,7 @@ class LatentCQL(OfflineAlgorithm):
     def __init__(self, config: LatentCQLConfig, n_actions: int, obs_dim: int, device: str = "auto",
                  representation: Representation | None = None) -> None:
         super().__init__(config, n_actions, obs_dim, device)
-        if representation is None:
-            raise ValueError("LatentCQL: needs a trained `representation` (it defines the latent action space)")
-        if representation.n_actions != self.n_actions or representation.obs_dim != self.obs_dim:
-            raise ValueError(f"LatentCQL: representation is for {representation.n_actions} actions / obs_dim "
-                             f"{representation.obs_dim}, the algorithm for {n_actions} / {obs_dim}")
-        # A plain attribute (not a submodule): frozen, not trained, not in this state_dict.
-        object.__setattr__(self, "representation", representation.to(self.device).eval())
-        self.dim = int(representation.dim)
+        attach_latent_space(self, representation, config.latent_bound)
         self.target_entropy = float(-self.dim if config.target_entropy is None else config.target_entropy)
         with seeded(config.seed):
             self.actor = TanhGaussianActor(obs_dim, tuple(config.hidden), self.dim)
@@ -172,9 +167,6 @@ class LatentCQL(OfflineAlgorithm):
         self.critic_target = frozen_copy(self.critic)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(config.init_entropy_alpha)),
                                       requires_grad=config.auto_entropy)
-        self.register_buffer("latent_bound", torch.tensor(float(config.latent_bound)))
-        self._bound_known = config.latent_bound > 0  # host-side cache: no device sync per step
-        self.register_load_state_dict_post_hook(lambda module, _keys: setattr(module, "_bound_known", False))
         self.to(self.device)
         self.optimizer = self.make_optimizer()
         # Sampling noise of the losses comes from this seeded stream, not from the global RNG
@@ -189,36 +181,11 @@ class LatentCQL(OfflineAlgorithm):
             groups.append({"params": [self.log_alpha], "lr": self.config.entropy_lr})
         return torch.optim.Adam(groups)
 
-    # --- latent bound ---------------------------------------------------------------------------
-    @torch.no_grad()
-    def fit_latent_bound(self, e_data: torch.Tensor) -> float:
-        """Set B = 1.1 max |e| over a sample of logged latents ``e_data`` [N, dim]; returns B."""
-        if e_data.ndim != 2 or e_data.shape[1] != self.dim or e_data.shape[0] == 0:
-            raise ValueError(f"fit_latent_bound: expected [N>0, {self.dim}] latents, got {tuple(e_data.shape)}")
-        bound = 1.1 * float(e_data.abs().max())
-        if not math.isfinite(bound) or bound <= 0:
-            raise ValueError(f"fit_latent_bound: the latents give an unusable bound {bound}")
-        self.latent_bound.fill_(bound)
-        self._bound_known = True
-        return bound
-
-    @torch.no_grad()
-    def embed(self, obs_BS: torch.Tensor, act_B: torch.Tensor) -> torch.Tensor:
-        """e = phi(a; s) of logged actions, from the frozen representation."""
-        return self.representation.embed(obs_BS, act_B).float()
-
-    @property
-    def bound_is_set(self) -> bool:
-        """Whether B > 0 (given in the config, fitted, or loaded)."""
-        if not self._bound_known:
-            self._bound_known = float(self.latent_bound) > 0
-        return self._bound_known
-
-    def _bound(self) -> torch.Tensor:
-        if not self.bound_is_set:
-            raise RuntimeError("LatentCQL: latent_bound is not set; call fit_latent_bound(e_data) "
-                               "or give config.latent_bound > 0")
-        return self.latent_bound
+    # --- latent space (shared with the other latent algorithm: merlion_core/algos/latent.py) ---
+    fit_latent_bound = latent.fit_latent_bound
+    embed = latent.embed
+    bound_is_set = property(latent.bound_is_set)
+    _bound = latent.bound
 
     # --- losses ---------------------------------------------------------------------------------
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
