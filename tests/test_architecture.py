@@ -25,6 +25,7 @@ RANKS = [
     ("merlion_core.algos.artifacts", 4),  # agent weights + config.json: the agent I/O module
     ("merlion_core.policy", 4),
     ("merlion_core.evaluation", 4),
+    ("merlion_core.artifact_folder", 4),  # the shared weights/config/metrics folder I/O
     ("merlion_core.pipelines", 6),
     ("merlion_core.cli", 9),  # cli and cli_* modules
 ]

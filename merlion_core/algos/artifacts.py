@@ -6,21 +6,19 @@ actions records its encoder folder and is rebuilt with it.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from merlion_core.algos.base import OfflineAlgorithm
 from merlion_core.algos.registry import ALGORITHMS, make_algorithm
+from merlion_core.artifact_folder import CONFIG, load_weights, read_json, read_metrics, write_folder
 from merlion_core.config import ConfigError, from_dict, to_dict
 
 FORMAT = "merlion-agent"
 VERSION = 1
-WEIGHTS, CONFIG, METRICS = "weights.pt", "config.json", "metrics.json"
 
 
 class AgentArtifactError(ValueError):
@@ -38,28 +36,14 @@ class LoadedAgent:
 
 def save_agent(agent: OfflineAlgorithm, algo: str, out_dir: str | os.PathLike, *,
                metrics: dict[str, Any] | None = None, info: dict[str, Any] | None = None) -> Path:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().cpu().contiguous() for k, v in agent.state_dict().items()}, out / WEIGHTS)
     document = {"format": FORMAT, "version": VERSION, "algo": algo, "config": to_dict(agent.config),
                 "n_actions": agent.n_actions, "obs_dim": agent.obs_dim, **(info or {})}
-    (out / CONFIG).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
-    (out / METRICS).write_text(json.dumps(metrics or {}, indent=2, sort_keys=True) + "\n")
-    return out
-
-
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise AgentArtifactError(f"{path}: missing (not an agent folder?)")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AgentArtifactError(f"{path}: invalid JSON ({exc})") from None
+    return write_folder(out_dir, agent, document, metrics)
 
 
 def load_agent(path: str | os.PathLike, device: str = "cpu") -> LoadedAgent:
     folder = Path(path)
-    document = _read_json(folder / CONFIG)
+    document = read_json(folder / CONFIG, AgentArtifactError)
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise AgentArtifactError(f"{folder / CONFIG}: not a {FORMAT} config")
     algo = document.get("algo")
@@ -76,12 +60,6 @@ def load_agent(path: str | os.PathLike, device: str = "cpu") -> LoadedAgent:
                                representation=representation)
     except (KeyError, ConfigError, TypeError, ValueError) as exc:
         raise AgentArtifactError(f"{folder / CONFIG}: {str(exc).splitlines()[0]}") from None
-    weights = folder / WEIGHTS
-    if not weights.is_file():
-        raise AgentArtifactError(f"{weights}: missing")
-    try:
-        agent.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
-    except Exception as exc:  # unreadable or mismatched weights: one line, no traceback
-        raise AgentArtifactError(f"{weights}: cannot load ({str(exc).splitlines()[0][:200]})") from None
-    metrics = _read_json(folder / METRICS) if (folder / METRICS).is_file() else {}
+    load_weights(agent, folder, AgentArtifactError, device)
+    metrics = read_metrics(folder, AgentArtifactError)
     return LoadedAgent(agent.eval(), algo, config, {k: v for k, v in document.items() if k != "config"}, metrics)
