@@ -11,44 +11,9 @@ import torch
 
 from merlion_core.algos.latent_cql import LatentCQL, LatentCQLConfig, cql_h_term
 from merlion_core.config import field_docs
-from merlion_core.data.collect import collect
-from merlion_core.data.dataset import TransitionDataset
 from merlion_core.data.sampler import BatchSampler
-from merlion_core.representation.base import Representation
 
-DIM = 3
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-class TableRepresentation(Representation):
-    """State-independent phi(a; s) = table[a], a fixed [A, dim] buffer."""
-
-    method = "table"
-
-    def __init__(self, n_actions: int, obs_dim: int, dim: int = DIM, seed: int = 0) -> None:
-        super().__init__(n_actions, obs_dim, dim)
-        g = torch.Generator().manual_seed(seed)
-        self.register_buffer("table", torch.randn(n_actions, dim, generator=g))
-
-    def embed(self, obs_BS: torch.Tensor, act_B: torch.Tensor) -> torch.Tensor:
-        return self.table[act_B]
-
-
-@pytest.fixture(scope="module")
-def dataset() -> TransitionDataset:
-    return collect("maze", "medium", 0.5, 3000, seed=0, env_overrides={"n_actuators": 6})
-
-
-@pytest.fixture(scope="module")
-def rep(dataset) -> TableRepresentation:
-    return TableRepresentation(dataset.n_actions, dataset.obs_dim)
+from latent_support import dataset, one_torch_thread, rep  # noqa: F401  (shared fixtures)
 
 
 def build(dataset, rep, **overrides) -> LatentCQL:
