@@ -88,7 +88,7 @@ def evaluate(policy: Policy, env: str, episodes: int = 50, seed: int = 0,
             raise ValueError(f"evaluate: policy.act returned actions outside [0, {model.n_actions})")
         return actions.astype(np.int64, copy=False)
 
-    result = rollout_episodes(model, act, episodes, np.random.default_rng(seed))
+    result = rollout_episodes(model, act, episodes, np.random.default_rng(seed), policy_sees="observation")
     expert_return, random_return = env_normalisers(env_id, env_overrides)
     returns = result.returns.astype(np.float64)
     mean_return = float(returns.mean())

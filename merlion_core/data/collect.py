@@ -20,6 +20,7 @@ from merlion_core.config import to_dict
 from merlion_core.data.dataset import DatasetMeta, TransitionDataset
 from merlion_core.envs import make_model, resolve_env_id
 from merlion_core.envs.behaviours import BEHAVIOURS, make_behaviour
+from merlion_core.envs.model import observe
 from merlion_core.envs.rollout import rollout_episodes
 
 ProgressFn = Callable[[int, int], None]
@@ -120,7 +121,7 @@ def collect(
     terminals = np.empty((n_steps, n_slots), dtype=bool)
     timeouts = np.empty((n_steps, n_slots), dtype=bool)
 
-    states = model.initial_states(n_slots)
+    states = model.initial_states(n_slots, env_rng)
     elapsed = np.zeros(n_slots, dtype=np.int64)
     for t in range(n_steps):
         chosen = policy(states, behaviour_rng)
@@ -129,10 +130,14 @@ def collect(
         result = model.step(states, chosen, env_rng)
         elapsed += 1
         truncated = ~result.terminated & (elapsed >= model.max_steps)
-        observations[t], actions[t], rewards[t] = states, chosen, result.rewards
-        next_observations[t], terminals[t], timeouts[t] = result.next_states, result.terminated, truncated
+        observations[t], actions[t], rewards[t] = observe(model, states), chosen, result.rewards
+        next_observations[t], terminals[t], timeouts[t] = observe(model, result.next_states), result.terminated, truncated
         done = result.terminated | truncated
-        states = np.where(done[:, None], model.initial_states(n_slots), result.next_states)
+        if done.any():  # fresh episodes in the finished slots (simulators may draw hidden state)
+            states = result.next_states.copy()
+            states[done] = model.initial_states(int(done.sum()), env_rng)
+        else:
+            states = result.next_states
         elapsed[done] = 0
         if progress is not None:
             progress(min(n, (t + 1) * n_slots), n)

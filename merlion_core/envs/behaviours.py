@@ -110,6 +110,8 @@ def make_behaviour(model, name: str) -> Behaviour:
         raise ValueError(f"unknown behaviour {name!r}; choose one of {', '.join(BEHAVIOURS)}")
     if name == "random":
         return _random_behaviour(model.n_actions)
+    if callable(getattr(model, "behaviour", None)):  # simulators that bring their own behaviours
+        return model.behaviour(name)
     if isinstance(model, MazeModel):
         return _maze_planner_behaviour(name, model.config, region_aware=name == "expert")
     if isinstance(model, MultiStepMazeModel):

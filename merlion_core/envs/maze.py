@@ -113,7 +113,7 @@ class MazeModel:
         norms = np.linalg.norm(self.displacements, axis=1)
         self.zero_displacement_actions = np.flatnonzero(norms < 1e-9)
 
-    def initial_states(self, n: int) -> np.ndarray:
+    def initial_states(self, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
         """float32 [n, 3]: every episode starts at the start position with no bonus taken."""
         state = np.array([*self.config.start, 0.0], dtype=np.float32)
         return np.tile(state, (n, 1))

@@ -29,13 +29,24 @@ class BatchModel(Protocol):
     obs_dim: int
     max_steps: int
 
-    def initial_states(self, n: int) -> np.ndarray: ...
+    def initial_states(self, n: int, rng: np.random.Generator | None = None) -> np.ndarray: ...
 
     def true_step(self, states: np.ndarray, actions: np.ndarray) -> StepResult: ...
 
     def step(self, states: np.ndarray, actions: np.ndarray, rng: np.random.Generator) -> StepResult: ...
 
     def info(self) -> dict[str, Any]: ...
+
+    # Optional, for simulators with hidden state (recommender, dialogue):
+    #   observe(states) -> f32[B, obs_dim]: what a policy sees (default: the state itself);
+    #   behaviour(name) -> callable (states, rng) -> int64[B]: the env's own behaviour policies.
+
+
+def observe(model: Any, states: np.ndarray) -> np.ndarray:
+    """f32[B, obs_dim]: the observations of a batch of model states (the states themselves
+    unless the model keeps hidden state and defines ``observe``)."""
+    observe_fn = getattr(model, "observe", None)
+    return states if observe_fn is None else observe_fn(states)
 
 
 def apply_action_noise(

@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 
 from merlion_core.config import from_dict, to_dict
+from merlion_core.envs.model import observe
 
 
 class ModelEnv(gym.Env):
@@ -35,9 +36,9 @@ class ModelEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        self._state = self.model.initial_states(1)
+        self._state = self.model.initial_states(1, self.np_random)
         self._t = 0
-        return self._state[0].copy(), {}
+        return observe(self.model, self._state)[0].copy(), {}
 
     def step(self, action):
         if not self.action_space.contains(action):
@@ -48,4 +49,4 @@ class ModelEnv(gym.Env):
         terminated = bool(result.terminated[0])
         truncated = (not terminated) and self._t >= self.model.max_steps
         info = {"executed_action": int(result.executed_actions[0])}
-        return self._state[0].copy(), float(result.rewards[0]), terminated, truncated, info
+        return observe(self.model, self._state)[0].copy(), float(result.rewards[0]), terminated, truncated, info

@@ -97,7 +97,7 @@ class MultiStepMazeModel:
         self.action_classes = equivalence_classes(self.displacements)
         self.n_equivalence_classes = int(self.action_classes.max()) + 1
 
-    def initial_states(self, n: int) -> np.ndarray:
+    def initial_states(self, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
         state = np.array([*self.config.start, 0.0], dtype=np.float32)
         return np.tile(state, (n, 1))
 

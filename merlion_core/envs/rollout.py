@@ -7,6 +7,8 @@ from typing import Callable
 
 import numpy as np
 
+from merlion_core.envs.model import observe
+
 Policy = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
@@ -20,11 +22,15 @@ class RolloutResult:
 
 
 def rollout_episodes(
-    model, policy: Policy, n_episodes: int, rng: np.random.Generator, noise: float = 0.0
+    model, policy: Policy, n_episodes: int, rng: np.random.Generator, noise: float = 0.0,
+    policy_sees: str = "state",
 ) -> RolloutResult:
     """Run ``n_episodes`` episodes side by side (env noise on), ``noise`` = share of the
-    policy's actions replaced by uniform random ones."""
-    states = model.initial_states(n_episodes)
+    policy's actions replaced by uniform random ones. ``policy_sees``: ``"state"`` (behaviour
+    policies, which may read a simulator's hidden state) or ``"observation"`` (learned agents)."""
+    if policy_sees not in ("state", "observation"):
+        raise ValueError(f"policy_sees: 'state' or 'observation', got {policy_sees!r}")
+    states = model.initial_states(n_episodes, rng)
     returns = np.zeros(n_episodes)
     lengths = np.zeros(n_episodes, dtype=np.int64)
     running = np.ones(n_episodes, dtype=bool)
@@ -33,7 +39,8 @@ def rollout_episodes(
         idx = np.flatnonzero(running)
         if idx.size == 0:
             break
-        actions = policy(states[idx], rng)
+        seen = states[idx] if policy_sees == "state" else observe(model, states[idx])
+        actions = policy(seen, rng)
         if noise > 0:
             replace = rng.random(idx.size) < noise
             actions = np.where(replace, rng.integers(0, model.n_actions, size=idx.size), actions)
