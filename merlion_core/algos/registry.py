@@ -15,12 +15,14 @@ from merlion_core.algos.discrete_bcq import DiscreteBCQ, DiscreteBCQConfig
 from merlion_core.algos.discrete_cql import DiscreteCQL, DiscreteCQLConfig
 from merlion_core.algos.latent_bcq import LatentBCQ, LatentBCQConfig
 from merlion_core.algos.latent_cql import LatentCQL, LatentCQLConfig
+from merlion_core.algos.plas import PLAS, PLASConfig
 from merlion_core.config import from_dict
 
 ALGORITHMS: dict[str, tuple[type, type[OfflineAlgorithm]]] = {
     "bc": (BCConfig, BC),
     "dcql": (DiscreteCQLConfig, DiscreteCQL),
     "dbcq": (DiscreteBCQConfig, DiscreteBCQ),
+    "plas": (PLASConfig, PLAS),
     "cql": (LatentCQLConfig, LatentCQL),
     "bcq": (LatentBCQConfig, LatentBCQ),
 }
