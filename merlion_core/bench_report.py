@@ -1,0 +1,173 @@
+"""Benchmark results on disk: per-run JSON, the summary (JSON and a markdown table), the curve plot (SVG).
+
+Scores are normalised, 100 (R - R_random) / (R_expert - R_random). Over seeds: the mean and a
+95% confidence interval from Student's t (half-width t_{0.975, n-1} sd / sqrt(n)), for the last
+evaluation and for the best evaluation of each run (CORL reports both).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+SUMMARY_FORMAT = "merlion-bench-summary/1"
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd")
+
+
+def run_record_path(out_dir: str | os.PathLike, method: str, seed: int) -> Path:
+    return Path(out_dir) / "runs" / method / f"seed{seed}.json"
+
+
+def write_run_record(out_dir: str | os.PathLike, record: dict[str, Any]) -> Path:
+    path = run_record_path(out_dir, record["method"], record["seed"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1, allow_nan=False))
+    tmp.replace(path)
+    return path
+
+
+def mean_ci95(values: list[float]) -> tuple[float, float]:
+    """(mean, half-width of the 95% t interval); the half-width is nan for a single value."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return math.nan, math.nan
+    if x.size == 1:
+        return float(x[0]), math.nan
+    half = float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    return float(x.mean()), half
+
+
+def summarise_method(records: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [r for r in records if r.get("last_score") is not None]
+    last_mean, last_ci = mean_ci95([r["last_score"] for r in ok])
+    best_mean, best_ci = mean_ci95([r["best_score"] for r in ok])
+    steps = sorted({p["step"] for r in ok for p in r["curve"] if "normalised_score" in p})
+    curve = []
+    for step in steps:
+        values = [p["normalised_score"] for r in ok for p in r["curve"] if p.get("step") == step
+                  and "normalised_score" in p]
+        mean, ci = mean_ci95(values)
+        curve.append({"step": step, "mean": mean, "ci95": ci, "n": len(values)})
+    seconds = [r.get("train_seconds") for r in ok if r.get("train_seconds") is not None]
+    return {"seeds": len(ok), "failed": [{"seed": r["seed"], "error": r.get("error")} for r in records
+                                         if r.get("last_score") is None],
+            "last_mean": last_mean, "last_ci95": last_ci, "best_mean": best_mean, "best_ci95": best_ci,
+            "last_success_rate": float(np.mean([r["last_success_rate"] for r in ok])) if ok else math.nan,
+            "mean_train_seconds": float(np.mean(seconds)) if seconds else None, "curve": curve}
+
+
+def _clean(value: Any) -> Any:
+    """nan -> None, recursively (JSON has no nan)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_summary(out_dir: str | os.PathLike, env_id: str, methods: list[str], config: Any,
+                  behaviour_score: float, settings: dict[str, Any]) -> dict[str, Any]:
+    """Read every run record of ``methods`` and write summary.json, README.md and curves.svg."""
+    out = Path(out_dir)
+    rows = {}
+    for method in methods:
+        records = []
+        for path in sorted((out / "runs" / method).glob("seed*.json")):
+            record = json.loads(path.read_text())
+            if record.get("settings") == settings:
+                records.append(record)
+        rows[method] = summarise_method(records)
+    from merlion_core.config import to_dict
+
+    summary = _clean({"format": SUMMARY_FORMAT, "env_id": env_id, "settings": settings,
+                      "config": to_dict(config), "behaviour_score": behaviour_score, "methods": rows})
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "README.md").write_text(markdown_table(summary))
+    (out / "curves.svg").write_text(curves_svg(summary))
+    return summary
+
+
+def _fmt(mean: float | None, ci: float | None) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.1f}" if ci is None else f"{mean:.1f} +- {ci:.1f}"
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    config = summary["config"]
+    lines = [f"# Benchmark: {summary['env_id']}", "",
+             f"Dataset: `{summary['settings']['dataset']}` (behaviour policy's normalised score "
+             f"{summary['behaviour_score']:.1f}). {config['steps']} gradient steps per agent, evaluation every "
+             f"{config['eval_every']} steps over {config['eval_episodes']} episodes, encoders "
+             f"{config['encoder_steps']} steps, device {config['device']}. Normalised score, mean +- 95% CI "
+             f"(Student's t) over seeds.", "",
+             "| method | seeds | last | best | success (last) | train s |", "| --- | ---: | ---: | ---: | ---: | ---: |",
+             f"| behaviour policy (dataset) | - | {summary['behaviour_score']:.1f} | - | - | - |"]
+    for name, row in summary["methods"].items():
+        success = "-" if row["last_success_rate"] is None else f"{row['last_success_rate']:.2f}"
+        seconds = "-" if row["mean_train_seconds"] is None else f"{row['mean_train_seconds']:.0f}"
+        failed = f" ({len(row['failed'])} failed)" if row["failed"] else ""
+        lines.append(f"| {name} | {row['seeds']}{failed} | {_fmt(row['last_mean'], row['last_ci95'])} | "
+                     f"{_fmt(row['best_mean'], row['best_ci95'])} | {success} | {seconds} |")
+    lines += ["", "Curves: `curves.svg` (mean over seeds, shaded 95% CI); per-run JSON under `runs/`.", ""]
+    return "\n".join(lines)
+
+
+def curves_svg(summary: dict[str, Any], width: int = 820, height: int = 460) -> str:
+    """Learning curves (mean normalised score, shaded 95% CI) as a standalone SVG."""
+    left, right, top, bottom = 60, 220, 30, 50
+    series = [(name, row["curve"]) for name, row in summary["methods"].items() if row["curve"]]
+    points = [(p["step"], p["mean"]) for _, curve in series for p in curve if p["mean"] is not None]
+    x_max = max([s for s, _ in points], default=1)
+    lows = [p["mean"] - (p["ci95"] or 0) for _, c in series for p in c if p["mean"] is not None]
+    highs = [p["mean"] + (p["ci95"] or 0) for _, c in series for p in c if p["mean"] is not None]
+    y_min = min([0.0, summary["behaviour_score"], *lows])
+    y_max = max([100.0, summary["behaviour_score"], *highs])
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def sx(step: float) -> float:
+        return left + plot_w * step / x_max
+
+    def sy(score: float) -> float:
+        return top + plot_h * (1 - (score - y_min) / (y_max - y_min))
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+             f'font-size="12"><rect width="100%" height="100%" fill="white"/>',
+             f'<text x="{left}" y="18" font-size="14">{summary["env_id"]}: normalised score</text>']
+    for tick in np.linspace(y_min, y_max, 6):
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{sy(tick):.1f}" y2="{sy(tick):.1f}" stroke="#eee"/>'
+                     f'<text x="{left - 6}" y="{sy(tick) + 4:.1f}" text-anchor="end">{tick:.0f}</text>')
+    for tick in np.linspace(0, x_max, 5):
+        parts.append(f'<text x="{sx(tick):.1f}" y="{top + plot_h + 18}" text-anchor="middle">{tick:.0f}</text>')
+    parts.append(f'<text x="{left + plot_w / 2}" y="{height - 10}" text-anchor="middle">gradient steps</text>')
+    parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{sy(summary["behaviour_score"]):.1f}" '
+                 f'y2="{sy(summary["behaviour_score"]):.1f}" stroke="black" stroke-dasharray="5,4"/>')
+    for i, (name, curve) in enumerate(series):
+        color = PALETTE[i % len(PALETTE)]
+        valid = [p for p in curve if p["mean"] is not None]
+        band = [p for p in valid if p["ci95"] is not None]
+        if len(band) > 1:
+            upper = " ".join(f"{sx(p['step']):.1f},{sy(p['mean'] + p['ci95']):.1f}" for p in band)
+            lower = " ".join(f"{sx(p['step']):.1f},{sy(p['mean'] - p['ci95']):.1f}" for p in reversed(band))
+            parts.append(f'<polygon points="{upper} {lower}" fill="{color}" fill-opacity="0.12" stroke="none"/>')
+        line = " ".join(f"{sx(p['step']):.1f},{sy(p['mean']):.1f}" for p in valid)
+        parts.append(f'<polyline points="{line}" fill="none" stroke="{color}" stroke-width="2"/>')
+        y_label = top + 14 + 16 * i
+        parts.append(f'<line x1="{left + plot_w + 12}" x2="{left + plot_w + 32}" y1="{y_label - 4}" '
+                     f'y2="{y_label - 4}" stroke="{color}" stroke-width="2"/>'
+                     f'<text x="{left + plot_w + 38}" y="{y_label}">{name}</text>')
+    y_label = top + 14 + 16 * len(series)
+    parts.append(f'<line x1="{left + plot_w + 12}" x2="{left + plot_w + 32}" y1="{y_label - 4}" y2="{y_label - 4}" '
+                 f'stroke="black" stroke-dasharray="5,4"/><text x="{left + plot_w + 38}" y="{y_label}">behaviour</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)

@@ -1,0 +1,336 @@
+"""The paper's benchmark (Fig. 2 (a), (b), Fig. 3): every method x seed on one env's logged dataset.
+
+A benchmark method is a representation (or none) plus an offline algorithm, e.g. ``merlion-cql``
+= the MERLION encoder + latent CQL, ``dcql`` = discrete CQL on raw actions, ``rand1-cql`` =
+latent CQL on Rand-1 embeddings, ``merlion-p0.3-cql`` = MERLION with p = 0.3 (ablation),
+``d3rlpy-dcql`` = the peer library's DiscreteCQL (optional extra, run by
+:mod:`merlion_core.peers.d3rlpy_peer`). Each (method, seed) run trains its encoder (seeded
+like the run; shared between the CQL and BCQ runs of one representation) and its agent for
+``steps`` gradient steps, evaluating every ``eval_every`` steps with the same evaluation code.
+
+Runs are independent processes (``workers`` at a time, one torch thread each) and resumable:
+a run whose result file exists with the same settings is not repeated. Output layout:
+``OUT/runs/METHOD/seedK.json`` (curve and summary per run), ``OUT/summary.json``,
+``OUT/README.md`` (the table), ``OUT/curves.svg``; weights under ``OUT/work/`` (not results).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import multiprocessing
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from merlion_core.config import to_dict
+
+ProgressFn = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class BenchMethod:
+    """One benchmark row: a representation (None = raw actions) and an algorithm."""
+
+    name: str
+    representation: str | None
+    representation_overrides: tuple[tuple[str, Any], ...]
+    algo: str
+    peer: bool = False
+
+
+def _fixed_methods() -> dict[str, BenchMethod]:
+    methods = {
+        "merlion-cql": BenchMethod("merlion-cql", "merlion", (), "cql"),
+        "merlion-bcq": BenchMethod("merlion-bcq", "merlion", (), "bcq"),
+        "merlion-no-p-cql": BenchMethod("merlion-no-p-cql", "merlion-no-p", (), "cql"),
+        "cvae-cql": BenchMethod("cvae-cql", "cvae", (), "cql"),
+    }
+    for raw in ("dcql", "dbcq", "bc", "plas"):
+        methods[raw] = BenchMethod(raw, None, (), raw)
+    for rep in ("rand1", "rand2", "transition", "reconstruction", "external"):
+        methods[f"{rep}-cql"] = BenchMethod(f"{rep}-cql", rep, (), "cql")
+        methods[f"{rep}-bcq"] = BenchMethod(f"{rep}-bcq", rep, (), "bcq")
+    for peer in ("dcql", "dbcq", "bc"):
+        methods[f"d3rlpy-{peer}"] = BenchMethod(f"d3rlpy-{peer}", None, (), peer, peer=True)
+    return methods
+
+
+BENCH_METHODS = _fixed_methods()
+PAPER_METHODS = ("merlion-cql", "merlion-bcq", "dcql", "dbcq", "bc", "plas", "rand1-cql", "rand2-cql",
+                 "transition-cql", "reconstruction-cql", "external-cql")
+ABLATIONS = ("merlion-p0.1-cql", "merlion-p0.3-cql", "merlion-p0.5-cql", "merlion-no-p-cql", "cvae-cql")
+PEER_METHODS = ("d3rlpy-dcql", "d3rlpy-dbcq", "d3rlpy-bc")
+_P_ABLATION = re.compile(r"^merlion-p(\d+(?:\.\d+)?)-(cql|bcq)$")
+
+
+def bench_method(name: str) -> BenchMethod:
+    """The method called ``name``; ``merlion-pX-cql`` / ``-bcq`` sets MERLION's p to X."""
+    if name in BENCH_METHODS:
+        return BENCH_METHODS[name]
+    match = _P_ABLATION.match(name)
+    if match:
+        return BenchMethod(name, "merlion", (("p", float(match.group(1))),), match.group(2))
+    known = ", ".join([*BENCH_METHODS, "merlion-pX-cql", "merlion-pX-bcq"])
+    raise ValueError(f"bench: unknown method {name!r}; known: {known}")
+
+
+def expand_methods(names: str | list[str]) -> list[str]:
+    """A comma list (or list) of method names; ``paper``, ``ablations`` and ``peers`` expand to groups."""
+    items = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+    groups = {"paper": PAPER_METHODS, "ablations": ABLATIONS, "peers": PEER_METHODS}
+    out: list[str] = []
+    for item in items:
+        for name in groups.get(item, (item,)):
+            bench_method(name)  # validates
+            if name not in out:
+                out.append(name)
+    if not out:
+        raise ValueError("bench: no methods given")
+    return out
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Settings of one benchmark (everything but the method list and the env)."""
+
+    seeds: int = 5
+    """Number of seeds per method (the paper: 5); seeds are 0 .. seeds-1."""
+    steps: int = 20_000
+    """Gradient steps of every agent (the same for every method, peers included)."""
+    eval_every: int = 2_000
+    """K: evaluation interval of the learning curves, in gradient steps."""
+    eval_episodes: int = 50
+    """E: episodes per evaluation."""
+    encoder_steps: int = 10_000
+    """Gradient steps of every learned representation (paper: 10,000)."""
+    n_transitions: int = 100_000
+    """Size of the logged dataset collected when none is given."""
+    behaviour: str = "medium"
+    """Behaviour policy of the collected dataset."""
+    noise: float = 0.5
+    """Share of uniformly random actions in the collected dataset (paper: 50%)."""
+    data_seed: int = 0
+    """Seed of the collected dataset."""
+    workers: int = 1
+    """Runs trained at once, each in its own process with one torch thread."""
+    device: str = "cpu"
+    """Device of every run: auto, cpu or cuda[:N]."""
+    agent_batch_size: int = 0
+    """Batch size of every agent; 0 = each algorithm's own default."""
+
+    def __post_init__(self) -> None:
+        for name in ("seeds", "steps", "eval_every", "eval_episodes", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"bench: {name} must be >= 1, got {getattr(self, name)}")
+        if self.encoder_steps < 1 or self.n_transitions < 1:
+            raise ValueError("bench: encoder_steps and n_transitions must be >= 1")
+        if self.agent_batch_size < 0:
+            raise ValueError(f"bench: agent_batch_size must be >= 0, got {self.agent_batch_size}")
+
+
+# ------------------------------------------------------------------------------------- one run
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def encoder_key(method: BenchMethod, seed: int) -> str:
+    overrides = "".join(f"-{k}{v}" for k, v in method.representation_overrides)
+    return f"{method.representation}{overrides}-seed{seed}"
+
+
+def train_bench_encoder(dataset_path: str, method_name: str, seed: int, encoder_steps: int, folder: str,
+                        device: str) -> str:
+    """Train (or reuse) the run's encoder; returns its folder."""
+    _one_thread()
+    from merlion_core.pipelines import train_encoder
+    from merlion_core.representation.registry import get_method
+
+    method = bench_method(method_name)
+    path = Path(folder)
+    if (path / "config.json").exists() and (path / "weights.pt").exists():
+        return str(path)
+    names = {f.name for f in dataclasses.fields(get_method(method.representation).config_cls)}
+    overrides = {**dict(method.representation_overrides), "seed": seed}
+    if "steps" in names:
+        overrides["steps"] = encoder_steps
+    train_encoder(dataset_path, method.representation, path, overrides=overrides, device=device)
+    return str(path)
+
+
+def run_one(dataset_path: str, method_name: str, seed: int, config: BenchConfig, encoder_dir: str | None,
+            agent_dir: str, peer_python: str | None = None) -> dict[str, Any]:
+    """Train and evaluate one (method, seed); returns the run record (curve, last, best)."""
+    _one_thread()
+    method = bench_method(method_name)
+    started = time.perf_counter()
+    if method.peer:
+        record = _run_peer(dataset_path, method, seed, config, agent_dir, peer_python)
+        curve = record["curve"]
+    else:
+        from merlion_core.algos.registry import ALGORITHMS
+        from merlion_core.pipelines_agent import train_agent
+
+        overrides: dict[str, Any] = {"seed": seed}
+        names = {f.name for f in dataclasses.fields(ALGORITHMS[method.algo][0])}
+        if config.agent_batch_size and "batch_size" in names:
+            overrides["batch_size"] = config.agent_batch_size
+        result = train_agent(dataset_path, method.algo, agent_dir, steps=config.steps, encoder_dir=encoder_dir,
+                             overrides=overrides, eval_every=config.eval_every, eval_episodes=config.eval_episodes,
+                             device=config.device)
+        metrics = json.loads((Path(agent_dir) / "metrics.json").read_text())
+        curve, record = metrics["curve"], {"agent": str(agent_dir)}
+        record["train_seconds"] = result["seconds"]
+    scores = [p["normalised_score"] for p in curve if "normalised_score" in p]
+    return {**record, "method": method_name, "seed": seed, "algo": method.algo,
+            "representation": method.representation, "representation_overrides": dict(method.representation_overrides),
+            "steps": config.steps, "curve": curve, "last_score": scores[-1] if scores else None,
+            "best_score": max(scores) if scores else None,
+            "last_return": curve[-1].get("mean_return") if curve else None,
+            "last_success_rate": curve[-1].get("success_rate") if curve else None,
+            "wall_seconds": time.perf_counter() - started, "device": config.device}
+
+
+def _run_peer(dataset_path: str, method: BenchMethod, seed: int, config: BenchConfig, agent_dir: str,
+              peer_python: str | None) -> dict[str, Any]:
+    """d3rlpy runs: in this interpreter when d3rlpy imports, else through ``peer_python`` (its own venv)."""
+    kwargs = {"steps": config.steps, "seed": seed, "eval_every": config.eval_every,
+              "eval_episodes": config.eval_episodes, "device": config.device}
+    try:
+        import d3rlpy  # noqa: F401
+    except ImportError:
+        if not peer_python:
+            raise RuntimeError(f"{method.name}: d3rlpy is not installed here; install it in its own venv "
+                               "(pip install d3rlpy==2.8.1; it pins gymnasium 1.0.0) and pass --peer-python") from None
+        Path(agent_dir).mkdir(parents=True, exist_ok=True)
+        out_file = Path(agent_dir) / "peer.json"
+        command = [peer_python, "-m", "merlion_core.peers.d3rlpy_peer", "--algo", method.algo,
+                   "--dataset", str(dataset_path), "--out", str(out_file)]
+        for key, value in kwargs.items():
+            command += [f"--{key.replace('_', '-')}", str(value)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise RuntimeError(f"{method.name} (seed {seed}): d3rlpy run failed: {tail[0]}")
+        return json.loads(out_file.read_text())
+    from merlion_core.peers.d3rlpy_peer import run_d3rlpy
+
+    return run_d3rlpy(method.algo, dataset_path, **kwargs)
+
+
+# ------------------------------------------------------------------------------------ the sweep
+class InProcessExecutor:
+    """``workers=1``: run each submitted call at once in this process (no pool, caches shared)."""
+
+    def __enter__(self) -> InProcessExecutor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as exc:  # surfaced by future.result(), as with a process pool
+            future.set_exception(exc)
+        return future
+
+
+def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, out: str | os.PathLike,
+                  progress: ProgressFn | None = None, *, dataset: str | None = None,
+                  peer_python: str | None = None, **options: Any) -> dict[str, Any]:
+    """Run every (method, seed) of the benchmark on ``env`` and write the results under ``out``.
+
+    ``options`` are further :class:`BenchConfig` fields. ``progress(event, info)`` is called with
+    ``dataset``, ``encoder``, ``run`` (each finished piece) and ``summary``."""
+    from merlion_core.bench_report import run_record_path, write_run_record, write_summary
+    from merlion_core.data.collect import collect
+    from merlion_core.data.io import load_dataset, save_dataset
+    from merlion_core.envs import resolve_env_id
+
+    config = BenchConfig(seeds=seeds, steps=steps, **options)
+    names = expand_methods(methods)
+    env_id = resolve_env_id(env)
+    out_dir = Path(out)
+    work = out_dir / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    notify = progress or (lambda event, info: None)
+
+    if dataset is None:
+        dataset = str(work / "dataset")
+        if not (Path(dataset) / "meta.json").exists():
+            data = collect(env_id, config.behaviour, config.noise, config.n_transitions, config.data_seed)
+            save_dataset(data, dataset)
+    data = load_dataset(dataset)
+    if data.meta.env_id != env_id:
+        raise ValueError(f"bench: dataset {dataset} is from {data.meta.env_id!r}, not {env_id!r}")
+    behaviour_score = float(data.normalised_score(data.episode_returns()).mean())
+    notify("dataset", {"path": str(dataset), "behaviour_score": behaviour_score})
+
+    settings = {"env_id": env_id, "config": to_dict(config), "dataset": str(dataset)}
+    todo = []
+    for name in names:
+        for seed in range(config.seeds):
+            record_path = run_record_path(out_dir, name, seed)
+            if record_path.exists() and json.loads(record_path.read_text()).get("settings") == settings:
+                continue
+            todo.append((name, seed))
+
+    if config.workers == 1:
+        pool_context: Any = InProcessExecutor()
+    else:
+        pool_context = concurrent.futures.ProcessPoolExecutor(max_workers=config.workers,
+                                                              mp_context=multiprocessing.get_context("spawn"))
+    with pool_context as pool:
+        encoders: dict[str, concurrent.futures.Future] = {}
+        for name, seed in todo:
+            method = bench_method(name)
+            if method.representation is None:
+                continue
+            key = encoder_key(method, seed)
+            if key not in encoders:
+                encoders[key] = pool.submit(train_bench_encoder, str(dataset), name, seed, config.encoder_steps,
+                                            str(work / "encoders" / key), config.device)
+        runs: dict[concurrent.futures.Future, tuple[str, int]] = {}
+        pending = list(todo)
+        while pending or runs:
+            for name, seed in list(pending):
+                method = bench_method(name)
+                encoder = encoders.get(encoder_key(method, seed)) if method.representation else None
+                if encoder is not None and not encoder.done():
+                    continue
+                encoder_dir = encoder.result() if encoder is not None else None
+                if encoder is not None:
+                    notify("encoder", {"folder": encoder_dir})
+                agent_dir = str(work / "agents" / name / f"seed{seed}")
+                runs[pool.submit(run_one, str(dataset), name, seed, config, encoder_dir, agent_dir,
+                                 peer_python)] = (name, seed)
+                pending.remove((name, seed))
+            if not runs:
+                concurrent.futures.wait(encoders.values(), return_when=concurrent.futures.FIRST_COMPLETED)
+                continue
+            done, _ = concurrent.futures.wait(list(runs), timeout=5.0,
+                                              return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                name, seed = runs.pop(future)
+                try:
+                    record = {**future.result(), "settings": settings}
+                except Exception as exc:  # one failed run is recorded and the others go on
+                    record = {"method": name, "seed": seed, "error": f"{type(exc).__name__}: {exc}",
+                              "curve": [], "last_score": None, "best_score": None, "settings": settings}
+                write_run_record(out_dir, record)
+                notify("run", {"method": name, "seed": seed, "last_score": record["last_score"],
+                               "best_score": record["best_score"]})
+    summary = write_summary(out_dir, env_id, names, config, behaviour_score, settings)
+    notify("summary", {"path": str(out_dir / "summary.json")})
+    return summary

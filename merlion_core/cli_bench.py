@@ -1,0 +1,52 @@
+"""``merlion bench``: the paper's benchmark on one env (options generated from BenchConfig)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    from merlion_core.benchmark import ABLATIONS, PAPER_METHODS, PEER_METHODS, BenchConfig
+    from merlion_core.cli import add_config_arguments
+
+    p = sub.add_parser("bench", help="benchmark methods x seeds on one env (per-run JSON, summary, table, curves)",
+                       description="Groups: paper = " + ",".join(PAPER_METHODS) + "; ablations = "
+                       + ",".join(ABLATIONS) + "; peers = " + ",".join(PEER_METHODS) + ".")
+    p.add_argument("--env", required=True, help="environment short name or id (maze, multistep-maze, ...)")
+    p.add_argument("--methods", default="paper", help="comma list of methods or groups (default: paper)")
+    p.add_argument("--out", required=True, help="results folder (runs/, summary.json, README.md, curves.svg)")
+    p.add_argument("--dataset", help="logged dataset to use (default: collect one into OUT/work/dataset)")
+    p.add_argument("--peer-python", help="python of a venv with d3rlpy, for the d3rlpy-* methods")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_config_arguments(p, BenchConfig)
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from merlion_core.benchmark import BenchConfig, run_benchmark
+
+    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(BenchConfig)}
+    seeds, steps = options.pop("seeds"), options.pop("steps")
+
+    def progress(event: str, info: dict) -> None:
+        if event == "run":
+            score = info["last_score"]
+            text = "failed" if score is None else f"last {score:.1f}, best {info['best_score']:.1f}"
+            print(f"bench: {info['method']} seed {info['seed']}: {text}", file=sys.stderr, flush=True)
+        elif event == "dataset":
+            print(f"bench: dataset {info['path']} (behaviour score {info['behaviour_score']:.1f})",
+                  file=sys.stderr, flush=True)
+
+    summary = run_benchmark(args.env, args.methods, seeds, steps, args.out, progress, dataset=args.dataset,
+                            peer_python=args.peer_python, **options)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        from merlion_core.bench_report import markdown_table
+
+        print(markdown_table(summary))
+    return 0
