@@ -28,6 +28,7 @@ RANKS = [
     ("merlion_core.artifact_folder", 4),  # the shared weights/config/metrics folder I/O
     ("merlion_core.pipelines", 6),
     ("merlion_core.benchmark", 6),
+    ("merlion_core.peers", 6),  # optional peer libraries (d3rlpy), imported lazily
     ("merlion_core.bench_report", 5),  # benchmark results I/O: run JSON, summary, table, SVG
     ("merlion_core.cli", 9),  # cli and cli_* modules
 ]
