@@ -27,6 +27,7 @@ RANKS = [
     ("merlion_core.evaluation", 4),
     ("merlion_core.artifact_folder", 4),  # the shared weights/config/metrics folder I/O
     ("merlion_core.pipelines", 6),
+    ("merlion_core.peers", 6),  # peer libraries (d3rlpy, imported lazily) on our data and evaluation
     ("merlion_core.cli", 9),  # cli and cli_* modules
 ]
 NUMERIC = ("merlion_core.envs", "merlion_core.data.dataset", "merlion_core.data.collect", "merlion_core.config",
