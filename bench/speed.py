@@ -1,0 +1,217 @@
+"""Gradient steps per second: latent CQL vs DiscreteCQL (ours and d3rlpy's), same data, same run.
+
+Usage: python bench/speed.py [--dataset PATH] [--encoder DIR] [--steps 300] [--warmup 30]
+                             [--threads 1] [--device cpu] [--d3rlpy-python PATH] [--end-to-end]
+Dataset: --dataset, else the maze medium 50%-noise dataset (100k transitions, seed 0) collected
+here. Each timed step is one minibatch sample + one gradient update (no evaluation), after
+--warmup untimed steps, torch threads --threads, for:
+  * our latent CQL ("cql") on the External representation of the maze (a table lookup, the same
+    kind of cost as a trained MERLION encoder's phi) and, with --encoder, on that encoder;
+  * our DiscreteCQL ("dcql");
+  * d3rlpy 2.8.1's DiscreteCQL (alpha 0.5), through merlion_core.peers.d3rlpy_peer, in this
+    interpreter if it has d3rlpy, else in its own virtualenv (--d3rlpy-python, else
+    $MERLION_D3RLPY_PYTHON, else /work/venv-d3rlpy/bin/python).
+Batch sizes: each at its default (latent CQL 256, our dcql 64, d3rlpy 32) and all at 64 (the
+equal-batch comparison: our dcql's default and the non-Atari discrete BCQ setting).
+--end-to-end adds the maze pipeline (collect 100k, MERLION encoder 10k steps with the default
+config, latent CQL 20k steps, evaluate 50 episodes), several minutes: run it on a quiet CPU.
+Writes bench/results/speed.json (parts not rerun are kept) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from merlion_core.algos.registry import make_algorithm
+from merlion_core.data import collect as collect_module
+from merlion_core.data.collect import collect
+from merlion_core.data.io import load_dataset, save_dataset
+from merlion_core.data.sampler import BatchSampler
+from merlion_core.evaluation import evaluate
+from merlion_core.peers import d3rlpy_peer
+from merlion_core.pipelines import dataset_env_overrides, representation_config
+from merlion_core.representation.external import ExternalConfig, build as build_external
+from merlion_core.representation.registry import get_method
+
+EQUAL_BATCH = 64
+VENV_PYTHON = "/work/venv-d3rlpy/bin/python"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_ours(label: str, algo: str, dataset: Any, overrides: dict, representation: Any, steps: int, warmup: int,
+              device: str) -> dict[str, Any]:
+    """Steps/s of one of our algorithms: sample + update_tensors (no host sync per step, as training runs)."""
+    agent = make_algorithm(algo, dataset.n_actions, dataset.obs_dim, overrides, device, representation=representation)
+    sampler = BatchSampler(dataset, agent.config.batch_size, seed=0, device=str(agent.device))
+    for _ in range(warmup):
+        agent.update_tensors(sampler.sample())
+    sync(agent.device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        parts = agent.update_tensors(sampler.sample())
+    float(parts["loss"])  # wait for the last step
+    sync(agent.device)
+    seconds = time.perf_counter() - started
+    return {"label": label, "algo": algo, "batch_size": int(agent.config.batch_size),
+            "default_batch": "batch_size" not in overrides, "steps": steps,
+            "warmup": warmup, "seconds": seconds, "steps_per_second": steps / seconds, "device": str(agent.device)}
+
+
+def time_peer(label: str, dataset_path: Path, overrides: dict, steps: int, warmup: int, device: str, threads: int,
+              python: str | None) -> dict[str, Any]:
+    kwargs = dict(steps=steps, warmup=warmup, seed=0, device=device, overrides=overrides)
+    if python == sys.executable:
+        record = d3rlpy_peer.time_d3rlpy("dcql", dataset_path, **kwargs)
+    else:
+        record = d3rlpy_peer.time_d3rlpy_isolated("dcql", dataset_path, python=python, threads=threads, **kwargs)
+    record.pop("config", None)
+    return {"label": label, "default_batch": "batch_size" not in overrides, **record}
+
+
+def speed_part(args: argparse.Namespace, dataset: Any, dataset_path: Path) -> dict[str, Any]:
+    external = build_external(ExternalConfig(env=dataset.meta.env_id or "maze"), dataset.n_actions, dataset.obs_dim)
+    reps = {"external": external}
+    if args.encoder:
+        from merlion_core.representation.artifacts import load_representation
+
+        reps["merlion"] = load_representation(args.encoder).representation
+    records = []
+    for name, rep in reps.items():
+        for overrides in ({}, {"batch_size": EQUAL_BATCH}):
+            records.append(time_ours(f"latent-cql/{name}", "cql", dataset, overrides, rep, args.steps, args.warmup,
+                                     args.device))
+            print(json.dumps(records[-1]), flush=True)
+    records.append(time_ours("dcql", "dcql", dataset, {}, None, args.steps, args.warmup, args.device))
+    print(json.dumps(records[-1]), flush=True)
+    python = args.d3rlpy_python or d3rlpy_peer.d3rlpy_python() or (VENV_PYTHON if Path(VENV_PYTHON).exists() else None)
+    if python is None:
+        print(f"d3rlpy: skipped ({d3rlpy_peer.INSTALL_HINT})", file=sys.stderr)
+    else:
+        for overrides in ({}, {"batch_size": EQUAL_BATCH}):
+            records.append(time_peer("d3rlpy-dcql", dataset_path, overrides, args.steps, args.warmup, args.device,
+                                     args.threads, python))
+            print(json.dumps(records[-1]), flush=True)
+    return {"records": records, "ratios": ratios(records), "d3rlpy_python": python}
+
+
+def ratios(records: list[dict]) -> dict[str, float]:
+    """Our steps/s over d3rlpy DiscreteCQL's, at default batches and at EQUAL_BATCH (goal for latent CQL: >= 2)."""
+    def rate(label: str, default: bool) -> float | None:
+        rows = [r for r in records if r["label"] == label
+                and (r["default_batch"] if default else r["batch_size"] == EQUAL_BATCH)]
+        return rows[0]["steps_per_second"] if rows else None
+
+    out = {}
+    for mine in ("latent-cql/external", "latent-cql/merlion", "dcql"):
+        for default, tag in ((True, "default batches"), (False, f"batch {EQUAL_BATCH}")):
+            a, b = rate(mine, default), rate("d3rlpy-dcql", default)
+            if a is not None and b is not None:
+                out[f"{mine} / d3rlpy-dcql ({tag})"] = a / b
+    return out
+
+
+def end_to_end(device: str, n: int = 100_000, encoder_overrides: dict | None = None, cql_steps: int = 20_000,
+               episodes: int = 50) -> dict[str, Any]:
+    """The maze pipeline, stage by stage, from a cold normaliser cache (smaller sizes: smoke runs only)."""
+    collect_module._normalisers.cache_clear()
+    stages: dict[str, float] = {}
+    started = time.perf_counter()
+    dataset = collect("maze", "medium", 0.5, n, seed=0)
+    stages[f"collect_{n}"] = time.perf_counter() - started
+    t = time.perf_counter()
+    config = representation_config("merlion", dataset.meta.env_id, encoder_overrides or {})
+    rep, _ = get_method("merlion").fit(dataset, config, device=device)
+    stages[f"encoder_{config.steps}_steps"] = time.perf_counter() - t
+    t = time.perf_counter()
+    agent = make_algorithm("cql", dataset.n_actions, dataset.obs_dim, None, device, representation=rep)
+    sampler = BatchSampler(dataset, agent.config.batch_size, seed=0, device=str(agent.device))
+    for _ in agent.train_steps(sampler, cql_steps, log_every=cql_steps):
+        pass
+    stages[f"latent_cql_{cql_steps}_steps"] = time.perf_counter() - t
+    t = time.perf_counter()
+    agent.eval()
+    result = evaluate(agent, dataset.meta.env_id, episodes, seed=0, env_overrides=dataset_env_overrides(dataset))
+    stages[f"evaluate_{episodes}_episodes"] = time.perf_counter() - t
+    total = time.perf_counter() - started
+    return {"stages_seconds": stages, "total_seconds": total, "goal_seconds": 300, "meets_goal": total <= 300,
+            "normalised_score": result.normalised_score, "success_rate": result.success_rate, "device": device}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", help="a saved dataset (default: collect maze medium/0.5/100k/seed 0)")
+    parser.add_argument("--encoder", help="also time latent CQL on this trained representation folder")
+    parser.add_argument("--steps", type=int, default=300, help="timed gradient steps per measurement")
+    parser.add_argument("--warmup", type=int, default=30, help="untimed steps before each measurement")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (also for d3rlpy)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (d3rlpy runs on the same)")
+    parser.add_argument("--d3rlpy-python", help="interpreter with d3rlpy 2.8.1 (its own virtualenv)")
+    parser.add_argument("--end-to-end", action="store_true", help="also time the whole maze pipeline (minutes)")
+    parser.add_argument("--skip-speed", action="store_true", help="with --end-to-end: only the pipeline")
+    parser.add_argument("--out", default="bench/results/speed.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    report = json.loads(out.read_text()) if out.exists() else {}
+    report.update({"host": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                            "processor": platform.processor(), "torch_threads": torch.get_num_threads(),
+                            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+                   "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                                "numpy": np.__version__}})
+    if not args.skip_speed:
+        load_at_start = os.getloadavg()
+        with tempfile.TemporaryDirectory(prefix="merlion-speed-") as scratch:
+            if args.dataset:
+                dataset_path = Path(args.dataset)
+                dataset = load_dataset(dataset_path)
+            else:
+                dataset = collect("maze", "medium", 0.5, 100_000, seed=0)
+                dataset_path = save_dataset(dataset, Path(scratch) / "maze-medium-0.5-100k")
+            part = speed_part(args, dataset, dataset_path)
+        d3rlpy_versions = {r["d3rlpy_version"] for r in part["records"] if "d3rlpy_version" in r}
+        report["versions"]["d3rlpy"] = d3rlpy_versions.pop() if d3rlpy_versions else None
+        report["speed"] = {"dataset": args.dataset or "collect('maze', 'medium', 0.5, 100_000, seed=0)",
+                           "n_transitions": dataset.n_transitions, "n_actions": dataset.n_actions,
+                           "device": args.device, "steps": args.steps, "warmup": args.warmup,
+                           "equal_batch": EQUAL_BATCH, **part,
+                           "load_average": {"start": load_at_start, "end": os.getloadavg()}}
+    if args.end_to_end:
+        load_at_start = os.getloadavg()
+        report["end_to_end"] = {**end_to_end(args.device), "load_average": {"start": load_at_start,
+                                                                            "end": os.getloadavg()}}
+        print(json.dumps(report["end_to_end"]), flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(markdown_table(report))
+
+
+def markdown_table(report: dict) -> str:
+    rows = ["| run | batch | steps/s |", "| --- | ---: | ---: |"]
+    for r in report.get("speed", {}).get("records", []):
+        rows.append(f"| {r['label']} | {r['batch_size']} | {r['steps_per_second']:.1f} |")
+    for name, value in report.get("speed", {}).get("ratios", {}).items():
+        rows.append(f"| ratio {name} | | {value:.2f}x |")
+    if "end_to_end" in report:
+        e2e = report["end_to_end"]
+        rows += [f"| end-to-end {k} | | {v:.1f} s |" for k, v in e2e["stages_seconds"].items()]
+        rows.append(f"| end-to-end total (goal 300 s) | | {e2e['total_seconds']:.1f} s |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    main()
