@@ -164,8 +164,12 @@ class Supervisor:
             self.log(f"job {job.id}: {status}: {reason}")
 
     def enforce(self) -> None:
-        """Kill workers that ignore a cancel request or stopped beating."""
+        """Kill workers that ignore a cancel request or stopped beating; fail Ray jobs that went silent."""
         now = time.time()
+        for job in self.store.list("running", backend="ray"):
+            if now - (job.heartbeat or job.launched_at or now) > self.config.stale_after:
+                self.store.finish(job.id, "failed", f"no heartbeat for {self.config.stale_after:g} s "
+                                  "(its Ray task, or the driver that ran it, is gone)")
         for job in self.store.list("running", backend="local"):
             worker = self.workers.get(job.id)
             if worker is None or not worker.pid:

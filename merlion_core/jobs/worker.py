@@ -149,9 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m merlion_core.jobs.worker", description="run one job")
     parser.add_argument("job_id", type=int)
     parser.add_argument("--runs", help="runs folder (default: $MERLION_RUNS_DIR or ./runs)")
+    parser.add_argument("--claim", action="store_true", help="claim the queued job first (Ray Jobs API entrypoint)")
     args = parser.parse_args(argv)
     store = JobStore(args.runs)
     try:
+        if args.claim and not store.claim(args.job_id, backend="ray"):
+            log(f"job {args.job_id} is no longer queued: nothing to do")
+            return 0
         return run_worker(store, args.job_id)
     finally:
         store.close()
