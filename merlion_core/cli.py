@@ -277,11 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_dataset_convert)
 
-    from merlion_core import cli_agent, cli_bench, cli_represent
+    from merlion_core import cli_agent, cli_bench, cli_jobs, cli_represent
 
     cli_represent.add_commands(sub)
     cli_agent.add_commands(sub)
     cli_bench.add_commands(sub)
+    cli_jobs.add_commands(sub)
     return parser
 
 
