@@ -1,0 +1,91 @@
+"""Data: generate a dataset from a built-in environment (a background job), upload one, and
+summarise any dataset (counts, returns, action frequency, behaviour score, metadata)."""
+
+import streamlit as st
+
+from merlion_core.config import ConfigError
+from merlion_core.data.dataset import DatasetError
+from merlion_core.envs import ENV_SPECS
+from merlion_core.jobs.spec import CollectJob
+from studio import catalog, charts, jobs_client, loaders, settings, uploads
+from studio.forms import config_form
+from studio.page import progress_lines, setup
+
+setup("Data")
+st.title("Data")
+generate, upload, browse = st.tabs(["Generate", "Upload", "Summary"])
+
+with generate:
+    st.caption("Collect a logged dataset with one of the environment's behaviour policies (runs as a background "
+               "job; expert and random normalisers are measured too).")
+    env_names = [spec.short_name for spec in ENV_SPECS.values()]
+    env = st.selectbox("Environment", env_names, key="data.env",
+                       format_func=lambda n: f"{n}: {next(s.description for s in ENV_SPECS.values() if s.short_name == n)}")
+    behaviour = st.selectbox("Behaviour", ["medium", "expert", "random"], key="data.behaviour")
+    options = config_form(CollectJob, CollectJob(n=settings.DEMO_TRANSITIONS), "data.collect",
+                          skip=("env", "behaviour", "env_config"))
+    seed = st.number_input("Seed", value=0, min_value=0, step=1, key="data.seed")
+    if st.button("Generate", type="primary", key="data.generate"):
+        config = {"env": env, "behaviour": behaviour, "n": settings.DEMO_TRANSITIONS, **options}
+        try:
+            job_id = jobs_client.submit("collect", config, int(seed), tag="studio:data")
+            st.session_state["data.last_job"] = job_id
+            st.success(f"Job #{job_id} queued: collecting {config['n']:,} transitions.")
+        except (ValueError, ConfigError, FileNotFoundError) as exc:
+            st.error(str(exc))
+
+    @st.fragment(run_every=2.0)
+    def collect_progress() -> None:
+        records = jobs_client.jobs("collect")[-5:]
+        progress_lines(records[::-1])
+
+    collect_progress()
+
+with upload:
+    st.caption(f"npz (D4RL keys), D4RL HDF5, d3rlpy HDF5 (.h5) or a Minari dataset folder as a .zip; at most "
+               f"{settings.MAX_UPLOAD_MB} MB. Saved under `{settings.data_dir() / 'uploads'}` with a safe name.")
+    file = st.file_uploader("Dataset file", type=["npz", "h5", "hdf5", "zip"], key="data.upload")
+    if file is not None:
+        token = (file.name, file.size, getattr(file, "file_id", ""))
+        if st.session_state.get("data.upload_token") != token:  # validate and save each upload once
+            st.session_state["data.upload_token"] = token
+            try:
+                saved = uploads.save_and_check(file.name, file.getvalue())
+                st.session_state["data.upload_result"] = ("ok", str(saved.path), saved.format)
+                st.session_state["data.selected"] = str(saved.path)
+            except (uploads.UploadError, DatasetError) as exc:
+                st.session_state["data.upload_result"] = ("error", str(exc), "")
+        status, text, fmt = st.session_state["data.upload_result"]
+        if status == "ok":
+            st.success(f"{file.name}: valid {fmt} dataset, saved as `{text}`. Its summary is in the Summary tab.")
+        else:
+            st.error(text)
+
+with browse:
+    entries = catalog.datasets()
+    if not entries:
+        st.info("No dataset yet: generate or upload one (the demo's dataset appears here when its job finishes).")
+    else:
+        paths = [e.path for e in entries]
+        labels = {e.path: e.label for e in entries}
+        chosen = st.session_state.get("data.selected")
+        index = paths.index(chosen) if chosen in paths else len(paths) - 1
+        path = st.selectbox("Dataset", paths, index=index, format_func=labels.get, key="data.browse")
+        try:
+            summary, returns, counts = loaders.summary(path)
+        except DatasetError as exc:
+            st.error(str(exc))
+        else:
+            cols = st.columns(5)
+            cols[0].metric("Transitions", f"{summary['n_transitions']:,}")
+            cols[1].metric("Episodes", f"{summary['n_episodes']:,}")
+            cols[2].metric("Actions used", f"{summary['distinct_actions']:,} / {summary['n_actions']:,}")
+            cols[3].metric("Mean return", f"{summary['mean_return']:.2f}")
+            score = summary["behaviour_normalised_score"]
+            cols[4].metric("Behaviour score", "n/a" if score is None else f"{score:.1f}",
+                           help="100 (R - R_random) / (R_expert - R_random)")
+            left, right = st.columns(2)
+            left.plotly_chart(charts.return_histogram(returns), key="data.returns")
+            right.plotly_chart(charts.action_frequency(counts), key="data.actions")
+            st.markdown("**What the dataset's metadata says**")
+            st.json(summary, expanded=False)

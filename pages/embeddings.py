@@ -1,0 +1,156 @@
+"""Embeddings (the paper's Fig. 4): every action's embedding at one state, coloured by Q from the
+trained critic or by the true value, hover = the action's meaning, OOD actions marked, two
+representations side by side; p and tau sliders start a warm-start job and the scatter re-forms."""
+
+import numpy as np
+import streamlit as st
+
+from studio import catalog, explore, jobs_client, loaders, warmstart
+from studio.charts import embedding_scatter, maze_map
+from studio.page import setup
+
+P_VALUES = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+TAU_VALUES = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+COLOURS = ("Q from the trained critic", "true value Q*(s, a)", "none")
+FRAME_POLL = 0.25
+
+setup("Embeddings")
+st.title("Embeddings")
+st.caption("Every action's embedding phi(a; s) at one state (the paper's Fig. 4). Crosses: actions the "
+           "behaviour model calls out of distribution (Eq. 7, G(a|s) / max G <= tau).")
+
+encoders = catalog.encoders()
+if not encoders:
+    st.info("No trained encoder yet: train one on the Train page, or wait for the demo (Home).")
+    st.stop()
+by_path = {e.path: e for e in encoders}
+merlion_paths = [e.path for e in encoders if e.method.startswith("merlion")]
+left_default = (merlion_paths or list(by_path))[-1]
+others = [e.path for e in encoders if e.method != by_path[left_default].method]
+top = st.columns(2)
+left_path = top[0].selectbox("Representation", list(by_path), index=list(by_path).index(left_default),
+                             format_func=lambda p: by_path[p].label, key="emb.left")
+right_choices = ["none"] + [p for p in by_path if p != left_path]
+right_path = top[1].selectbox("Side by side with", right_choices,
+                              index=right_choices.index(others[-1]) if others and others[-1] in right_choices else 0,
+                              format_func=lambda p: "nothing" if p == "none" else by_path[p].label, key="emb.right")
+dataset_path = by_path[left_path].dataset
+ds = loaders.dataset(dataset_path)
+model = loaders.model_for(ds)
+env_key = loaders.env_key(ds)
+observations = np.asarray(ds.observations)
+
+
+# ---------------------------------------------------------------- the state
+def on_map_select() -> None:
+    points = [p for p in st.session_state["emb.map"].selection.points if p.get("curve_number", 0) == 0]
+    if points:
+        rows = st.session_state["emb.map_rows"]
+        st.session_state["emb.row"] = int(rows[int(points[0]["point_index"])])
+
+
+st.subheader("State")
+if "emb.row" not in st.session_state:
+    st.session_state["emb.row"] = 0
+row = int(st.session_state["emb.row"])
+if model is not None and hasattr(model.config, "walls"):
+    rows, states = explore.map_states(observations, 1500)
+    st.session_state["emb.map_rows"] = rows
+    map_col, info_col = st.columns([3, 2])
+    with map_col:
+        st.plotly_chart(maze_map(states, model.config, observations[row]), on_select=on_map_select,
+                        selection_mode="points", key="emb.map")
+        st.caption("Click a point on the map to pick that dataset state.")
+else:
+    info_col = st.container()
+with info_col:
+    st.number_input("Dataset row", 0, len(observations) - 1, step=1, key="emb.row")
+    obs = observations[int(st.session_state["emb.row"])].astype(np.float32)
+    st.markdown("Observation: `" + ", ".join(f"{v:.3f}" for v in obs) + "`")
+    colour_mode = st.radio("Colour by", COLOURS if model is not None else (COLOURS[0], COLOURS[2]), key="emb.colour")
+state_key = tuple(float(v) for v in obs)
+
+
+# ---------------------------------------------------------------- one column
+def colour_values(entry: catalog.Entry, e: np.ndarray, side: str) -> tuple[np.ndarray | None, str]:
+    if colour_mode == COLOURS[1] and model is not None:
+        table = loaders.planner_table(*env_key)
+        return (None, "") if table is None else (explore.true_q(model, table, obs), "Q*(s, a)")
+    if colour_mode == COLOURS[0]:
+        agents = [a for a in catalog.agents() if a.encoder == entry.path]
+        if not agents:
+            st.caption("No agent trained on this encoder yet: no critic to colour by.")
+            return None, ""
+        picked = st.selectbox("Critic", [a.path for a in agents], index=len(agents) - 1, key=f"emb.agent.{side}",
+                              format_func=lambda p: next(a.label for a in agents if a.path == p))
+        loaded = loaders.agent(picked)
+        return explore.q_values(loaded.agent, loaded.algo, obs, e), f"Q ({loaded.algo})"
+    return None, ""
+
+
+def start_warm_start(side: str, entry_path: str) -> None:
+    job = warmstart.WarmStartJob(encoder=entry_path, dataset=by_path[entry_path].dataset,
+                                 p=float(st.session_state[f"emb.p.{side}"]),
+                                 tau=float(st.session_state[f"emb.tau.{side}"]),
+                                 steps=int(st.session_state.get(f"emb.steps.{side}", 60)), state=state_key)
+    try:
+        st.session_state[f"emb.warm.{side}"] = (warmstart.submit(job), state_key)
+    except ValueError as exc:
+        st.session_state[f"emb.warm_error.{side}"] = str(exc)
+
+
+def panel(side: str, path: str) -> None:
+    entry = by_path[path]
+    loaded = loaders.representation(path)
+    rep = loaded.representation
+    e = loaders.embeddings(path, catalog.stamp(path), state_key)
+    projection = explore.pca_projection(e)
+    colour, colour_label = colour_values(entry, e, side)
+    info = loaders.action_info(*env_key) if env_key else explore.action_info(rep)
+    axis = ("e1", "e2") if rep.dim <= 2 else tuple(f"PC{i + 1} ({v:.0%})" for i, v in enumerate(projection.explained))
+    title = f"{loaded.method}, d = {rep.dim}" + (" (PCA of the embeddings; UMAP: not available)" if rep.dim > 2 else "")
+    tau = float(getattr(loaded.config, "tau", 0.3))
+    warm = st.session_state.get(f"emb.warm.{side}")
+    if warm is not None and warm[1] != state_key:  # a warm start of another state: not shown here
+        warm = None
+    if hasattr(rep, "behaviour_model"):
+        warmstart.ensure_worker()  # torch and the encoder load while the user looks
+        p0 = float(getattr(loaded.config, "p", 0.01))
+        cols = st.columns(3)
+        cols[0].select_slider("p (OOD penalty)", sorted(set(P_VALUES) | {p0}), value=p0, key=f"emb.p.{side}",
+                              on_change=start_warm_start, args=(side, path))
+        cols[1].select_slider("tau (OOD threshold)", sorted(set(TAU_VALUES) | {tau}), value=tau, key=f"emb.tau.{side}",
+                              on_change=start_warm_start, args=(side, path))
+        cols[2].selectbox("Warm-start steps", (60, 150, 300), key=f"emb.steps.{side}")
+        if warm is not None:
+            tau = float(st.session_state[f"emb.tau.{side}"])
+        if st.session_state.get(f"emb.warm_error.{side}"):
+            st.error(st.session_state.pop(f"emb.warm_error.{side}"))
+    ood = explore.ood_mask(rep, obs, tau)
+    job = jobs_client.get(warm[0]) if warm is not None else None
+    live = job is not None and job.status in jobs_client.ACTIVE
+
+    def scatter() -> None:
+        shown, caption = e, f"{rep.n_actions:,} actions"
+        current = jobs_client.get(warm[0]) if warm is not None else None
+        frame = warmstart.latest_frame(warm[0]) if warm is not None else None
+        if frame is not None:
+            step, shown = frame
+            caption = (f"warm start job #{current.id} (p = {current.config['p']}, tau = {current.config['tau']}): "
+                       f"step {step}/{current.config['steps']}, {current.status}")
+        fig = embedding_scatter(projection(shown), colour, colour_label, info.customdata, info.hovertemplate, ood,
+                                title, axis)
+        st.plotly_chart(fig, key=f"emb.scatter.{side}")
+        st.caption(caption)
+        if ood is not None:
+            st.caption(f"Out of distribution at this state: {ood.mean():.1%} of actions (tau = {tau}).")
+        if live and current is not None and current.status not in jobs_client.ACTIVE:
+            st.rerun(scope="app")  # the job ended: stop polling
+
+    st.fragment(run_every=FRAME_POLL if live else None)(scatter)()
+
+
+columns = st.columns(2) if right_path != "none" else [st.container()]
+for side, path, column in zip(("left", "right"), (left_path, right_path), columns):
+    with column:
+        panel(side, path)

@@ -1,0 +1,93 @@
+"""Pseudometric: at one state, the learned L1 distances between actions next to the true
+pseudometric (Eq. 3), ordered by equivalence class; a hover heatmap up to 256 x 256, a PNG
+overview with a zoomable block beyond; the diagnostics (Spearman, class separation, OOD share)."""
+
+import numpy as np
+import streamlit as st
+
+from merlion_core.pipelines import diagnose_encoder
+from studio import catalog, explore, loaders
+from studio.charts import HEATMAP_MAX, distance_heatmap
+from studio.png import matrix_png
+from studio.page import setup
+
+SIZES = (64, 128, 256, 512, 1024)
+
+setup("Pseudometric")
+st.title("Pseudometric")
+st.caption("Learned ||phi(a_i; s) - phi(a_j; s)||_1 against the true d(a_i, a_j | s) = |R_i - R_j| + gamma W2(P_i, P_j) "
+           "(Eq. 3, from the env's true model, action noise included), actions ordered by equivalence class.")
+
+encoders = catalog.encoders()
+if not encoders:
+    st.info("No trained encoder yet: train one on the Train page, or wait for the demo (Home).")
+    st.stop()
+by_path = {e.path: e for e in encoders}
+path = st.selectbox("Representation", list(by_path), index=len(by_path) - 1, format_func=lambda p: by_path[p].label,
+                    key="pm.encoder")
+ds = loaders.dataset(by_path[path].dataset)
+model = loaders.model_for(ds)
+observations = np.asarray(ds.observations)
+cols = st.columns(3)
+row = int(cols[0].number_input("Dataset row (the state)", 0, len(observations) - 1, 0, step=1, key="pm.row"))
+n_actions = int(loaders.representation(path).representation.n_actions)
+sizes = [k for k in SIZES if k < n_actions] + [n_actions]
+size = cols[1].select_slider("Actions shown", sizes, value=256 if 256 in sizes else sizes[-1], key="pm.size")
+seed = int(cols[2].number_input("Action sample seed", 0, 10_000, 0, key="pm.seed"))
+obs = observations[row].astype(np.float32)
+st.markdown("State: `" + ", ".join(f"{v:.3f}" for v in obs) + "`")
+
+
+@st.cache_data(max_entries=16, show_spinner="Computing the distance matrices ...")
+def matrices(path: str, mtime: float, state: tuple, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(actions int[K] in class order, learned f32[K, K], true f32[K, K] or None)."""
+    e = loaders.embeddings(path, mtime, state)
+    classes = getattr(model, "action_classes", None)
+    actions = explore.ordered_actions(len(e), classes, k, np.random.default_rng(seed))
+    learned = explore.learned_distances(e[actions])
+    true = explore.true_distances(model, np.asarray(state, np.float32), actions) if model is not None else None
+    return actions, learned, true
+
+
+actions, learned, true = matrices(path, catalog.stamp(path), tuple(float(v) for v in obs), int(size), seed)
+classes = np.asarray(model.action_classes)[actions] if model is not None and hasattr(model, "action_classes") else None
+stats = explore.state_diagnostics(learned, true, classes)
+rep = loaders.representation(path).representation
+ood = explore.ood_mask(rep, obs, float(getattr(loaders.representation(path).config, "tau", 0.3)))
+m = st.columns(3)
+m[0].metric("Spearman (this state)", "n/a" if stats["spearman"] is None else f"{stats['spearman']:.3f}",
+            help="rank correlation of learned and true distances over the action pairs shown")
+m[1].metric("Class separation", "n/a" if stats["class_separation"] is None else f"{stats['class_separation']:.3f}",
+            help="mean distance within an equivalence class / between classes (0 is ideal)")
+m[2].metric("OOD share", "n/a" if ood is None else f"{ood.mean():.1%}", help="actions with G(a|s) / max G <= tau")
+
+panels = [("learned", learned, "learned L1")] + ([("true", true, "true d")] if true is not None else [])
+if len(actions) <= HEATMAP_MAX:
+    hover = None
+    if classes is not None:
+        text = np.char.add("class ", classes.astype(str))
+        hover = np.char.add(np.char.add(text[:, None], " / "), text[None, :])
+    for column, (name, matrix, label) in zip(st.columns(len(panels)), panels):
+        column.plotly_chart(distance_heatmap(matrix, actions, f"{label} ({len(actions)} actions)", label, hover),
+                            key=f"pm.heat.{name}")
+else:
+    st.caption(f"{len(actions)} actions: PNG overviews (no hover); pick a block below to zoom in with hover.")
+    for column, (name, matrix, label) in zip(st.columns(len(panels)), panels):
+        column.image(matrix_png(matrix), caption=f"{label}, {len(actions)} x {len(actions)}", width="stretch")
+    block = st.slider("Zoom block (first action index, in class order)", 0, len(actions) - HEATMAP_MAX, 0,
+                      step=HEATMAP_MAX // 2, key="pm.block")
+    sl = slice(block, block + HEATMAP_MAX)
+    for column, (name, matrix, label) in zip(st.columns(len(panels)), panels):
+        column.plotly_chart(distance_heatmap(matrix[sl, sl], actions[sl], f"{label}: block {block}..{block + HEATMAP_MAX - 1}",
+                                             label), key=f"pm.zoom.{name}")
+
+with st.expander("Diagnostics over many states (pipelines.diagnose_encoder: 64 states, 512 actions)"):
+    if model is None:
+        st.caption("Needs an environment with a true model.")
+    elif st.button("Run diagnostics", key="pm.diagnose"):
+        with st.spinner("Comparing with the true pseudometric ..."):
+            result = diagnose_encoder(path, dataset_path=by_path[path].dataset)
+        st.session_state["pm.diagnostics"] = (path, {k: v for k, v in result.items() if k != "spearman_per_state"})
+    saved = st.session_state.get("pm.diagnostics")
+    if saved and saved[0] == path:
+        st.json(saved[1])

@@ -1,0 +1,57 @@
+"""Runs: live return curves of running and finished jobs (mean and 95% CI over seeds), the job
+table with cancel / resume, and the benchmark tables from results/."""
+
+import json
+
+import streamlit as st
+
+from merlion_core.bench_report import markdown_table
+from studio import charts, curves, jobs_client, settings
+from studio.page import job_table, setup
+
+setup("Runs")
+st.title("Runs")
+
+agent_jobs = jobs_client.jobs("train-agent")
+live = any(job.status in jobs_client.ACTIVE for job in agent_jobs)
+
+
+def curve_panel() -> None:
+    records = jobs_client.jobs("train-agent")
+    with_curves = [job for job in records if job.status != "queued"]
+    if not with_curves:
+        st.info("No training run yet: start one on the Train page (or wait for the demo).")
+        return
+    ids = [job.id for job in with_curves]
+    picked = st.multiselect("Runs to compare", ids, default=ids[-8:], key="runs.pick",
+                            format_func=lambda i: f"#{i} {jobs_client.describe(next(j for j in with_curves if j.id == i))}")
+    metric = st.radio("Metric", ["normalised_score", "mean_return", "success_rate"], horizontal=True,
+                      key="runs.metric")
+    chosen = [job for job in with_curves if job.id in picked]
+    groups = curves.group_curves(chosen, lambda job_id: jobs_client.metric_series(job_id, metric),
+                                 jobs_client.describe)
+    running = [job for job in chosen if job.status in jobs_client.ACTIVE]
+    st.caption(f"{len(running)} running; live (polled every 2 s)" if running else "All finished.")
+    if groups:
+        st.plotly_chart(charts.learning_curves(groups, metric.replace("_", " ")), key="runs.curves")
+    else:
+        st.caption("No evaluation logged yet (the first comes after eval_every steps).")
+    if any(job.status in jobs_client.ACTIVE for job in records) != live:
+        st.rerun(scope="app")  # switch between live polling and quiet
+
+
+st.subheader("Returns")
+st.fragment(run_every=2.0 if live else None)(curve_panel)()
+
+st.subheader("Jobs")
+show_all = st.checkbox("Show warm-start jobs too", key="runs.show_warm")
+records = [job for job in jobs_client.jobs() if show_all or job.kind != "warm-start"]
+job_table(records, "runs.jobs")
+
+st.subheader("Benchmark tables")
+summaries = sorted(settings.RESULTS.glob("*/summary.json")) if settings.RESULTS.is_dir() else []
+if not summaries:
+    st.caption("No benchmark results in results/ yet (`merlion bench ... --out results/ENV`).")
+for path in summaries:
+    with st.expander(f"{path.parent.name}", expanded=len(summaries) == 1):
+        st.markdown(markdown_table(json.loads(path.read_text())))

@@ -1,0 +1,191 @@
+"""The explorer's numerics (no streamlit): every action's embedding at a state, its Q value from a
+trained critic, the true value from the env's model, what each action means, OOD marks, a PCA
+projection, and the learned / true distance matrices of the Pseudometric page.
+
+Shapes: A actions, D embedding dims, S observation dims. Nothing loops over actions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from merlion_core import diagnostics
+from merlion_core.envs.behaviours import class_members
+from merlion_core.envs.maze import MazeModel
+from merlion_core.envs.multistep_maze import BASE_MOVE_NAMES, MultiStepMazeModel
+from merlion_core.envs.planning import ValueTable, value_iteration
+
+TRUE_VALUE_GRID = 51
+"""Lattice of the planner's value table behind the 'true value' colouring (51 x 51 per bonus flag)."""
+
+
+def action_embeddings(rep: Any, obs_S: np.ndarray) -> np.ndarray:
+    """f32[A, D]: phi(a; s) of every action at one state."""
+    with torch.no_grad():
+        obs = torch.as_tensor(np.asarray(obs_S, dtype=np.float32)[None])
+        return rep.embed_all(obs)[0].float().cpu().numpy()
+
+
+def q_values(agent: Any, algo: str, obs_S: np.ndarray, embeddings_AD: np.ndarray) -> np.ndarray | None:
+    """f32[A]: the trained critic's Q(s, a) for every action, or None when the algorithm has none.
+
+    Latent algorithms (cql, bcq): min of the twin critics at each action's embedding phi(a; s).
+    Discrete CQL / BCQ: their Q head. BC and PLAS have no per-action Q to show."""
+    obs = torch.as_tensor(np.asarray(obs_S, dtype=np.float32)[None])
+    with torch.no_grad():
+        if algo in ("cql", "bcq"):
+            e = torch.as_tensor(embeddings_AD, dtype=torch.float32)
+            return agent.critic(obs.expand(len(e), -1), e).min(0).values.cpu().numpy()
+        if algo == "dcql":
+            return agent.q(obs)[0].cpu().numpy()
+        if algo == "dbcq":
+            return agent.net(obs)[0][0].cpu().numpy()
+    return None
+
+
+def planner_table(model: Any) -> ValueTable | None:
+    """V* on a lattice by value iteration over the true model (maze: one action per equivalence
+    class, with the env's action noise; multi-step maze: over base moves). None for other envs."""
+    if isinstance(model, MazeModel):
+        members, sizes = class_members(model.action_classes)
+        return value_iteration(model.true_step, members[:, 0], grid=TRUE_VALUE_GRID, gamma=0.99,
+                               noise=model.config.action_noise, noise_weights=sizes.astype(np.float64))
+    if isinstance(model, MultiStepMazeModel):
+        return value_iteration(model.move_step, np.arange(4), grid=TRUE_VALUE_GRID, gamma=0.99)
+    return None
+
+
+def true_q(model: Any, table: ValueTable, obs_S: np.ndarray, gamma: float = 0.99) -> np.ndarray:
+    """f32[A]: Q*(s, a) = r(s, a) + gamma (1 - done) V*(s') from the true model, noise-free,
+    with V* interpolated from the planner's table (multi-step maze: gamma per plan)."""
+    actions = np.arange(model.n_actions)
+    states = np.repeat(np.asarray(obs_S, dtype=np.float32)[None], len(actions), axis=0)
+    step = model.true_step(states, actions)
+    value = table.interpolate(step.next_states)
+    return (step.rewards + gamma * (~step.terminated) * value).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ActionInfo:
+    """Per-action hover data: ``customdata`` [A, C] and the plotly hovertemplate that reads it."""
+
+    customdata: np.ndarray
+    hovertemplate: str
+    classes: np.ndarray | None  # int64[A] equivalence class, when the env defines one
+
+
+def _digits_as_text(digits_AK: np.ndarray, alphabet: bytes) -> np.ndarray:
+    """str[A]: each row of small ints spelled with ``alphabet`` (vectorised: one bytes view)."""
+    codes = np.frombuffer(alphabet, dtype=np.uint8)[digits_AK].astype(np.uint8)
+    return np.ascontiguousarray(codes).view(f"S{digits_AK.shape[1]}").ravel().astype(str)
+
+
+def action_info(model: Any) -> ActionInfo:
+    """What each action means: maze = actuators switched on and the move; multi-step maze = the plan."""
+    a = model.n_actions
+    ids = np.arange(a)
+    if isinstance(model, MazeModel):
+        n = model.config.n_actuators
+        bits = (ids[:, None] >> (n - 1 - np.arange(n))[None, :]) & 1
+        data = np.empty((a, 5), dtype=object)
+        data[:, 0], data[:, 1] = ids, _digits_as_text(bits, b"01")
+        data[:, 2], data[:, 3] = model.displacements[:, 0].round(3), model.displacements[:, 1].round(3)
+        data[:, 4] = model.action_classes
+        template = ("action %{customdata[0]}<br>actuators %{customdata[1]}<br>move (%{customdata[2]}, "
+                    "%{customdata[3]})<br>class %{customdata[4]}")
+        return ActionInfo(data, template, np.asarray(model.action_classes))
+    if isinstance(model, MultiStepMazeModel):
+        data = np.empty((a, 5), dtype=object)
+        data[:, 0], data[:, 1] = ids, _digits_as_text(model.moves, "".join(m[0].upper() for m in BASE_MOVE_NAMES).encode())
+        data[:, 2], data[:, 3] = model.displacements[:, 0], model.displacements[:, 1]
+        data[:, 4] = model.action_classes
+        template = ("plan %{customdata[0]}: %{customdata[1]}<br>net move (%{customdata[2]}, %{customdata[3]})"
+                    "<br>class %{customdata[4]}")
+        return ActionInfo(data, template, np.asarray(model.action_classes))
+    data = ids[:, None].astype(object)
+    return ActionInfo(data, "action %{customdata[0]}", None)
+
+
+def ood_mask(rep: Any, obs_S: np.ndarray, tau: float) -> np.ndarray | None:
+    """bool[A]: Eq. 7's I_hat(a|s) = G(a|s) / max G <= tau from a MERLION representation's
+    behaviour model; None for representations without one."""
+    if not hasattr(rep, "relative_behaviour_probs"):
+        return None
+    with torch.no_grad():
+        rel = rep.relative_behaviour_probs(torch.as_tensor(np.asarray(obs_S, dtype=np.float32)[None]))
+    return diagnostics.ood_indicator(rel[0].cpu().numpy(), tau)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A fixed 2-D linear view of D-dim embeddings (PCA of a reference set): frames of a warm
+    start are projected on the same axes, so the motion is real and not a change of basis."""
+
+    mean: np.ndarray  # f32[D]
+    axes: np.ndarray  # f32[D, 2]
+    explained: np.ndarray  # f32[2]: share of variance on each axis
+
+    def __call__(self, e_AD: np.ndarray) -> np.ndarray:
+        return ((np.asarray(e_AD, dtype=np.float32) - self.mean) @ self.axes).astype(np.float32)
+
+
+def pca_projection(e_AD: np.ndarray) -> Projection:
+    """PCA by SVD (numpy); D <= 2 keeps the coordinates as they are. Signs fixed (largest loading
+    positive) so that the view does not flip between nearby embeddings."""
+    e = np.asarray(e_AD, dtype=np.float32)
+    d = e.shape[1]
+    if d <= 2:
+        axes = np.eye(d, 2, dtype=np.float32)
+        return Projection(np.zeros(d, np.float32), axes, np.ones(2, np.float32) if d == 2 else np.array([1, 0], np.float32))
+    mean = e.mean(0)
+    _, s, vt = np.linalg.svd(e - mean, full_matrices=False)
+    axes = vt[:2].T.copy()
+    signs = np.sign(axes[np.abs(axes).argmax(0), np.arange(2)])
+    axes *= np.where(signs == 0, 1, signs)
+    var = s**2
+    return Projection(mean, axes.astype(np.float32), (var[:2] / var.sum()).astype(np.float32))
+
+
+# ---------------------------------------------------------------------------- the Pseudometric page
+def ordered_actions(n_actions: int, classes: np.ndarray | None, limit: int, rng: np.random.Generator) -> np.ndarray:
+    """int64[K]: at most ``limit`` actions (a random subset when there are more), ordered by
+    equivalence class then id, so that each class is one block of the heatmaps."""
+    actions = np.arange(n_actions) if n_actions <= limit else np.sort(rng.choice(n_actions, limit, replace=False))
+    if classes is None:
+        return actions
+    return actions[np.lexsort((actions, np.asarray(classes)[actions]))]
+
+
+def learned_distances(e_KD: np.ndarray) -> np.ndarray:
+    """f32[K, K]: ||e_i - e_j||_1."""
+    return diagnostics.pairwise_l1(np.asarray(e_KD, dtype=np.float32)[None])[0]
+
+
+def true_distances(model: Any, obs_S: np.ndarray, actions: np.ndarray, gamma: float = 0.99) -> np.ndarray:
+    """f32[K, K]: the true pseudometric (Eq. 3, noise included) at one state."""
+    return diagnostics.true_pseudometric(model, np.asarray(obs_S, dtype=np.float32)[None], actions, gamma)[0]
+
+
+def state_diagnostics(learned: np.ndarray, true: np.ndarray | None, classes: np.ndarray | None) -> dict[str, float | None]:
+    """Spearman of learned vs true distances at this state, and the class separation (same-class
+    mean distance / different-class mean distance)."""
+    out: dict[str, float | None] = {"spearman": None, "class_separation": None}
+    if true is not None:
+        out["spearman"] = float(diagnostics.spearman_per_state(learned[None], true[None])[0])
+    if classes is not None and len(np.unique(classes)) > 1:
+        out["class_separation"] = float(diagnostics.class_separation(learned[None], classes))
+    return out
+
+
+def map_states(observations: np.ndarray, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(indices int64[n], f32[n, S]): distinct dataset states to draw on the map and pick from."""
+    rng = np.random.default_rng(seed)
+    obs = np.asarray(observations)
+    order = rng.permutation(len(obs))
+    _, first = np.unique(obs[order], axis=0, return_index=True)
+    pick = order[np.sort(first)][:n]
+    return pick, obs[pick].astype(np.float32)

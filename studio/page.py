@@ -1,0 +1,87 @@
+"""What every page does first, and the widgets several pages share.
+
+A page opened by its direct URL (or run alone by AppTest) calls ``setup`` itself, so nothing
+depends on app.py having run: page config, the demo chain and its background advancer.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from merlion_core.jobs.store import JobStateError
+from studio import chains, jobs_client, settings
+
+PAGES = (
+    ("pages/home.py", "Home", ":material/home:"),
+    ("pages/data.py", "Data", ":material/dataset:"),
+    ("pages/train.py", "Train", ":material/model_training:"),
+    ("pages/embeddings.py", "Embeddings", ":material/scatter_plot:"),
+    ("pages/pseudometric.py", "Pseudometric", ":material/grid_on:"),
+    ("pages/runs.py", "Runs", ":material/monitoring:"),
+)
+
+
+@st.cache_resource
+def _background() -> bool:
+    """Once per server process: start the demo if it was never built, and the chain advancer."""
+    try:
+        chains.ensure_demo()
+    finally:
+        chains.start_advancer()
+    return True
+
+
+def setup(title: str) -> None:
+    st.set_page_config(page_title=f"{title} · MERLION Studio", page_icon=":material/scatter_plot:", layout="wide")
+    _background()
+    chains.start_advancer()  # restarts the thread when a page added a chain
+    with st.sidebar:
+        demo = chains.load(chains.DEMO)
+        state = chains.status(demo)
+        st.caption(f"Demo: **{state}** · runs in `{settings.runs_dir()}`")
+
+
+def page_link(column: object, path: str, label: str, icon: str) -> None:
+    """st.page_link under st.navigation; a plain link to the page's URL when the page runs alone."""
+    from streamlit.errors import StreamlitPageNotFoundError
+
+    try:
+        column.page_link(path, label=label, icon=icon)  # type: ignore[attr-defined]
+    except StreamlitPageNotFoundError:
+        column.markdown(f"[{label}](/{path.removeprefix('pages/').removesuffix('.py')})")  # type: ignore[attr-defined]
+
+
+def job_table(records: list, key: str, actions: bool = True) -> None:
+    """A table of jobs, and cancel / resume for the one picked."""
+    if not records:
+        st.info("No jobs yet.")
+        return
+    table = pd.DataFrame([row.__dict__ for row in jobs_client.rows(records)]).set_index("id")
+    st.dataframe(table, width="stretch", key=f"{key}.table")
+    if not actions:
+        return
+    ids = [job.id for job in records]
+    cols = st.columns([2, 1, 1, 3])
+    picked = cols[0].selectbox("Job", ids[::-1], key=f"{key}.pick", format_func=lambda i: f"#{i}")
+    job = next(j for j in records if j.id == picked)
+    if cols[1].button("Cancel", key=f"{key}.cancel", disabled=job.status not in jobs_client.ACTIVE):
+        outcome = jobs_client.cancel(picked)
+        st.toast(f"job #{picked}: cancel {outcome}")
+    if cols[2].button("Resume", key=f"{key}.resume", disabled=job.status not in ("failed", "cancelled")):
+        try:
+            jobs_client.resume(picked)
+            st.toast(f"job #{picked}: queued again from its latest checkpoint")
+        except JobStateError as exc:
+            st.error(str(exc))
+    with st.expander(f"Log of job #{picked}"):
+        st.code(jobs_client.log_tail(picked)[-5000:] or "(no output yet)")
+
+
+def progress_lines(records: list) -> None:
+    """A progress bar per active job (and the last finished ones)."""
+    for job in records:
+        text = f"#{job.id} {job.kind}: {jobs_client.describe(job)}: **{job.status}**"
+        if job.exit_reason:
+            text += f" ({job.exit_reason})"
+        st.progress(jobs_client.progress_fraction(job), text=text)

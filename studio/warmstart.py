@@ -1,0 +1,130 @@
+"""Warm-start jobs for the p / tau sliders: an adapter over the jobs store, with its own worker.
+
+The jobs runner (merlion_core.jobs) has no warm-start kind and no way to register one, so the
+app records these jobs in the same store (kind ``warm-start``, backend ``studio``: the
+runner's supervisor leaves that backend alone) and runs them in ONE resident worker process
+(``python -m studio.warmstart_worker``) that keeps torch, the encoder and the dataset loaded:
+a slider move becomes a job, the worker claims the newest one (older ones are superseded),
+re-trains phi with the new p and tau (merlion_core.representation.merlion.warm_start, models
+frozen) and writes each frame's embeddings as it goes. Jobs, metrics, heartbeats, cancel
+requests and statuses are the store's, so the Runs page and ``merlion jobs list`` show them.
+
+Frame files: RUNS/jobs/<id>/artifacts/frames/step-<N>.npy, f32[A, D] at the requested state.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from merlion_core.config import to_dict
+from studio import jobs_client, settings
+
+KIND = "warm-start"
+BACKEND = "studio"
+TAG = "studio:warm-start"
+FRAME_GLOB = "step-*.npy"
+
+
+@dataclass(frozen=True)
+class WarmStartJob:
+    """A warm start of a MERLION encoder with a new p and tau (Eq. 7), models frozen."""
+
+    encoder: str = ""
+    """MERLION representation folder to start from."""
+    dataset: str = ""
+    """Dataset the encoder is re-trained on (the one it was trained on)."""
+    p: float = 0.01
+    """p: out-of-distribution penalty of Eq. 4/7."""
+    tau: float = 0.3
+    """tau: I_hat(a|s) = 1 when G(a|s) / max G <= tau."""
+    steps: int = 60
+    """Gradient steps of the warm start (about 1 s on one CPU thread for the maze)."""
+    frame_every: int = 10
+    """Write the embeddings every this many steps (one frame)."""
+    state: tuple[float, ...] = ()
+    """The observation whose action embeddings are written."""
+
+
+def frames_dir(job_id: int) -> Path:
+    with jobs_client.open_store() as store:
+        return store.artifacts_dir(job_id) / "frames"
+
+
+def write_frame(folder: Path, step: int, embeddings: np.ndarray) -> Path:
+    """Atomically write one frame (the reader never sees half a file)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step-{int(step):06d}.npy"
+    tmp = folder / f".tmp-{int(step):06d}.npy"
+    np.save(tmp, np.asarray(embeddings, dtype=np.float32), allow_pickle=False)
+    os.replace(tmp, path)
+    return path
+
+
+def latest_frame(job_id: int) -> tuple[int, np.ndarray] | None:
+    """(step, f32[A, D]) of the newest frame of a warm-start job, or None before the first."""
+    files = sorted(frames_dir(job_id).glob(FRAME_GLOB))
+    if not files:
+        return None
+    return int(files[-1].stem.split("-")[1]), np.load(files[-1], allow_pickle=False)
+
+
+def submit(job: WarmStartJob, seed: int = 0) -> int:
+    """Record a warm-start job (older queued or running ones are cancelled: superseded) and make
+    sure the resident worker runs."""
+    if not Path(job.encoder).is_dir() or not Path(job.dataset).exists():
+        raise ValueError(f"warm-start: encoder {job.encoder!r} or dataset {job.dataset!r} does not exist")
+    if not (0.0 <= job.p and 0.0 <= job.tau <= 1.0 and job.steps >= 1 and job.frame_every >= 1):
+        raise ValueError(f"warm-start: need p >= 0, 0 <= tau <= 1, steps and frame_every >= 1; got {job}")
+    with jobs_client.open_store() as store:
+        for old in store.list(("queued", "running"), backend=BACKEND):
+            if old.kind == KIND:
+                store.request_cancel(old.id)
+        job_id = store.submit(KIND, to_dict(job), seed, backend=BACKEND, sweep=TAG)
+    ensure_worker()
+    return job_id
+
+
+def lock_path() -> Path:
+    return settings.studio_dir() / "warmstart.lock"
+
+
+def worker_pid() -> int | None:
+    """The resident worker's pid when one holds the lock, else None."""
+    path = lock_path()
+    if not path.exists():
+        return None
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            text = handle.read().strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
+def ensure_worker() -> int:
+    """The resident worker's pid, starting one (detached, one torch thread) when none runs. Called
+    when the Embeddings page opens, so torch is loaded before the first slider move."""
+    pid = worker_pid()
+    if pid is not None:
+        return pid
+    folder = settings.studio_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([str(settings.REPO_ROOT),
+                                                       *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]))
+    env[settings.RUNS_ENV] = str(settings.runs_dir())
+    with open(folder / "warmstart.log", "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "studio.warmstart_worker"], stdin=subprocess.DEVNULL,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                                   cwd=str(settings.REPO_ROOT))
+    return process.pid
