@@ -52,7 +52,7 @@ with upload:
             try:
                 saved = uploads.save_and_check(file.name, file.getvalue())
                 st.session_state["data.upload_result"] = ("ok", str(saved.path), saved.format)
-                st.session_state["data.selected"] = str(saved.path)
+                st.session_state["data.browse"] = str(saved.path)  # the Summary tab opens on it
             except (uploads.UploadError, DatasetError) as exc:
                 st.session_state["data.upload_result"] = ("error", str(exc), "")
         status, text, fmt = st.session_state["data.upload_result"]
@@ -68,9 +68,9 @@ with browse:
     else:
         paths = [e.path for e in entries]
         labels = {e.path: e.label for e in entries}
-        chosen = st.session_state.get("data.selected")
-        index = paths.index(chosen) if chosen in paths else len(paths) - 1
-        path = st.selectbox("Dataset", paths, index=index, format_func=labels.get, key="data.browse")
+        if st.session_state.get("data.browse") not in paths:
+            st.session_state["data.browse"] = paths[-1]
+        path = st.selectbox("Dataset", paths, format_func=labels.get, key="data.browse")
         try:
             summary, returns, counts = loaders.summary(path)
         except DatasetError as exc:

@@ -24,8 +24,7 @@ if not encoders:
     st.info("No trained encoder yet: train one on the Train page, or wait for the demo (Home).")
     st.stop()
 by_path = {e.path: e for e in encoders}
-merlion_paths = [e.path for e in encoders if e.method.startswith("merlion")]
-left_default = (merlion_paths or list(by_path))[-1]
+left_default = catalog.preferred_encoder(encoders)
 others = [e.path for e in encoders if e.method != by_path[left_default].method]
 top = st.columns(2)
 left_path = top[0].selectbox("Representation", list(by_path), index=list(by_path).index(left_default),

@@ -23,8 +23,8 @@ if not encoders:
     st.info("No trained encoder yet: train one on the Train page, or wait for the demo (Home).")
     st.stop()
 by_path = {e.path: e for e in encoders}
-path = st.selectbox("Representation", list(by_path), index=len(by_path) - 1, format_func=lambda p: by_path[p].label,
-                    key="pm.encoder")
+path = st.selectbox("Representation", list(by_path), index=list(by_path).index(catalog.preferred_encoder(encoders)),
+                    format_func=lambda p: by_path[p].label, key="pm.encoder")
 ds = loaders.dataset(by_path[path].dataset)
 model = loaders.model_for(ds)
 observations = np.asarray(ds.observations)
@@ -73,7 +73,8 @@ if len(actions) <= HEATMAP_MAX:
 else:
     st.caption(f"{len(actions)} actions: PNG overviews (no hover); pick a block below to zoom in with hover.")
     for column, (name, matrix, label) in zip(st.columns(len(panels)), panels):
-        column.image(matrix_png(matrix), caption=f"{label}, {len(actions)} x {len(actions)}", width="stretch")
+        column.image(matrix_png(matrix), caption=f"{label}, {len(actions)} x {len(actions)}", width="stretch",
+                     output_format="PNG")
     block = st.slider("Zoom block (first action index, in class order)", 0, len(actions) - HEATMAP_MAX, 0,
                       step=HEATMAP_MAX // 2, key="pm.block")
     sl = slice(block, block + HEATMAP_MAX)

@@ -67,6 +67,12 @@ def encoders() -> list[Entry]:
     return out
 
 
+def preferred_encoder(entries: list[Entry]) -> str:
+    """The newest MERLION encoder's path (the newest of any method when there is none)."""
+    merlion = [e.path for e in entries if e.method.startswith("merlion")]
+    return (merlion or [e.path for e in entries])[-1]
+
+
 def agents() -> list[Entry]:
     out = []
     for job in jobs_client.jobs("train-agent", "succeeded"):

@@ -65,15 +65,20 @@ def job_table(records: list, key: str, actions: bool = True) -> None:
     cols = st.columns([2, 1, 1, 3])
     picked = cols[0].selectbox("Job", ids[::-1], key=f"{key}.pick", format_func=lambda i: f"#{i}")
     job = next(j for j in records if j.id == picked)
+    notice = st.session_state.pop(f"{key}.notice", None)
+    if notice:
+        cols[3].caption(notice)
     if cols[1].button("Cancel", key=f"{key}.cancel", disabled=job.status not in jobs_client.ACTIVE):
         outcome = jobs_client.cancel(picked)
-        st.toast(f"job #{picked}: cancel {outcome}")
+        st.session_state[f"{key}.notice"] = f"job #{picked}: cancel {outcome}"
+        st.rerun()
     if cols[2].button("Resume", key=f"{key}.resume", disabled=job.status not in ("failed", "cancelled")):
         try:
             jobs_client.resume(picked)
-            st.toast(f"job #{picked}: queued again from its latest checkpoint")
+            st.session_state[f"{key}.notice"] = f"job #{picked}: queued again from its latest checkpoint"
         except JobStateError as exc:
-            st.error(str(exc))
+            st.session_state[f"{key}.notice"] = str(exc)
+        st.rerun()
     with st.expander(f"Log of job #{picked}"):
         st.code(jobs_client.log_tail(picked)[-5000:] or "(no output yet)")
 
