@@ -1,0 +1,239 @@
+"""The app layer's plain-Python parts: PNG, uploads, chains (the demo), curves, the explorer's
+numerics, the warm-start adapter, and the layering rule (only three studio modules touch streamlit)."""
+
+from __future__ import annotations
+
+import ast
+import io
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from studio import explore, png, uploads
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------- layering
+def test_only_the_ui_modules_import_streamlit_and_the_core_never_imports_the_app():
+    ui = {"page", "loaders", "forms"}
+    for path in sorted((ROOT / "studio").glob("*.py")):
+        names = {n.module if isinstance(n, ast.ImportFrom) else a.name
+                 for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, (ast.Import, ast.ImportFrom))
+                 for a in (n.names if isinstance(n, ast.Import) else [n])}
+        uses_streamlit = any(str(name).startswith("streamlit") for name in names)
+        assert uses_streamlit == (path.stem in ui), f"studio/{path.name}: streamlit import is {uses_streamlit}"
+    for path in (ROOT / "merlion_core").rglob("*.py"):
+        assert "import studio" not in path.read_text() and "from studio" not in path.read_text(), path
+
+
+# ---------------------------------------------------------------------------- PNG
+def _decode_png(data: bytes) -> np.ndarray:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, chunks = 8, {}
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        tag, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
+        assert crc == zlib.crc32(tag + body) & 0xFFFFFFFF
+        chunks[tag] = chunks.get(tag, b"") + body
+        pos += 12 + length
+    w, h, depth, colour = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
+    assert (depth, colour) == (8, 2)
+    raw = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), np.uint8).reshape(h, 1 + 3 * w)
+    assert (raw[:, 0] == 0).all()
+    return raw[:, 1:].reshape(h, w, 3)
+
+
+def test_png_holds_the_colour_mapped_matrix():
+    m = np.array([[0.0, 1.0, 2.0], [3.0, 4.0, np.nan]])
+    pixels = _decode_png(png.matrix_png(m))
+    assert pixels.shape == (2, 3, 3)
+    np.testing.assert_array_equal(pixels[0, 0], [68, 1, 84])  # min -> first viridis colour
+    np.testing.assert_array_equal(pixels[1, 1], [253, 231, 37])  # max -> last
+    np.testing.assert_array_equal(pixels[1, 2], [0, 0, 0])  # NaN -> black
+    np.testing.assert_array_equal(pixels[0, 2], png.VIRIDIS[int(0.5 * 255)])
+
+
+# ---------------------------------------------------------------------------- uploads
+@pytest.mark.parametrize("name, expected", [("../../etc/pa sswd.npz", "pa_sswd.npz"), ("..", "dataset"),
+                                            ("ü.h5", "dataset.h5"), ("C:\\x\\d4rl run.hdf5", "d4rl_run.hdf5")])
+def test_safe_names(name, expected):
+    assert uploads.safe_name(name) == expected
+
+
+def test_uploads_never_overwrite(tmp_path):
+    (tmp_path / "a.npz").write_bytes(b"1")
+    (tmp_path / "a-2.npz").write_bytes(b"2")
+    assert uploads.unique_path(tmp_path, "a.npz").name == "a-3.npz"
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("members, message", [
+    ({"../evil/metadata.json": b"{}"}, "parent or link paths"),
+    ({"data/main_data.hdf5": b"x"}, "no metadata.json"),
+])
+def test_minari_zip_limits(tmp_path, members, message):
+    archive = tmp_path / "up.zip"
+    archive.write_bytes(_zip(members))
+    with pytest.raises(uploads.UploadError, match=message):
+        uploads.extract_minari_zip(archive, tmp_path / "out", 10**6)
+    assert not (tmp_path / "evil").exists()
+
+
+def test_minari_zip_round_trip_through_the_core(tmp_path, monkeypatch):
+    """A Minari dataset written by the core, zipped, uploaded: unpacked, validated, summarised."""
+    from merlion_core.data.dataset import from_arrays
+    from merlion_core.data.io import save_dataset
+
+    monkeypatch.setenv("MERLION_STUDIO_HOME", str(tmp_path))
+    n = 12
+    obs = np.stack([np.arange(n), np.zeros(n)], 1).astype(np.float32)
+    ds = from_arrays(dict(observations=obs, actions=np.arange(n) % 7, rewards=np.ones(n, np.float32),
+                          next_observations=obs + np.array([1, 0], np.float32),
+                          terminals=np.arange(n) % 6 == 5, timeouts=np.zeros(n, bool)), n_actions=7)
+    folder = save_dataset(ds, tmp_path / "src" / "maze-test-v0", format="minari")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in folder.rglob("*"):
+            if f.is_file():
+                zf.write(f, f.relative_to(folder.parent))
+    saved = uploads.save_and_check("maze test.zip", buf.getvalue())
+    assert saved.format == "minari" and saved.summary["n_transitions"] == n and saved.summary["n_episodes"] == 2
+    assert saved.path.is_relative_to(tmp_path / "data" / "uploads")
+
+
+# ---------------------------------------------------------------------------- chains and the demo
+def test_demo_chain_submits_each_step_when_its_input_succeeded(tmp_path, monkeypatch):
+    import merlion_core.jobs.backend as backend
+    from studio import chains, jobs_client, settings
+
+    monkeypatch.setenv("MERLION_STUDIO_HOME", str(tmp_path))
+    monkeypatch.setattr(backend, "ensure_supervisor", lambda *a, **k: 0)
+    chain = chains.ensure_demo()
+    assert chains.status(chain) == "building"
+    collect = jobs_client.jobs()[0]
+    assert (collect.kind, collect.config["n"], collect.config["behaviour"], collect.sweep) == (
+        "collect", settings.DEMO_TRANSITIONS, "medium", "studio:demo")
+    assert chains.load("demo").steps[1].job is None  # the encoder waits for the dataset
+    assert chains.ensure_demo().steps[0].job == collect.id  # idempotent: no second collect job
+    dataset = tmp_path / "ds"
+    dataset.mkdir()
+    with jobs_client.open_store() as store:  # what the worker would do
+        store.claim(collect.id)
+        store.finish(collect.id, "succeeded", None, {"dataset": str(dataset)})
+    chain = chains.advance("demo")
+    encoder = jobs_client.get(chain.steps[1].job)
+    assert encoder.kind == "train-encoder" and encoder.config["dataset"] == str(dataset)
+    assert encoder.config["options"] == {"steps": settings.DEMO_ENCODER_STEPS, "batch_size": settings.DEMO_BATCH}
+    assert chain.steps[2].job is None
+    with jobs_client.open_store() as store:
+        store.claim(encoder.id)
+        store.finish(encoder.id, "failed", "boom")
+    assert chains.status(chains.advance("demo")) == "failed"
+
+
+def test_demo_is_not_started_when_switched_off(tmp_path, monkeypatch):
+    from studio import chains, jobs_client
+
+    monkeypatch.setenv("MERLION_STUDIO_HOME", str(tmp_path))
+    monkeypatch.setenv("MERLION_STUDIO_DEMO", "0")
+    assert chains.ensure_demo() is None and jobs_client.jobs() == []
+
+
+# ---------------------------------------------------------------------------- curves
+def test_mean_ci95_by_hand():
+    from studio.curves import mean_ci95
+
+    mean, low, high = mean_ci95(np.array([[1.0, 10.0], [3.0, 10.0], [5.0, 10.0]]))
+    half = 4.302652729911275 * 2.0 / np.sqrt(3)  # t_{0.975, 2} * sd / sqrt(n), sd of (1, 3, 5) = 2
+    np.testing.assert_allclose(mean, [3.0, 10.0])
+    np.testing.assert_allclose(high - mean, [half, 0.0])
+    np.testing.assert_allclose(mean - low, [half, 0.0])
+
+
+# ---------------------------------------------------------------------------- explorer numerics
+def test_pca_projection_orders_axes_by_variance_and_keeps_2d():
+    rng = np.random.default_rng(0)
+    e = rng.normal(size=(500, 3)).astype(np.float32) * np.array([5.0, 0.1, 1.0], np.float32)
+    proj = explore.pca_projection(e)
+    assert abs(proj.axes[0, 0]) > 0.99 and abs(proj.axes[2, 1]) > 0.99  # big axis first, then the middle one
+    assert proj.explained[0] > 0.9 and proj(e).shape == (500, 2) and proj(e).dtype == np.float32
+    flat = rng.normal(size=(10, 2)).astype(np.float32)
+    np.testing.assert_array_equal(explore.pca_projection(flat)(flat), flat)
+
+
+def test_ordered_actions_groups_classes():
+    classes = np.array([2, 0, 1, 0, 2, 1])
+    np.testing.assert_array_equal(explore.ordered_actions(6, classes, 10, np.random.default_rng(0)), [1, 3, 2, 5, 0, 4])
+    subset = explore.ordered_actions(6, classes, 4, np.random.default_rng(0))
+    assert len(set(subset)) == 4 and (np.diff(classes[subset]) >= 0).all()
+
+
+def test_action_meanings_spell_actuators_and_plans():
+    from merlion_core.envs import make_model
+
+    maze = explore.action_info(make_model("maze", {"n_actuators": 4}))
+    assert list(maze.customdata[5, :2]) == [5, "0101"]  # actions 5 = actuators 1 and 3 on
+    plans = explore.action_info(make_model("multistep-maze", {"plan_length": 2, "max_time_steps": 60}))
+    assert plans.customdata[1 * 4 + 3, 1] == "RL"  # plan 7 = right then left (net move 0)
+    assert plans.customdata[7, 2] == 0 and plans.customdata[7, 3] == 0
+
+
+def test_true_q_is_reward_plus_discounted_value():
+    from merlion_core.envs import make_model
+
+    model = make_model("maze", {"n_actuators": 4})
+    table = explore.planner_table(model)
+    state = np.array([0.26, 0.46, 0.0], np.float32)  # next to the goal square
+    q = explore.true_q(model, table, state)
+    step = model.true_step(np.repeat(state[None], 16, 0), np.arange(16))
+    expected = step.rewards + 0.99 * (~step.terminated) * table.interpolate(step.next_states)
+    np.testing.assert_allclose(q, expected, rtol=1e-6)
+    assert step.terminated.any() and q[step.terminated].min() > q[~step.terminated].max()  # reaching the goal wins
+
+
+def test_q_values_of_a_discrete_critic_are_its_q_head():
+    import torch
+
+    from merlion_core.algos.registry import make_algorithm
+
+    agent = make_algorithm("dcql", 8, 3, None, "cpu")
+    obs = np.array([0.1, 0.2, 0.0], np.float32)
+    with torch.no_grad():
+        expected = agent.q(torch.as_tensor(obs[None]))[0].numpy()
+    np.testing.assert_array_equal(explore.q_values(agent, "dcql", obs, np.zeros((8, 2), np.float32)), expected)
+    assert explore.q_values(make_algorithm("bc", 8, 3, None, "cpu"), "bc", obs, np.zeros((8, 2))) is None
+
+
+# ---------------------------------------------------------------------------- warm-start adapter
+def test_warm_start_submission_supersedes_older_jobs(tmp_path, monkeypatch):
+    from studio import jobs_client, warmstart
+
+    monkeypatch.setenv("MERLION_STUDIO_HOME", str(tmp_path))
+    monkeypatch.setattr(warmstart, "ensure_worker", lambda: 0)
+    (tmp_path / "enc").mkdir()
+    (tmp_path / "ds").mkdir()
+    job = warmstart.WarmStartJob(encoder=str(tmp_path / "enc"), dataset=str(tmp_path / "ds"), p=0.1, state=(0.1, 0.2, 0.0))
+    first = warmstart.submit(job)
+    second = warmstart.submit(job)
+    assert jobs_client.get(first).status == "cancelled" and jobs_client.get(second).status == "queued"
+    assert jobs_client.get(second).backend == "studio"
+    with pytest.raises(ValueError, match="tau"):
+        warmstart.submit(warmstart.WarmStartJob(encoder=job.encoder, dataset=job.dataset, tau=2.0))
+    frames = warmstart.frames_dir(second)
+    warmstart.write_frame(frames, 10, np.ones((4, 2)))
+    warmstart.write_frame(frames, 20, np.full((4, 2), 2.0))
+    step, frame = warmstart.latest_frame(second)
+    assert step == 20 and frame.dtype == np.float32 and (frame == 2.0).all()
