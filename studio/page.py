@@ -37,6 +37,9 @@ def setup(title: str) -> None:
     _background()
     chains.start_advancer()  # restarts the thread when a page added a chain
     with st.sidebar:
+        for path, label, icon in PAGES:
+            page_link(st, path, label, icon)
+        st.divider()
         demo = chains.load(chains.DEMO)
         state = chains.status(demo)
         st.caption(f"Demo: **{state}** · runs in `{settings.runs_dir()}`")

@@ -96,4 +96,5 @@ def scatter_data(page, index: int = 0) -> list:
     """The x values of every trace of the index-th scatter chart on the page (read from plotly's graph div)."""
     return page.evaluate("""(i) => { const plots = [...document.querySelectorAll('.js-plotly-plot')]
         .filter(p => p.data && p.data.some(t => t.type === 'scattergl'));
-        const gd = plots[i]; return gd ? gd.data.map(t => Array.from(t.x || []).slice(0, 4096)) : null; }""", index)
+        const gd = plots[i]; return gd ? (gd._fullData || gd.data).filter(t => t.type === 'scattergl')
+            .map(t => Array.from(t.x || [])) : null; }""", index)
