@@ -2,6 +2,8 @@
 trained critic or by the true value, hover = the action's meaning, OOD actions marked, two
 representations side by side; p and tau sliders start a warm-start job and the scatter re-forms."""
 
+import time
+
 import numpy as np
 import streamlit as st
 
@@ -12,7 +14,8 @@ from studio.page import setup
 P_VALUES = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 TAU_VALUES = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 COLOURS = ("Q from the trained critic", "true value Q*(s, a)", "none")
-FRAME_POLL = 0.25
+FRAME_POLL = 0.1
+STREAM_SECONDS = 60.0
 
 setup("Embeddings")
 st.title("Embeddings")
@@ -53,7 +56,7 @@ if "emb.row" not in st.session_state:
     st.session_state["emb.row"] = 0
 row = int(st.session_state["emb.row"])
 if model is not None and hasattr(model.config, "walls"):
-    rows, states = explore.map_states(observations, 1500)
+    rows, states = loaders.map_states(dataset_path)
     st.session_state["emb.map_rows"] = rows
     map_col, info_col = st.columns([3, 2])
     with map_col:
@@ -108,45 +111,63 @@ def panel(side: str, path: str) -> None:
     info = loaders.action_info(*env_key) if env_key else explore.action_info(rep)
     axis = ("e1", "e2") if rep.dim <= 2 else tuple(f"PC{i + 1} ({v:.0%})" for i, v in enumerate(projection.explained))
     title = f"{loaded.method}, d = {rep.dim}" + (" (PCA of the embeddings; UMAP: not available)" if rep.dim > 2 else "")
-    tau = float(getattr(loaded.config, "tau", 0.3))
-    warm = st.session_state.get(f"emb.warm.{side}")
-    if warm is not None and warm[1] != state_key:  # a warm start of another state: not shown here
-        warm = None
-    if hasattr(rep, "behaviour_model"):
+    warm_startable = hasattr(rep, "behaviour_model")
+    if warm_startable:
         warmstart.ensure_worker()  # torch and the encoder load while the user looks
-        p0 = float(getattr(loaded.config, "p", 0.01))
-        cols = st.columns(3)
-        cols[0].select_slider("p (OOD penalty)", sorted(set(P_VALUES) | {p0}), value=p0, key=f"emb.p.{side}",
-                              on_change=start_warm_start, args=(side, path))
-        cols[1].select_slider("tau (OOD threshold)", sorted(set(TAU_VALUES) | {tau}), value=tau, key=f"emb.tau.{side}",
-                              on_change=start_warm_start, args=(side, path))
-        cols[2].selectbox("Warm-start steps", (60, 150, 300), key=f"emb.steps.{side}")
+
+    def body() -> None:
+        """The sliders and the scatter: a fragment, so a slider move reruns only this, and the
+        warm start's frames stream into the same chart while its job runs."""
+        tau = float(getattr(loaded.config, "tau", 0.3))
+        if warm_startable:
+            p0 = float(getattr(loaded.config, "p", 0.01))
+            cols = st.columns(3)
+            cols[0].select_slider("p (OOD penalty)", sorted(set(P_VALUES) | {p0}), value=p0, key=f"emb.p.{side}",
+                                  on_change=start_warm_start, args=(side, path))
+            cols[1].select_slider("tau (OOD threshold)", sorted(set(TAU_VALUES) | {tau}), value=tau,
+                                  key=f"emb.tau.{side}", on_change=start_warm_start, args=(side, path))
+            cols[2].selectbox("Warm-start steps", (60, 150, 300), key=f"emb.steps.{side}")
+            if st.session_state.get(f"emb.warm_error.{side}"):
+                st.error(st.session_state.pop(f"emb.warm_error.{side}"))
+        warm = st.session_state.get(f"emb.warm.{side}")
+        if warm is not None and warm[1] != state_key:  # a warm start of another state: not shown here
+            warm = None
         if warm is not None:
             tau = float(st.session_state[f"emb.tau.{side}"])
-        if st.session_state.get(f"emb.warm_error.{side}"):
-            st.error(st.session_state.pop(f"emb.warm_error.{side}"))
-    ood = explore.ood_mask(rep, obs, tau)
-    job = jobs_client.get(warm[0]) if warm is not None else None
-    live = job is not None and job.status in jobs_client.ACTIVE
+        ood = explore.ood_mask(rep, obs, tau)
+        chart_slot, caption_slot = st.empty(), st.empty()
 
-    def scatter() -> None:
-        shown, caption = e, f"{rep.n_actions:,} actions"
-        current = jobs_client.get(warm[0]) if warm is not None else None
-        frame = warmstart.latest_frame(warm[0]) if warm is not None else None
-        if frame is not None:
-            step, shown = frame
-            caption = (f"warm start job #{current.id} (p = {current.config['p']}, tau = {current.config['tau']}): "
-                       f"step {step}/{current.config['steps']}, {current.status}")
-        fig = embedding_scatter(projection(shown), colour, colour_label, info.customdata, info.hovertemplate, ood,
-                                title, axis)
-        st.plotly_chart(fig, key=f"emb.scatter.{side}")
-        st.caption(caption)
+        def draw(shown: np.ndarray, caption: str) -> None:
+            chart_slot.plotly_chart(embedding_scatter(projection(shown), colour, colour_label, info.customdata,
+                                                      info.hovertemplate, ood, title, axis))
+            caption_slot.caption(caption)
+
+        def latest() -> tuple[int | None, np.ndarray, str]:
+            job = jobs_client.get(warm[0])
+            frame = warmstart.latest_frame(warm[0])
+            if frame is None:
+                return None, e, f"warm start job #{job.id}: {job.status}"
+            return frame[0], frame[1], (f"warm start job #{job.id} (p = {job.config['p']}, tau = {job.config['tau']}): "
+                                        f"step {frame[0]}/{job.config['steps']}, {job.status}")
+
+        if warm is None:
+            draw(e, f"{rep.n_actions:,} actions")
+        else:
+            step, shown, caption = latest()
+            draw(shown, caption)
+            deadline = time.monotonic() + STREAM_SECONDS
+            # stream the frames while the job runs (only when a worker serves it)
+            while ("succeeded" not in caption and "failed" not in caption and "cancelled" not in caption
+                   and warmstart.worker_pid() is not None and time.monotonic() < deadline):
+                time.sleep(FRAME_POLL)
+                new_step, shown, new_caption = latest()
+                if new_step != step or new_caption != caption:
+                    step, caption = new_step, new_caption
+                    draw(shown, caption)
         if ood is not None:
             st.caption(f"Out of distribution at this state: {ood.mean():.1%} of actions (tau = {tau}).")
-        if live and current is not None and current.status not in jobs_client.ACTIVE:
-            st.rerun(scope="app")  # the job ended: stop polling
 
-    st.fragment(run_every=FRAME_POLL if live else None)(scatter)()
+    st.fragment(body)()
 
 
 columns = st.columns(2) if right_path != "none" else [st.container()]

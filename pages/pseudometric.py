@@ -32,7 +32,11 @@ cols = st.columns(3)
 row = int(cols[0].number_input("Dataset row (the state)", 0, len(observations) - 1, 0, step=1, key="pm.row"))
 n_actions = int(loaders.representation(path).representation.n_actions)
 sizes = [k for k in SIZES if k < n_actions] + [n_actions]
-size = cols[1].select_slider("Actions shown", sizes, value=256 if 256 in sizes else sizes[-1], key="pm.size")
+if len(sizes) > 1:
+    size = cols[1].select_slider("Actions shown", sizes, value=256 if 256 in sizes else sizes[-1], key="pm.size")
+else:
+    size = n_actions
+    cols[1].markdown(f"All **{n_actions}** actions shown")
 seed = int(cols[2].number_input("Action sample seed", 0, 10_000, 0, key="pm.seed"))
 obs = observations[row].astype(np.float32)
 st.markdown("State: `" + ", ".join(f"{v:.3f}" for v in obs) + "`")

@@ -111,6 +111,16 @@ def planner_table(env_id: str, overrides_json: str = "null") -> Any:
     return table
 
 
+@st.cache_data(max_entries=8, show_spinner=False)
+def _map_states(path: str, mtime: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+    return explore.map_states(np.asarray(_dataset(path, mtime).observations), n)
+
+
+def map_states(path: str, n: int = 1500) -> tuple[np.ndarray, np.ndarray]:
+    """(dataset rows, f32[n, S]): distinct dataset states for the maze map."""
+    return _map_states(path, stamp(path), n)
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
 def embeddings(path: str, mtime: float, state: tuple[float, ...]) -> np.ndarray:
     """f32[A, D]: every action's embedding at one state."""
