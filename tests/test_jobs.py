@@ -180,6 +180,39 @@ def test_resumed_training_equals_uninterrupted_training(algo, tiny_dataset, tmp_
                     resume=True, **{**kwargs, "steps": 80})
 
 
+@pytest.mark.parametrize("method, options", [
+    ("merlion", {"steps": 60, "log_every": 20, "batch_size": 32, "hidden": 16, "action_embed_dim": 8}),
+    ("transition", {"steps": 300, "batch_size": 32}),  # the shared train_loop (reports every 100 steps)
+])
+def test_resumed_encoder_training_equals_uninterrupted_training(method, options, tiny_dataset, tmp_path):
+    from merlion_core.pipelines import train_encoder
+    from merlion_core.representation.artifacts import load_representation
+
+    torch.set_num_threads(1)
+    kwargs = dict(overrides=options, device="cpu")
+    every = options.get("log_every", 100)
+    train_encoder(tiny_dataset, method, tmp_path / "full", **kwargs)
+
+    class Stop(Exception):
+        pass
+
+    def stop(step, metrics):
+        if step == 2 * every:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_encoder(tiny_dataset, method, tmp_path / "part", progress=stop, checkpoint_dir=tmp_path / "ck",
+                      checkpoint_every=every, **kwargs)
+    assert checkpoint_steps(tmp_path / "ck") == [every, 2 * every]
+    seen = []
+    train_encoder(tiny_dataset, method, tmp_path / "part", progress=lambda step, m: seen.append(step),
+                  checkpoint_dir=tmp_path / "ck", checkpoint_every=every, resume=True, **kwargs)
+    assert seen == [3 * every]  # continued at the saved step (optimizer, schedule, batch stream restored)
+    a = load_representation(tmp_path / "full").representation.state_dict()
+    b = load_representation(tmp_path / "part").representation.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_bench_without_the_benchmark_module_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "merlion_core.benchmark", None)  # as if it were not installed
     with pytest.raises(RuntimeError, match="merlion_core.benchmark is not in this installation"):
