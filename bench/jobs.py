@@ -55,7 +55,9 @@ def batch(backend, store: JobStore, specs: list[JobSpec]) -> dict:
     delays = [first_metric_delay(store, i) for i in ids]
     return {"jobs": len(ids), "seconds": round(seconds, 2), "jobs_per_minute": round(60 * len(ids) / seconds, 1),
             "first_metric_delay_median_s": round(statistics.median(delays), 3),
-            "first_metric_delay_first_job_s": round(delays[0], 3)}
+            "first_metric_delay_first_job_s": round(delays[0], 3),
+            "job_seconds_median": round(statistics.median(r.finished_at - r.started_at for r in records), 2),
+            "launch_to_start_median_s": round(statistics.median(r.started_at - r.launched_at for r in records), 3)}
 
 
 def single(backend, store: JobStore, spec: JobSpec) -> float:
