@@ -242,3 +242,29 @@ def test_collect_job_runs_in_process(store):
     from merlion_core.data.io import load_dataset
 
     assert np.all(load_dataset(record.result["dataset"]).actions < 64)
+
+
+def test_supervisor_hands_out_one_gpu_per_job_and_cpu_slots_to_the_rest(tmp_path, monkeypatch):
+    from merlion_core.jobs.supervisor import Supervisor, SupervisorConfig, Worker
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # the GPUs this machine may use
+    supervisor = Supervisor(tmp_path / "runs", SupervisorConfig(slots=4))
+    assert supervisor.gpus == ["3", "5"] and supervisor.threads >= 1
+    started = []
+
+    def fake_start(job_id, gpu):  # record instead of spawning a process
+        started.append((job_id, gpu))
+        supervisor.workers[job_id] = Worker(0, None, gpu, None)
+
+    monkeypatch.setattr(supervisor, "start_worker", fake_start)
+    store = supervisor.store
+    gpu_jobs = [store.submit("train-agent", {"device": "auto"}, s) for s in range(3)]
+    cpu_job = store.submit("train-agent", {"device": "cpu"}, 0)
+    collect_job = store.submit("collect", {}, 0)
+    supervisor.launch()
+    assert started == [(gpu_jobs[0], "3"), (gpu_jobs[1], "5"), (cpu_job, None), (collect_job, None)]
+    assert store.get(gpu_jobs[2]).status == "queued"  # waits for a GPU; the CPU jobs behind it went ahead
+    del supervisor.workers[gpu_jobs[0]]
+    supervisor.launch()
+    assert started[-1] == (gpu_jobs[2], "3")
+    supervisor.store.close()
