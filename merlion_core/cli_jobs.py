@@ -174,12 +174,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
     store = _store(args)
     job = _get(store, args.id)
-    if job.backend == "ray":
-        store.request_cancel(job.id)  # its Ray worker polls the store; the sweep's driver enforces the rest
-        print(f"job {job.id}: cancel requested (Ray)")
-        return 0
-    try:
-        outcome = LocalBackend(store).cancel(job.id)
+    try:  # a Ray job's worker polls the store too; its sweep driver enforces the grace period
+        outcome = store.request_cancel(job.id) if job.backend == "ray" else LocalBackend(store).cancel(job.id)
     except JobStateError as exc:
         raise CLIError(str(exc)) from None
     print(f"job {job.id}: " + ("cancelled" if outcome == "cancelled" else "cancel requested (stops at its next "
