@@ -210,8 +210,9 @@ def test_supervisor_killed_and_restarted_adopts_and_marks(harness):
     h.kill_supervisor()
     down_at = time.time()
     os.kill(victim_job.pid, signal.SIGKILL)  # dies while no supervisor watches
-    time.sleep(0.5)
+    time.sleep(1.0)
     assert h.store.get(survivor).status == "running"  # workers outlive their supervisor
+    up_at = time.time()
     h.start()
     jobs = h.wait_final([survivor, victim, queued])
     assert [j.status for j in jobs] == ["succeeded", "failed", "succeeded"]
@@ -220,7 +221,7 @@ def test_supervisor_killed_and_restarted_adopts_and_marks(harness):
     progress = h.store.metrics(survivor, "progress")
     steps = [row["step"] for row in progress]
     assert steps == sorted(set(steps)) and steps[-1] == 20_000  # no metric lost or doubled
-    assert any(down_at < row["time"] < down_at + 0.5 for row in progress)  # written while unsupervised
+    assert any(down_at < row["time"] < up_at for row in progress)  # written while unsupervised
     assert jobs[0].result["n_transitions"] == 20_000
 
 
