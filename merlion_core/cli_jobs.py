@@ -218,7 +218,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     if not args.no_supervisor:
         ensure_supervisor(store.root)
-    print(f"job {job.id}: queued again, resuming from its latest checkpoint")
+    print(f"job {job.id}: queued again (it resumes from its latest checkpoint, if it has one)")
     return 0
 
 
