@@ -40,15 +40,20 @@ def checkpoint_path(folder: str | os.PathLike, step: int) -> Path:
 class TrainingCheckpoint:
     """Save every ``every`` steps into ``folder`` (keeping the last ``keep``); restore the latest."""
 
-    def __init__(self, folder: str | os.PathLike, every: int, *, states: dict[str, Any],
-                 generators: dict[str, torch.Generator | None], fingerprint: dict[str, Any], keep: int = 2) -> None:
+    def __init__(self, folder: str | os.PathLike, every: int, *, fingerprint: dict[str, Any], resume: bool = False,
+                 states: dict[str, Any] | None = None, generators: dict[str, torch.Generator | None] | None = None,
+                 keep: int = 2) -> None:
         if every < 0:
             raise ValueError(f"checkpoint_every: must be >= 0, got {every}")
         self.folder, self.every, self.keep = Path(folder), int(every), max(1, int(keep))
-        self.states = states
-        self.generators = {name: gen for name, gen in generators.items() if gen is not None}
-        self.fingerprint = fingerprint
+        self.fingerprint, self.resume = fingerprint, bool(resume)
+        self.attach(states or {}, generators or {})
         self.last_saved = 0
+
+    def attach(self, states: dict[str, Any], generators: dict[str, torch.Generator | None]) -> None:
+        """Name the objects to save and restore (a training loop that builds its own optimizer calls this)."""
+        self.states = {name: obj for name, obj in states.items() if obj is not None}
+        self.generators = {name: gen for name, gen in generators.items() if gen is not None}
 
     def save(self, step: int, extra: dict[str, Any]) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -72,9 +77,10 @@ class TrainingCheckpoint:
         return False
 
     def restore(self) -> tuple[int, dict[str, Any]]:
-        """Load the latest checkpoint into the objects; (step, extra), or (0, {}) without one."""
+        """Load the latest checkpoint into the objects; (step, extra), or (0, {}) without one or
+        when this run does not resume."""
         steps = checkpoint_steps(self.folder)
-        if not steps:
+        if not steps or not self.resume:
             return 0, {}
         path = checkpoint_path(self.folder, steps[-1])
         try:
@@ -91,14 +97,24 @@ class TrainingCheckpoint:
         return self.last_saved, document.get("extra", {})
 
 
-def agent_checkpoint(folder: str | os.PathLike, every: int, agent: Any, sampler: Any, algo: str, config: Any,
-                     n_transitions: int, steps: int, eval_every: int) -> TrainingCheckpoint:
+def agent_checkpoint(folder: str | os.PathLike, every: int, resume: bool, agent: Any, sampler: Any, algo: str,
+                     config: Any, n_transitions: int, steps: int, eval_every: int) -> TrainingCheckpoint:
     """The checkpoint of an offline RL run: the agent (its networks, targets included), its
     optimizer, the batch sampler's generator and the agent's own noise generator, if any."""
     from merlion_core.config import to_dict
 
     return TrainingCheckpoint(
-        folder, every, states={"agent": agent, "optimizer": agent.optimizer},
+        folder, every, resume=resume, states={"agent": agent, "optimizer": agent.optimizer},
         generators={"sampler": sampler.generator, "agent": getattr(agent, "generator", None)},
         fingerprint={"algo": algo, "config": to_dict(config), "n_transitions": int(n_transitions),
                      "steps": int(steps), "eval_every": int(eval_every)})
+
+
+def encoder_checkpoint(folder: str | os.PathLike, every: int, resume: bool, method: str, config: Any,
+                       n_transitions: int) -> TrainingCheckpoint:
+    """The checkpoint of a representation run; its training loop attaches the model, optimizer,
+    learning-rate schedule and batch generator it builds."""
+    from merlion_core.config import to_dict
+
+    return TrainingCheckpoint(folder, every, resume=resume, fingerprint={
+        "method": method, "config": to_dict(config), "n_transitions": int(n_transitions)})

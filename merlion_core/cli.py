@@ -302,5 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m merlion_core.cli: run the imported module, so that its CLIError
+    from merlion_core.cli import main as package_main  # is the one cli_* modules raise
+
+    sys.exit(package_main())

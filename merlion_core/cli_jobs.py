@@ -174,12 +174,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
     store = _store(args)
     job = _get(store, args.id)
-    if job.backend == "ray":
-        store.request_cancel(job.id)  # its Ray worker polls the store; the sweep's driver enforces the rest
-        print(f"job {job.id}: cancel requested (Ray)")
-        return 0
-    try:
-        outcome = LocalBackend(store).cancel(job.id)
+    try:  # a Ray job's worker polls the store too; its sweep driver enforces the grace period
+        outcome = store.request_cancel(job.id) if job.backend == "ray" else LocalBackend(store).cancel(job.id)
     except JobStateError as exc:
         raise CLIError(str(exc)) from None
     print(f"job {job.id}: " + ("cancelled" if outcome == "cancelled" else "cancel requested (stops at its next "
@@ -222,7 +218,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     if not args.no_supervisor:
         ensure_supervisor(store.root)
-    print(f"job {job.id}: queued again, resuming from its latest checkpoint")
+    print(f"job {job.id}: queued again (it resumes from its latest checkpoint, if it has one)")
     return 0
 
 

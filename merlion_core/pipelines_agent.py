@@ -55,8 +55,8 @@ def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.Pa
                            device=str(agent.device))
     env_overrides = dataset_env_overrides(dataset)
     checkpoint = None if checkpoint_dir is None else agent_checkpoint(
-        checkpoint_dir, checkpoint_every, agent, sampler, algo, config, dataset.n_transitions, steps, eval_every)
-    start, saved = checkpoint.restore() if checkpoint is not None and resume else (0, {})
+        checkpoint_dir, checkpoint_every, resume, agent, sampler, algo, config, dataset.n_transitions, steps, eval_every)
+    start, saved = checkpoint.restore() if checkpoint is not None else (0, {})
     curve: list[dict[str, Any]] = list(saved.get("curve", []))
     started = time.perf_counter()
     log_every = eval_every or min(steps, 1000)

@@ -180,6 +180,39 @@ def test_resumed_training_equals_uninterrupted_training(algo, tiny_dataset, tmp_
                     resume=True, **{**kwargs, "steps": 80})
 
 
+@pytest.mark.parametrize("method, options", [
+    ("merlion", {"steps": 60, "log_every": 20, "batch_size": 32, "hidden": 16, "action_embed_dim": 8}),
+    ("transition", {"steps": 300, "batch_size": 32}),  # the shared train_loop (reports every 100 steps)
+])
+def test_resumed_encoder_training_equals_uninterrupted_training(method, options, tiny_dataset, tmp_path):
+    from merlion_core.pipelines import train_encoder
+    from merlion_core.representation.artifacts import load_representation
+
+    torch.set_num_threads(1)
+    kwargs = dict(overrides=options, device="cpu")
+    every = options.get("log_every", 100)
+    train_encoder(tiny_dataset, method, tmp_path / "full", **kwargs)
+
+    class Stop(Exception):
+        pass
+
+    def stop(step, metrics):
+        if step == 2 * every:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_encoder(tiny_dataset, method, tmp_path / "part", progress=stop, checkpoint_dir=tmp_path / "ck",
+                      checkpoint_every=every, **kwargs)
+    assert checkpoint_steps(tmp_path / "ck") == [every, 2 * every]
+    seen = []
+    train_encoder(tiny_dataset, method, tmp_path / "part", progress=lambda step, m: seen.append(step),
+                  checkpoint_dir=tmp_path / "ck", checkpoint_every=every, resume=True, **kwargs)
+    assert seen == [3 * every]  # continued at the saved step (optimizer, schedule, batch stream restored)
+    a = load_representation(tmp_path / "full").representation.state_dict()
+    b = load_representation(tmp_path / "part").representation.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_bench_without_the_benchmark_module_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "merlion_core.benchmark", None)  # as if it were not installed
     with pytest.raises(RuntimeError, match="merlion_core.benchmark is not in this installation"):
@@ -209,3 +242,29 @@ def test_collect_job_runs_in_process(store):
     from merlion_core.data.io import load_dataset
 
     assert np.all(load_dataset(record.result["dataset"]).actions < 64)
+
+
+def test_supervisor_hands_out_one_gpu_per_job_and_cpu_slots_to_the_rest(tmp_path, monkeypatch):
+    from merlion_core.jobs.supervisor import Supervisor, SupervisorConfig, Worker
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # the GPUs this machine may use
+    supervisor = Supervisor(tmp_path / "runs", SupervisorConfig(slots=4))
+    assert supervisor.gpus == ["3", "5"] and supervisor.threads >= 1
+    started = []
+
+    def fake_start(job_id, gpu):  # record instead of spawning a process
+        started.append((job_id, gpu))
+        supervisor.workers[job_id] = Worker(0, None, gpu, None)
+
+    monkeypatch.setattr(supervisor, "start_worker", fake_start)
+    store = supervisor.store
+    gpu_jobs = [store.submit("train-agent", {"device": "auto"}, s) for s in range(3)]
+    cpu_job = store.submit("train-agent", {"device": "cpu"}, 0)
+    collect_job = store.submit("collect", {}, 0)
+    supervisor.launch()
+    assert started == [(gpu_jobs[0], "3"), (gpu_jobs[1], "5"), (cpu_job, None), (collect_job, None)]
+    assert store.get(gpu_jobs[2]).status == "queued"  # waits for a GPU; the CPU jobs behind it went ahead
+    del supervisor.workers[gpu_jobs[0]]
+    supervisor.launch()
+    assert started[-1] == (gpu_jobs[2], "3")
+    supervisor.store.close()

@@ -210,8 +210,9 @@ def test_supervisor_killed_and_restarted_adopts_and_marks(harness):
     h.kill_supervisor()
     down_at = time.time()
     os.kill(victim_job.pid, signal.SIGKILL)  # dies while no supervisor watches
-    time.sleep(0.5)
+    time.sleep(1.0)
     assert h.store.get(survivor).status == "running"  # workers outlive their supervisor
+    up_at = time.time()
     h.start()
     jobs = h.wait_final([survivor, victim, queued])
     assert [j.status for j in jobs] == ["succeeded", "failed", "succeeded"]
@@ -220,11 +221,14 @@ def test_supervisor_killed_and_restarted_adopts_and_marks(harness):
     progress = h.store.metrics(survivor, "progress")
     steps = [row["step"] for row in progress]
     assert steps == sorted(set(steps)) and steps[-1] == 20_000  # no metric lost or doubled
-    assert any(down_at < row["time"] < down_at + 0.5 for row in progress)  # written while unsupervised
+    assert any(down_at < row["time"] < up_at for row in progress)  # written while unsupervised
     assert jobs[0].result["n_transitions"] == 20_000
 
 
+@pytest.mark.slow  # two worker processes importing torch and an in-process reference: 10-30 s here
 def test_resume_from_a_checkpoint_continues_at_the_saved_step(harness, tmp_path):
+    """A SIGKILLed train-agent job resumed with `jobs resume` semantics ends where an uninterrupted run
+    does (the default suite checks the same in one process: tests/test_jobs.py)."""
     import torch
 
     from merlion_core.algos.artifacts import load_agent
@@ -235,7 +239,7 @@ def test_resume_from_a_checkpoint_continues_at_the_saved_step(harness, tmp_path)
 
     torch.set_num_threads(1)
     dataset = save_dataset(collect("maze", "expert", 0.0, 3000, seed=0, env_overrides=SMALL), tmp_path / "data")
-    config = {"dataset": str(dataset), "algo": "bc", "steps": 1000, "eval_every": 100, "eval_episodes": 1,
+    config = {"dataset": str(dataset), "algo": "bc", "steps": 600, "eval_every": 100, "eval_episodes": 1,
               "checkpoint_every": 100, "device": "cpu", "options": {"hidden": [32, 32], "batch_size": 64}}
     h = harness(slots=1)
     h.start()
@@ -244,15 +248,15 @@ def test_resume_from_a_checkpoint_continues_at_the_saved_step(harness, tmp_path)
     os.kill(job.pid, signal.SIGKILL)
     assert h.wait_final([job_id])[0].status == "failed"
     saved = checkpoint_steps(h.store.checkpoint_dir(job_id))[-1]
-    assert 200 <= saved < 1000
+    assert 200 <= saved < 600
     h.store.requeue(job_id, resume=True)
     job = h.wait_final([job_id])[0]
-    assert job.status == "succeeded" and job.attempts == 2 and job.result["last"]["step"] == 1000
+    assert job.status == "succeeded" and job.attempts == 2 and job.result["last"]["step"] == 600
     log = h.store.log_path(job_id).read_text()
     assert f"resuming from step {saved}" in log
-    assert [row["step"] for row in h.store.metrics(job_id, "loss")] == list(range(100, 1100, 100))
+    assert [row["step"] for row in h.store.metrics(job_id, "loss")] == list(range(100, 700, 100))
     # the resumed run ends exactly where an uninterrupted one does
-    reference = train_agent(dataset, "bc", tmp_path / "ref", steps=1000, eval_every=100, eval_episodes=1,
+    reference = train_agent(dataset, "bc", tmp_path / "ref", steps=600, eval_every=100, eval_episodes=1,
                             device="cpu", overrides={**config["options"], "seed": 5})
     resumed = load_agent(job.result["agent"]).agent.state_dict()
     expected = load_agent(tmp_path / "ref").agent.state_dict()

@@ -16,15 +16,13 @@ Progress = Callable[..., None]
 
 
 def run_job(kind: str, config: dict[str, Any], seed: int, artifacts: Path, progress: Progress, *,
-            checkpoint_dir: Path, resume: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+            checkpoint_dir: Path, resume: bool = False) -> dict[str, Any]:
     parsed = parse_config(kind, config)
     artifacts.mkdir(parents=True, exist_ok=True)
     if kind == "collect":
         return run_collect(parsed, seed, artifacts, progress)
     if kind == "train-encoder":
-        if resume:
-            log("train-encoder has no checkpoints: it restarts from step 0")
-        return run_train_encoder(parsed, seed, artifacts, progress)
+        return run_train_encoder(parsed, seed, artifacts, progress, checkpoint_dir, resume)
     if kind == "train-agent":
         return run_train_agent(parsed, seed, artifacts, progress, checkpoint_dir, resume)
     if kind == "evaluate":
@@ -44,7 +42,8 @@ def run_collect(config: CollectJob, seed: int, artifacts: Path, progress: Progre
             "mean_return": float(returns.mean()) if len(returns) else None}
 
 
-def run_train_encoder(config: TrainEncoderJob, seed: int, artifacts: Path, progress: Progress) -> dict[str, Any]:
+def run_train_encoder(config: TrainEncoderJob, seed: int, artifacts: Path, progress: Progress, checkpoint_dir: Path,
+                      resume: bool) -> dict[str, Any]:
     from merlion_core.pipelines import train_encoder
 
     def on_config(resolved: Any) -> None:
@@ -52,7 +51,9 @@ def run_train_encoder(config: TrainEncoderJob, seed: int, artifacts: Path, progr
 
     result = train_encoder(config.dataset, config.method, artifacts / "encoder",
                            overrides={**config.options, "seed": seed}, device=config.device,
-                           progress=progress, on_config=on_config)
+                           progress=progress, on_config=on_config,
+                           checkpoint_dir=checkpoint_dir if config.checkpoint_every else None,
+                           checkpoint_every=config.checkpoint_every, resume=resume)
     return {"encoder": result["out"], "method": config.method, "seconds": result["seconds"],
             "metrics": result["metrics"]}
 

@@ -48,6 +48,8 @@ class TrainEncoderJob:
     """The method's config overrides (its seed is the job's seed)."""
     device: str = "auto"
     """auto (CUDA when available), cpu or cuda[:N]."""
+    checkpoint_every: int = 1000
+    """Save a resumable checkpoint every K steps, at reporting points (0: never; methods that train)."""
 
 
 @dataclass(frozen=True)

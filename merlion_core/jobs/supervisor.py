@@ -78,13 +78,17 @@ class Supervisor:
     # ------------------------------------------------------------------ lifecycle
     def acquire(self) -> None:
         handle = open(self.store.lock_path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "?"
-            handle.close()
-            raise SupervisorRunning(f"a supervisor (pid {holder}) already runs for {self.store.root}") from None
+        for attempt in range(10):  # supervisor_pid() holds the lock for an instant when it looks
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == 9:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "?"
+                    handle.close()
+                    raise SupervisorRunning(f"a supervisor (pid {holder}) already runs for {self.store.root}") from None
+                time.sleep(0.05)
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))

@@ -90,7 +90,7 @@ def log(message: str) -> None:
 def _prepare_resume(store: JobStore, job_id: int, kind: str) -> None:
     from merlion_core.checkpoints import checkpoint_steps
 
-    steps = checkpoint_steps(store.checkpoint_dir(job_id)) if kind == "train-agent" else []
+    steps = checkpoint_steps(store.checkpoint_dir(job_id)) if kind in ("train-agent", "train-encoder") else []
     start = steps[-1] if steps else 0
     dropped = store.drop_metrics_after(job_id, start)
     log(f"resuming from step {start}" + (" (no checkpoint: from the start)" if not steps else "")
@@ -127,7 +127,7 @@ def run_worker(store: JobStore, job_id: int, threads: int | None = None) -> int:
     try:
         reporter()  # a cancel that came before the start stops here
         result = run_job(job.kind, job.config, job.seed, store.artifacts_dir(job_id), reporter,
-                         checkpoint_dir=store.checkpoint_dir(job_id), resume=bool(job.resume), log=log)
+                         checkpoint_dir=store.checkpoint_dir(job_id), resume=bool(job.resume))
     except JobCancelled as exc:
         log(str(exc))
         store.finish(job_id, "cancelled", f"cancelled by request ({exc})")
