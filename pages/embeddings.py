@@ -16,6 +16,8 @@ TAU_VALUES = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 COLOURS = ("Q from the trained critic", "true value Q*(s, a)", "none")
 FRAME_POLL = 0.1
 STREAM_SECONDS = 60.0
+FIRST_FRAME_WAIT = 0.5
+REDRAW_SECONDS = 0.5
 
 setup("Embeddings")
 st.title("Embeddings")
@@ -101,6 +103,10 @@ def start_warm_start(side: str, entry_path: str) -> None:
         st.session_state[f"emb.warm_error.{side}"] = str(exc)
 
 
+def done(caption: str) -> bool:
+    return any(word in caption for word in ("succeeded", "failed", "cancelled"))
+
+
 def panel(side: str, path: str) -> None:
     entry = by_path[path]
     loaded = loaders.representation(path)
@@ -153,17 +159,30 @@ def panel(side: str, path: str) -> None:
         if warm is None:
             draw(e, f"{rep.n_actions:,} actions")
         else:
+            # Stream the frames while the job runs (only when a worker serves it). A browser takes a
+            # while to redraw 4096 WebGL points, so the chart is redrawn at most every
+            # REDRAW_SECONDS (the caption at every poll), and always with the last frame.
+            deadline, started = time.monotonic() + STREAM_SECONDS, time.monotonic()
             step, shown, caption = latest()
+            while (not step and not done(caption) and warmstart.worker_pid() is not None
+                   and time.monotonic() - started < FIRST_FRAME_WAIT):
+                time.sleep(FRAME_POLL / 2)  # the first frame comes within a few hundred ms
+                step, shown, caption = latest()
             draw(shown, caption)
-            deadline = time.monotonic() + STREAM_SECONDS
-            # stream the frames while the job runs (only when a worker serves it)
-            while ("succeeded" not in caption and "failed" not in caption and "cancelled" not in caption
-                   and warmstart.worker_pid() is not None and time.monotonic() < deadline):
+            drawn_at, drawn_step = time.monotonic(), step
+            while not done(caption) and warmstart.worker_pid() is not None and time.monotonic() < deadline:
                 time.sleep(FRAME_POLL)
-                new_step, shown, new_caption = latest()
-                if new_step != step or new_caption != caption:
-                    step, caption = new_step, new_caption
+                step, shown, new_caption = latest()
+                if new_caption == caption:
+                    continue
+                caption = new_caption
+                if done(caption) or (step != drawn_step and time.monotonic() - drawn_at >= REDRAW_SECONDS):
                     draw(shown, caption)
+                    drawn_at, drawn_step = time.monotonic(), step
+                else:
+                    caption_slot.caption(caption)
+            if step != drawn_step:
+                draw(shown, caption)
         if ood is not None:
             st.caption(f"Out of distribution at this state: {ood.mean():.1%} of actions (tau = {tau}).")
 
