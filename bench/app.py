@@ -47,8 +47,9 @@ def wait_for_demo(home: Path, timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         jobs = demo_jobs(home)
-        if len(jobs) == 3 and all(j is not None and j.status == "succeeded" for j in jobs):
-            return {j.kind: round(j.finished_at - j.started_at, 1) for j in jobs}
+        if jobs and all(j is not None and j.status == "succeeded" for j in jobs):
+            return {f"{j.kind} {j.config.get('method') or j.config.get('algo') or ''}".strip():
+                    round(j.finished_at - j.started_at, 1) for j in jobs}
         if any(j is not None and j.status in ("failed", "cancelled") for j in jobs):
             raise RuntimeError(f"demo failed: {[(j.kind, j.status, j.exit_reason) for j in jobs if j]}")
         time.sleep(5)

@@ -18,7 +18,8 @@ st.image(str(settings.ASSETS / "merlion_overview.svg"), width="stretch")
 
 st.subheader("Start with the demo")
 st.caption(f"The demo: a maze dataset of {settings.DEMO_TRANSITIONS:,} transitions (medium behaviour, 50% noise), "
-           f"a MERLION encoder ({settings.DEMO_ENCODER_STEPS:,} steps, batch {settings.DEMO_BATCH}) and a short "
+           f"a MERLION encoder ({settings.DEMO_ENCODER_STEPS:,} steps, batch {settings.DEMO_BATCH}), a Transition "
+           "encoder to compare it with, and a short "
            f"MERLION-CQL run ({settings.DEMO_AGENT_STEPS:,} steps, batch {settings.DEMO_BATCH}): small enough to "
            "build in a few minutes on 2 CPU cores, as background jobs. The paper's runs are 10x longer.")
 

@@ -154,7 +154,8 @@ def step_jobs(chain: Chain) -> list[tuple[Step, Any]]:
 
 # ---------------------------------------------------------------------------- the demo
 def demo_steps() -> list[Step]:
-    """Maze medium dataset -> MERLION encoder -> short MERLION-CQL run (sizes in studio.settings)."""
+    """Maze medium dataset -> MERLION encoder -> short MERLION-CQL run, and a Transition encoder
+    (Chandak et al.'s inverse dynamics) to show beside MERLION (sizes in studio.settings)."""
     return [
         Step("collect", {"env": settings.DEMO_ENV_NAME, "behaviour": "medium", "noise": 0.5,
                          "n": settings.DEMO_TRANSITIONS}),
@@ -165,6 +166,9 @@ def demo_steps() -> list[Step]:
                              "eval_every": settings.DEMO_EVAL_EVERY, "eval_episodes": settings.DEMO_EVAL_EPISODES,
                              "options": {"batch_size": settings.DEMO_BATCH}},
              inputs={"dataset": (0, "dataset"), "encoder": (1, "encoder")}),
+        Step("train-encoder", {"method": "transition", "options": {"steps": settings.DEMO_ENCODER_STEPS,
+                                                                   "batch_size": settings.DEMO_BATCH}},
+             inputs={"dataset": (0, "dataset")}),
     ]
 
 

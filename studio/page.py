@@ -6,6 +6,9 @@ depends on app.py having run: page config, the demo chain and its background adv
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pandas as pd
 import streamlit as st
 
@@ -22,9 +25,23 @@ PAGES = (
 )
 
 
+PRELOAD_DELAY = 3.0
+"""Seconds after the server's first page before torch and the model code are imported in the
+background (so that the first visit to Embeddings or Train does not pay for it, and Home is not
+slowed down by it)."""
+
+
+def _preload() -> None:
+    time.sleep(PRELOAD_DELAY)
+    import merlion_core.algos.artifacts  # noqa: F401  (torch and every algorithm)
+    import merlion_core.pipelines  # noqa: F401  (every representation method)
+
+
 @st.cache_resource
 def _background() -> bool:
-    """Once per server process: start the demo if it was never built, and the chain advancer."""
+    """Once per server process: start the demo if it was never built, the chain advancer, and
+    the preloading of the model code (imports only: nothing trains here)."""
+    threading.Thread(target=_preload, name="studio-preload", daemon=True).start()
     try:
         chains.ensure_demo()
     finally:

@@ -137,7 +137,9 @@ def test_demo_chain_submits_each_step_when_its_input_succeeded(tmp_path, monkeyp
     encoder = jobs_client.get(chain.steps[1].job)
     assert encoder.kind == "train-encoder" and encoder.config["dataset"] == str(dataset)
     assert encoder.config["options"] == {"steps": settings.DEMO_ENCODER_STEPS, "batch_size": settings.DEMO_BATCH}
-    assert chain.steps[2].job is None
+    assert chain.steps[2].job is None  # the agent waits for the MERLION encoder
+    baseline = jobs_client.get(chain.steps[3].job)  # the side-by-side encoder needs only the dataset
+    assert baseline.kind == "train-encoder" and baseline.config["method"] == "transition"
     with jobs_client.open_store() as store:
         store.claim(encoder.id)
         store.finish(encoder.id, "failed", "boom")
