@@ -2,22 +2,16 @@
 trained critic or by the true value, hover = the action's meaning, OOD actions marked, two
 representations side by side; p and tau sliders start a warm-start job and the scatter re-forms."""
 
-import time
-
 import numpy as np
 import streamlit as st
 
-from studio import catalog, explore, jobs_client, loaders, warmstart
+from studio import catalog, explore, loaders, warmstart
 from studio.charts import embedding_scatter, maze_map
 from studio.page import setup
 
 P_VALUES = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 TAU_VALUES = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 COLOURS = ("Q from the trained critic", "true value Q*(s, a)", "none")
-FRAME_POLL = 0.1
-STREAM_SECONDS = 60.0
-FIRST_FRAME_WAIT = 0.5
-REDRAW_SECONDS = 0.5
 
 setup("Embeddings")
 st.title("Embeddings")
@@ -103,10 +97,6 @@ def start_warm_start(side: str, entry_path: str) -> None:
         st.session_state[f"emb.warm_error.{side}"] = str(exc)
 
 
-def done(caption: str) -> bool:
-    return any(word in caption for word in ("succeeded", "failed", "cancelled"))
-
-
 def panel(side: str, path: str) -> None:
     entry = by_path[path]
     loaded = loaders.representation(path)
@@ -148,41 +138,10 @@ def panel(side: str, path: str) -> None:
                                                       info.hovertemplate, ood, title, axis))
             caption_slot.caption(caption)
 
-        def latest() -> tuple[int | None, np.ndarray, str]:
-            job = jobs_client.get(warm[0])
-            frame = warmstart.latest_frame(warm[0])
-            if frame is None:
-                return None, e, f"warm start job #{job.id}: {job.status}"
-            return frame[0], frame[1], (f"warm start job #{job.id} (p = {job.config['p']}, tau = {job.config['tau']}): "
-                                        f"step {frame[0]}/{job.config['steps']}, {job.status}")
-
         if warm is None:
             draw(e, f"{rep.n_actions:,} actions")
-        else:
-            # Stream the frames while the job runs (only when a worker serves it). A browser takes a
-            # while to redraw 4096 WebGL points, so the chart is redrawn at most every
-            # REDRAW_SECONDS (the caption at every poll), and always with the last frame.
-            deadline, started = time.monotonic() + STREAM_SECONDS, time.monotonic()
-            step, shown, caption = latest()
-            while (not step and not done(caption) and warmstart.worker_pid() is not None
-                   and time.monotonic() - started < FIRST_FRAME_WAIT):
-                time.sleep(FRAME_POLL / 2)  # the first frame comes within a few hundred ms
-                step, shown, caption = latest()
-            draw(shown, caption)
-            drawn_at, drawn_step = time.monotonic(), step
-            while not done(caption) and warmstart.worker_pid() is not None and time.monotonic() < deadline:
-                time.sleep(FRAME_POLL)
-                step, shown, new_caption = latest()
-                if new_caption == caption:
-                    continue
-                caption = new_caption
-                if done(caption) or (step != drawn_step and time.monotonic() - drawn_at >= REDRAW_SECONDS):
-                    draw(shown, caption)
-                    drawn_at, drawn_step = time.monotonic(), step
-                else:
-                    caption_slot.caption(caption)
-            if step != drawn_step:
-                draw(shown, caption)
+        else:  # the job's frames stream into the chart while it runs
+            warmstart.follow(warm[0], e, draw, caption_slot.caption)
         if ood is not None:
             st.caption(f"Out of distribution at this state: {ood.mean():.1%} of actions (tau = {tau}).")
 

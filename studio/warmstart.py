@@ -18,8 +18,10 @@ import fcntl
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -73,6 +75,55 @@ def latest_frame(job_id: int) -> tuple[int, np.ndarray] | None:
     if not files:
         return None
     return int(files[-1].stem.split("-")[1]), np.load(files[-1], allow_pickle=False)
+
+
+FRAME_POLL = 0.1
+"""Seconds between two looks at a running job's frames."""
+FIRST_FRAME_WAIT = 0.5
+"""The first changed frame comes within a few hundred ms: wait for it before the first redraw."""
+REDRAW_SECONDS = 0.5
+"""Least time between two chart redraws: Streamlit remounts a Plotly chart whenever its figure
+changes, and a remount of thousands of WebGL points takes a browser a while."""
+FOLLOW_SECONDS = 60.0
+
+
+def frame_and_caption(job_id: int, base: np.ndarray) -> tuple[int | None, np.ndarray, str, bool]:
+    """(frame step or None, the embeddings to show, a caption, whether the job is final)."""
+    job = jobs_client.get(job_id)
+    frame = latest_frame(job_id)
+    final = not jobs_client.is_active(job)
+    if frame is None:
+        return None, base, f"warm start job #{job.id}: {job.status}", final
+    return frame[0], frame[1], (f"warm start job #{job.id} (p = {job.config['p']}, tau = {job.config['tau']}): "
+                                f"step {frame[0]}/{job.config['steps']}, {job.status}"), final
+
+
+def follow(job_id: int, base: np.ndarray, draw: Callable[[np.ndarray, str], None],
+           caption: Callable[[str], None]) -> None:
+    """Stream a warm-start job's frames into a chart while a worker runs it: ``draw(embeddings,
+    text)`` redraws the chart (at most every REDRAW_SECONDS, and always for the last frame),
+    ``caption(text)`` updates the text in between. Returns when the job is final (or no worker
+    serves it, or after FOLLOW_SECONDS)."""
+    started = time.monotonic()
+    step, shown, text, final = frame_and_caption(job_id, base)
+    while not step and not final and worker_pid() is not None and time.monotonic() - started < FIRST_FRAME_WAIT:
+        time.sleep(FRAME_POLL / 2)
+        step, shown, text, final = frame_and_caption(job_id, base)
+    draw(shown, text)
+    drawn_at, drawn_step = time.monotonic(), step
+    while not final and worker_pid() is not None and time.monotonic() - started < FOLLOW_SECONDS:
+        time.sleep(FRAME_POLL)
+        step, shown, new_text, final = frame_and_caption(job_id, base)
+        if new_text == text:
+            continue
+        text = new_text
+        if final or (step != drawn_step and time.monotonic() - drawn_at >= REDRAW_SECONDS):
+            draw(shown, text)
+            drawn_at, drawn_step = time.monotonic(), step
+        else:
+            caption(text)
+    if step != drawn_step:
+        draw(shown, text)
 
 
 def submit(job: WarmStartJob, seed: int = 0) -> int:

@@ -239,3 +239,26 @@ def test_warm_start_submission_supersedes_older_jobs(tmp_path, monkeypatch):
     warmstart.write_frame(frames, 20, np.full((4, 2), 2.0))
     step, frame = warmstart.latest_frame(second)
     assert step == 20 and frame.dtype == np.float32 and (frame == 2.0).all()
+
+
+def test_follow_draws_the_last_frame_of_a_finished_job(tmp_path, monkeypatch):
+    from studio import jobs_client, warmstart
+
+    monkeypatch.setenv("MERLION_STUDIO_HOME", str(tmp_path))
+    monkeypatch.setattr(warmstart, "ensure_worker", lambda: 0)
+    (tmp_path / "enc").mkdir()
+    (tmp_path / "ds").mkdir()
+    job_id = warmstart.submit(warmstart.WarmStartJob(encoder=str(tmp_path / "enc"), dataset=str(tmp_path / "ds"),
+                                                     steps=20, state=(0.0, 0.0, 0.0)))
+    base = np.zeros((3, 2), np.float32)
+    drawn, captions = [], []
+    warmstart.follow(job_id, base, lambda e, text: drawn.append((e.copy(), text)), captions.append)
+    assert drawn[0][1] == f"warm start job #{job_id}: queued" and (drawn[0][0] == base).all()  # nothing yet
+    for step in (10, 20):
+        warmstart.write_frame(warmstart.frames_dir(job_id), step, np.full((3, 2), step, np.float32))
+    with jobs_client.open_store() as store:
+        store.claim(job_id, backend="studio")
+        store.finish(job_id, "succeeded", None, {})
+    drawn.clear()
+    warmstart.follow(job_id, base, lambda e, text: drawn.append((e.copy(), text)), captions.append)
+    assert len(drawn) == 1 and (drawn[0][0] == 20).all() and "step 20/20, succeeded" in drawn[0][1]
