@@ -9,7 +9,7 @@ from merlion_core.envs import ENV_SPECS
 from merlion_core.jobs.spec import CollectJob
 from studio import catalog, charts, jobs_client, loaders, settings, uploads
 from studio.forms import config_form
-from studio.page import progress_lines, setup
+from studio.page import any_active, live_fragment, progress_lines, setup
 
 setup("Data")
 st.title("Data")
@@ -34,12 +34,7 @@ with generate:
         except (ValueError, ConfigError, FileNotFoundError) as exc:
             st.error(str(exc))
 
-    @st.fragment(run_every=2.0)
-    def collect_progress() -> None:
-        records = jobs_client.jobs("collect")[-5:]
-        progress_lines(records[::-1])
-
-    collect_progress()
+    live_fragment(lambda: progress_lines(jobs_client.jobs("collect")[-5:][::-1]), lambda: any_active(("collect",)))
 
 with upload:
     st.caption(f"npz (D4RL keys), D4RL HDF5, d3rlpy HDF5 (.h5) or a Minari dataset folder as a .zip; at most "

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from studio import chains, jobs_client, settings
-from studio.page import page_link, progress_lines, setup
+from studio.page import live_fragment, page_link, progress_lines, setup
 
 setup("Home")
 st.title("MERLION Studio")
@@ -24,7 +24,6 @@ st.caption(f"The demo: a maze dataset of {settings.DEMO_TRANSITIONS:,} transitio
            "build in a few minutes on 2 CPU cores, as background jobs. The paper's runs are 10x longer.")
 
 
-@st.fragment(run_every=2.0)
 def demo_status() -> None:
     chain = chains.load(chains.DEMO)
     state = chains.status(chain)
@@ -42,7 +41,7 @@ def demo_status() -> None:
         st.rerun()
 
 
-demo_status()
+live_fragment(demo_status, lambda: chains.status(chains.load(chains.DEMO)) == "building")
 cols = st.columns(5)
 page_link(cols[0], "pages/data.py", "Data: generate or upload", ":material/dataset:")
 page_link(cols[1], "pages/train.py", "Train encoders and agents", ":material/model_training:")

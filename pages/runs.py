@@ -7,14 +7,10 @@ import streamlit as st
 
 from merlion_core.bench_report import markdown_table
 from studio import charts, curves, jobs_client, settings
-from studio.page import job_table, setup
+from studio.page import any_active, job_table, live_fragment, setup
 
 setup("Runs")
 st.title("Runs")
-
-agent_jobs = jobs_client.jobs("train-agent")
-live = any(job.status in jobs_client.ACTIVE for job in agent_jobs)
-
 
 def curve_panel() -> None:
     records = jobs_client.jobs("train-agent")
@@ -36,12 +32,10 @@ def curve_panel() -> None:
         st.plotly_chart(charts.learning_curves(groups, metric.replace("_", " ")), key="runs.curves")
     else:
         st.caption("No evaluation logged yet (the first comes after eval_every steps).")
-    if any(job.status in jobs_client.ACTIVE for job in records) != live:
-        st.rerun(scope="app")  # switch between live polling and quiet
 
 
 st.subheader("Returns")
-st.fragment(run_every=2.0 if live else None)(curve_panel)()
+live_fragment(curve_panel, lambda: any_active(("train-agent",)))  # live while a run goes on, quiet otherwise
 
 st.subheader("Jobs")
 show_all = st.checkbox("Show warm-start jobs too", key="runs.show_warm")

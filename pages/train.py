@@ -13,7 +13,7 @@ from merlion_core.pipelines import representation_config
 from merlion_core.representation.registry import METHODS
 from studio import catalog, chains, jobs_client, loaders, settings
 from studio.forms import config_form
-from studio.page import job_table, progress_lines, setup
+from studio.page import any_active, job_table, live_fragment, progress_lines, setup
 
 setup("Train")
 st.title("Train")
@@ -87,7 +87,6 @@ with agent_tab:
                        f"{algo} x {seeds}")
 
 
-@st.fragment(run_every=2.0)
 def training_jobs() -> None:
     records = [job for job in jobs_client.jobs() if job.kind in ("train-encoder", "train-agent")]
     progress_lines([job for job in records if job.status in jobs_client.ACTIVE][::-1])
@@ -95,4 +94,4 @@ def training_jobs() -> None:
 
 
 st.subheader("Training jobs")
-training_jobs()
+live_fragment(training_jobs, lambda: any_active(("train-encoder", "train-agent")))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Callable
 
 import pandas as pd
 import streamlit as st
@@ -60,6 +61,24 @@ def setup(title: str) -> None:
         demo = chains.load(chains.DEMO)
         state = chains.status(demo)
         st.caption(f"Demo: **{state}** · runs in `{settings.runs_dir()}`")
+
+
+def live_fragment(body: Callable[[], None], active: Callable[[], bool], every: float = 2.0) -> None:
+    """Run ``body`` as a fragment that reruns every ``every`` seconds while ``active()`` holds and
+    stays quiet otherwise; a change of ``active()`` reruns the page to switch modes."""
+    live = active()
+
+    def wrapped() -> None:
+        body()
+        if active() != live:
+            st.rerun(scope="app")
+
+    st.fragment(run_every=every if live else None)(wrapped)()
+
+
+def any_active(kinds: tuple[str, ...] | None = None) -> bool:
+    """Whether a job (of these kinds) is queued or running."""
+    return any(job.kind in (kinds or (job.kind,)) for job in jobs_client.jobs(status=jobs_client.ACTIVE))
 
 
 def page_link(column: object, path: str, label: str, icon: str) -> None:
