@@ -15,9 +15,10 @@ def studio_home(tmp_path_factory):
 
 @pytest.fixture()
 def studio_env(studio_home, monkeypatch):
-    """Point the app at the fixture home; no demo, no supervisor or warm-start worker started."""
+    """Point the app at the fixture home; no demo, no supervisor, warm-start worker or chain
+    advancer thread started (a thread would outlive the test and its home)."""
     import merlion_core.jobs.backend as backend
-    from studio import warmstart
+    from studio import chains, warmstart
 
     monkeypatch.setenv("MERLION_STUDIO_HOME", str(studio_home["home"]))
     monkeypatch.delenv("MERLION_RUNS_DIR", raising=False)
@@ -25,4 +26,5 @@ def studio_env(studio_home, monkeypatch):
     monkeypatch.setenv("MERLION_STUDIO_DEMO", "0")
     monkeypatch.setattr(backend, "ensure_supervisor", lambda *a, **k: 0)
     monkeypatch.setattr(warmstart, "ensure_worker", lambda: 0)
+    monkeypatch.setattr(chains, "start_advancer", lambda: None)
     return studio_home
