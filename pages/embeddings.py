@@ -143,7 +143,8 @@ def panel(side: str, path: str) -> None:
         else:  # the job's frames stream into the chart while it runs
             warmstart.follow(warm[0], e, draw, caption_slot.caption)
         if ood is not None:
-            st.caption(f"Out of distribution at this state: {ood.mean():.1%} of actions (tau = {tau}).")
+            st.caption(f"Out of distribution at this state: {int(ood.sum()):,} of {len(ood):,} actions "
+                       f"(G(a|s) / max G <= tau = {tau}).")
 
     st.fragment(body)()
 
