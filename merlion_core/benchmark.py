@@ -119,8 +119,8 @@ class BenchConfig:
     """Seed of the collected dataset."""
     workers: int = 1
     """Runs trained at once, each in its own process with one torch thread."""
-    device: str = "cpu"
-    """Device of every run: auto, cpu or cuda[:N]."""
+    device: str = "auto"
+    """Device of every run: auto (CUDA when available), cpu or cuda[:N]; runs record the one used."""
     agent_batch_size: int = 0
     """Batch size of every agent; 0 = each algorithm's own default."""
 
@@ -169,6 +169,9 @@ def run_one(dataset_path: str, method_name: str, seed: int, config: BenchConfig,
             agent_dir: str, peer_python: str | None = None) -> dict[str, Any]:
     """Train and evaluate one (method, seed); returns the run record (curve, last, best)."""
     _one_thread()
+    import torch
+
+    from merlion_core.models.mlp import resolve_device
     method = bench_method(method_name)
     started = time.perf_counter()
     if method.peer:
@@ -195,7 +198,8 @@ def run_one(dataset_path: str, method_name: str, seed: int, config: BenchConfig,
             "best_score": max(scores) if scores else None,
             "last_return": curve[-1].get("mean_return") if curve else None,
             "last_success_rate": curve[-1].get("success_rate") if curve else None,
-            "wall_seconds": time.perf_counter() - started, "device": config.device}
+            "wall_seconds": time.perf_counter() - started, "device": str(resolve_device(config.device)),
+            "torch_threads": torch.get_num_threads()}
 
 
 def _run_peer(dataset_path: str, method: BenchMethod, seed: int, config: BenchConfig, agent_dir: str,
