@@ -13,6 +13,7 @@ RANKS = [
     ("merlion_core.data", 0),  # the empty package __init__
     ("merlion_core.envs", 1),
     ("merlion_core.data.dataset", 1),
+    ("merlion_core.data.multiwoz_io", 1),  # reads the MultiWOZ files for the dialogue env (not numeric)
     ("merlion_core.data.io", 2),  # io, io_common, io_npz, io_hdf5: file formats live only here
     ("merlion_core.data.collect", 3),
     ("merlion_core.models", 1),

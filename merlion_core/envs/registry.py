@@ -8,6 +8,7 @@ from typing import Any, Callable
 import gymnasium as gym
 
 from merlion_core.config import from_dict, to_dict
+from merlion_core.envs.dialogue.model import DialogueConfig, DialogueEnv, DialogueModel
 from merlion_core.envs.maze import MazeConfig, MazeEnv, MazeModel
 from merlion_core.envs.multistep_maze import MultiStepMazeConfig, MultiStepMazeEnv, MultiStepMazeModel
 
@@ -32,6 +33,10 @@ ENV_SPECS: dict[str, EnvSpec] = {
     "merlion/MultiStepMaze-v0": EnvSpec(
         "merlion/MultiStepMaze-v0", "multistep-maze", MultiStepMazeConfig, MultiStepMazeModel,
         MultiStepMazeEnv, "4^6 six-move plans in the same maze",
+    ),
+    "merlion/Dialogue-v0": EnvSpec(
+        "merlion/Dialogue-v0", "dialogue", DialogueConfig, DialogueModel, DialogueEnv,
+        "1500 composite system acts answering an agenda-based user on MultiWOZ (needs the MultiWOZ files)",
     ),
 }
 SHORT_NAMES = {spec.short_name: env_id for env_id, spec in ENV_SPECS.items()}

@@ -71,6 +71,9 @@ class ExternalRepresentation(Representation):
 
 
 def _no_features(env: str) -> ValueError:
+    if env == "merlion/Dialogue-v0":
+        return ValueError("external: the dialogue env has no hand-made action features (the paper leaves External "
+                          "out for dialogue too); choose another representation method")
     return ValueError(f"external: no hand-made features for {env}")
 
 
