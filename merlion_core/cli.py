@@ -285,11 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_dataset_convert)
 
-    from merlion_core import cli_agent, cli_bench, cli_represent
+    from merlion_core import cli_agent, cli_bench, cli_jobs, cli_represent
 
     cli_represent.add_commands(sub)
     cli_agent.add_commands(sub)
     cli_bench.add_commands(sub)
+    cli_jobs.add_commands(sub)
     return parser
 
 
@@ -315,5 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m merlion_core.cli: run the imported module, so that its CLIError
+    from merlion_core.cli import main as package_main  # is the one cli_* modules raise
+
+    sys.exit(package_main())

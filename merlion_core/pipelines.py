@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from merlion_core.checkpoints import encoder_checkpoint
 from merlion_core.data.io import detect_format, load_dataset
 from merlion_core.representation.artifacts import load_representation, save_representation
 from merlion_core.representation.base import ProgressFn
@@ -36,16 +38,23 @@ def representation_config(method: str, env_id: str | None, overrides: dict[str, 
 def train_encoder(dataset_path: str | os.PathLike, method: str, out_dir: str | os.PathLike, *,
                   overrides: dict[str, Any] | None = None, device: str = "auto",
                   progress: ProgressFn | None = None,
-                  on_config: Callable[[Any], None] | None = None) -> dict[str, Any]:
+                  on_config: Callable[[Any], None] | None = None,
+                  checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 0,
+                  resume: bool = False) -> dict[str, Any]:
     """Load a dataset, fit a representation, save it with its config and metrics.
 
-    ``on_config`` receives the resolved config before training starts (for a progress total)."""
+    ``on_config`` receives the resolved config before training starts (for a progress total).
+    With ``checkpoint_dir``, methods that train save a checkpoint every ``checkpoint_every`` steps
+    (at reporting points); ``resume`` continues from the latest one there."""
     dataset = load_dataset(dataset_path)
     config = representation_config(method, dataset.meta.env_id, overrides or {})
     if on_config is not None:
         on_config(config)
     started = time.perf_counter()
-    rep, metrics = get_method(method).fit(dataset, config, device=device, progress=progress)
+    fit = get_method(method).fit
+    extra = {} if checkpoint_dir is None or "checkpoint" not in inspect.signature(fit).parameters else {
+        "checkpoint": encoder_checkpoint(checkpoint_dir, checkpoint_every, resume, method, config, dataset.n_transitions)}
+    rep, metrics = fit(dataset, config, device=device, progress=progress, **extra)
     seconds = time.perf_counter() - started
     info = {"env_id": dataset.meta.env_id,
             "dataset": {"path": str(dataset_path), "format": detect_format(dataset_path),

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from merlion_core.algos.artifacts import load_agent, save_agent
 from merlion_core.algos.registry import ALGORITHMS, LATENT_ALGORITHMS, make_algorithm
+from merlion_core.checkpoints import agent_checkpoint
 from merlion_core.data.io import load_dataset
 from merlion_core.data.sampler import BatchSampler
 from merlion_core.evaluation import evaluate, learning_curve_point
@@ -29,8 +30,13 @@ def agent_config(algo: str, overrides: dict[str, Any]) -> Any:
 def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.PathLike, *, steps: int,
                 encoder_dir: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None,
                 eval_every: int = 0, eval_episodes: int = 20, device: str = "auto",
-                progress: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
-    """Train ``algo`` for ``steps`` gradient steps; evaluate every ``eval_every`` steps (0 = at the end)."""
+                progress: Callable[[int, dict[str, float]], None] | None = None,
+                checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 0,
+                resume: bool = False) -> dict[str, Any]:
+    """Train ``algo`` for ``steps`` gradient steps; evaluate every ``eval_every`` steps (0 = at the end).
+
+    With ``checkpoint_dir``, save a checkpoint every ``checkpoint_every`` steps (at logging points);
+    ``resume`` continues from the latest one there (weights, optimizer, RNG streams, curve)."""
     dataset = load_dataset(dataset_path)
     if not dataset.meta.env_id and eval_every:
         raise ValueError(f"{dataset_path}: no environment recorded; cannot evaluate")
@@ -48,10 +54,14 @@ def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.Pa
     sampler = BatchSampler(dataset, getattr(config, "batch_size", 256), seed=getattr(config, "seed", 0),
                            device=str(agent.device))
     env_overrides = dataset_env_overrides(dataset)
-    curve: list[dict[str, Any]] = []
+    checkpoint = None if checkpoint_dir is None else agent_checkpoint(
+        checkpoint_dir, checkpoint_every, resume, agent, sampler, algo, config, dataset.n_transitions, steps, eval_every)
+    start, saved = checkpoint.restore() if checkpoint is not None else (0, {})
+    curve: list[dict[str, Any]] = list(saved.get("curve", []))
     started = time.perf_counter()
     log_every = eval_every or min(steps, 1000)
-    for step, metrics in agent.train_steps(sampler, steps, log_every=max(1, log_every)):
+    for step, metrics in agent.train_steps(sampler, steps - start, log_every=max(1, log_every)):
+        step += start  # checkpoints sit at logging points, so a resumed run logs at the same steps
         point: dict[str, Any] = {"step": step, **metrics}
         if dataset.meta.env_id and (eval_every or step == steps):
             agent.eval()
@@ -59,6 +69,8 @@ def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.Pa
                                                              seed=step, env_overrides=env_overrides)))
             agent.train()
         curve.append(point)
+        if checkpoint is not None:
+            checkpoint.maybe_save(step, {"curve": curve})
         if progress is not None:
             progress(step, point)
     seconds = time.perf_counter() - started

@@ -27,10 +27,12 @@ RANKS = [
     ("merlion_core.policy", 4),
     ("merlion_core.evaluation", 4),
     ("merlion_core.artifact_folder", 4),  # the shared weights/config/metrics folder I/O
+    ("merlion_core.checkpoints", 4),  # resumable training checkpoints (step-N.pt): their I/O module
     ("merlion_core.pipelines", 6),
     ("merlion_core.benchmark", 6),
     ("merlion_core.peers", 6),  # optional peer libraries (d3rlpy), imported lazily
     ("merlion_core.bench_report", 5),  # benchmark results I/O: run JSON, summary, table, SVG
+    ("merlion_core.jobs", 7),  # background jobs: store (its file formats), workers, supervisor, sweeps, Ray
     ("merlion_core.cli", 9),  # cli and cli_* modules
 ]
 NUMERIC = ("merlion_core.envs", "merlion_core.data.dataset", "merlion_core.data.collect", "merlion_core.config",

@@ -85,14 +85,21 @@ class MetricWindow:
 
 
 def train_loop(rep: nn.Module, loss_fn: Callable[[Any, torch.Generator], dict[str, torch.Tensor]], n: int,
-               config: Any, progress: ProgressFn | None = None, report_every: int = 100) -> dict[str, float]:
+               config: Any, progress: ProgressFn | None = None, report_every: int = 100,
+               checkpoint: Any = None) -> dict[str, float]:
     """Adam (``config.lr``) on ``loss_fn(indices, generator)["loss"]`` for ``config.steps`` uniformly
-    sampled minibatches of ``config.batch_size``; returns the last window's mean metrics."""
+    sampled minibatches of ``config.batch_size``; returns the last window's mean metrics.
+
+    ``checkpoint`` (merlion_core.checkpoints.TrainingCheckpoint) saves at report points and resumes."""
     optimizer = torch.optim.Adam(rep.parameters(), lr=config.lr)
     generator = torch.Generator().manual_seed(config.seed)
     metrics: dict[str, float] = {}
     window = MetricWindow()
-    for step, idx in enumerate(iterate_minibatches(n, config.batch_size, config.steps, generator), 1):
+    start = 0
+    if checkpoint is not None:
+        checkpoint.attach({"rep": rep, "optimizer": optimizer}, {"batches": generator})
+        start = checkpoint.restore()[0]
+    for step, idx in enumerate(iterate_minibatches(n, config.batch_size, config.steps - start, generator), start + 1):
         parts = loss_fn(idx.numpy(), generator)
         optimizer.zero_grad(set_to_none=True)
         parts["loss"].backward()
@@ -100,6 +107,8 @@ def train_loop(rep: nn.Module, loss_fn: Callable[[Any, torch.Generator], dict[st
         window.add(parts)  # metrics are means over the steps since the last report
         if step % report_every == 0 or step == config.steps:
             metrics = window.flush()
+            if checkpoint is not None:
+                checkpoint.maybe_save(step, {})
             if progress is not None:
                 progress(step, dict(metrics))
     if not metrics and progress is not None:

@@ -96,7 +96,7 @@ def build(config: CVAEConfig, n_actions: int, obs_dim: int) -> CVAERepresentatio
 
 
 def fit(dataset: Any, config: CVAEConfig, *, device: str = "auto", progress: ProgressFn | None = None,
-        ) -> tuple[CVAERepresentation, dict[str, float]]:
+        checkpoint: Any = None) -> tuple[CVAERepresentation, dict[str, float]]:
     """Train the CVAE on the logged transitions; returns the encoder mean as representation."""
     rep = build(config, dataset.n_actions, dataset.obs_dim)
-    return train(rep, dataset, config, device, progress, noise_dim=config.dim)  # type: ignore[return-value]
+    return train(rep, dataset, config, device, progress, noise_dim=config.dim, checkpoint=checkpoint)  # type: ignore[return-value]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -144,7 +144,7 @@ def merlion_losses(rep: MerlionRepresentation, obs, act_i, rew_i, next_obs, act_
 
 def train_steps(rep: MerlionRepresentation, dataset: TransitionDataset, config: MerlionConfig, *,
                 device: str = "auto", train_models: bool = True, steps: int | None = None,
-                ) -> Iterator[tuple[int, dict[str, float]]]:
+                checkpoint: Any = None) -> Iterator[tuple[int, dict[str, float]]]:
     """Algorithm 2 as a generator of (step, metrics) every ``config.log_every`` steps and at the end."""
     dev = resolve_device(device)
     rep.to(dev).train()
@@ -157,7 +157,11 @@ def train_steps(rep: MerlionRepresentation, dataset: TransitionDataset, config: 
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total, eta_min=0.1 * config.lr)
                  if config.lr_decay else None)
     window = MetricWindow()
-    for step in range(1, total + 1):
+    start = 0
+    if checkpoint is not None:  # merlion_core.checkpoints.TrainingCheckpoint: saves at log points, resumes
+        checkpoint.attach({"rep": rep, "optimizer": optimizer, "scheduler": scheduler}, {"batches": generator})
+        start = checkpoint.restore()[0]
+    for step in range(start + 1, total + 1):
         idx = torch.randint(0, n, (config.batch_size,), generator=generator).to(dev)
         act_j = torch.randint(0, rep.n_actions, (config.batch_size,), generator=generator).to(dev)
         terms = merlion_losses(rep, data["obs"][idx], data["act"][idx], data["rew"][idx],
@@ -170,16 +174,19 @@ def train_steps(rep: MerlionRepresentation, dataset: TransitionDataset, config: 
             scheduler.step()
         window.add(terms)
         if step % config.log_every == 0 or step == total:
-            yield step, window.flush()
+            metrics = window.flush()
+            if checkpoint is not None:
+                checkpoint.maybe_save(step, {})
+            yield step, metrics
     rep.eval()
 
 
 def fit(dataset: TransitionDataset, config: MerlionConfig, *, device: str = "auto",
-        progress: ProgressFn | None = None) -> tuple[MerlionRepresentation, dict[str, float]]:
+        progress: ProgressFn | None = None, checkpoint: Any = None) -> tuple[MerlionRepresentation, dict[str, float]]:
     """Train a MERLION representation on ``dataset`` (Algorithm 2)."""
     rep = build(config, dataset.n_actions, dataset.obs_dim)
     metrics: dict[str, float] = {}
-    for step, metrics in train_steps(rep, dataset, config, device=device):
+    for step, metrics in train_steps(rep, dataset, config, device=device, checkpoint=checkpoint):
         if progress is not None:
             progress(step, metrics)
     return rep, metrics

@@ -138,7 +138,7 @@ def set_statistics(rep: EncoderDecoder, dataset: Any) -> None:
 
 
 def train(rep: EncoderDecoder, dataset: Any, config: Any, device: str, progress: ProgressFn | None,
-          noise_dim: int = 0) -> tuple[EncoderDecoder, dict[str, float]]:
+          noise_dim: int = 0, checkpoint: Any = None) -> tuple[EncoderDecoder, dict[str, float]]:
     """Adam on ``rep.losses`` over uniformly sampled minibatches; metrics are window means."""
     dev = resolve_device(device)
     set_statistics(rep, dataset)
@@ -150,12 +150,12 @@ def train(rep: EncoderDecoder, dataset: Any, config: Any, device: str, progress:
         return rep.losses(torch.as_tensor(obs[i], device=dev), torch.as_tensor(act[i], device=dev),
                           torch.as_tensor(rew[i], device=dev), torch.as_tensor(nxt[i], device=dev), noise)
 
-    metrics = train_loop(rep, loss_fn, dataset.n_transitions, config, progress)
+    metrics = train_loop(rep, loss_fn, dataset.n_transitions, config, progress, checkpoint=checkpoint)
     return rep.eval(), metrics
 
 
 def fit(dataset: Any, config: ReconstructionConfig, *, device: str = "auto", progress: ProgressFn | None = None,
-        ) -> tuple[ReconstructionRepresentation, dict[str, float]]:
+        checkpoint: Any = None) -> tuple[ReconstructionRepresentation, dict[str, float]]:
     """Train the encoder-decoder on the logged transitions; returns the encoder as representation."""
     rep = build(config, dataset.n_actions, dataset.obs_dim)
-    return train(rep, dataset, config, device, progress)  # type: ignore[return-value]
+    return train(rep, dataset, config, device, progress, checkpoint=checkpoint)  # type: ignore[return-value]

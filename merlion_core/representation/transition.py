@@ -110,7 +110,7 @@ def _standardiser(cols: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def fit(dataset: Any, config: TransitionConfig, *, device: str = "auto", progress: ProgressFn | None = None,
-        ) -> tuple[TransitionRepresentation, dict[str, float]]:
+        checkpoint: Any = None) -> tuple[TransitionRepresentation, dict[str, float]]:
     """Train on every logged transition (the paper's data: random actions are best)."""
     if config.steps < 0 or config.batch_size < 1:
         raise ValueError("transition: steps must be >= 0 and batch_size >= 1")
@@ -126,5 +126,5 @@ def fit(dataset: Any, config: TransitionConfig, *, device: str = "auto", progres
         return rep.losses(torch.as_tensor(obs[i], device=dev), torch.as_tensor(acts[i], device=dev),
                           torch.as_tensor(nxt[i], device=dev), noise.to(dev), config.emb_reg, config.kl_weight)
 
-    metrics = train_loop(rep, loss_fn, dataset.n_transitions, config, progress)
+    metrics = train_loop(rep, loss_fn, dataset.n_transitions, config, progress, checkpoint=checkpoint)
     return rep.eval(), metrics

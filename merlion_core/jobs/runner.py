@@ -1,0 +1,92 @@
+"""One job kind -> its pipeline entry point, writing into the job's artifacts folder.
+
+``run_job`` is what a worker runs (in its own process, locally or on Ray). ``progress`` is the
+worker's reporter: every entry point's progress callback goes to it, and it raises to cancel
+between steps. Returns the job's result (a small JSON-able summary).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from merlion_core.jobs.spec import BenchJob, CollectJob, EvaluateJob, TrainAgentJob, TrainEncoderJob, parse_config
+
+Progress = Callable[..., None]
+
+
+def run_job(kind: str, config: dict[str, Any], seed: int, artifacts: Path, progress: Progress, *,
+            checkpoint_dir: Path, resume: bool = False) -> dict[str, Any]:
+    parsed = parse_config(kind, config)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    if kind == "collect":
+        return run_collect(parsed, seed, artifacts, progress)
+    if kind == "train-encoder":
+        return run_train_encoder(parsed, seed, artifacts, progress, checkpoint_dir, resume)
+    if kind == "train-agent":
+        return run_train_agent(parsed, seed, artifacts, progress, checkpoint_dir, resume)
+    if kind == "evaluate":
+        return run_evaluate(parsed, seed, progress)
+    return run_bench(parsed, seed, artifacts, progress)
+
+
+def run_collect(config: CollectJob, seed: int, artifacts: Path, progress: Progress) -> dict[str, Any]:
+    from merlion_core.data.collect import collect
+    from merlion_core.data.io import save_dataset
+
+    dataset = collect(config.env, config.behaviour, config.noise, config.n, seed, n_envs=config.n_envs,
+                      env_overrides=config.env_config, progress=progress)
+    path = save_dataset(dataset, artifacts / "dataset", format=config.format)
+    returns = dataset.episode_returns()
+    return {"dataset": str(path), "n_transitions": int(dataset.n_transitions), "n_episodes": int(dataset.n_episodes),
+            "mean_return": float(returns.mean()) if len(returns) else None}
+
+
+def run_train_encoder(config: TrainEncoderJob, seed: int, artifacts: Path, progress: Progress, checkpoint_dir: Path,
+                      resume: bool) -> dict[str, Any]:
+    from merlion_core.pipelines import train_encoder
+
+    def on_config(resolved: Any) -> None:
+        progress(0, {}, total=int(getattr(resolved, "steps", 0)) or None)
+
+    result = train_encoder(config.dataset, config.method, artifacts / "encoder",
+                           overrides={**config.options, "seed": seed}, device=config.device,
+                           progress=progress, on_config=on_config,
+                           checkpoint_dir=checkpoint_dir if config.checkpoint_every else None,
+                           checkpoint_every=config.checkpoint_every, resume=resume)
+    return {"encoder": result["out"], "method": config.method, "seconds": result["seconds"],
+            "metrics": result["metrics"]}
+
+
+def run_train_agent(config: TrainAgentJob, seed: int, artifacts: Path, progress: Progress, checkpoint_dir: Path,
+                    resume: bool) -> dict[str, Any]:
+    from merlion_core.pipelines_agent import train_agent
+
+    progress(0, {}, total=config.steps)
+    result = train_agent(config.dataset, config.algo, artifacts / "agent", steps=config.steps,
+                         encoder_dir=config.encoder, overrides={**config.options, "seed": seed},
+                         eval_every=config.eval_every, eval_episodes=config.eval_episodes, device=config.device,
+                         progress=progress, checkpoint_dir=checkpoint_dir if config.checkpoint_every else None,
+                         checkpoint_every=config.checkpoint_every, resume=resume)
+    return {"agent": result["out"], "algo": config.algo, "seconds": result["seconds"], "last": result["last"]}
+
+
+def run_evaluate(config: EvaluateJob, seed: int, progress: Progress) -> dict[str, Any]:
+    from merlion_core.pipelines_agent import evaluate_agent
+
+    summary = evaluate_agent(config.agent, episodes=config.episodes, seed=seed)
+    progress(config.episodes, {k: v for k, v in summary.items() if isinstance(v, (int, float))})
+    return summary
+
+
+def run_bench(config: BenchJob, seed: int, artifacts: Path, progress: Progress) -> dict[str, Any]:
+    try:
+        from merlion_core.benchmark import run_benchmark  # type: ignore[import-not-found]
+    except ModuleNotFoundError as exc:
+        if exc.name != "merlion_core.benchmark":
+            raise
+        raise RuntimeError("bench: merlion_core.benchmark is not in this installation yet "
+                           "(the benchmark issue adds run_benchmark)") from None
+    result = run_benchmark(config.env, list(config.methods), [seed], config.steps, artifacts / "bench",
+                           progress=progress, **config.options)
+    return result if isinstance(result, dict) else {"result": str(result)}

@@ -1,0 +1,169 @@
+"""Job specs: a kind, its config (one frozen dataclass per kind, JSON in the store) and a seed.
+
+Each kind maps to one pipeline entry point (see ``merlion_core.jobs.runner``). Configs are
+checked when a job is submitted (unknown keys, wrong types, missing inputs), so a typo fails
+at ``merlion jobs submit`` and not minutes later in a worker. Input paths are made absolute at
+submission, because the worker may run elsewhere (another folder, a Ray node).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from merlion_core.config import ConfigError, from_dict, to_dict
+
+
+@dataclass(frozen=True)
+class CollectJob:
+    """``collect``: a logged dataset (merlion_core.data.collect.collect + save_dataset)."""
+
+    env: str = "maze"
+    """Environment: short name (maze, multistep-maze) or full id."""
+    behaviour: str = "medium"
+    """Behaviour policy pi_beta: expert, medium or random."""
+    noise: float = 0.5
+    """Share of actions replaced by uniform random ones."""
+    n: int = 100_000
+    """Number of transitions N."""
+    n_envs: int = 256
+    """Environments stepped side by side."""
+    env_config: dict[str, Any] | None = None
+    """Env config overrides (a JSON object), or null for the env's defaults."""
+    format: str = "native"
+    """Output format of artifacts/dataset (native, npz, d4rl, minari, d3rlpy)."""
+
+
+@dataclass(frozen=True)
+class TrainEncoderJob:
+    """``train-encoder``: an action representation (merlion_core.pipelines.train_encoder)."""
+
+    dataset: str = ""
+    """Dataset path (any supported format)."""
+    method: str = "merlion"
+    """Representation method (merlion, merlion-no-p, cvae, rand1, rand2, transition, reconstruction, external)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """The method's config overrides (its seed is the job's seed)."""
+    device: str = "auto"
+    """auto (CUDA when available), cpu or cuda[:N]."""
+    checkpoint_every: int = 1000
+    """Save a resumable checkpoint every K steps, at reporting points (0: never; methods that train)."""
+
+
+@dataclass(frozen=True)
+class TrainAgentJob:
+    """``train-agent``: an offline RL agent with a learning curve (merlion_core.pipelines_agent.train_agent)."""
+
+    dataset: str = ""
+    """Dataset path (any supported format)."""
+    algo: str = "bc"
+    """Algorithm (bc, dcql, dbcq, cql, bcq)."""
+    encoder: str | None = None
+    """Representation folder (latent algorithms cql and bcq only)."""
+    steps: int = 20_000
+    """Gradient steps."""
+    eval_every: int = 0
+    """Evaluate every K steps (0: only at the end)."""
+    eval_episodes: int = 20
+    """Episodes per evaluation."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """The algorithm's config overrides (its seed is the job's seed)."""
+    device: str = "auto"
+    """auto (CUDA when available), cpu or cuda[:N]."""
+    checkpoint_every: int = 1000
+    """Save a resumable checkpoint every K steps, at logging points (0: never)."""
+
+
+@dataclass(frozen=True)
+class EvaluateJob:
+    """``evaluate``: a saved agent in its environment (merlion_core.pipelines_agent.evaluate_agent)."""
+
+    agent: str = ""
+    """Agent folder from train-agent."""
+    episodes: int = 50
+    """Evaluation episodes (the env noise seed is the job's seed)."""
+
+
+@dataclass(frozen=True)
+class BenchJob:
+    """``bench``: the benchmark (merlion_core.benchmark.run_benchmark) for one env and seed."""
+
+    env: str = "maze"
+    """Environment: short name or full id."""
+    methods: tuple[str, ...] = ("merlion",)
+    """Representation methods compared."""
+    steps: int = 20_000
+    """Training steps per run."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Further keyword arguments of run_benchmark."""
+
+
+KINDS: dict[str, type] = {
+    "collect": CollectJob,
+    "train-encoder": TrainEncoderJob,
+    "train-agent": TrainAgentJob,
+    "evaluate": EvaluateJob,
+    "bench": BenchJob,
+}
+INPUT_PATHS = ("dataset", "encoder", "agent")
+"""Config fields naming an input that must exist at submission."""
+TORCH_KINDS = frozenset({"train-encoder", "train-agent", "evaluate", "bench"})
+"""Kinds that run PyTorch (the worker sets torch's thread count for them)."""
+GPU_KINDS = frozenset({"train-encoder", "train-agent", "bench"})
+"""Kinds that use a GPU when one is free and their device allows it."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What to run: ``kind``, its ``config`` (a JSON object of that kind's fields) and ``seed``."""
+
+    kind: str
+    config: dict[str, Any]
+    seed: int = 0
+
+
+def parse_config(kind: str, config: dict[str, Any]) -> Any:
+    """The kind's config dataclass from a JSON object; one-line errors naming the bad key."""
+    if kind not in KINDS:
+        raise ValueError(f"kind: unknown {kind!r}; choose one of {', '.join(KINDS)}")
+    if not isinstance(config, dict):
+        raise ConfigError(f"{kind} config: expected a JSON object, got {type(config).__name__}")
+    return from_dict(KINDS[kind], config)
+
+
+def validate(spec: JobSpec, *, base: str | Path | None = None, check_inputs: bool = True) -> JobSpec:
+    """The spec with its config complete (defaults filled in) and input paths absolute.
+
+    ``base`` is the folder relative paths are taken from (default: the current one)."""
+    if isinstance(spec.seed, bool) or not isinstance(spec.seed, int) or spec.seed < 0:
+        raise ValueError(f"seed: must be an integer >= 0, got {spec.seed!r}")
+    config = parse_config(spec.kind, spec.config)
+    if "seed" in getattr(config, "options", {}):
+        raise ValueError(f"{spec.kind} config: options.seed: give the job's seed instead (--seed)")
+    changes: dict[str, Any] = {}
+    for name in INPUT_PATHS:
+        value = getattr(config, name, None)
+        if value is None or not hasattr(config, name):
+            continue
+        if not value:
+            raise ValueError(f"{spec.kind} config: {name}: required (a path)")
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else Path(base or Path.cwd()) / path
+        if check_inputs and not path.exists():
+            raise FileNotFoundError(f"{spec.kind} config: {name}: {path} does not exist")
+        changes[name] = str(path.resolve())
+    for name in ("n", "steps", "episodes", "eval_episodes"):
+        if hasattr(config, name) and getattr(config, name) < 1:
+            raise ValueError(f"{spec.kind} config: {name}: must be >= 1, got {getattr(config, name)}")
+    for name in ("eval_every", "checkpoint_every"):
+        if hasattr(config, name) and getattr(config, name) < 0:
+            raise ValueError(f"{spec.kind} config: {name}: must be >= 0, got {getattr(config, name)}")
+    config = dataclasses.replace(config, **changes)
+    return JobSpec(spec.kind, to_dict(config), int(spec.seed))
+
+
+def wants_gpu(kind: str, config: dict[str, Any]) -> bool:
+    """Whether a job of this kind and config should be given a GPU (when there is one)."""
+    return kind in GPU_KINDS and str(config.get("device", "auto")).split(":")[0] in ("auto", "cuda")
