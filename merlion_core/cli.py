@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_envs)
 
     p = sub.add_parser("env-info", help="facts about one environment (normalisers, classes)")
-    p.add_argument("env", help="short name (maze, multistep-maze) or full id")
+    p.add_argument("env", help="short name (maze, multistep-maze, recommender) or full id")
     p.add_argument("--env-config", help="JSON object or .json file of env config overrides")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_env_info)
