@@ -91,10 +91,12 @@ def _exact_log(n: int, base: int, env_id: str) -> int:
 
 def _model_features(env_id: str, n_actions: int, env_config: dict[str, Any] | None) -> np.ndarray:
     """The batch model's own ``action_features()`` table (float64 [A, dim])."""
+    from merlion_core.envs.registry import get_spec
+
+    if not callable(getattr(get_spec(env_id).model_cls, "action_features", None)):
+        raise _no_features(env_id)  # decided on the class: building the model may need data files
     model = make_model(env_id, env_config)
-    action_features = getattr(model, "action_features", None)
-    if action_features is None:
-        raise _no_features(env_id)
+    action_features = model.action_features
     if model.n_actions != n_actions:
         raise ValueError(f"external: {env_id} has {model.n_actions} actions with "
                          f"{'the dataset' if env_config else 'its default'} config, not {n_actions}")
