@@ -49,6 +49,29 @@ def behaviour_table(env: str, episodes: int) -> dict:
     return {"expert_return": expert, "random_return": random, "behaviours": rows}
 
 
+def collection_entry(env: str, n: int) -> dict:
+    """Time a fresh-process collection of n medium transitions (noise 0.5), then summarise that dataset."""
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", TIMED_COLLECT, env, str(n)], check=True,
+                         capture_output=True, text=True)
+    entry = {"collect_seconds_including_startup": time.perf_counter() - started,
+             "collect_seconds": float(out.stdout.strip().splitlines()[-1])}
+    from merlion_core.data.collect import collect
+
+    ds = collect(env, "medium", 0.5, n, seed=0)
+    returns = ds.episode_returns()
+    entry["medium_noise0.5_dataset"] = {
+        "n_transitions": ds.n_transitions,
+        "n_episodes": ds.n_episodes,
+        "mean_return": float(returns.mean()),
+        "behaviour_normalised_score": float(normalised_score(returns.mean(), ds.meta.expert_return,
+                                                             ds.meta.random_return)),
+        "success_rate": float(ds.terminals[ds.episode_ends].mean()),
+        "distinct_actions": ds.distinct_actions(),
+    }
+    return entry
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--episodes", type=int, default=1000)
@@ -58,24 +81,7 @@ def main() -> None:
     results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "envs": {}}
     for env in ("maze", "multistep-maze"):
         entry = behaviour_table(env, args.episodes)
-        started = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", TIMED_COLLECT, env, str(args.n)], check=True,
-                             capture_output=True, text=True)
-        entry["collect_seconds_including_startup"] = time.perf_counter() - started
-        entry["collect_seconds"] = float(out.stdout.strip().splitlines()[-1])
-        from merlion_core.data.collect import collect
-
-        ds = collect(env, "medium", 0.5, args.n, seed=0)
-        returns = ds.episode_returns()
-        entry["medium_noise0.5_dataset"] = {
-            "n_transitions": ds.n_transitions,
-            "n_episodes": ds.n_episodes,
-            "mean_return": float(returns.mean()),
-            "behaviour_normalised_score": float(normalised_score(returns.mean(), ds.meta.expert_return,
-                                                                 ds.meta.random_return)),
-            "success_rate": float(ds.terminals[ds.episode_ends].mean()),
-            "distinct_actions": ds.distinct_actions(),
-        }
+        entry.update(collection_entry(env, args.n))
         results["envs"][env] = entry
         print(json.dumps({env: entry}, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -61,7 +61,8 @@ def summarise_method(records: list[dict[str, Any]]) -> dict[str, Any]:
                                          if r.get("last_score") is None],
             "last_mean": last_mean, "last_ci95": last_ci, "best_mean": best_mean, "best_ci95": best_ci,
             "last_success_rate": float(np.mean([r["last_success_rate"] for r in ok])) if ok else math.nan,
-            "mean_train_seconds": float(np.mean(seconds)) if seconds else None, "curve": curve}
+            "mean_train_seconds": float(np.mean(seconds)) if seconds else None,
+            "devices": sorted({str(r.get("device")) for r in ok}), "curve": curve}
 
 
 def _clean(value: Any) -> Any:
@@ -105,11 +106,12 @@ def _fmt(mean: float | None, ci: float | None) -> str:
 
 def markdown_table(summary: dict[str, Any]) -> str:
     config = summary["config"]
+    devices = ", ".join(sorted({d for row in summary["methods"].values() for d in row.get("devices", [])})) or "-"
     lines = [f"# Benchmark: {summary['env_id']}", "",
              f"Dataset: `{summary['settings']['dataset']}` (behaviour policy's normalised score "
              f"{summary['behaviour_score']:.1f}). {config['steps']} gradient steps per agent, evaluation every "
              f"{config['eval_every']} steps over {config['eval_episodes']} episodes, encoders "
-             f"{config['encoder_steps']} steps, device {config['device']}. Normalised score, mean +- 95% CI "
+             f"{config['encoder_steps']} steps, devices used: {devices}. Normalised score, mean +- 95% CI "
              f"(Student's t) over seeds.", "",
              "| method | seeds | last | best | success (last) | train s |", "| --- | ---: | ---: | ---: | ---: | ---: |",
              f"| behaviour policy (dataset) | - | {summary['behaviour_score']:.1f} | - | - | - |"]

@@ -22,7 +22,6 @@ import json
 import multiprocessing
 import os
 import re
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -120,8 +119,8 @@ class BenchConfig:
     """Seed of the collected dataset."""
     workers: int = 1
     """Runs trained at once, each in its own process with one torch thread."""
-    device: str = "cpu"
-    """Device of every run: auto, cpu or cuda[:N]."""
+    device: str = "auto"
+    """Device of every run: auto (CUDA when available), cpu or cuda[:N]; runs record the one used."""
     agent_batch_size: int = 0
     """Batch size of every agent; 0 = each algorithm's own default."""
 
@@ -170,6 +169,9 @@ def run_one(dataset_path: str, method_name: str, seed: int, config: BenchConfig,
             agent_dir: str, peer_python: str | None = None) -> dict[str, Any]:
     """Train and evaluate one (method, seed); returns the run record (curve, last, best)."""
     _one_thread()
+    import torch
+
+    from merlion_core.models.mlp import resolve_device
     method = bench_method(method_name)
     started = time.perf_counter()
     if method.peer:
@@ -196,35 +198,29 @@ def run_one(dataset_path: str, method_name: str, seed: int, config: BenchConfig,
             "best_score": max(scores) if scores else None,
             "last_return": curve[-1].get("mean_return") if curve else None,
             "last_success_rate": curve[-1].get("success_rate") if curve else None,
-            "wall_seconds": time.perf_counter() - started, "device": config.device}
+            "wall_seconds": time.perf_counter() - started, "device": str(resolve_device(config.device)),
+            "torch_threads": torch.get_num_threads()}
 
 
 def _run_peer(dataset_path: str, method: BenchMethod, seed: int, config: BenchConfig, agent_dir: str,
               peer_python: str | None) -> dict[str, Any]:
-    """d3rlpy runs: in this interpreter when d3rlpy imports, else through ``peer_python`` (its own venv)."""
+    """d3rlpy runs: in this interpreter when d3rlpy imports, else under ``peer_python`` (or
+    ``$MERLION_D3RLPY_PYTHON``), a venv of its own (d3rlpy pins gymnasium 1.0)."""
+    from merlion_core.peers.d3rlpy_peer import d3rlpy_python, run_d3rlpy, run_d3rlpy_isolated
+
     kwargs = {"steps": config.steps, "seed": seed, "eval_every": config.eval_every,
               "eval_episodes": config.eval_episodes, "device": config.device}
-    try:
-        import d3rlpy  # noqa: F401
-    except ImportError:
-        if not peer_python:
-            raise RuntimeError(f"{method.name}: d3rlpy is not installed here; install it in its own venv "
-                               "(pip install d3rlpy==2.8.1; it pins gymnasium 1.0.0) and pass --peer-python") from None
-        Path(agent_dir).mkdir(parents=True, exist_ok=True)
-        out_file = Path(agent_dir) / "peer.json"
-        command = [peer_python, "-m", "merlion_core.peers.d3rlpy_peer", "--algo", method.algo,
-                   "--dataset", str(dataset_path), "--out", str(out_file)]
-        for key, value in kwargs.items():
-            command += [f"--{key.replace('_', '-')}", str(value)]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        done = subprocess.run(command, capture_output=True, text=True, env=env)
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise RuntimeError(f"{method.name} (seed {seed}): d3rlpy run failed: {tail[0]}")
-        return json.loads(out_file.read_text())
-    from merlion_core.peers.d3rlpy_peer import run_d3rlpy
-
-    return run_d3rlpy(method.algo, dataset_path, **kwargs)
+    if config.agent_batch_size:
+        kwargs["overrides"] = {"batch_size": config.agent_batch_size}
+    python = d3rlpy_python()
+    if python == sys.executable:
+        return run_d3rlpy(method.algo, dataset_path, **kwargs)
+    python = peer_python or python
+    if not python:
+        raise RuntimeError(f"{method.name}: d3rlpy is not installed here; install it in its own venv "
+                           "(pip install d3rlpy==2.8.1; it pins gymnasium 1.0.0) and pass --peer-python "
+                           "or set MERLION_D3RLPY_PYTHON")
+    return run_d3rlpy_isolated(method.algo, dataset_path, python=python, **kwargs)
 
 
 # ------------------------------------------------------------------------------------ the sweep

@@ -79,13 +79,19 @@ def _print_json(data: Any) -> None:
 
 # ---------------------------------------------------------------- commands
 def cmd_envs(args: argparse.Namespace) -> int:
+    from merlion_core.data.multiwoz_io import MultiWOZDataMissing
     from merlion_core.envs import ENV_SPECS, make_model
 
     rows = []
     for env_id, spec in ENV_SPECS.items():
-        model = make_model(env_id)
-        rows.append({"id": env_id, "short_name": spec.short_name, "n_actions": model.n_actions,
-                     "obs_dim": model.obs_dim, "description": spec.description})
+        try:
+            model = make_model(env_id)
+            n_actions, obs_dim, description = model.n_actions, model.obs_dim, spec.description
+        except MultiWOZDataMissing:  # listed without its data: the action count is the config's
+            n_actions, obs_dim = spec.config_cls().n_actions, None
+            description = f"{spec.description} [data not found: set MERLION_MULTIWOZ_DIR]"
+        rows.append({"id": env_id, "short_name": spec.short_name, "n_actions": n_actions,
+                     "obs_dim": obs_dim, "description": description})
     if args.json:
         _print_json(rows)
         return 0
@@ -239,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     from merlion_core.data.io import FORMATS
 
     parser = argparse.ArgumentParser(prog="merlion", description=__doc__.splitlines()[0])
+    parser.add_argument("--multiwoz-dir", help="folder with the MultiWOZ files for the dialogue env "
+                        "(sets MERLION_MULTIWOZ_DIR for this command)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("envs", help="list the registered environments and their action counts")
@@ -246,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_envs)
 
     p = sub.add_parser("env-info", help="facts about one environment (normalisers, classes)")
-    p.add_argument("env", help="short name (maze, multistep-maze) or full id")
+    p.add_argument("env", help="short name (maze, multistep-maze, recommender) or full id")
     p.add_argument("--env-config", help="JSON object or .json file of env config overrides")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_env_info)
@@ -289,6 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.multiwoz_dir:
+        import os
+
+        from merlion_core.data.multiwoz_io import ENV_VAR
+
+        os.environ[ENV_VAR] = args.multiwoz_dir
     from merlion_core.data.dataset import DatasetError
     from merlion_core.envs import UnknownEnvError
 

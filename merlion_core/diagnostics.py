@@ -70,6 +70,9 @@ def ood_indicator(relative_probs: np.ndarray, tau: float) -> np.ndarray:
 def _check_states_actions(
     model: Any, states: np.ndarray, actions: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
+    if callable(getattr(model, "observe", None)):
+        raise ValueError(f"diagnostics: {type(model).__name__} keeps hidden state, so observations are not "
+                         "states; the true pseudometric needs a model stepped from its observations")
     states = np.asarray(states, dtype=np.float32)
     if states.ndim != 2 or states.shape[1] != model.obs_dim:
         raise ValueError(f"states must be [B, {model.obs_dim}], got {states.shape}")

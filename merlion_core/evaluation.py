@@ -29,7 +29,7 @@ class EvalResult:
 
     returns: np.ndarray  # float64 [E], undiscounted
     lengths: np.ndarray  # int64 [E]
-    successes: np.ndarray  # bool [E]: the episode reached the goal (terminated)
+    successes: np.ndarray  # bool [E]: the task succeeded (mazes: reached the goal; dialogue: the user's goal met)
     mean_return: float
     std_return: float  # population std (ddof=0) over episodes
     normalised_score: float  # of mean_return

@@ -81,6 +81,9 @@ def diagnose_encoder(encoder_dir: str | os.PathLike, *, n_states: int = 64, n_ac
         raise ValueError(f"{encoder_dir}: its dataset {path!r} is not there; pass --dataset")
     dataset = load_dataset(path)
     model = make_model(env_id, dataset_env_overrides(dataset))
+    if callable(getattr(model, "observe", None)):
+        raise ValueError(f"{encoder_dir}: diagnostics need an env whose observation is its whole state; "
+                         f"{env_id} keeps hidden state (the true pseudometric cannot be computed from observations)")
     rng = np.random.default_rng(seed)
     states = diagnostics.sample_states(np.asarray(dataset.observations), n_states, rng)
     rep = loaded.representation

@@ -13,6 +13,7 @@ RANKS = [
     ("merlion_core.data", 0),  # the empty package __init__
     ("merlion_core.envs", 1),
     ("merlion_core.data.dataset", 1),
+    ("merlion_core.data.multiwoz_io", 1),  # reads the MultiWOZ files for the dialogue env (not numeric)
     ("merlion_core.data.io", 2),  # io, io_common, io_npz, io_hdf5: file formats live only here
     ("merlion_core.data.collect", 3),
     ("merlion_core.models", 1),
@@ -28,7 +29,7 @@ RANKS = [
     ("merlion_core.artifact_folder", 4),  # the shared weights/config/metrics folder I/O
     ("merlion_core.checkpoints", 4),  # resumable training checkpoints (step-N.pt): their I/O module
     ("merlion_core.pipelines", 6),
-    ("merlion_core.benchmark", 6),  # run_benchmark (pipeline level; the bench job kind imports it lazily)
+    ("merlion_core.benchmark", 6),
     ("merlion_core.peers", 6),  # optional peer libraries (d3rlpy), imported lazily
     ("merlion_core.bench_report", 5),  # benchmark results I/O: run JSON, summary, table, SVG
     ("merlion_core.jobs", 7),  # background jobs: store (its file formats), workers, supervisor, sweeps, Ray

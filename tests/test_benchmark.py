@@ -56,7 +56,8 @@ def test_summary_of_runs_with_a_failure():
     assert [p["mean"] for p in rows["curve"]] == [15.0, 35.0, 30.0]
 
 
-def test_tiny_benchmark_runs_and_resumes(tmp_path):
+def test_tiny_benchmark_runs_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.delenv("MERLION_D3RLPY_PYTHON", raising=False)
     # a 64-action maze keeps the planner behind the normalisers and the evaluation cheap
     data_path = tmp_path / "data"
     save_dataset(collect("maze", "medium", 0.5, 2000, seed=0, env_overrides={"n_actuators": 6}), data_path)

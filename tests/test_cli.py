@@ -25,11 +25,12 @@ def collected(tmp_path_factory):
     return out, json.loads(proc.stdout)
 
 
-def test_envs_lists_both_mazes():
+def test_envs_lists_every_environment():
     proc = run("envs")
     assert "merlion/Maze-v0" in proc.stdout and "merlion/MultiStepMaze-v0" in proc.stdout
-    rows = json.loads(run("envs", "--json").stdout)
-    assert {r["id"]: r["n_actions"] for r in rows} == {"merlion/Maze-v0": 4096, "merlion/MultiStepMaze-v0": 4096}
+    rows = json.loads(run("envs", "--json").stdout)  # the dialogue env is listed with or without its data
+    assert {r["id"]: r["n_actions"] for r in rows} == {"merlion/Maze-v0": 4096, "merlion/MultiStepMaze-v0": 4096,
+                                                       "merlion/Recommender-v0": 1000, "merlion/Dialogue-v0": 1500}
 
 
 @pytest.mark.parametrize("name", ["maze", "merlion/Maze-v0"])

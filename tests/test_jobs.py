@@ -213,10 +213,16 @@ def test_resumed_encoder_training_equals_uninterrupted_training(method, options,
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_bench_without_the_benchmark_module_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "merlion_core.benchmark", None)  # as if it were not installed
-    with pytest.raises(RuntimeError, match="merlion_core.benchmark is not in this installation"):
-        run_job("bench", {}, 0, tmp_path / "a", lambda *a, **k: None, checkpoint_dir=tmp_path / "c")
+def test_bench_job_reports_each_finished_run(tiny_dataset, tmp_path):
+    calls = []
+    config = {"env": "maze", "methods": ["bc", "dcql"], "seeds": 1, "steps": 20,
+              "options": {"dataset": str(tiny_dataset), "eval_every": 10, "eval_episodes": 2, "workers": 1}}
+    result = run_job("bench", config, 0, tmp_path / "a", lambda *a, **k: calls.append((a, k)),
+                     checkpoint_dir=tmp_path / "c")
+    assert set(result["methods"]) == {"bc", "dcql"} and result["methods"]["bc"]["seeds"] == 1
+    finished = [a[1]["runs_finished"] for a, _ in calls if len(a) > 1 and isinstance(a[1], dict)]
+    assert finished == [1, 2] and all(k.get("total") == 2 for a, k in calls if len(a) > 1 and isinstance(a[1], dict))
+    assert (tmp_path / "a" / "bench" / "summary.json").exists()
 
 
 def test_worker_environment_and_liveness():

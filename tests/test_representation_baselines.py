@@ -331,7 +331,9 @@ def test_external_multistep_maze_is_twelve_dims_of_base_moves():
 
 
 def test_external_rejects_envs_without_features():
-    with pytest.raises(ValueError, match="external: no hand-made features for dialogue"):
+    with pytest.raises(ValueError, match="external: the dialogue env has no hand-made action features"):
         external.build(external.ExternalConfig(env="dialogue"), 1500, 10)
+    with pytest.raises(ValueError, match="external: no hand-made features for nosuchenv"):
+        external.build(external.ExternalConfig(env="nosuchenv"), 1500, 10)
     with pytest.raises(ValueError, match="not a valid action-set size"):
         external.build(external.ExternalConfig(env="maze"), 100, 2)

@@ -63,7 +63,7 @@ class CollectConfig:
     """Settings of one logged-data collection (paper A.4, "Data collection")."""
 
     env: str = "maze"
-    """Environment: short name (maze, multistep-maze) or full id."""
+    """Environment: short name (maze, multistep-maze, recommender, dialogue) or full id."""
     behaviour: str = "medium"
     """Behaviour policy pi_beta: expert, medium or random."""
     noise: float = 0.5

@@ -20,6 +20,7 @@ class StepResult:
     rewards: np.ndarray  # float32 [B]
     terminated: np.ndarray  # bool [B]
     executed_actions: np.ndarray  # int64 [B] (after the env's own action noise)
+    successes: np.ndarray | None = None  # bool [B]: the task succeeded (None: success = terminated)
 
 
 class BatchModel(Protocol):

@@ -8,8 +8,10 @@ from typing import Any, Callable
 import gymnasium as gym
 
 from merlion_core.config import from_dict, to_dict
+from merlion_core.envs.dialogue.model import DialogueConfig, DialogueEnv, DialogueModel
 from merlion_core.envs.maze import MazeConfig, MazeEnv, MazeModel
 from merlion_core.envs.multistep_maze import MultiStepMazeConfig, MultiStepMazeEnv, MultiStepMazeModel
+from merlion_core.envs.recommender.twin import RecommenderConfig, RecommenderModel
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,8 @@ class EnvSpec:
     short_name: str
     config_cls: type
     model_cls: Callable[..., Any]
-    env_cls: Callable[..., gym.Env]
+    env_cls: Callable[..., gym.Env] | str
+    """The Gymnasium env class, or its "module:Class" entry point when importing it is costly."""
     description: str
 
 
@@ -32,6 +35,15 @@ ENV_SPECS: dict[str, EnvSpec] = {
     "merlion/MultiStepMaze-v0": EnvSpec(
         "merlion/MultiStepMaze-v0", "multistep-maze", MultiStepMazeConfig, MultiStepMazeModel,
         MultiStepMazeEnv, "4^6 six-move plans in the same maze",
+    ),
+    "merlion/Dialogue-v0": EnvSpec(
+        "merlion/Dialogue-v0", "dialogue", DialogueConfig, DialogueModel, DialogueEnv,
+        "1500 composite system acts answering an agenda-based user on MultiWOZ (needs the MultiWOZ files)",
+    ),
+    "merlion/Recommender-v0": EnvSpec(
+        "merlion/Recommender-v0", "recommender", RecommenderConfig, RecommenderModel,
+        "merlion_core.envs.recommender.recsim_env:RecSimRecommenderEnv",
+        "1000 videos recommended to RecSim interest_evolution users (batch model: a numpy twin)",
     ),
 }
 SHORT_NAMES = {spec.short_name: env_id for env_id, spec in ENV_SPECS.items()}

@@ -18,7 +18,7 @@ class RolloutResult:
 
     returns: np.ndarray  # float64 [E]
     lengths: np.ndarray  # int64 [E]
-    successes: np.ndarray  # bool [E]: episode ended by termination (goal)
+    successes: np.ndarray  # bool [E]: the task succeeded (StepResult.successes; else: ended by termination)
 
 
 def rollout_episodes(
@@ -48,6 +48,6 @@ def rollout_episodes(
         states[idx] = result.next_states
         returns[idx] += result.rewards
         lengths[idx] += 1
-        success[idx] = result.terminated
+        success[idx] = result.terminated if result.successes is None else result.successes
         running[idx] = ~result.terminated
     return RolloutResult(returns, lengths, success)

@@ -80,13 +80,22 @@ def run_evaluate(config: EvaluateJob, seed: int, progress: Progress) -> dict[str
 
 
 def run_bench(config: BenchJob, seed: int, artifacts: Path, progress: Progress) -> dict[str, Any]:
-    try:
-        from merlion_core.benchmark import run_benchmark  # type: ignore[import-not-found]
-    except ModuleNotFoundError as exc:
-        if exc.name != "merlion_core.benchmark":
-            raise
-        raise RuntimeError("bench: merlion_core.benchmark is not in this installation yet "
-                           "(the benchmark issue adds run_benchmark)") from None
-    result = run_benchmark(config.env, list(config.methods), [seed], config.steps, artifacts / "bench",
-                           progress=progress, **config.options)
-    return result if isinstance(result, dict) else {"result": str(result)}
+    """The benchmark; one metric row per finished (method, seed) run (the job's seed is not used:
+    the benchmark's seeds are 0 .. seeds-1)."""
+    from merlion_core.benchmark import expand_methods, run_benchmark
+
+    total = len(expand_methods(list(config.methods))) * config.seeds
+    finished = 0
+
+    def on_event(event: str, info: dict[str, Any]) -> None:
+        nonlocal finished
+        if event == "run":
+            finished += 1
+            score = info.get("last_score")
+            progress(finished, {"runs_finished": finished, "last_score": score if score is not None else float("nan")},
+                     total=total)
+        else:
+            progress(finished, total)
+
+    return run_benchmark(config.env, list(config.methods), config.seeds, config.steps, artifacts / "bench",
+                         progress=on_event, **config.options)

@@ -92,10 +92,12 @@ class BenchJob:
 
     env: str = "maze"
     """Environment: short name or full id."""
-    methods: tuple[str, ...] = ("merlion",)
-    """Representation methods compared."""
+    methods: tuple[str, ...] = ("merlion-cql",)
+    """Benchmark methods or groups (merlion_core.benchmark: paper, ablations, peers, merlion-cql, dcql, ...)."""
+    seeds: int = 5
+    """Seeds per method (0 .. seeds-1; the paper: 5)."""
     steps: int = 20_000
-    """Training steps per run."""
+    """Gradient steps of every agent."""
     options: dict[str, Any] = field(default_factory=dict)
     """Further keyword arguments of run_benchmark."""
 

@@ -4,6 +4,10 @@
   equivalence class (equal displacement) get bit-identical rows.
 - Multi-step maze: the concatenation of the plan's base moves, each as its 2-D unit vector
   (down (0, -1), right (1, 0), up (0, 1), left (-1, 0)): 2 * m dims, 12 for 6-move plans.
+- Any other env whose batch model has ``action_features()`` (the recommender: each video's
+  one-hot type, quality and length, 22 dims): that table, for the env config the dataset was
+  collected with (``fit``) or the default config (``build`` when loading saved weights, whose
+  stored table then replaces it).
 - Anything else (the dialogue task has no proper external information): ValueError.
 
 The feature size comes from the environment, not from ``config.dim``: the module's ``config``
@@ -41,7 +45,7 @@ class ExternalConfig:
     normalise: bool = True
     """Scale every feature column by its largest absolute value, into [-1, 1]."""
     dim: int = 2
-    """|E|: recorded only: the environment fixes it (maze 2, multi-step maze 2 * plan_length)."""
+    """|E|: recorded only: the environment fixes it (maze 2, multi-step maze 2 * plan_length, recommender 22)."""
     steps: int = 0
     """Training steps: unused (nothing is trained); kept for the common interface."""
     batch_size: int = 256
@@ -71,6 +75,9 @@ class ExternalRepresentation(Representation):
 
 
 def _no_features(env: str) -> ValueError:
+    if env == "merlion/Dialogue-v0":
+        return ValueError("external: the dialogue env has no hand-made action features (the paper leaves External "
+                          "out for dialogue too); choose another representation method")
     return ValueError(f"external: no hand-made features for {env}")
 
 
@@ -82,8 +89,24 @@ def _exact_log(n: int, base: int, env_id: str) -> int:
     return k
 
 
-def features(env: str, n_actions: int, normalise: bool = True) -> np.ndarray:
-    """float64 [A, dim]: the hand-made features of every action of ``env`` with ``n_actions`` actions."""
+def _model_features(env_id: str, n_actions: int, env_config: dict[str, Any] | None) -> np.ndarray:
+    """The batch model's own ``action_features()`` table (float64 [A, dim])."""
+    from merlion_core.envs.registry import get_spec
+
+    if not callable(getattr(get_spec(env_id).model_cls, "action_features", None)):
+        raise _no_features(env_id)  # decided on the class: building the model may need data files
+    model = make_model(env_id, env_config)
+    action_features = model.action_features
+    if model.n_actions != n_actions:
+        raise ValueError(f"external: {env_id} has {model.n_actions} actions with "
+                         f"{'the dataset' if env_config else 'its default'} config, not {n_actions}")
+    return np.asarray(action_features(), dtype=np.float64)
+
+
+def features(env: str, n_actions: int, normalise: bool = True, env_config: dict[str, Any] | None = None,
+             ) -> np.ndarray:
+    """float64 [A, dim]: the hand-made features of every action of ``env`` with ``n_actions`` actions;
+    ``env_config`` (a dataset's ``meta.env_config``) matters only to envs with ``action_features()``."""
     if not env:
         raise ValueError("external: no environment given (config.env is empty and the dataset has no meta.env_id)")
     try:
@@ -100,25 +123,36 @@ def features(env: str, n_actions: int, normalise: bool = True) -> np.ndarray:
         model = make_model(env_id, {"plan_length": m, "max_time_steps": 10 * m})
         table = np.asarray(BASE_MOVES, dtype=np.float64)[model.moves].reshape(n_actions, 2 * m)
     else:
-        raise _no_features(env_id)
+        table = _model_features(env_id, n_actions, env_config)
     if normalise:
         scale = np.abs(table).max(axis=0)
         table = table / np.where(scale > 0, scale, 1.0)
     return table + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
-def build(config: ExternalConfig, n_actions: int, obs_dim: int) -> ExternalRepresentation:
+def build(config: ExternalConfig, n_actions: int, obs_dim: int,
+          env_config: dict[str, Any] | None = None) -> ExternalRepresentation:
     """The feature table of ``config.env``; ``rep.config`` records the resolved env and dim."""
-    table = features(config.env, n_actions, config.normalise)
+    table = features(config.env, n_actions, config.normalise, env_config)
     resolved = dataclasses.replace(config, env=resolve_env_id(config.env), dim=table.shape[1])
     return ExternalRepresentation(torch.as_tensor(table, dtype=torch.float32), obs_dim, resolved)
+
+
+def _dataset_env_config(dataset: Any, env: str) -> dict[str, Any] | None:
+    """The dataset's env config when ``env`` is the env it was collected on, else None."""
+    try:
+        same_env = bool(dataset.meta.env_id) and resolve_env_id(env) == dataset.meta.env_id
+    except ValueError:
+        return None
+    return dict(dataset.meta.env_config) if same_env and dataset.meta.env_config else None
 
 
 def fit(dataset: Any, config: ExternalConfig, *, device: str = "auto", progress: ProgressFn | None = None,
         ) -> tuple[ExternalRepresentation, dict[str, float]]:
     """Look up the features for the dataset's environment (nothing is trained)."""
     env = config.env or (dataset.meta.env_id or "")
-    rep = build(dataclasses.replace(config, env=env), dataset.n_actions, dataset.obs_dim)
+    rep = build(dataclasses.replace(config, env=env), dataset.n_actions, dataset.obs_dim,
+                _dataset_env_config(dataset, env))
     rep = rep.to(resolve_device(device))
     metrics = {"loss": 0.0}
     if progress is not None:

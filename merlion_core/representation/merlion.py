@@ -57,10 +57,11 @@ class MerlionConfig:
 
 
 PAPER_ENV_DEFAULTS: dict[str, dict[str, float]] = {
-    # dim and p from the paper (A.3); reward_scale brings the mazes' +100/-20 rewards to O(1)
+    # dim and p from the paper (A.3); reward_scale brings the mazes' +100/-20 rewards to O(1) and
+    # damps the recommender's random 0-or-length watch rewards (docs/deviations.md)
     "merlion/Maze-v0": {"dim": 2, "p": 0.01, "reward_scale": 0.01},
     "merlion/MultiStepMaze-v0": {"dim": 2, "p": 0.1, "reward_scale": 0.001},
-    "merlion/Recommender-v0": {"dim": 10, "p": 0.1},
+    "merlion/Recommender-v0": {"dim": 10, "p": 0.1, "reward_scale": 0.1},
     "merlion/Dialogue-v0": {"dim": 30, "p": 0.3},
 }
 

@@ -47,7 +47,8 @@ METHODS: dict[str, MethodSpec] = {
     "reconstruction": MethodSpec("reconstruction", reconstruction.ReconstructionConfig, reconstruction.build,
                                  reconstruction.fit, "encoder-decoder predicting next state and reward"),
     "external": MethodSpec("external", external.ExternalConfig, external.build, external.fit,
-                           "hand-made features (maze: movement vector; multi-step maze: moves)"),
+                           "hand-made features (maze: movement vector; multi-step maze: moves; "
+                           "recommender: type one-hot, quality, length)"),
 }
 
 

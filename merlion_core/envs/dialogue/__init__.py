@@ -1,0 +1,1 @@
+"""The MultiWOZ dialogue environment: schema, action set, goals, user simulator, rule policies."""

@@ -1,0 +1,1 @@
+"""The recommender environment: RecSim interest_evolution with the MERLION paper's changes (A.4)."""
