@@ -35,7 +35,7 @@ right_path = top[1].selectbox("Side by side with", right_choices,
 dataset_path = by_path[left_path].dataset
 ds = loaders.dataset(dataset_path)
 model = loaders.model_for(ds)
-env_key = loaders.env_key(ds)
+env_key = loaders.env_key(ds) if model is not None else None
 observations = np.asarray(ds.observations)
 
 
@@ -65,13 +65,14 @@ with info_col:
     st.number_input("Dataset row", 0, len(observations) - 1, step=1, key="emb.row")
     obs = observations[int(st.session_state["emb.row"])].astype(np.float32)
     st.markdown("Observation: `" + ", ".join(f"{v:.3f}" for v in obs) + "`")
-    colour_mode = st.radio("Colour by", COLOURS if model is not None else (COLOURS[0], COLOURS[2]), key="emb.colour")
+    colour_mode = st.radio("Colour by", COLOURS if explore.has_true_model(model) else (COLOURS[0], COLOURS[2]),
+                           key="emb.colour")
 state_key = tuple(float(v) for v in obs)
 
 
 # ---------------------------------------------------------------- one column
 def colour_values(entry: catalog.Entry, e: np.ndarray, side: str) -> tuple[np.ndarray | None, str]:
-    if colour_mode == COLOURS[1] and model is not None:
+    if colour_mode == COLOURS[1] and explore.has_true_model(model):
         table = loaders.planner_table(*env_key)
         return (None, "") if table is None else (explore.true_q(model, table, obs), "Q*(s, a)")
     if colour_mode == COLOURS[0]:

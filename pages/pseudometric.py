@@ -16,7 +16,8 @@ SIZES = (64, 128, 256, 512, 1024)
 setup("Pseudometric")
 st.title("Pseudometric")
 st.caption("Learned ||phi(a_i; s) - phi(a_j; s)||_1 against the true d(a_i, a_j | s) = |R_i - R_j| + gamma W2(P_i, P_j) "
-           "(Eq. 3, from the env's true model, action noise included), actions ordered by equivalence class.")
+           "(Eq. 3, from the env's true model, action noise included), actions ordered by equivalence class "
+           "(the mazes) or video type (the recommender).")
 
 encoders = catalog.encoders()
 if not encoders:
@@ -46,15 +47,17 @@ st.markdown("State: `" + ", ".join(f"{v:.3f}" for v in obs) + "`")
 def matrices(path: str, mtime: float, state: tuple, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(actions int[K] in class order, learned f32[K, K], true f32[K, K] or None)."""
     e = loaders.embeddings(path, mtime, state)
-    classes = getattr(model, "action_classes", None)
+    classes = loaders.action_info(*loaders.env_key(ds)).classes if model is not None else None
     actions = explore.ordered_actions(len(e), classes, k, np.random.default_rng(seed))
     learned = explore.learned_distances(e[actions])
-    true = explore.true_distances(model, np.asarray(state, np.float32), actions) if model is not None else None
+    true = (explore.true_distances(model, np.asarray(state, np.float32), actions)
+            if explore.has_true_model(model) else None)
     return actions, learned, true
 
 
 actions, learned, true = matrices(path, catalog.stamp(path), tuple(float(v) for v in obs), int(size), seed)
-classes = np.asarray(model.action_classes)[actions] if model is not None and hasattr(model, "action_classes") else None
+all_classes = loaders.action_info(*loaders.env_key(ds)).classes if model is not None else None
+classes = None if all_classes is None else np.asarray(all_classes)[actions]
 stats = explore.state_diagnostics(learned, true, classes)
 rep = loaders.representation(path).representation
 ood = explore.ood_mask(rep, obs, float(getattr(loaders.representation(path).config, "tau", 0.3)))
@@ -87,8 +90,8 @@ else:
                                              label), key=f"pm.zoom.{name}")
 
 with st.expander("Diagnostics over many states (pipelines.diagnose_encoder: 64 states, 512 actions)"):
-    if model is None:
-        st.caption("Needs an environment with a true model.")
+    if not explore.has_true_model(model):
+        st.caption("Needs an environment with a deterministic true model (the mazes).")
     elif st.button("Run diagnostics", key="pm.diagnose"):
         with st.spinner("Comparing with the true pseudometric ..."):
             result = diagnose_encoder(path, dataset_path=by_path[path].dataset)

@@ -47,6 +47,12 @@ def q_values(agent: Any, algo: str, obs_S: np.ndarray, embeddings_AD: np.ndarray
     return None
 
 
+def has_true_model(model: Any) -> bool:
+    """Whether the env has a deterministic true model (true_step) for true values and the true
+    pseudometric: the mazes. The recommender's user is stochastic; the dialogue's simulator too."""
+    return isinstance(model, (MazeModel, MultiStepMazeModel))
+
+
 def planner_table(model: Any) -> ValueTable | None:
     """V* on a lattice by value iteration over the true model (maze: one action per equivalence
     class, with the env's action noise; multi-step maze: over base moves). None for other envs."""
@@ -106,6 +112,18 @@ def action_info(model: Any) -> ActionInfo:
         template = ("plan %{customdata[0]}: %{customdata[1]}<br>net move (%{customdata[2]}, %{customdata[3]})"
                     "<br>class %{customdata[4]}")
         return ActionInfo(data, template, np.asarray(model.action_classes))
+    catalogue = getattr(model, "catalogue", None)
+    if catalogue is not None:  # the recommender: a video of a type, with a quality and a length
+        data = np.empty((a, 4), dtype=object)
+        data[:, 0], data[:, 1] = ids, catalogue.types
+        data[:, 2], data[:, 3] = np.round(catalogue.qualities, 3), np.round(catalogue.lengths, 2)
+        template = "video %{customdata[0]}<br>type %{customdata[1]}<br>quality %{customdata[2]}<br>length %{customdata[3]}"
+        return ActionInfo(data, template, np.asarray(catalogue.types, dtype=np.int64))
+    table = getattr(model, "actions", None)
+    if table is not None and hasattr(table, "composites"):  # the dialogue: a composite system act
+        data = np.empty((a, 3), dtype=object)
+        data[:, 0], data[:, 1], data[:, 2] = ids, np.asarray(table.composites, dtype=object), table.counts
+        return ActionInfo(data, "act %{customdata[0]}: %{customdata[1]}<br>%{customdata[2]} times in MultiWOZ", None)
     data = ids[:, None].astype(object)
     return ActionInfo(data, "action %{customdata[0]}", None)
 

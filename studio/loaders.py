@@ -83,9 +83,15 @@ def env_key(ds: Any) -> tuple[str, str] | None:
 
 
 def model_for(ds: Any) -> Any | None:
-    """The true model of the dataset's env (with its recorded config), or None."""
+    """The model of the dataset's env (with its recorded config), or None (no env recorded, or its
+    model cannot be built here, e.g. the dialogue env without its MultiWOZ files)."""
     key = env_key(ds)
-    return None if key is None else env_model(*key)
+    if key is None:
+        return None
+    try:
+        return env_model(*key)
+    except (ValueError, OSError):
+        return None
 
 
 @st.cache_resource(max_entries=4, show_spinner="Computing the planner's value table (once per environment, "

@@ -262,3 +262,15 @@ def test_follow_draws_the_last_frame_of_a_finished_job(tmp_path, monkeypatch):
     drawn.clear()
     warmstart.follow(job_id, base, lambda e, text: drawn.append((e.copy(), text)), captions.append)
     assert len(drawn) == 1 and (drawn[0][0] == 20).all() and "step 20/20, succeeded" in drawn[0][1]
+
+
+def test_recommender_actions_are_videos_grouped_by_type():
+    from merlion_core.envs import make_model
+
+    model = make_model("recommender")
+    info = explore.action_info(model)
+    assert not explore.has_true_model(model) and explore.has_true_model(make_model("maze", {"n_actuators": 3}))
+    np.testing.assert_array_equal(info.classes, model.catalogue.types)
+    assert list(info.customdata[7, :2]) == [7, model.catalogue.types[7]] and "type" in info.hovertemplate
+    order = explore.ordered_actions(model.n_actions, info.classes, 2000, np.random.default_rng(0))
+    assert (np.diff(model.catalogue.types[order]) >= 0).all()
