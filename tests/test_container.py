@@ -93,7 +93,7 @@ def container(tool, image, numbers):
         numbers["run_to_healthy_seconds"] = start(tool, image, box["name"], box["port"], box["volume"])
         yield box
     finally:
-        tool("rm", "-f", "-t", "2", box["name"], check=False)
+        tool("rm", "-f", "-v", "-t", "2", box["name"], check=False)  # -v: its anonymous /app/data volume too
         tool("volume", "rm", "-f", box["volume"], check=False)
 
 
@@ -198,7 +198,7 @@ def test_a_job_started_in_the_container_finishes(tool, container, numbers):
 def test_a_new_container_on_the_same_volume_keeps_the_jobs_and_takes_another_upload_cap(tool, container, numbers):
     before = {(j["id"], j["status"]) for j in jobs_in(tool, container)}
     assert any(job_id == container.get("job") for job_id, _ in before)
-    tool("rm", "-f", "-t", "2", container["name"])
+    tool("rm", "-f", "-v", "-t", "2", container["name"])
     container["name"] += "-2"
     numbers["restart_to_healthy_seconds"] = start(tool, IMAGE, container["name"], container["port"],
                                                   container["volume"], env={"STREAMLIT_SERVER_MAX_UPLOAD_SIZE": "64"})
