@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -59,6 +60,32 @@ def server(home: Path, *, demo: bool = False, extra_env: dict | None = None) -> 
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+        stop_background_processes(home)
+
+
+def stop_background_processes(home: Path) -> list[int]:
+    """Stop what the app started for ``home`` and left running by design (the jobs supervisor,
+    its workers, the warm-start worker: detached so that jobs outlive the server): every process
+    whose environment has MERLION_STUDIO_HOME=home. Returns their pids."""
+    marker = f"MERLION_STUDIO_HOME={home}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        if sig == signal.SIGTERM:
+            time.sleep(1.0)
+    return pids
 
 
 @contextmanager
