@@ -22,6 +22,7 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from typing import Any, Callable
 from merlion_core.config import to_dict
 
 ProgressFn = Callable[[str, dict[str, Any]], None]
+BENCH_KEY = "bench-key.json"
+"""Written beside each benchmark encoder: the settings it was trained with (reused only on a match)."""
 
 
 @dataclass(frozen=True)
@@ -155,13 +158,19 @@ def train_bench_encoder(dataset_path: str, method_name: str, seed: int, encoder_
 
     method = bench_method(method_name)
     path = Path(folder)
-    if (path / "config.json").exists() and (path / "weights.pt").exists():
-        return str(path)
     names = {f.name for f in dataclasses.fields(get_method(method.representation).config_cls)}
     overrides = {**dict(method.representation_overrides), "seed": seed}
     if "steps" in names:
         overrides["steps"] = encoder_steps
+    # reuse a finished encoder only if it was trained with exactly these settings on this dataset
+    key = {"representation": method.representation, "overrides": overrides, "dataset": str(dataset_path)}
+    key_file = path / BENCH_KEY
+    if (path / "weights.pt").exists() and key_file.exists() and json.loads(key_file.read_text()) == key:
+        return str(path)
+    if path.exists():
+        shutil.rmtree(path)  # a stale or unfinished encoder of an earlier benchmark in our work folder
     train_encoder(dataset_path, method.representation, path, overrides=overrides, device=device)
+    key_file.write_text(json.dumps(key))
     return str(path)
 
 
@@ -172,6 +181,7 @@ def run_one(dataset_path: str, method_name: str, seed: int, config: BenchConfig,
     import torch
 
     from merlion_core.models.mlp import resolve_device
+
     method = bench_method(method_name)
     started = time.perf_counter()
     if method.peer:

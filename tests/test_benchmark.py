@@ -88,3 +88,22 @@ def test_tiny_benchmark_runs_and_resumes(tmp_path, monkeypatch):
     run_benchmark("maze", "bc,rand1-cql", 2, 30, tmp_path, lambda event, info: events.append((event, info)),
                   **options)
     assert [e for e, _ in events if e == "run"] == []
+
+
+def test_encoders_are_reused_only_with_the_same_settings(tmp_path):
+    from merlion_core.benchmark import train_bench_encoder
+
+    data_path = tmp_path / "data"
+    save_dataset(collect("maze", "medium", 0.5, 500, seed=0, env_overrides={"n_actuators": 4}), data_path)
+    folder = tmp_path / "encoder"
+
+    def trained_steps():
+        return json.loads((folder / "config.json").read_text())["config"]["steps"]
+
+    train_bench_encoder(str(data_path), "transition-cql", 0, 3, str(folder), "cpu")
+    assert trained_steps() == 3
+    first = (folder / "weights.pt").stat().st_mtime_ns
+    train_bench_encoder(str(data_path), "transition-cql", 0, 3, str(folder), "cpu")
+    assert (folder / "weights.pt").stat().st_mtime_ns == first  # same settings: reused
+    train_bench_encoder(str(data_path), "transition-cql", 0, 4, str(folder), "cpu")
+    assert trained_steps() == 4  # other settings: trained again
