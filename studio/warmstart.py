@@ -14,7 +14,6 @@ Frame files: RUNS/jobs/<id>/artifacts/frames/step-<N>.npy, f32[A, D] at the requ
 
 from __future__ import annotations
 
-import fcntl
 import os
 import subprocess
 import sys
@@ -148,18 +147,9 @@ def lock_path() -> Path:
 
 def worker_pid() -> int | None:
     """The resident worker's pid when one holds the lock, else None."""
-    path = lock_path()
-    if not path.exists():
-        return None
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            text = handle.read().strip()
-            return int(text) if text.isdigit() else -1
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return None
+    from merlion_core.jobs.supervisor import lock_holder_pid
+
+    return lock_holder_pid(lock_path())
 
 
 def ensure_worker() -> int:

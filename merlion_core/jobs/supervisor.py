@@ -219,7 +219,13 @@ class Supervisor:
 
 def supervisor_pid(root: str | os.PathLike | None = None) -> int | None:
     """The pid of the supervisor holding this runs folder, or None when none runs."""
-    path = runs_dir(root) / "supervisor.lock"
+    return lock_holder_pid(runs_dir(root) / "supervisor.lock")
+
+
+def lock_holder_pid(path: str | os.PathLike) -> int | None:
+    """The pid written in the lock file ``path`` while a live process holds its flock (-1 when
+    held but unreadable), else None."""
+    path = Path(path)
     if not path.exists():
         return None
     with open(path, "a+") as handle:
