@@ -227,6 +227,7 @@ def test_train_steps_reports_window_means(name, dataset):
     # the window mean equals the mean of the individual updates
     twin = build(name, dataset)
     sampler = BatchSampler(dataset, 16, seed=0)
+    twin.prepare_observation_features(sampler.observations)  # what train_steps does first
     losses = [twin.update(sampler.sample())["loss"] for _ in range(4)]
     assert reports[0][1]["loss"] == pytest.approx(np.mean(losses), rel=1e-5)
     assert list(algo.train_steps(sampler, steps=0)) == []
@@ -316,7 +317,7 @@ def test_bcq_mask_by_hand():
 
 def _set_head(head: torch.nn.Sequential, bias: torch.Tensor) -> None:
     """Make an MLP head output ``bias`` at every state."""
-    last = head[-1]
+    last = [m for m in head.modules() if isinstance(m, torch.nn.Linear)][-1]
     with torch.no_grad():
         last.weight.zero_()
         last.bias.copy_(bias)

@@ -88,7 +88,7 @@ def test_training_changes_every_parameter(dataset, rep):
     algo = fitted(dataset, rep)
     before = {k: p.detach().clone() for k, p in algo.named_parameters()}
     targets = {"actor_target": algo.actor_target, "critic_target": algo.critic_target}
-    targets_before = {n: {k: v.clone() for k, v in m.state_dict().items()} for n, m in targets.items()}
+    targets_before = {n: {k: v.clone() for k, v in m.named_parameters()} for n, m in targets.items()}  # not fixed buffers
     s = sampler(dataset)
     for _ in range(20):
         parts = algo.update(s.sample())
@@ -100,7 +100,7 @@ def test_training_changes_every_parameter(dataset, rep):
     trainable = {k.split(".")[0] for k, p in algo.named_parameters() if p.requires_grad}
     assert trainable == {"vae", "actor", "critic"}  # the targets are frozen copies
     for n, m in targets.items():
-        assert all(not torch.equal(v, targets_before[n][k]) for k, v in m.state_dict().items()), n
+        assert all(not torch.equal(v, targets_before[n][k]) for k, v in m.named_parameters()), n
 
 
 def test_act_returns_valid_ids_at_the_nearest_latent(dataset, rep):

@@ -79,7 +79,7 @@ def test_fit_latent_bound(dataset, rep):
 def test_training_changes_every_parameter(dataset, rep):
     algo = fitted(dataset, rep)
     before = {k: p.detach().clone() for k, p in algo.named_parameters()}
-    target_before = {k: v.clone() for k, v in algo.critic_target.state_dict().items()}
+    target_before = {k: v.clone() for k, v in algo.critic_target.named_parameters()}  # weights, not fixed buffers
     s = sampler(dataset)
     for _ in range(20):
         parts = algo.update(s.sample())
@@ -88,7 +88,7 @@ def test_training_changes_every_parameter(dataset, rep):
     unchanged = [k for k, p in algo.named_parameters() if torch.equal(p, before[k])]
     assert not unchanged
     assert any(k.startswith("actor") for k in before) and any(k.startswith("critic.") for k in before)
-    assert all(not torch.equal(v, target_before[k]) for k, v in algo.critic_target.state_dict().items())
+    assert all(not torch.equal(v, target_before[k]) for k, v in algo.critic_target.named_parameters())
 
 
 def test_act_returns_valid_ids_at_the_nearest_latent(dataset, rep):

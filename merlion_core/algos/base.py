@@ -21,6 +21,8 @@ from torch import nn
 
 from merlion_core.data.sampler import Batch, BatchSampler
 from merlion_core.models.mlp import resolve_device
+from merlion_core.models.obs_features import (ObservationFeatures, fit_observation_features,
+                                              observation_features_fitted)
 
 
 @contextlib.contextmanager
@@ -73,6 +75,20 @@ class OfflineAlgorithm(nn.Module):
         self.n_actions = int(n_actions)
         self.obs_dim = int(obs_dim)
         self.device = resolve_device(device)
+        self._features_ready = False  # python-side cache of "observation statistics are set"
+
+    def observation_features(self) -> ObservationFeatures:
+        """The input features of this algorithm's networks (config.fourier_features, fourier_scale, seed)."""
+        cfg = self.config
+        return ObservationFeatures(self.obs_dim, cfg.fourier_features, cfg.fourier_scale, cfg.seed)
+
+    def prepare_observation_features(self, obs_NS: torch.Tensor) -> None:
+        """Fit the networks' observation statistics from ``obs_NS`` unless they are set already
+        (a loaded checkpoint carries them); a no-op after the first call."""
+        if not self._features_ready:
+            if not observation_features_fitted(self):
+                fit_observation_features(self, obs_NS)
+            self._features_ready = True
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         """Adam (``config.lr``) over the trainable parameters; call after moving to the device."""
@@ -92,7 +108,8 @@ class OfflineAlgorithm(nn.Module):
 
     # --- shared ----------------------------------------------------------------------------------
     def update_tensors(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """One gradient step; returns the detached loss parts (no host sync)."""
+        """One gradient step; returns the detached loss parts (no host sync after the first)."""
+        self.prepare_observation_features(batch.obs)  # without train_steps: from the first batch
         parts = self.losses(batch)
         self.optimizer.zero_grad(set_to_none=True)
         parts["loss"].backward()
@@ -120,6 +137,7 @@ class OfflineAlgorithm(nn.Module):
             raise ValueError(f"steps: must be >= 0, got {steps}")
         if log_every < 1:
             raise ValueError(f"log_every: must be >= 1, got {log_every}")
+        self.prepare_observation_features(sampler.observations)  # the whole dataset's statistics
         sums: dict[str, torch.Tensor] = {}
         count = 0
         for step in range(1, steps + 1):

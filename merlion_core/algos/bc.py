@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from merlion_core.algos.base import OfflineAlgorithm, seeded
 from merlion_core.data.sampler import Batch
-from merlion_core.models.mlp import mlp
+from merlion_core.models.obs_features import check_feature_options, feature_mlp
 
 
 @dataclass(frozen=True)
@@ -22,10 +22,15 @@ class BCConfig:
     """Adam learning rate."""
     batch_size: int = 256
     """Transitions per minibatch (read by whoever builds the BatchSampler)."""
+    fourier_features: int = 32
+    """Random Fourier features of the standardised observation fed to every network (0: standardised only)."""
+    fourier_scale: float = 3.0
+    """Standard deviation of the random Fourier frequencies (models/obs_features.py)."""
     seed: int = 0
     """Seed of the network initialisation."""
 
     def __post_init__(self) -> None:
+        check_feature_options(self.fourier_features, self.fourier_scale)
         if self.lr <= 0:
             raise ValueError(f"lr: must be > 0, got {self.lr}")
 
@@ -36,7 +41,7 @@ class BC(OfflineAlgorithm):
     def __init__(self, config: BCConfig, n_actions: int, obs_dim: int, device: str = "auto") -> None:
         super().__init__(config, n_actions, obs_dim, device)
         with seeded(config.seed):
-            self.policy = mlp(obs_dim, config.hidden, n_actions)
+            self.policy = feature_mlp(self.observation_features(), 0, config.hidden, n_actions)
         self.to(self.device)
         self.optimizer = self.make_optimizer()
 

@@ -17,7 +17,7 @@ from torch import nn
 from merlion_core.algos.base import (OfflineAlgorithm, double_dqn_target, frozen_copy, masked_argmax,
                                      polyak_update, seeded)
 from merlion_core.data.sampler import Batch
-from merlion_core.models.mlp import mlp
+from merlion_core.models.obs_features import ObservationFeatures, check_feature_options, feature_mlp
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,15 @@ class DiscreteBCQConfig:
     """Transitions per minibatch (paper, non-Atari: 64; read by whoever builds the BatchSampler)."""
     hidden: tuple[int, ...] = (256, 256)
     """Hidden layer sizes of the Q head and of the imitation head MLPs (paper: 256, 256)."""
+    fourier_features: int = 32
+    """Random Fourier features of the standardised observation fed to every network (0: standardised only)."""
+    fourier_scale: float = 3.0
+    """Standard deviation of the random Fourier frequencies (models/obs_features.py)."""
     seed: int = 0
     """Seed of the network initialisation."""
 
     def __post_init__(self) -> None:
+        check_feature_options(self.fourier_features, self.fourier_scale)
         if not 0.0 <= self.threshold < 1.0:
             raise ValueError(f"threshold: must be in [0, 1), got {self.threshold}")
         if not 0.0 <= self.gamma <= 1.0:
@@ -60,10 +65,10 @@ def bcq_allowed(log_pi_BA: torch.Tensor, threshold: float) -> torch.Tensor:
 class QImitationNet(nn.Module):
     """Two heads on the state: Q(s, .) and the imitation logits of pi(. | s)."""
 
-    def __init__(self, obs_dim: int, hidden: tuple[int, ...], n_actions: int) -> None:
+    def __init__(self, features: ObservationFeatures, hidden: tuple[int, ...], n_actions: int) -> None:
         super().__init__()
-        self.q = mlp(obs_dim, hidden, n_actions)
-        self.imitation = mlp(obs_dim, hidden, n_actions)
+        self.q = feature_mlp(features, 0, hidden, n_actions)
+        self.imitation = feature_mlp(features, 0, hidden, n_actions)
 
     def forward(self, obs_BS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(Q_BA, logits_BA)."""
@@ -76,7 +81,7 @@ class DiscreteBCQ(OfflineAlgorithm):
     def __init__(self, config: DiscreteBCQConfig, n_actions: int, obs_dim: int, device: str = "auto") -> None:
         super().__init__(config, n_actions, obs_dim, device)
         with seeded(config.seed):
-            self.net = QImitationNet(obs_dim, config.hidden, n_actions)
+            self.net = QImitationNet(self.observation_features(), config.hidden, n_actions)
         self.net_target = frozen_copy(self.net)
         self.to(self.device)
         self.optimizer = self.make_optimizer()

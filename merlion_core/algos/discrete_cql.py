@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from merlion_core.algos.base import OfflineAlgorithm, double_dqn_target, frozen_copy, polyak_update, seeded
 from merlion_core.data.sampler import Batch
-from merlion_core.models.mlp import mlp
+from merlion_core.models.obs_features import check_feature_options, feature_mlp
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,15 @@ class DiscreteCQLConfig:
     """Transitions per minibatch (read by whoever builds the BatchSampler)."""
     hidden: tuple[int, ...] = (256, 256)
     """Hidden layer sizes of the Q network MLP."""
+    fourier_features: int = 32
+    """Random Fourier features of the standardised observation fed to every network (0: standardised only)."""
+    fourier_scale: float = 3.0
+    """Standard deviation of the random Fourier frequencies (models/obs_features.py)."""
     seed: int = 0
     """Seed of the network initialisation."""
 
     def __post_init__(self) -> None:
+        check_feature_options(self.fourier_features, self.fourier_scale)
         if self.alpha < 0:
             raise ValueError(f"alpha: must be >= 0, got {self.alpha}")
         if not 0.0 <= self.gamma <= 1.0:
@@ -59,7 +64,7 @@ class DiscreteCQL(OfflineAlgorithm):
     def __init__(self, config: DiscreteCQLConfig, n_actions: int, obs_dim: int, device: str = "auto") -> None:
         super().__init__(config, n_actions, obs_dim, device)
         with seeded(config.seed):
-            self.q = mlp(obs_dim, config.hidden, n_actions)
+            self.q = feature_mlp(self.observation_features(), 0, config.hidden, n_actions)
         self.q_target = frozen_copy(self.q)
         self.to(self.device)
         self.optimizer = self.make_optimizer()

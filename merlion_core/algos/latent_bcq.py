@@ -46,7 +46,7 @@ from merlion_core.algos.latent import attach_latent_space
 from merlion_core.algos.base import OfflineAlgorithm, frozen_copy, polyak_update, seeded
 from merlion_core.data.sampler import Batch
 from merlion_core.lookup import l1_nearest
-from merlion_core.models.mlp import mlp
+from merlion_core.models.obs_features import ObservationFeatures, check_feature_options, feature_mlp
 from merlion_core.representation.base import Representation
 
 VAE_LOG_STD_MIN = -4.0
@@ -87,12 +87,17 @@ class LatentBCQConfig:
     """Perturbed VAE samples per state when acting (the one with the largest Q_1 is kept)."""
     latent_bound: float = 0.0
     """B, the latent box [-B, B]^dim; 0.0 = derive from the data (1.1 max |e| of logged latents)."""
+    fourier_features: int = 32
+    """Random Fourier features of the standardised observation fed to every network (0: standardised only)."""
+    fourier_scale: float = 3.0
+    """Standard deviation of the random Fourier frequencies (models/obs_features.py)."""
     seed: int = 0
     """Seed of the network initialisation and of the losses' sampling noise stream."""
     act_seed: int = 0
     """Seed of the acting noise, redrawn at every call (actions are deterministic given the weights)."""
 
     def __post_init__(self) -> None:
+        check_feature_options(self.fourier_features, self.fourier_scale)
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma: must be in [0, 1], got {self.gamma}")
         if not 0.0 < self.tau <= 1.0:
@@ -147,11 +152,11 @@ def perturb(e_BD: torch.Tensor, raw_BD: torch.Tensor, phi: float, bound: torch.T
 class LatentVAE(nn.Module):
     """G(e | s): encoder (s, e) -> (mu, log_std) of z; decoder (s, z) -> B tanh(.) in [-B, B]^dim."""
 
-    def __init__(self, obs_dim: int, hidden: tuple[int, ...], dim: int, z_dim: int) -> None:
+    def __init__(self, features: ObservationFeatures, hidden: tuple[int, ...], dim: int, z_dim: int) -> None:
         super().__init__()
         self.dim, self.z_dim = dim, z_dim
-        self.encoder = mlp(obs_dim + dim, hidden, 2 * z_dim)
-        self.decoder = mlp(obs_dim + z_dim, hidden, dim)
+        self.encoder = feature_mlp(features, dim, hidden, 2 * z_dim)
+        self.decoder = feature_mlp(features, z_dim, hidden, dim)
 
     def encode(self, obs_BS: torch.Tensor, e_BD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean_BZ, log_std_BZ = self.encoder(torch.cat([obs_BS, e_BD], dim=-1)).chunk(2, dim=-1)
@@ -178,10 +183,10 @@ class LatentVAE(nn.Module):
 class PerturbationActor(nn.Module):
     """xi(s, e): (e + phi B tanh(f(s, e))) clipped to [-B, B]."""
 
-    def __init__(self, obs_dim: int, hidden: tuple[int, ...], dim: int, phi: float) -> None:
+    def __init__(self, features: ObservationFeatures, hidden: tuple[int, ...], dim: int, phi: float) -> None:
         super().__init__()
         self.phi = float(phi)
-        self.net = mlp(obs_dim + dim, hidden, dim)
+        self.net = feature_mlp(features, dim, hidden, dim)
 
     def forward(self, obs_BS: torch.Tensor, e_BD: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
         return perturb(e_BD, self.net(torch.cat([obs_BS, e_BD], dim=-1)), self.phi, bound)
@@ -190,10 +195,10 @@ class PerturbationActor(nn.Module):
 class TwinCritic(nn.Module):
     """Q_1, Q_2(s, e) -> [2, B]."""
 
-    def __init__(self, obs_dim: int, hidden: tuple[int, ...], dim: int) -> None:
+    def __init__(self, features: ObservationFeatures, hidden: tuple[int, ...], dim: int) -> None:
         super().__init__()
-        self.q1 = mlp(obs_dim + dim, hidden, 1)
-        self.q2 = mlp(obs_dim + dim, hidden, 1)
+        self.q1 = feature_mlp(features, dim, hidden, 1)
+        self.q2 = feature_mlp(features, dim, hidden, 1)
 
     def forward(self, obs_BS: torch.Tensor, e_BD: torch.Tensor) -> torch.Tensor:
         x = torch.cat([obs_BS, e_BD], dim=-1)
@@ -209,9 +214,10 @@ class LatentBCQ(OfflineAlgorithm):
         attach_latent_space(self, representation, config.latent_bound)
         self.z_dim = int(2 * self.dim if config.vae_latent_dim is None else config.vae_latent_dim)
         with seeded(config.seed):
-            self.vae = LatentVAE(obs_dim, tuple(config.hidden_vae), self.dim, self.z_dim)
-            self.actor = PerturbationActor(obs_dim, tuple(config.hidden_actor), self.dim, config.phi)
-            self.critic = TwinCritic(obs_dim, tuple(config.hidden_critic), self.dim)
+            features = self.observation_features()
+            self.vae = LatentVAE(features, tuple(config.hidden_vae), self.dim, self.z_dim)
+            self.actor = PerturbationActor(features, tuple(config.hidden_actor), self.dim, config.phi)
+            self.critic = TwinCritic(features, tuple(config.hidden_critic), self.dim)
         self.actor_target = frozen_copy(self.actor)
         self.critic_target = frozen_copy(self.critic)
         self.to(self.device)

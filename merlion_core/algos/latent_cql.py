@@ -43,7 +43,7 @@ from merlion_core.algos.latent import attach_latent_space
 from merlion_core.algos.base import OfflineAlgorithm, frozen_copy, polyak_update, seeded
 from merlion_core.data.sampler import Batch
 from merlion_core.lookup import l1_nearest
-from merlion_core.models.mlp import mlp
+from merlion_core.models.obs_features import ObservationFeatures, check_feature_options, feature_mlp
 from merlion_core.representation.base import Representation
 
 LOG_STD_MIN = -20.0
@@ -82,10 +82,15 @@ class LatentCQLConfig:
     """Target entropy of the automatic tuning; None = -dim (the representation's dimension)."""
     init_entropy_alpha: float = 1.0
     """Initial (or, without tuning, fixed) SAC temperature alpha_ent."""
+    fourier_features: int = 32
+    """Random Fourier features of the standardised observation fed to every network (0: standardised only)."""
+    fourier_scale: float = 3.0
+    """Standard deviation of the random Fourier frequencies (models/obs_features.py)."""
     seed: int = 0
     """Seed of the network initialisation and of the losses' sampling noise stream."""
 
     def __post_init__(self) -> None:
+        check_feature_options(self.fourier_features, self.fourier_scale)
         if self.alpha < 0:
             raise ValueError(f"alpha: must be >= 0, got {self.alpha}")
         if self.n_random < 1 or self.n_policy < 1:
@@ -115,10 +120,10 @@ def cql_h_term(q_rand_BN: torch.Tensor, log_density_rand_BN: torch.Tensor, q_pi_
 class TanhGaussianActor(nn.Module):
     """pi(e | s): e = B tanh(u), u ~ N(mu(s), sigma(s)^2) per latent dimension."""
 
-    def __init__(self, obs_dim: int, hidden: tuple[int, ...], dim: int) -> None:
+    def __init__(self, features: ObservationFeatures, hidden: tuple[int, ...], dim: int) -> None:
         super().__init__()
         self.dim = dim
-        self.net = mlp(obs_dim, hidden, 2 * dim)
+        self.net = feature_mlp(features, 0, hidden, 2 * dim)
 
     def forward(self, obs_BS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu_BD, log_std_BD = self.net(obs_BS).chunk(2, dim=-1)
@@ -143,10 +148,10 @@ class TanhGaussianActor(nn.Module):
 class TwinCritic(nn.Module):
     """Q_1, Q_2(s, e) -> [2, B]."""
 
-    def __init__(self, obs_dim: int, hidden: tuple[int, ...], dim: int) -> None:
+    def __init__(self, features: ObservationFeatures, hidden: tuple[int, ...], dim: int) -> None:
         super().__init__()
-        self.q1 = mlp(obs_dim + dim, hidden, 1)
-        self.q2 = mlp(obs_dim + dim, hidden, 1)
+        self.q1 = feature_mlp(features, dim, hidden, 1)
+        self.q2 = feature_mlp(features, dim, hidden, 1)
 
     def forward(self, obs_BS: torch.Tensor, e_BD: torch.Tensor) -> torch.Tensor:
         x = torch.cat([obs_BS, e_BD], dim=-1)
@@ -162,8 +167,9 @@ class LatentCQL(OfflineAlgorithm):
         attach_latent_space(self, representation, config.latent_bound)
         self.target_entropy = float(-self.dim if config.target_entropy is None else config.target_entropy)
         with seeded(config.seed):
-            self.actor = TanhGaussianActor(obs_dim, tuple(config.hidden), self.dim)
-            self.critic = TwinCritic(obs_dim, tuple(config.hidden), self.dim)
+            features = self.observation_features()
+            self.actor = TanhGaussianActor(features, tuple(config.hidden), self.dim)
+            self.critic = TwinCritic(features, tuple(config.hidden), self.dim)
         self.critic_target = frozen_copy(self.critic)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(config.init_entropy_alpha)),
                                       requires_grad=config.auto_entropy)

@@ -31,6 +31,7 @@ from torch import nn
 from merlion_core.algos.base import OfflineAlgorithm, frozen_copy, polyak_update, seeded
 from merlion_core.data.sampler import Batch
 from merlion_core.models.mlp import mlp
+from merlion_core.models.obs_features import ObservationFeatures, check_feature_options, feature_mlp
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,15 @@ class PLASConfig:
     """Hidden layer sizes of the latent policy (authors: 400, 300)."""
     hidden_critic: tuple[int, ...] = (400, 300)
     """Hidden layer sizes of each critic (authors: 400, 300)."""
+    fourier_features: int = 32
+    """Random Fourier features of the standardised observation fed to every network (0: standardised only)."""
+    fourier_scale: float = 3.0
+    """Standard deviation of the random Fourier frequencies (models/obs_features.py)."""
     seed: int = 0
     """Seed of the network initialisation."""
 
     def __post_init__(self) -> None:
+        check_feature_options(self.fourier_features, self.fourier_scale)
         if self.latent_dim < 1:
             raise ValueError(f"latent_dim: must be >= 1, got {self.latent_dim}")
         if self.max_latent <= 0:
@@ -101,12 +107,12 @@ def soft_clipped_double_q(q1_B: torch.Tensor, q2_B: torch.Tensor, lmbda: float) 
 class ActionCVAE(nn.Module):
     """q(z | s, a) and D(s, z) -> logits over actions."""
 
-    def __init__(self, obs_dim: int, n_actions: int, latent_dim: int, hidden: tuple[int, ...]) -> None:
+    def __init__(self, features: ObservationFeatures, n_actions: int, latent_dim: int, hidden: tuple[int, ...]) -> None:
         super().__init__()
-        self.obs_in = nn.Linear(obs_dim, hidden[0])
+        self.obs_in = nn.Sequential(features, nn.Linear(features.out_dim, hidden[0]))
         self.action_in = nn.Embedding(n_actions, hidden[0])  # = first layer on one-hot(a), without the bias
         self.encoder_rest = mlp(hidden[0], hidden[1:], 2 * latent_dim)
-        self.decoder = mlp(obs_dim + latent_dim, hidden, n_actions)
+        self.decoder = feature_mlp(features, latent_dim, hidden, n_actions)
         self.latent_dim = latent_dim
 
     def encode(self, obs_BS: torch.Tensor, act_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,10 +130,11 @@ class PLAS(OfflineAlgorithm):
     def __init__(self, config: PLASConfig, n_actions: int, obs_dim: int, device: str = "auto") -> None:
         super().__init__(config, n_actions, obs_dim, device)
         with seeded(config.seed):
-            self.cvae = ActionCVAE(obs_dim, n_actions, config.latent_dim, config.hidden_vae)
-            self.actor = mlp(obs_dim, config.hidden_actor, config.latent_dim)
-            self.critic1 = mlp(obs_dim, config.hidden_critic, n_actions)
-            self.critic2 = mlp(obs_dim, config.hidden_critic, n_actions)
+            features = self.observation_features()
+            self.cvae = ActionCVAE(features, n_actions, config.latent_dim, config.hidden_vae)
+            self.actor = feature_mlp(features, 0, config.hidden_actor, config.latent_dim)
+            self.critic1 = feature_mlp(features, 0, config.hidden_critic, n_actions)
+            self.critic2 = feature_mlp(features, 0, config.hidden_critic, n_actions)
         self.actor_target = frozen_copy(self.actor)
         self.critic1_target = frozen_copy(self.critic1)
         self.critic2_target = frozen_copy(self.critic2)

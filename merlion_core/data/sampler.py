@@ -56,6 +56,11 @@ class BatchSampler:
         self._done = to_device(dataset.terminals, torch.float32)
         self.generator = torch.Generator().manual_seed(int(seed))
 
+    @property
+    def observations(self) -> torch.Tensor:
+        """f32[N, S]: every state of the dataset, on the sampler's device (read-only use)."""
+        return self._obs
+
     def sample(self) -> Batch:
         idx = torch.randint(0, self.n, (self.batch_size,), generator=self.generator).to(self.device)
         return Batch(obs=self._obs[idx], act=self._act[idx], rew=self._rew[idx],
