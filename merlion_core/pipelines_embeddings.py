@@ -37,7 +37,7 @@ def encoder_dataset_path(loaded: LoadedRepresentation, where: str | os.PathLike)
 
 def _state_rows(dataset: Any, state: Any, obs_dim: int, where: str) -> np.ndarray:
     """f32[1, S]: the given observation, or the dataset's first one when ``state`` is empty."""
-    obs = np.asarray(dataset.observations[:1] if len(state) == 0 else [state], dtype=np.float32)
+    obs = np.array(dataset.observations[:1] if len(state) == 0 else [state], dtype=np.float32)  # a writable copy
     if obs.shape != (1, obs_dim) or not np.isfinite(obs).all():
         raise ValueError(f"{where}: state must be {obs_dim} finite numbers (the encoder's observation size), "
                          f"got {len(obs[0])}")
