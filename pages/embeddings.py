@@ -5,9 +5,9 @@ representations side by side; p and tau sliders start a warm-start job and the s
 import numpy as np
 import streamlit as st
 
-from studio import catalog, explore, loaders, warmstart
+from studio import catalog, explore, jobs_client, loaders, projections, warmstart
 from studio.charts import embedding_scatter, maze_map
-from studio.page import setup
+from studio.page import live_fragment, setup
 
 P_VALUES = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 TAU_VALUES = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
@@ -88,10 +88,9 @@ def colour_values(entry: catalog.Entry, e: np.ndarray, side: str) -> tuple[np.nd
 
 
 def start_warm_start(side: str, entry_path: str) -> None:
-    job = warmstart.WarmStartJob(encoder=entry_path, dataset=by_path[entry_path].dataset,
-                                 p=float(st.session_state[f"emb.p.{side}"]),
-                                 tau=float(st.session_state[f"emb.tau.{side}"]),
-                                 steps=int(st.session_state.get(f"emb.steps.{side}", 60)), state=state_key)
+    job = warmstart.slider_job(entry_path, by_path[entry_path].dataset, p=float(st.session_state[f"emb.p.{side}"]),
+                               tau=float(st.session_state[f"emb.tau.{side}"]),
+                               steps=int(st.session_state.get(f"emb.steps.{side}", 60)), state=state_key)
     try:
         st.session_state[f"emb.warm.{side}"] = (warmstart.submit(job), state_key)
     except ValueError as exc:
@@ -107,7 +106,7 @@ def panel(side: str, path: str) -> None:
     colour, colour_label = colour_values(entry, e, side)
     info = loaders.action_info(*env_key) if env_key else explore.action_info(rep)
     axis = ("e1", "e2") if rep.dim <= 2 else tuple(f"PC{i + 1} ({v:.0%})" for i, v in enumerate(projection.explained))
-    title = f"{loaded.method}, d = {rep.dim}" + (" (PCA of the embeddings; UMAP: not available)" if rep.dim > 2 else "")
+    title = f"{loaded.method}, d = {rep.dim}" + (" (PCA of the embeddings)" if rep.dim > 2 else "")
     warm_startable = hasattr(rep, "behaviour_model")
     if warm_startable:
         warmstart.ensure_worker()  # torch and the encoder load while the user looks
@@ -148,6 +147,48 @@ def panel(side: str, path: str) -> None:
                        f"(G(a|s) / max G <= tau = {tau}).")
 
     st.fragment(body)()
+    if rep.dim > 2:
+        umap_view(side, path, loaded, colour, colour_label, info)
+
+
+def umap_view(side: str, path: str, loaded, colour: np.ndarray | None, colour_label: str,
+              info: explore.ActionInfo) -> None:
+    """d > 2: UMAP of the same embeddings, computed by a job of the runner's umap kind (the store
+    caches it per encoder, state and settings); polled every 2 s while the job runs."""
+    cols = st.columns([1, 1, 1])
+    n_neighbors = cols[0].number_input("UMAP n_neighbors", 2, 200, 15, key=f"emb.umap.k.{side}")
+    min_dist = cols[1].number_input("UMAP min_dist", 0.0, 1.0, 0.1, step=0.05, key=f"emb.umap.md.{side}")
+    request = projections.Request(path, dataset_path, int(st.session_state["emb.row"]), int(n_neighbors),
+                                  float(min_dist))
+    if cols[2].button("Compute UMAP", key=f"emb.umap.go.{side}"):
+        try:
+            projections.submit(request)
+        except ValueError as exc:
+            st.error(str(exc))
+    rep = loaded.representation
+    ood = explore.ood_mask(rep, obs, float(getattr(loaded.config, "tau", 0.3)))
+
+    def show() -> None:
+        job = projections.latest(request)
+        if job is None:
+            st.caption("UMAP for this state and these settings: not computed yet (a background job, seconds "
+                       "to a minute).")
+            return
+        archive = projections.archive(job)
+        if archive is None:
+            if jobs_client.is_active(job):
+                st.progress(jobs_client.progress_fraction(job), text=projections.status_text(job))
+            else:
+                st.error(projections.status_text(job))
+            return
+        xy = loaders.projection(archive, rep.n_actions)
+        st.plotly_chart(embedding_scatter(xy, colour, colour_label, info.customdata, info.hovertemplate, ood,
+                                          f"{loaded.method}, d = {rep.dim}: UMAP (n_neighbors {request.n_neighbors}, "
+                                          f"min_dist {request.min_dist})", ("UMAP 1", "UMAP 2")),
+                        key=f"emb.umap.chart.{side}")
+        st.caption(projections.status_text(job))
+
+    live_fragment(show, lambda: projections.running(request))
 
 
 columns = st.columns(2) if right_path != "none" else [st.container()]

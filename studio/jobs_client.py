@@ -137,6 +137,9 @@ def describe(job: JobRecord) -> str:
         return f"{cfg.get('algo')}{encoder} {cfg.get('steps')} steps (seed {job.seed})"
     if job.kind == "warm-start":
         return f"warm start p={cfg.get('p')} tau={cfg.get('tau')}"
+    if job.kind == "umap":
+        return (f"UMAP of encoder #{_job_of(str(cfg.get('encoder', '')))} at rows {cfg.get('rows')} "
+                f"(n_neighbors {cfg.get('n_neighbors')}, min_dist {cfg.get('min_dist')})")
     return job.kind
 
 

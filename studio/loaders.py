@@ -136,3 +136,15 @@ def embeddings(path: str, mtime: float, state: tuple[float, ...]) -> np.ndarray:
 @st.cache_resource(max_entries=4)
 def action_info(env_id: str, overrides_json: str = "null") -> explore.ActionInfo:
     return explore.action_info(env_model(env_id, overrides_json))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _projection(path: str, mtime: float, n_actions: int) -> np.ndarray:
+    from studio.projections import coordinates
+
+    return coordinates(path, n_actions)
+
+
+def projection(path: str, n_actions: int) -> np.ndarray:
+    """f32[A, 2]: a finished UMAP job's coordinates (cached by path and mtime)."""
+    return _projection(path, stamp(path), n_actions)

@@ -1,15 +1,17 @@
-"""Warm-start jobs for the p / tau sliders: an adapter over the jobs store, with its own worker.
+"""Warm-start jobs for the p / tau sliders: the runner's ``warm-start`` kind, run by a resident worker.
 
-The jobs runner (merlion_core.jobs) has no warm-start kind and no way to register one, so the
-app records these jobs in the same store (kind ``warm-start``, backend ``studio``: the
-runner's supervisor leaves that backend alone) and runs them in ONE resident worker process
-(``python -m studio.warmstart_worker``) that keeps torch, the encoder and the dataset loaded:
-a slider move becomes a job, the worker claims the newest one (older ones are superseded),
-re-trains phi with the new p and tau (merlion_core.representation.merlion.warm_start, models
-frozen) and writes each frame's embeddings as it goes. Jobs, metrics, heartbeats, cancel
-requests and statuses are the store's, so the Runs page and ``merlion jobs list`` show them.
+``warm-start`` is a kind of the jobs runner (merlion_core.jobs.spec.WarmStartJob, entry point
+merlion_core.jobs.runner.run_warm_start). For latency the app records its slider jobs with
+backend ``studio`` (the runner's supervisor leaves that backend alone) and runs them in ONE
+resident worker process (``python -m studio.warmstart_worker``) that keeps torch, the encoder and
+the dataset loaded and calls the same ``run_warm_start`` with the same config: a slider move
+becomes a job, the worker claims the newest one (older ones are superseded), re-trains phi with
+the new p and tau (models frozen) and writes each frame's embeddings as it goes. Jobs, metrics,
+heartbeats, cancel requests and statuses are the store's, so the Runs page and ``merlion jobs
+list`` show them.
 
-Frame files: RUNS/jobs/<id>/artifacts/frames/step-<N>.npy, f32[A, D] at the requested state.
+Frame files: RUNS/jobs/<id>/artifacts/frames/step-<N>.npy, f32[A, D] at the requested state
+(merlion_core.representation.artifacts.write_frame / latest_frame).
 """
 
 from __future__ import annotations
@@ -18,39 +20,28 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from merlion_core.config import to_dict
+from merlion_core.jobs.spec import JobSpec, WarmStartJob, validate
+from merlion_core.representation import artifacts
+from merlion_core.representation.artifacts import write_frame
 from studio import jobs_client, settings
+
+__all__ = ["WarmStartJob", "write_frame", "latest_frame", "submit", "follow", "ensure_worker"]
 
 KIND = "warm-start"
 BACKEND = "studio"
 TAG = "studio:warm-start"
-FRAME_GLOB = "step-*.npy"
 
 
-@dataclass(frozen=True)
-class WarmStartJob:
-    """A warm start of a MERLION encoder with a new p and tau (Eq. 7), models frozen."""
-
-    encoder: str = ""
-    """MERLION representation folder to start from."""
-    dataset: str = ""
-    """Dataset the encoder is re-trained on (the one it was trained on)."""
-    p: float = 0.01
-    """p: out-of-distribution penalty of Eq. 4/7."""
-    tau: float = 0.3
-    """tau: I_hat(a|s) = 1 when G(a|s) / max G <= tau."""
-    steps: int = 60
-    """Gradient steps of the warm start (about 1 s on one CPU thread for the maze)."""
-    frame_every: int = 10
-    """Write the embeddings every this many steps (one frame)."""
-    state: tuple[float, ...] = ()
-    """The observation whose action embeddings are written."""
+def slider_job(encoder: str, dataset: str | None, p: float, tau: float, steps: int,
+               state: tuple[float, ...]) -> WarmStartJob:
+    """The config of a slider move: frames only (the warm-started encoder is not saved)."""
+    return WarmStartJob(encoder=encoder, dataset=dataset, p=p, tau=tau, steps=steps, state=state, save_encoder=False)
 
 
 def frames_dir(job_id: int) -> Path:
@@ -58,22 +49,9 @@ def frames_dir(job_id: int) -> Path:
         return store.artifacts_dir(job_id) / "frames"
 
 
-def write_frame(folder: Path, step: int, embeddings: np.ndarray) -> Path:
-    """Atomically write one frame (the reader never sees half a file)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"step-{int(step):06d}.npy"
-    tmp = folder / f".tmp-{int(step):06d}.npy"
-    np.save(tmp, np.asarray(embeddings, dtype=np.float32), allow_pickle=False)
-    os.replace(tmp, path)
-    return path
-
-
 def latest_frame(job_id: int) -> tuple[int, np.ndarray] | None:
     """(step, f32[A, D]) of the newest frame of a warm-start job, or None before the first."""
-    files = sorted(frames_dir(job_id).glob(FRAME_GLOB))
-    if not files:
-        return None
-    return int(files[-1].stem.split("-")[1]), np.load(files[-1], allow_pickle=False)
+    return artifacts.latest_frame(frames_dir(job_id))
 
 
 FRAME_POLL = 0.1
@@ -126,17 +104,14 @@ def follow(job_id: int, base: np.ndarray, draw: Callable[[np.ndarray, str], None
 
 
 def submit(job: WarmStartJob, seed: int = 0) -> int:
-    """Record a warm-start job (older queued or running ones are cancelled: superseded) and make
-    sure the resident worker runs."""
-    if not Path(job.encoder).is_dir() or not Path(job.dataset).exists():
-        raise ValueError(f"warm-start: encoder {job.encoder!r} or dataset {job.dataset!r} does not exist")
-    if not (0.0 <= job.p and 0.0 <= job.tau <= 1.0 and job.steps >= 1 and job.frame_every >= 1):
-        raise ValueError(f"warm-start: need p >= 0, 0 <= tau <= 1, steps and frame_every >= 1; got {job}")
+    """Record a warm-start job (validated by the runner's spec: one-line ValueError; older queued
+    or running ones are cancelled: superseded) and make sure the resident worker runs."""
+    spec = validate(JobSpec(KIND, to_dict(job), seed))
     with jobs_client.open_store() as store:
         for old in store.list(("queued", "running"), backend=BACKEND):
             if old.kind == KIND:
                 store.request_cancel(old.id)
-        job_id = store.submit(KIND, to_dict(job), seed, backend=BACKEND, sweep=TAG)
+        job_id = store.submit(KIND, spec.config, spec.seed, backend=BACKEND, sweep=TAG)
     ensure_worker()
     return job_id
 

@@ -1,11 +1,12 @@
 """The resident warm-start worker: ``python -m studio.warmstart_worker`` (started by
 studio.warmstart.ensure_worker; one per runs folder, held by an flock; exits when idle).
 
-It claims the newest queued warm-start job, supersedes older ones, and streams frames."""
+It claims the newest queued warm-start job, supersedes older ones, and runs it with the jobs
+runner's own entry point (merlion_core.jobs.runner.run_warm_start), keeping encoders and datasets
+loaded between jobs."""
 
 from __future__ import annotations
 
-import copy
 import fcntl
 import os
 import sys
@@ -15,33 +16,31 @@ from typing import Any
 
 from merlion_core.config import from_dict
 from merlion_core.jobs.processes import process_start
+from merlion_core.jobs.runner import load_input, run_warm_start
 from merlion_core.jobs.store import JobRecord, JobStore
 from studio import settings
-from studio.warmstart import BACKEND, KIND, WarmStartJob, lock_path, write_frame
+from studio.warmstart import BACKEND, KIND, WarmStartJob, lock_path
 
 POLL_SECONDS = 0.05
 IDLE_EXIT_SECONDS = 900.0
 
 
 class Models:
-    """Encoders and datasets kept loaded between jobs (keyed by path and mtime); each job starts
-    from a fresh copy of the saved encoder."""
+    """Encoders and datasets kept loaded between jobs (keyed by path and mtime): the runner's
+    ``load``; run_warm_start warm-starts a copy, so the cached encoder stays as saved."""
 
     def __init__(self) -> None:
         self.cache: dict[tuple[str, str, float], Any] = {}
 
-    def get(self, kind: str, path: str) -> Any:
-        key = (kind, path, Path(path).stat().st_mtime)
+    def __call__(self, what: str, path: str) -> Any:
+        key = (what, path, Path(path).stat().st_mtime)
         if key not in self.cache:
-            if kind == "encoder":
-                from merlion_core.representation.artifacts import load_representation
-
-                self.cache[key] = load_representation(path).representation
-            else:
-                from merlion_core.data.io import load_dataset
-
-                self.cache[key] = load_dataset(path)
+            self.cache[key] = load_input(what, path)
         return self.cache[key]
+
+
+class Superseded(Exception):
+    """A newer slider move (or a cancel request) came: stop this warm start between frames."""
 
 
 def newest_queued(store: JobStore) -> JobRecord | None:
@@ -53,35 +52,25 @@ def newest_queued(store: JobStore) -> JobRecord | None:
 
 
 def run(store: JobStore, job: JobRecord, models: Models) -> None:
-    import numpy as np
-
-    from merlion_core.representation.merlion import warm_start
-
     config = from_dict(WarmStartJob, job.config)
     store.mark_started(job.id, os.getpid(), process_start(os.getpid()))
-    try:
-        rep = copy.deepcopy(models.get("encoder", config.encoder))
-        dataset = models.get("dataset", config.dataset)
-        if not hasattr(rep, "behaviour_model"):
-            raise ValueError(f"{config.encoder}: warm starts need a MERLION encoder, got {getattr(rep, 'method', '?')}")
-        frames = store.artifacts_dir(job.id) / "frames"
-        state = np.asarray(config.state, dtype=np.float32)[None]
-        import torch
 
-        with torch.no_grad():
-            write_frame(frames, 0, rep.embed_all(torch.as_tensor(state))[0].numpy())
-        store.beat(job.id, 0, config.steps)
-        for update in warm_start(rep, dataset, p=config.p, tau=config.tau, steps=config.steps,
-                                 yield_every=config.frame_every, states=state, device="cpu", seed=job.seed):
-            write_frame(frames, update.step, update.embeddings[0])
-            store.add_metrics(job.id, update.step, update.metrics)
-            store.beat(job.id, update.step, config.steps)
-            if store.cancel_requested(job.id) or any(q.kind == KIND for q in store.list("queued", backend=BACKEND)):
-                store.finish(job.id, "cancelled", f"superseded or cancelled at step {update.step}")
-                return
-        store.finish(job.id, "succeeded", None, {"frames": str(frames), "steps": config.steps})
+    def progress(step: int, metrics: dict[str, Any], total: int | None = None) -> None:
+        if metrics:
+            store.add_metrics(job.id, step, metrics)
+        store.beat(job.id, step, total)
+        if step and (store.cancel_requested(job.id) or any(q.kind == KIND for q in store.list("queued", backend=BACKEND))):
+            raise Superseded(f"superseded or cancelled at step {step}")
+
+    try:
+        result = run_warm_start(config, job.seed, store.artifacts_dir(job.id), progress, load=models)
+    except Superseded as exc:
+        store.finish(job.id, "cancelled", str(exc))
+        return
     except Exception as exc:  # noqa: BLE001 - the job fails with one line; the worker goes on
         store.finish(job.id, "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500])
+        return
+    store.finish(job.id, "succeeded", None, result)
 
 
 def warm_up() -> None:

@@ -1,6 +1,6 @@
-"""A small, real studio home for the app's tests: a 64-action maze dataset, a MERLION encoder, a
-Rand-1 encoder and a latent CQL agent, trained in-process in a few seconds and recorded in a jobs
-store as succeeded jobs (with a learning curve), exactly as the runner would have left them."""
+"""A small, real studio home for the app's tests: a 64-action maze dataset, a MERLION encoder, two
+Rand-1 encoders (d = 3 for the PCA / UMAP view, recorded first, and d = 2) and a latent CQL agent,
+trained in-process in a few seconds and recorded in a jobs store as succeeded jobs (with a learning curve), exactly as the runner would have left them."""
 
 from __future__ import annotations
 
@@ -47,6 +47,9 @@ def build_home(home: Path) -> dict:
     encoder = train_encoder(data_path, "merlion", art / "encoder", overrides={"steps": 60, "batch_size": 32})
     encoder_id = record(store, "train-encoder", {"dataset": str(data_path), "method": "merlion", "options": {}},
                         {"encoder": encoder["out"]})
+    rand3 = train_encoder(data_path, "rand1", art / "rand1-d3", overrides={"dim": 3})  # before rand1: not a default
+    rand3_id = record(store, "train-encoder", {"dataset": str(data_path), "method": "rand1", "options": {"dim": 3}},
+                      {"encoder": rand3["out"]})
     rand = train_encoder(data_path, "rand1", art / "rand1")
     rand_id = record(store, "train-encoder", {"dataset": str(data_path), "method": "rand1", "options": {}},
                      {"encoder": rand["out"]})
@@ -62,6 +65,7 @@ def build_home(home: Path) -> dict:
                  for seed in (0, 1)]
     store.close()
     return {"home": home, "dataset": str(data_path), "encoder": encoder["out"], "rand1": rand["out"],
-            "agent": agent["out"], "jobs": {"collect": collect_id, "encoder": encoder_id, "rand1": rand_id,
-                                           "agents": agent_ids}, "seconds": time.perf_counter() - started,
-            "obs": np.asarray(dataset.observations)}
+            "rand3": rand3["out"], "agent": agent["out"],
+            "jobs": {"collect": collect_id, "encoder": encoder_id, "rand1": rand_id, "rand3": rand3_id,
+                     "agents": agent_ids},
+            "seconds": time.perf_counter() - started, "obs": np.asarray(dataset.observations)}

@@ -283,6 +283,47 @@ def test_p_slider_starts_a_warm_start_and_the_scatter_reforms(studio_env):
     assert any(f"step {step}/{step}, succeeded" in c.value for c in at.caption)
 
 
+def test_d_above_2_offers_umap_and_shows_a_finished_projection(studio_env):
+    """d > 2: PCA is the live view; "Compute UMAP" queues a umap job for the chosen state (once:
+    the store is the cache), and the job's coordinates (written here, not computed) are drawn with
+    the PCA view's hover."""
+    from merlion_core.projection import save_projection
+
+    at = page("embeddings").run()
+    at.selectbox(key="emb.right").set_value(studio_env["rand3"]).run()
+    no_exception(at)
+    assert not [b for b in at.button if b.key == "emb.umap.go.left"]  # d = 2 on the left: no UMAP
+    pca = chart(at, "rand1, d = 3 (PCA")
+    assert not [c for c in at.get("plotly_chart") if "UMAP (" in c.proto.spec]
+    row = 7
+    at.number_input(key="emb.row").set_value(row).run()
+    at.button(key="emb.umap.go.right").click().run()
+    no_exception(at)
+    with store() as s:
+        jobs = [j for j in s.list() if j.kind == "umap"]
+    assert len(jobs) == 1 and jobs[0].status == "queued" and jobs[0].seed == 0
+    job = jobs[0]
+    assert job.config["encoder"] == studio_env["rand3"] and job.config["rows"] == [row]
+    assert (job.config["n_neighbors"], job.config["min_dist"]) == (15, 0.1)
+    at.button(key="emb.umap.go.right").click().run()  # the same request again: the same job
+    with store() as s:
+        assert [j.id for j in s.list() if j.kind == "umap"] == [job.id]
+        xy = np.stack([np.arange(64), np.arange(64) ** 2 / 64], 1).astype(np.float32)  # known coordinates
+        path = save_projection(s.artifacts_dir(job.id) / "projection", xy[None], np.array([row]), job.config)
+        assert s.claim(job.id)
+        s.mark_started(job.id, 1, None)
+        s.finish(job.id, "succeeded", None, {"projection": str(path)})
+    at.run()
+    no_exception(at)
+    umap = chart(at, "rand1, d = 3: UMAP (n_neighbors 15, min_dist 0.1)")
+    x, y, _ = _in_distribution_points(umap)  # Rand-1 has no behaviour model: one trace, every action in order
+    np.testing.assert_array_equal(x, xy[:, 0])
+    np.testing.assert_array_equal(y, xy[:, 1])
+    assert umap["data"][0]["hovertemplate"] == chart(at, "rand1, d = 3 (PCA")["data"][0]["hovertemplate"]
+    assert umap["data"][0]["customdata"] == pca["data"][0]["customdata"]
+    assert umap["layout"]["xaxis"]["title"]["text"] == "UMAP 1"
+
+
 # ---------------------------------------------------------------------------- Pseudometric
 def test_pseudometric_heatmaps_match_the_core(studio_env):
     at = page("pseudometric").run()

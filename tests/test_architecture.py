@@ -28,7 +28,9 @@ RANKS = [
     ("merlion_core.evaluation", 4),
     ("merlion_core.artifact_folder", 4),  # the shared weights/config/metrics folder I/O
     ("merlion_core.checkpoints", 4),  # resumable training checkpoints (step-N.pt): their I/O module
+    ("merlion_core.projection", 4),  # UMAP (umap-learn, numba: may write cache files) and its artifact I/O
     ("merlion_core.pipelines", 6),
+    ("merlion_core.pipelines_embeddings", 6),  # warm start with frames, UMAP of an encoder's embeddings
     ("merlion_core.benchmark", 6),
     ("merlion_core.peers", 6),  # optional peer libraries (d3rlpy), imported lazily
     ("merlion_core.bench_report", 5),  # benchmark results I/O: run JSON, summary, table, SVG

@@ -274,3 +274,34 @@ def test_recommender_actions_are_videos_grouped_by_type():
     assert list(info.customdata[7, :2]) == [7, model.catalogue.types[7]] and "type" in info.hovertemplate
     order = explore.ordered_actions(model.n_actions, info.classes, 2000, np.random.default_rng(0))
     assert (np.diff(model.catalogue.types[order]) >= 0).all()
+
+
+# ---------------------------------------------------------------------------- UMAP jobs
+def test_umap_requests_are_cached_in_the_store_and_failed_ones_run_again(tmp_path, monkeypatch):
+    import merlion_core.jobs.backend as backend
+    from merlion_core.projection import save_projection
+    from studio import jobs_client, projections
+
+    monkeypatch.setenv("MERLION_STUDIO_HOME", str(tmp_path))
+    monkeypatch.setattr(backend, "ensure_supervisor", lambda *a, **k: 0)
+    (tmp_path / "enc").mkdir()
+    (tmp_path / "ds").mkdir()
+    request = projections.Request(str(tmp_path / "enc"), str(tmp_path / "ds"), row=4, n_neighbors=10)
+    assert projections.latest(request) is None and not projections.running(request)
+    first = projections.submit(request)
+    assert projections.submit(request) == first and projections.running(request)  # queued: the same job
+    other = projections.submit(projections.Request(request.encoder, request.dataset, row=4, n_neighbors=10,
+                                                   min_dist=0.5))
+    assert other != first and projections.latest(request).id == first  # other settings: another job
+    with jobs_client.open_store() as store:
+        store.claim(first)
+        store.finish(first, "failed", "ValueError: boom")
+    again = projections.submit(request)  # a failed job is not a cached result
+    assert again not in (first, other) and projections.latest(request).id == again
+    with pytest.raises(ValueError, match="n_neighbors: must be >= 2"):
+        projections.submit(projections.Request(request.encoder, request.dataset, row=4, n_neighbors=1))
+    path = save_projection(tmp_path / "p", np.ones((1, 5, 2), np.float32), np.array([4]), {})
+    assert projections.coordinates(str(path), 5).shape == (5, 2)
+    with pytest.raises(ValueError, match="holds 1 state\\(s\\) x 5 actions; expected 1 x 6"):
+        projections.coordinates(str(path), 6)
+    assert "UMAP of encoder #enc at rows [4]" in jobs_client.describe(jobs_client.get(again))

@@ -10,9 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from merlion_core.jobs.spec import BenchJob, CollectJob, EvaluateJob, TrainAgentJob, TrainEncoderJob, parse_config
+from merlion_core.config import to_dict
+from merlion_core.jobs.spec import (BenchJob, CollectJob, EvaluateJob, TrainAgentJob, TrainEncoderJob, UmapJob,
+                                    WarmStartJob, parse_config)
 
 Progress = Callable[..., None]
+Loader = Callable[[str, str], Any]
+"""``load(what, path)`` with what = "encoder" (a LoadedRepresentation) or "dataset"."""
 
 
 def run_job(kind: str, config: dict[str, Any], seed: int, artifacts: Path, progress: Progress, *,
@@ -27,6 +31,10 @@ def run_job(kind: str, config: dict[str, Any], seed: int, artifacts: Path, progr
         return run_train_agent(parsed, seed, artifacts, progress, checkpoint_dir, resume)
     if kind == "evaluate":
         return run_evaluate(parsed, seed, progress)
+    if kind == "warm-start":
+        return run_warm_start(parsed, seed, artifacts, progress)
+    if kind == "umap":
+        return run_umap(parsed, seed, artifacts, progress)
     return run_bench(parsed, seed, artifacts, progress)
 
 
@@ -99,3 +107,46 @@ def run_bench(config: BenchJob, seed: int, artifacts: Path, progress: Progress) 
 
     return run_benchmark(config.env, list(config.methods), config.seeds, config.steps, artifacts / "bench",
                          progress=on_event, **config.options)
+
+
+def load_input(what: str, path: str) -> Any:
+    """The default loader of the warm-start and umap kinds: from disk, every call."""
+    if what == "encoder":
+        from merlion_core.representation.artifacts import load_representation
+
+        return load_representation(path)
+    from merlion_core.data.io import load_dataset
+
+    return load_dataset(path)
+
+
+def _encoder_and_dataset(encoder: str, dataset: str | None, load: Loader) -> tuple[Any, Any]:
+    from merlion_core.pipelines_embeddings import encoder_dataset_path
+
+    loaded = load("encoder", encoder)
+    return loaded, load("dataset", dataset or encoder_dataset_path(loaded, encoder))
+
+
+def run_warm_start(config: WarmStartJob, seed: int, artifacts: Path, progress: Progress, *,
+                   load: Loader = load_input) -> dict[str, Any]:
+    """The warm start of the p / tau sliders: frames in artifacts/frames/, the encoder in
+    artifacts/encoder/ (save_encoder). The app's resident worker calls this too, with a ``load``
+    that keeps encoders and datasets in memory."""
+    from merlion_core.pipelines_embeddings import warm_start_encoder
+
+    loaded, dataset = _encoder_and_dataset(config.encoder, config.dataset, load)
+    return warm_start_encoder(loaded, dataset, p=config.p, tau=config.tau, steps=config.steps,
+                              frame_every=config.frame_every, state=config.state, seed=seed,
+                              frames_dir=artifacts / "frames", source=config.encoder, progress=progress,
+                              out_dir=artifacts / "encoder" if config.save_encoder else None)
+
+
+def run_umap(config: UmapJob, seed: int, artifacts: Path, progress: Progress, *,
+             load: Loader = load_input) -> dict[str, Any]:
+    """UMAP of every action's embedding at the chosen rows (the job's seed is UMAP's random_state):
+    artifacts/projection/umap.npz and config.json."""
+    from merlion_core.pipelines_embeddings import umap_embeddings
+
+    loaded, dataset = _encoder_and_dataset(config.encoder, config.dataset, load)
+    return umap_embeddings(loaded, dataset, config.rows, n_neighbors=config.n_neighbors, min_dist=config.min_dist,
+                           seed=seed, out_dir=artifacts / "projection", config=to_dict(config), progress=progress)

@@ -102,16 +102,62 @@ class BenchJob:
     """Further keyword arguments of run_benchmark."""
 
 
+@dataclass(frozen=True)
+class WarmStartJob:
+    """``warm-start``: re-train a MERLION encoder with a new p and tau (Eq. 7), models frozen
+    (merlion_core.representation.merlion.warm_start), writing the embeddings at one state as frames."""
+
+    encoder: str = ""
+    """MERLION representation folder to start from."""
+    dataset: str | None = None
+    """Dataset the encoder is re-trained on (null: the one it was trained on)."""
+    p: float = 0.01
+    """p: out-of-distribution penalty of Eq. 4/7."""
+    tau: float = 0.3
+    """tau: I_hat(a|s) = 1 when G(a|s) / max G <= tau."""
+    steps: int = 60
+    """Gradient steps of the warm start (about 1 s on one CPU thread for the maze)."""
+    frame_every: int = 10
+    """Write the embeddings every this many steps (one frame)."""
+    state: tuple[float, ...] = ()
+    """The observation whose action embeddings are written (empty: the dataset's first observation)."""
+    save_encoder: bool = True
+    """Write the warm-started encoder to artifacts/encoder (the app's slider jobs write frames only)."""
+
+
+@dataclass(frozen=True)
+class UmapJob:
+    """``umap``: a 2-D UMAP view of every action's embedding at chosen dataset states (merlion_core.projection)."""
+
+    encoder: str = ""
+    """Representation folder whose embeddings phi(a; s) are projected."""
+    dataset: str | None = None
+    """Dataset the states come from (null: the one the encoder was trained on)."""
+    rows: tuple[int, ...] = (0,)
+    """Dataset row indices of the states; all |A| actions at each (|A| x len(rows) points, one UMAP)."""
+    n_neighbors: int = 15
+    """UMAP's n_neighbors: size of the local neighbourhood (larger: more global structure)."""
+    min_dist: float = 0.1
+    """UMAP's min_dist: how tightly points may pack in the 2-D view."""
+
+
 KINDS: dict[str, type] = {
     "collect": CollectJob,
     "train-encoder": TrainEncoderJob,
     "train-agent": TrainAgentJob,
     "evaluate": EvaluateJob,
     "bench": BenchJob,
+    "warm-start": WarmStartJob,
+    "umap": UmapJob,
 }
 INPUT_PATHS = ("dataset", "encoder", "agent")
 """Config fields naming an input that must exist at submission."""
-TORCH_KINDS = frozenset({"train-encoder", "train-agent", "evaluate", "bench"})
+LOWER_BOUNDS = {"n": 1, "steps": 1, "episodes": 1, "eval_episodes": 1, "frame_every": 1, "n_neighbors": 2,
+                "eval_every": 0, "checkpoint_every": 0, "p": 0, "tau": 0, "min_dist": 0}
+"""Least value of numeric config fields, by name (any kind)."""
+UPPER_BOUNDS = {"tau": 1}
+"""Largest value of numeric config fields, by name (any kind)."""
+TORCH_KINDS = frozenset({"train-encoder", "train-agent", "evaluate", "bench", "warm-start", "umap"})
 """Kinds that run PyTorch (the worker sets torch's thread count for them)."""
 GPU_KINDS = frozenset({"train-encoder", "train-agent", "bench"})
 """Kinds that use a GPU when one is free and their device allows it."""
@@ -156,12 +202,14 @@ def validate(spec: JobSpec, *, base: str | Path | None = None, check_inputs: boo
         if check_inputs and not path.exists():
             raise FileNotFoundError(f"{spec.kind} config: {name}: {path} does not exist")
         changes[name] = str(path.resolve())
-    for name in ("n", "steps", "episodes", "eval_episodes"):
-        if hasattr(config, name) and getattr(config, name) < 1:
-            raise ValueError(f"{spec.kind} config: {name}: must be >= 1, got {getattr(config, name)}")
-    for name in ("eval_every", "checkpoint_every"):
-        if hasattr(config, name) and getattr(config, name) < 0:
-            raise ValueError(f"{spec.kind} config: {name}: must be >= 0, got {getattr(config, name)}")
+    for name, low in LOWER_BOUNDS.items():
+        if hasattr(config, name) and not getattr(config, name) >= low:  # NaN fails too
+            raise ValueError(f"{spec.kind} config: {name}: must be >= {low}, got {getattr(config, name)}")
+    for name, high in UPPER_BOUNDS.items():
+        if hasattr(config, name) and getattr(config, name) > high:
+            raise ValueError(f"{spec.kind} config: {name}: must be <= {high}, got {getattr(config, name)}")
+    if not getattr(config, "rows", (0,)) or min(getattr(config, "rows", (0,))) < 0:
+        raise ValueError(f"{spec.kind} config: rows: need at least one dataset row index >= 0, got {config.rows!r}")
     config = dataclasses.replace(config, **changes)
     return JobSpec(spec.kind, to_dict(config), int(spec.seed))
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from merlion_core.artifact_folder import CONFIG, load_weights, read_json, read_metrics, write_folder
@@ -63,3 +64,27 @@ def load_representation(path: str | os.PathLike, device: str | torch.device = "c
     info = {k: v for k, v in document.items() if k not in ("config",)}
     return LoadedRepresentation(rep.to(device).eval(), document["method"], config, info,
                                 read_metrics(folder, ArtifactError))
+
+
+# ---------------------------------------------------------------------------- warm-start frames
+FRAME_GLOB = "step-*.npy"
+"""Frames of a warm start: FOLDER/step-<N>.npy, f32[A, D] (every action's embedding at one state)."""
+
+
+def write_frame(folder: str | os.PathLike, step: int, embeddings_AD: np.ndarray) -> Path:
+    """Atomically write one frame (a reader never sees half a file)."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"step-{int(step):06d}.npy"
+    tmp = out / f".tmp-{int(step):06d}.npy"
+    np.save(tmp, np.asarray(embeddings_AD, dtype=np.float32), allow_pickle=False)
+    os.replace(tmp, path)
+    return path
+
+
+def latest_frame(folder: str | os.PathLike) -> tuple[int, np.ndarray] | None:
+    """(step, f32[A, D]) of the newest frame in ``folder``, or None before the first."""
+    files = sorted(Path(folder).glob(FRAME_GLOB))
+    if not files:
+        return None
+    return int(files[-1].stem.split("-")[1]), np.load(files[-1], allow_pickle=False)
