@@ -32,6 +32,8 @@ from typing import Any, Callable
 from merlion_core.config import to_dict
 
 ProgressFn = Callable[[str, dict[str, Any]], None]
+EXECUTION_FIELDS = ("workers", "device")
+"""BenchConfig fields that say how runs are executed, not what they compute (left out of the settings key)."""
 BENCH_KEY = "bench-key.json"
 """Written beside each benchmark encoder: the settings it was trained with (reused only on a match)."""
 
@@ -283,7 +285,10 @@ def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, ou
     behaviour_score = float(data.normalised_score(data.episode_returns()).mean())
     notify("dataset", {"path": str(dataset), "behaviour_score": behaviour_score})
 
-    settings = {"env_id": env_id, "config": to_dict(config), "dataset": str(dataset)}
+    # what a run's result depends on; how it was executed (workers, device) is not part of it, so a
+    # benchmark can be resumed or completed elsewhere (each run records the device it ran on)
+    run_config = {k: v for k, v in to_dict(config).items() if k not in EXECUTION_FIELDS}
+    settings = {"env_id": env_id, "config": run_config, "dataset": str(dataset)}
     todo = []
     for name in names:
         for seed in range(config.seeds):

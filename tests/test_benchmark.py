@@ -83,11 +83,18 @@ def test_tiny_benchmark_runs_and_resumes(tmp_path, monkeypatch):
     # encoders are trained once per (representation, seed) and shared
     assert sorted(p.name for p in (tmp_path / "work" / "encoders").iterdir()) == ["rand1-seed0", "rand1-seed1"]
 
-    # a second call finds every finished run and trains nothing (failed runs are retried)
+    # a second call finds every finished run and trains nothing (failed runs are retried), also
+    # when it is executed differently (workers, device are not part of a run's settings)
     events.clear()
     run_benchmark("maze", "bc,rand1-cql", 2, 30, tmp_path, lambda event, info: events.append((event, info)),
-                  **options)
+                  **{**options, "workers": 2, "device": "cpu"})
     assert [e for e, _ in events if e == "run"] == []
+    assert "workers" not in json.loads((tmp_path / "summary.json").read_text())["settings"]["config"]
+    # a setting that changes what is computed (the evaluation) does rerun
+    events.clear()
+    run_benchmark("maze", "bc", 1, 30, tmp_path, lambda event, info: events.append((event, info)),
+                  **{**options, "eval_episodes": 2})
+    assert [e for e, _ in events if e == "run"] == ["run"]
 
 
 def test_encoders_are_reused_only_with_the_same_settings(tmp_path):
