@@ -2,8 +2,10 @@
 
 An open 64-action maze (no walls or reward regions, 30 steps): the random policy reaches the
 goal in about 14% of episodes; MERLION-CQL, trained offline on 50%-noise medium data, must
-reach it in at least 70% after 1,000 gradient steps. A broken encoder, lookup or critic misses
-that (the untrained policy's success rate is 0).
+reach it in at least 70% after 2,000 gradient steps (measured: 0.88-0.94 from 1,500 steps on; the
+networks' random Fourier features of the observation, which the walled maze needs, make this smooth
+task take about twice the 1,000 steps that standardised positions alone need). A broken encoder,
+lookup or critic misses that (the untrained policy's success rate is 0).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def test_merlion_cql_beats_a_random_policy_on_a_small_maze(tmp_path):
     save_dataset(collect("maze", "medium", 0.5, 20_000, seed=0, env_overrides=OPEN_MAZE), tmp_path / "data")
     train_encoder(tmp_path / "data", "merlion", tmp_path / "encoder", overrides={"steps": 1000, "seed": 0},
                   device="cpu")
-    result = train_agent(tmp_path / "data", "cql", tmp_path / "agent", steps=1000, encoder_dir=tmp_path / "encoder",
+    result = train_agent(tmp_path / "data", "cql", tmp_path / "agent", steps=2000, encoder_dir=tmp_path / "encoder",
                          overrides={"batch_size": 64, "seed": 0}, eval_every=250, eval_episodes=50, device="cpu")
     curve = json.loads((tmp_path / "agent" / "metrics.json").read_text())["curve"]
     curve_success = [point["success_rate"] for point in curve]
