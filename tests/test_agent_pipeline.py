@@ -34,6 +34,13 @@ def test_bc_learning_curve_and_reload(dataset_path, tmp_path):
     reloaded = evaluate_agent(tmp_path / "bc", episodes=30, seed=600)
     assert reloaded["normalised_score"] == curve[-1]["normalised_score"]
     assert load_agent(tmp_path / "bc").algo == "bc"
+    # an agent of the older format (networks without observation features) gets a clear error
+    config_path = tmp_path / "bc" / "config.json"
+    document = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**document, "version": 1}))
+    with pytest.raises(AgentArtifactError, match="format version 1 is not 2 .*train the agent again"):
+        load_agent(tmp_path / "bc")
+    config_path.write_text(json.dumps(document))
     summary = evaluate_agent(tmp_path / "bc", episodes=20)
     assert {"mean_return", "normalised_score", "success_rate", "algo"} <= set(summary)
     assert summary["n_episodes"] == 20

@@ -18,7 +18,8 @@ from merlion_core.artifact_folder import CONFIG, load_weights, read_json, read_m
 from merlion_core.config import ConfigError, from_dict, to_dict
 
 FORMAT = "merlion-agent"
-VERSION = 1
+VERSION = 2
+"""2: every network starts with the observation features (models/obs_features.py); 1 had none."""
 
 
 class AgentArtifactError(ValueError):
@@ -46,6 +47,10 @@ def load_agent(path: str | os.PathLike, device: str = "cpu") -> LoadedAgent:
     document = read_json(folder / CONFIG, AgentArtifactError)
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise AgentArtifactError(f"{folder / CONFIG}: not a {FORMAT} config")
+    if document.get("version") != VERSION:
+        raise AgentArtifactError(f"{folder / CONFIG}: agent format version {document.get('version')!r} is not "
+                                 f"{VERSION} (written by an older MERLION Studio, whose networks had no "
+                                 "observation features); train the agent again")
     algo = document.get("algo")
     if algo not in ALGORITHMS:
         raise AgentArtifactError(f"{folder / CONFIG}: unknown algorithm {algo!r}")
