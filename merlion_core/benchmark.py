@@ -261,12 +261,20 @@ def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, ou
     # benchmark can be resumed or completed elsewhere (each run records the device it ran on)
     run_config = {k: v for k, v in to_dict(config).items() if k not in EXECUTION_FIELDS}
     settings = {"env_id": env_id, "config": run_config, "dataset": str(dataset)}
-    todo = []
+
+    def encoder_settings(name: str, seed: int) -> dict[str, Any] | None:
+        method = bench_method(name)
+        return None if method.representation is None else encoder_overrides(method, seed, config.encoder_steps, env_id)
+
+    todo = []  # runs without a finished record of these settings (failed runs are retried)
     for name in names:
         for seed in range(config.seeds):
             record_path = run_record_path(out_dir, name, seed)
-            if record_path.exists() and json.loads(record_path.read_text()).get("settings") == settings:
-                continue
+            if record_path.exists():
+                record = json.loads(record_path.read_text())
+                if (record.get("settings") == settings and "error" not in record
+                        and record.get("encoder_settings") == encoder_settings(name, seed)):
+                    continue
             todo.append((name, seed))
 
     def finish(name: str, seed: int, future: concurrent.futures.Future | None, error: str = "") -> None:
@@ -274,7 +282,7 @@ def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, ou
         try:
             if future is None:
                 raise RuntimeError(error)
-            record = {**future.result(), "settings": settings}
+            record = {**future.result(), "settings": settings, "encoder_settings": encoder_settings(name, seed)}
         except Exception as exc:  # one failed run is recorded and the others go on
             record = {"method": name, "seed": seed, "error": f"{type(exc).__name__}: {exc}",
                       "curve": [], "last_score": None, "best_score": None, "settings": settings}

@@ -174,6 +174,18 @@ def test_records_are_written_as_runs_finish_and_encoder_failures_are_recorded(tm
     assert summary["methods"]["bc"]["seeds"] == 1  # the other runs go on
     failed = summary["methods"]["rand1-cql"]["failed"]
     assert len(failed) == 1 and "encoder rand1-seed0" in failed[0]["error"] and "no encoder" in failed[0]["error"]
+    monkeypatch.undo()
+    events = []
+    summary = run_benchmark("maze", "rand1-cql,bc", 1, 10, tmp_path / "a", lambda e, i: events.append((e, i)),
+                            **options)
+    assert [i["method"] for e, i in events if e == "run"] == ["rand1-cql"]  # the failed run is retried, bc kept
+    assert summary["methods"]["rand1-cql"]["seeds"] == 1 and summary["methods"]["rand1-cql"]["failed"] == []
+    # a record whose encoder had other settings (an older version's defaults) is stale: run again
+    path = tmp_path / "a" / "runs" / "rand1-cql" / "seed0.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "encoder_settings": {"seed": 0, "dim": 7}}))
+    events.clear()
+    run_benchmark("maze", "rand1-cql,bc", 1, 10, tmp_path / "a", lambda e, i: events.append((e, i)), **options)
+    assert [i["method"] for e, i in events if e == "run"] == ["rand1-cql"]
 
     # with one worker, each run's record is on disk before the next run starts: a run killed
     # mid-benchmark (Ctrl-C) keeps the finished ones, and a rerun resumes after them
