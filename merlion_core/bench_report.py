@@ -57,10 +57,12 @@ def summarise_method(records: list[dict[str, Any]]) -> dict[str, Any]:
         mean, ci = mean_ci95(values)
         curve.append({"step": step, "mean": mean, "ci95": ci, "n": len(values)})
     seconds = [r.get("train_seconds") for r in ok if r.get("train_seconds") is not None]
+    # None where the env has no task success (the recommender): the column then reads "-"
+    successes = [r["last_success_rate"] for r in ok if r.get("last_success_rate") is not None]
     return {"seeds": len(ok), "failed": [{"seed": r["seed"], "error": r.get("error")} for r in records
                                          if r.get("last_score") is None],
             "last_mean": last_mean, "last_ci95": last_ci, "best_mean": best_mean, "best_ci95": best_ci,
-            "last_success_rate": float(np.mean([r["last_success_rate"] for r in ok])) if ok else math.nan,
+            "last_success_rate": float(np.mean(successes)) if successes else math.nan,
             "mean_train_seconds": float(np.mean(seconds)) if seconds else None,
             "devices": sorted({str(r.get("device")) for r in ok}), "curve": curve}
 
@@ -77,8 +79,10 @@ def _clean(value: Any) -> Any:
 
 
 def write_summary(out_dir: str | os.PathLike, env_id: str, methods: list[str], config: Any,
-                  behaviour_score: float, settings: dict[str, Any]) -> dict[str, Any]:
-    """Read every run record of ``methods`` and write summary.json, README.md and curves.svg."""
+                  behaviour_score: float, settings: dict[str, Any],
+                  normalisers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read every run record of ``methods`` and write summary.json, README.md and curves.svg
+    (``normalisers``: the expert and random returns the scores are normalised with)."""
     out = Path(out_dir)
     rows = {}
     for method in methods:
@@ -91,7 +95,8 @@ def write_summary(out_dir: str | os.PathLike, env_id: str, methods: list[str], c
     from merlion_core.config import to_dict
 
     summary = _clean({"format": SUMMARY_FORMAT, "env_id": env_id, "settings": settings,
-                      "config": to_dict(config), "behaviour_score": behaviour_score, "methods": rows})
+                      "config": to_dict(config), "behaviour_score": behaviour_score,
+                      "normalisers": normalisers, "methods": rows})
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (out / "README.md").write_text(markdown_table(summary))
     (out / "curves.svg").write_text(curves_svg(summary))
@@ -104,6 +109,19 @@ def _fmt(mean: float | None, ci: float | None) -> str:
     return f"{mean:.1f}" if ci is None else f"{mean:.1f} +- {ci:.1f}"
 
 
+def _normaliser_lines(normalisers: dict[str, Any] | None) -> list[str]:
+    if not normalisers:
+        return []
+    lines = ["", f"Normalisers (the env's, {normalisers['episodes']} episodes each): expert return "
+             f"{normalisers['expert_return']:.2f}, random return {normalisers['random_return']:.2f}."]
+    if not normalisers.get("dataset_agrees", True):
+        stored = [normalisers.get(f"dataset_{k}_return") for k in ("expert", "random")]
+        shown = ", ".join("none" if v is None else f"{v:.2f}" for v in stored)
+        lines.append(f"**The dataset's metadata says {shown}**: it was collected with another env config or "
+                     "version, or brought its own normalisers; scores here use the env's.")
+    return lines
+
+
 def markdown_table(summary: dict[str, Any]) -> str:
     config = summary["config"]
     devices = ", ".join(sorted({d for row in summary["methods"].values() for d in row.get("devices", [])})) or "-"
@@ -112,7 +130,7 @@ def markdown_table(summary: dict[str, Any]) -> str:
              f"{summary['behaviour_score']:.1f}). {config['steps']} gradient steps per agent, evaluation every "
              f"{config['eval_every']} steps over {config['eval_episodes']} episodes, encoders "
              f"{config['encoder_steps']} steps, devices used: {devices}. Normalised score, mean +- 95% CI "
-             f"(Student's t) over seeds.", "",
+             f"(Student's t) over seeds.", *_normaliser_lines(summary.get("normalisers")), "",
              "| method | seeds | last | best | success (last) | train s |", "| --- | ---: | ---: | ---: | ---: | ---: |",
              f"| behaviour policy (dataset) | - | {summary['behaviour_score']:.1f} | - | - | - |"]
     for name, row in summary["methods"].items():

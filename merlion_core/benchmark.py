@@ -12,6 +12,7 @@ Runs are independent processes (``workers`` at a time, one torch thread each) an
 a run whose result file exists with the same settings is not repeated. Output layout:
 ``OUT/runs/METHOD/seedK.json`` (curve and summary per run), ``OUT/summary.json``,
 ``OUT/README.md`` (the table), ``OUT/curves.svg``; weights under ``OUT/work/`` (not results).
+The method names and groups live in :mod:`merlion_core.benchmark_methods` (re-exported here).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import json
+import math
 import multiprocessing
 import os
-import re
 import shutil
 import sys
 import time
@@ -29,75 +30,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
+from merlion_core.benchmark_methods import (ABLATIONS, BENCH_METHODS, PAPER_METHODS, PEER_METHODS, BenchMethod,
+                                            bench_method, encoder_key, encoder_overrides, env_has_task_success,
+                                            expand_methods, representation_available)
 from merlion_core.config import to_dict
 
+__all__ = ["ABLATIONS", "BENCH_METHODS", "PAPER_METHODS", "PEER_METHODS", "BenchConfig", "BenchMethod", "bench_method",
+           "expand_methods", "representation_available", "run_benchmark", "run_one", "train_bench_encoder"]
 ProgressFn = Callable[[str, dict[str, Any]], None]
 EXECUTION_FIELDS = ("workers", "device")
 """BenchConfig fields that say how runs are executed, not what they compute (left out of the settings key)."""
 BENCH_KEY = "bench-key.json"
 """Written beside each benchmark encoder: the settings it was trained with (reused only on a match)."""
-
-
-@dataclass(frozen=True)
-class BenchMethod:
-    """One benchmark row: a representation (None = raw actions) and an algorithm."""
-
-    name: str
-    representation: str | None
-    representation_overrides: tuple[tuple[str, Any], ...]
-    algo: str
-    peer: bool = False
-
-
-def _fixed_methods() -> dict[str, BenchMethod]:
-    methods = {
-        "merlion-cql": BenchMethod("merlion-cql", "merlion", (), "cql"),
-        "merlion-bcq": BenchMethod("merlion-bcq", "merlion", (), "bcq"),
-        "merlion-no-p-cql": BenchMethod("merlion-no-p-cql", "merlion-no-p", (), "cql"),
-        "cvae-cql": BenchMethod("cvae-cql", "cvae", (), "cql"),
-    }
-    for raw in ("dcql", "dbcq", "bc", "plas"):
-        methods[raw] = BenchMethod(raw, None, (), raw)
-    for rep in ("rand1", "rand2", "transition", "reconstruction", "external"):
-        methods[f"{rep}-cql"] = BenchMethod(f"{rep}-cql", rep, (), "cql")
-        methods[f"{rep}-bcq"] = BenchMethod(f"{rep}-bcq", rep, (), "bcq")
-    for peer in ("dcql", "dbcq", "bc"):
-        methods[f"d3rlpy-{peer}"] = BenchMethod(f"d3rlpy-{peer}", None, (), peer, peer=True)
-    return methods
-
-
-BENCH_METHODS = _fixed_methods()
-PAPER_METHODS = ("merlion-cql", "merlion-bcq", "dcql", "dbcq", "bc", "plas", "rand1-cql", "rand2-cql",
-                 "transition-cql", "reconstruction-cql", "external-cql")
-ABLATIONS = ("merlion-p0.1-cql", "merlion-p0.3-cql", "merlion-p0.5-cql", "merlion-no-p-cql", "cvae-cql")
-PEER_METHODS = ("d3rlpy-dcql", "d3rlpy-dbcq", "d3rlpy-bc")
-_P_ABLATION = re.compile(r"^merlion-p(\d+(?:\.\d+)?)-(cql|bcq)$")
-
-
-def bench_method(name: str) -> BenchMethod:
-    """The method called ``name``; ``merlion-pX-cql`` / ``-bcq`` sets MERLION's p to X."""
-    if name in BENCH_METHODS:
-        return BENCH_METHODS[name]
-    match = _P_ABLATION.match(name)
-    if match:
-        return BenchMethod(name, "merlion", (("p", float(match.group(1))),), match.group(2))
-    known = ", ".join([*BENCH_METHODS, "merlion-pX-cql", "merlion-pX-bcq"])
-    raise ValueError(f"bench: unknown method {name!r}; known: {known}")
-
-
-def expand_methods(names: str | list[str]) -> list[str]:
-    """A comma list (or list) of method names; ``paper``, ``ablations`` and ``peers`` expand to groups."""
-    items = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
-    groups = {"paper": PAPER_METHODS, "ablations": ABLATIONS, "peers": PEER_METHODS}
-    out: list[str] = []
-    for item in items:
-        for name in groups.get(item, (item,)):
-            bench_method(name)  # validates
-            if name not in out:
-                out.append(name)
-    if not out:
-        raise ValueError("bench: no methods given")
-    return out
 
 
 @dataclass(frozen=True)
@@ -146,24 +92,15 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def encoder_key(method: BenchMethod, seed: int) -> str:
-    overrides = "".join(f"-{k}{v}" for k, v in method.representation_overrides)
-    return f"{method.representation}{overrides}-seed{seed}"
-
-
 def train_bench_encoder(dataset_path: str, method_name: str, seed: int, encoder_steps: int, folder: str,
-                        device: str) -> str:
+                        device: str, env_id: str | None = None) -> str:
     """Train (or reuse) the run's encoder; returns its folder."""
     _one_thread()
     from merlion_core.pipelines import train_encoder
-    from merlion_core.representation.registry import get_method
 
     method = bench_method(method_name)
     path = Path(folder)
-    names = {f.name for f in dataclasses.fields(get_method(method.representation).config_cls)}
-    overrides = {**dict(method.representation_overrides), "seed": seed}
-    if "steps" in names:
-        overrides["steps"] = encoder_steps
+    overrides = encoder_overrides(method, seed, encoder_steps, env_id)
     # reuse a finished encoder only if it was trained with exactly these settings on this dataset
     key = {"representation": method.representation, "overrides": overrides, "dataset": str(dataset_path)}
     key_file = path / BENCH_KEY
@@ -177,8 +114,9 @@ def train_bench_encoder(dataset_path: str, method_name: str, seed: int, encoder_
 
 
 def run_one(dataset_path: str, method_name: str, seed: int, config: BenchConfig, encoder_dir: str | None,
-            agent_dir: str, peer_python: str | None = None) -> dict[str, Any]:
-    """Train and evaluate one (method, seed); returns the run record (curve, last, best)."""
+            agent_dir: str, peer_python: str | None = None, task_success: bool = True) -> dict[str, Any]:
+    """Train and evaluate one (method, seed); returns the run record (curve, last, best; the last
+    success rate only where the env defines success, ``task_success``)."""
     _one_thread()
     import torch
 
@@ -204,12 +142,13 @@ def run_one(dataset_path: str, method_name: str, seed: int, config: BenchConfig,
         curve, record = metrics["curve"], {"agent": str(agent_dir)}
         record["train_seconds"] = result["seconds"]
     scores = [p["normalised_score"] for p in curve if "normalised_score" in p]
+    success = curve[-1].get("success_rate") if curve and task_success else None
     return {**record, "method": method_name, "seed": seed, "algo": method.algo,
             "representation": method.representation, "representation_overrides": dict(method.representation_overrides),
             "steps": config.steps, "curve": curve, "last_score": scores[-1] if scores else None,
             "best_score": max(scores) if scores else None,
             "last_return": curve[-1].get("mean_return") if curve else None,
-            "last_success_rate": curve[-1].get("success_rate") if curve else None,
+            "last_success_rate": success,
             "wall_seconds": time.perf_counter() - started, "device": str(resolve_device(config.device)),
             "torch_threads": torch.get_num_threads()}
 
@@ -254,21 +193,51 @@ class InProcessExecutor:
         return future
 
 
+def check_device(device: str) -> None:
+    """A clear error before any run starts for a device string torch rejects or CUDA that is absent."""
+    import torch
+
+    from merlion_core.models.mlp import resolve_device
+
+    try:
+        resolved = resolve_device(device)
+    except RuntimeError:
+        raise ValueError(f"bench: device {device!r} is not a device (auto, cpu, cuda or cuda:N)") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"bench: device {device!r} asked for, but CUDA is not available here")
+
+
+def bench_normalisers(data: Any) -> dict[str, Any]:
+    """The normalisers of the benchmark: the env's own (``data.collect.env_normalisers`` for the
+    dataset's env config, the ones every evaluation uses), with the dataset's stored pair beside them."""
+    from merlion_core.data.collect import NORMALISER_EPISODES, env_normalisers
+    from merlion_core.pipelines import dataset_env_overrides
+
+    expert, random = env_normalisers(data.meta.env_id, dataset_env_overrides(data))
+    stored = (data.meta.expert_return, data.meta.random_return)
+    return {"expert_return": expert, "random_return": random, "episodes": NORMALISER_EPISODES,
+            "dataset_expert_return": stored[0], "dataset_random_return": stored[1],
+            "dataset_agrees": None not in stored and all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
+                                                          for a, b in zip((expert, random), stored))}
+
+
 def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, out: str | os.PathLike,
                   progress: ProgressFn | None = None, *, dataset: str | None = None,
                   peer_python: str | None = None, **options: Any) -> dict[str, Any]:
     """Run every (method, seed) of the benchmark on ``env`` and write the results under ``out``.
 
     ``options`` are further :class:`BenchConfig` fields. ``progress(event, info)`` is called with
-    ``dataset``, ``encoder``, ``run`` (each finished piece) and ``summary``."""
+    ``dataset``, ``encoder``, ``run`` (each finished piece, its record already on disk) and ``summary``.
+    A run whose encoder failed is recorded as failed; the other runs go on."""
     from merlion_core.bench_report import run_record_path, write_run_record, write_summary
-    from merlion_core.data.collect import collect
+    from merlion_core.data.collect import collect, normalised_score
     from merlion_core.data.io import load_dataset, save_dataset
     from merlion_core.envs import resolve_env_id
 
     config = BenchConfig(seeds=seeds, steps=steps, **options)
-    names = expand_methods(methods)
+    check_device(config.device)
     env_id = resolve_env_id(env)
+    names = expand_methods(methods, env_id)
     out_dir = Path(out)
     work = out_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
@@ -282,20 +251,44 @@ def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, ou
     data = load_dataset(dataset)
     if data.meta.env_id != env_id:
         raise ValueError(f"bench: dataset {dataset} is from {data.meta.env_id!r}, not {env_id!r}")
-    behaviour_score = float(data.normalised_score(data.episode_returns()).mean())
-    notify("dataset", {"path": str(dataset), "behaviour_score": behaviour_score})
+    normalisers = bench_normalisers(data)
+    behaviour_score = float(np.mean(normalised_score(data.episode_returns(), normalisers["expert_return"],
+                                                     normalisers["random_return"])))
+    notify("dataset", {"path": str(dataset), "behaviour_score": behaviour_score, **normalisers})
+    task_success = env_has_task_success(env_id)
 
     # what a run's result depends on; how it was executed (workers, device) is not part of it, so a
     # benchmark can be resumed or completed elsewhere (each run records the device it ran on)
     run_config = {k: v for k, v in to_dict(config).items() if k not in EXECUTION_FIELDS}
     settings = {"env_id": env_id, "config": run_config, "dataset": str(dataset)}
-    todo = []
+
+    def encoder_settings(name: str, seed: int) -> dict[str, Any] | None:
+        method = bench_method(name)
+        return None if method.representation is None else encoder_overrides(method, seed, config.encoder_steps, env_id)
+
+    todo = []  # runs without a finished record of these settings (failed runs are retried)
     for name in names:
         for seed in range(config.seeds):
             record_path = run_record_path(out_dir, name, seed)
-            if record_path.exists() and json.loads(record_path.read_text()).get("settings") == settings:
-                continue
+            if record_path.exists():
+                record = json.loads(record_path.read_text())
+                if (record.get("settings") == settings and "error" not in record
+                        and record.get("encoder_settings") == encoder_settings(name, seed)):
+                    continue
             todo.append((name, seed))
+
+    def finish(name: str, seed: int, future: concurrent.futures.Future | None, error: str = "") -> None:
+        """Write the run's record (failed: ``error`` or the future's exception) and report it."""
+        try:
+            if future is None:
+                raise RuntimeError(error)
+            record = {**future.result(), "settings": settings, "encoder_settings": encoder_settings(name, seed)}
+        except Exception as exc:  # one failed run is recorded and the others go on
+            record = {"method": name, "seed": seed, "error": f"{type(exc).__name__}: {exc}",
+                      "curve": [], "last_score": None, "best_score": None, "settings": settings}
+        write_run_record(out_dir, record)
+        notify("run", {"method": name, "seed": seed, "last_score": record["last_score"],
+                       "best_score": record["best_score"]})
 
     if config.workers == 1:
         pool_context: Any = InProcessExecutor()
@@ -311,7 +304,7 @@ def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, ou
             key = encoder_key(method, seed)
             if key not in encoders:
                 encoders[key] = pool.submit(train_bench_encoder, str(dataset), name, seed, config.encoder_steps,
-                                            str(work / "encoders" / key), config.device)
+                                            str(work / "encoders" / key), config.device, env_id)
         runs: dict[concurrent.futures.Future, tuple[str, int]] = {}
         pending = list(todo)
         while pending or runs:
@@ -320,28 +313,30 @@ def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, ou
                 encoder = encoders.get(encoder_key(method, seed)) if method.representation else None
                 if encoder is not None and not encoder.done():
                     continue
+                pending.remove((name, seed))
+                if encoder is not None and encoder.exception() is not None:
+                    exc = encoder.exception()
+                    finish(name, seed, None, f"encoder {encoder_key(method, seed)}: {type(exc).__name__}: {exc}")
+                    continue
                 encoder_dir = encoder.result() if encoder is not None else None
                 if encoder is not None:
                     notify("encoder", {"folder": encoder_dir})
                 agent_dir = str(work / "agents" / name / f"seed{seed}")
-                runs[pool.submit(run_one, str(dataset), name, seed, config, encoder_dir, agent_dir,
-                                 peer_python)] = (name, seed)
-                pending.remove((name, seed))
+                future = pool.submit(run_one, str(dataset), name, seed, config, encoder_dir, agent_dir,
+                                     peer_python, task_success)
+                if future.done():  # run in this process: its record is on disk before the next run starts
+                    finish(name, seed, future)
+                else:
+                    runs[future] = (name, seed)
             if not runs:
-                concurrent.futures.wait(encoders.values(), return_when=concurrent.futures.FIRST_COMPLETED)
+                training = [f for f in encoders.values() if not f.done()]
+                if training:  # only encoders are left to wait for (never spin on finished ones)
+                    concurrent.futures.wait(training, return_when=concurrent.futures.FIRST_COMPLETED)
                 continue
             done, _ = concurrent.futures.wait(list(runs), timeout=5.0,
                                               return_when=concurrent.futures.FIRST_COMPLETED)
             for future in done:
-                name, seed = runs.pop(future)
-                try:
-                    record = {**future.result(), "settings": settings}
-                except Exception as exc:  # one failed run is recorded and the others go on
-                    record = {"method": name, "seed": seed, "error": f"{type(exc).__name__}: {exc}",
-                              "curve": [], "last_score": None, "best_score": None, "settings": settings}
-                write_run_record(out_dir, record)
-                notify("run", {"method": name, "seed": seed, "last_score": record["last_score"],
-                               "best_score": record["best_score"]})
-    summary = write_summary(out_dir, env_id, names, config, behaviour_score, settings)
+                finish(*runs.pop(future), future)
+    summary = write_summary(out_dir, env_id, names, config, behaviour_score, settings, normalisers)
     notify("summary", {"path": str(out_dir / "summary.json")})
     return summary

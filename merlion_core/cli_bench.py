@@ -13,7 +13,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("bench", help="benchmark methods x seeds on one env (per-run JSON, summary, table, curves)",
                        description="Groups: paper = " + ",".join(PAPER_METHODS) + "; ablations = "
-                       + ",".join(ABLATIONS) + "; peers = " + ",".join(PEER_METHODS) + ".")
+                       + ",".join(ABLATIONS) + "; peers = " + ",".join(PEER_METHODS) + ". A group leaves out "
+                       "the methods the env has no representation for (external on dialogue, as the paper).")
     p.add_argument("--env", required=True, help="environment short name or id (maze, multistep-maze, ...)")
     p.add_argument("--methods", default="paper", help="comma list of methods or groups (default: paper)")
     p.add_argument("--out", required=True, help="results folder (runs/, summary.json, README.md, curves.svg)")
@@ -38,8 +39,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             text = "failed" if score is None else f"last {score:.1f}, best {info['best_score']:.1f}"
             print(f"bench: {info['method']} seed {info['seed']}: {text}", file=sys.stderr, flush=True)
         elif event == "dataset":
-            print(f"bench: dataset {info['path']} (behaviour score {info['behaviour_score']:.1f})",
-                  file=sys.stderr, flush=True)
+            print(f"bench: dataset {info['path']} (behaviour score {info['behaviour_score']:.1f}; normalisers: "
+                  f"expert {info['expert_return']:.2f}, random {info['random_return']:.2f})", file=sys.stderr, flush=True)
 
     summary = run_benchmark(args.env, args.methods, seeds, steps, args.out, progress, dataset=args.dataset,
                             peer_python=args.peer_python, **options)

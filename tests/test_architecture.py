@@ -32,6 +32,7 @@ RANKS = [
     ("merlion_core.pipelines", 6),
     ("merlion_core.pipelines_embeddings", 6),  # warm start with frames, UMAP of an encoder's embeddings
     ("merlion_core.benchmark", 6),
+    ("merlion_core.benchmark_methods", 5),  # method names, groups, encoder settings (no I/O)
     ("merlion_core.peers", 6),  # optional peer libraries (d3rlpy), imported lazily
     ("merlion_core.bench_report", 5),  # benchmark results I/O: run JSON, summary, table, SVG
     ("merlion_core.jobs", 7),  # background jobs: store (its file formats), workers, supervisor, sweeps, Ray

@@ -8,10 +8,16 @@ import math
 import pytest
 import torch
 
-from merlion_core.bench_report import mean_ci95, summarise_method
+import dataclasses
+
+import numpy as np
+
+from merlion_core import benchmark
+from merlion_core.bench_report import markdown_table, mean_ci95, summarise_method
 from merlion_core.benchmark import PAPER_METHODS, bench_method, expand_methods, run_benchmark
-from merlion_core.data.collect import collect
-from merlion_core.data.io import save_dataset
+from merlion_core.benchmark_methods import encoder_overrides, env_has_task_success
+from merlion_core.data.collect import collect, env_normalisers
+from merlion_core.data.io import load_dataset, save_dataset
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -114,3 +120,115 @@ def test_encoders_are_reused_only_with_the_same_settings(tmp_path):
     assert (folder / "weights.pt").stat().st_mtime_ns == first  # same settings: reused
     train_bench_encoder(str(data_path), "transition-cql", 0, 4, str(folder), "cpu")
     assert trained_steps() == 4  # other settings: trained again
+
+
+def test_groups_leave_out_external_where_the_env_has_none():
+    dialogue = expand_methods("paper", "merlion/Dialogue-v0")
+    assert dialogue == [m for m in PAPER_METHODS if m != "external-cql"]
+    assert expand_methods("paper", "recommender") == list(PAPER_METHODS)  # its action_features table
+    assert "external-cql" in expand_methods("paper", "maze")
+    with pytest.raises(ValueError, match="external-bcq: merlion/Dialogue-v0 has no external representation"):
+        expand_methods("dcql,external-bcq", "merlion/Dialogue-v0")
+
+
+def test_every_representation_gets_the_paper_dim_of_the_env():
+    # paper A.3: |E| = 2, 2, 10, 30; the baselines use "the same architecture" with other representations
+    rec, dia = "merlion/Recommender-v0", "merlion/Dialogue-v0"
+    assert encoder_overrides(bench_method("rand1-cql"), 3, 100, rec) == {"seed": 3, "steps": 100, "dim": 10}
+    assert encoder_overrides(bench_method("transition-cql"), 0, 100, dia)["dim"] == 30
+    assert encoder_overrides(bench_method("cvae-cql"), 0, 100, dia)["dim"] == 30
+    # MERLION's per-env dim comes from representation_config; the maze's 2 is every class's default
+    assert encoder_overrides(bench_method("merlion-p0.3-cql"), 1, 50, rec) == {"p": 0.3, "seed": 1, "steps": 50}
+    assert "dim" not in encoder_overrides(bench_method("reconstruction-cql"), 0, 100, "merlion/Maze-v0")
+    assert "dim" not in encoder_overrides(bench_method("external-cql"), 0, 100, rec)  # the env fixes its size
+
+
+def test_success_rate_only_where_the_env_defines_success():
+    assert not env_has_task_success("recommender")  # an episode ends when the user's budget runs out
+    assert env_has_task_success("maze") and env_has_task_success("dialogue")
+    records = [{"seed": s, "curve": [{"step": 10, "normalised_score": 10.0 * s}], "last_score": 10.0 * s,
+                "best_score": 10.0 * s, "last_success_rate": None} for s in range(2)]
+    row = summarise_method(records)
+    assert row["last_mean"] == 5.0 and math.isnan(row["last_success_rate"])
+    summary = {"env_id": "merlion/Recommender-v0", "settings": {"dataset": "d"}, "behaviour_score": 20.0,
+               "config": {"steps": 10, "eval_every": 10, "eval_episodes": 5, "encoder_steps": 5},
+               "methods": {"bc": {**row, "last_success_rate": None}}}
+    assert "| bc | 2 | 5.0 +- 63.5 | 5.0 +- 63.5 | - |" in markdown_table(summary)
+
+
+def _tiny_maze_data(tmp_path, n=1500):
+    data = collect("maze", "medium", 0.5, n, seed=0, env_overrides={"n_actuators": 6})
+    save_dataset(data, tmp_path / "data")
+    return data, str(tmp_path / "data")
+
+
+def test_records_are_written_as_runs_finish_and_encoder_failures_are_recorded(tmp_path, monkeypatch):
+    _, data_path = _tiny_maze_data(tmp_path)
+    options = dict(eval_every=10, eval_episodes=2, encoder_steps=5, workers=1, dataset=data_path)
+
+    def no_encoder(dataset_path, method_name, *args):
+        raise RuntimeError(f"no encoder for {method_name}")
+
+    monkeypatch.setattr(benchmark, "train_bench_encoder", no_encoder)
+    summary = run_benchmark("maze", "rand1-cql,bc", 1, 10, tmp_path / "a", **options)
+    assert summary["methods"]["bc"]["seeds"] == 1  # the other runs go on
+    failed = summary["methods"]["rand1-cql"]["failed"]
+    assert len(failed) == 1 and "encoder rand1-seed0" in failed[0]["error"] and "no encoder" in failed[0]["error"]
+    monkeypatch.undo()
+    events = []
+    summary = run_benchmark("maze", "rand1-cql,bc", 1, 10, tmp_path / "a", lambda e, i: events.append((e, i)),
+                            **options)
+    assert [i["method"] for e, i in events if e == "run"] == ["rand1-cql"]  # the failed run is retried, bc kept
+    assert summary["methods"]["rand1-cql"]["seeds"] == 1 and summary["methods"]["rand1-cql"]["failed"] == []
+    # a record whose encoder had other settings (an older version's defaults) is stale: run again
+    path = tmp_path / "a" / "runs" / "rand1-cql" / "seed0.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "encoder_settings": {"seed": 0, "dim": 7}}))
+    events.clear()
+    run_benchmark("maze", "rand1-cql,bc", 1, 10, tmp_path / "a", lambda e, i: events.append((e, i)), **options)
+    assert [i["method"] for e, i in events if e == "run"] == ["rand1-cql"]
+
+    # with one worker, each run's record is on disk before the next run starts: a run killed
+    # mid-benchmark (Ctrl-C) keeps the finished ones, and a rerun resumes after them
+    real_run_one, calls = benchmark.run_one, []
+
+    def interrupted(*args):
+        calls.append(args[1])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_run_one(*args)
+
+    monkeypatch.setattr(benchmark, "run_one", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark("maze", "bc,dcql", 1, 10, tmp_path / "b", **options)
+    assert (tmp_path / "b" / "runs" / "bc" / "seed0.json").exists()
+    monkeypatch.setattr(benchmark, "run_one", real_run_one)
+    events = []
+    run_benchmark("maze", "bc,dcql", 1, 10, tmp_path / "b", lambda e, i: events.append((e, i)), **options)
+    assert [i["method"] for e, i in events if e == "run"] == ["dcql"]
+
+
+def test_scores_use_the_env_normalisers_and_the_summary_shows_them(tmp_path):
+    data, _ = _tiny_maze_data(tmp_path)
+    # a dataset whose metadata carries other normalisers (another env version, an import)
+    stale = dataclasses.replace(data, meta=dataclasses.replace(data.meta, expert_return=500.0))
+    save_dataset(stale, tmp_path / "stale")
+    summary = run_benchmark("maze", "bc", 1, 10, tmp_path / "out", dataset=str(tmp_path / "stale"), eval_every=10,
+                            eval_episodes=2, workers=1)
+    expert, random = env_normalisers("maze", {"n_actuators": 6})
+    assert expert != 500.0 and summary["normalisers"]["expert_return"] == expert
+    assert summary["normalisers"]["random_return"] == random and not summary["normalisers"]["dataset_agrees"]
+    returns = load_dataset(tmp_path / "stale").episode_returns()
+    assert summary["behaviour_score"] == pytest.approx(100 * (returns.mean() - random) / (expert - random))
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert f"expert return {expert:.2f}, random return {random:.2f}" in readme
+    assert "The dataset's metadata says 500.00" in readme
+    assert np.isfinite(summary["methods"]["bc"]["last_success_rate"])  # the maze defines success
+
+
+def test_bad_device_is_one_clear_error_before_any_run(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="'gpu' is not a device"):
+        run_benchmark("maze", "bc", 1, 10, tmp_path, device="gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        run_benchmark("maze", "bc", 1, 10, tmp_path, device="cuda")
+    assert not (tmp_path / "work").exists()

@@ -56,3 +56,16 @@ def test_warmup_trains_only_the_cvae():
     stats = agent.update(batch)  # third step: past the warm-up
     assert "critic_loss" in stats
     assert any(not torch.equal(a, b) for a, b in zip(actor_before, agent.actor.parameters()))
+
+
+def test_warmup_counter_survives_loading_weights():
+    # the step counter is mirrored on the host (no GPU sync per step); loading weights must refresh it
+    config = PLASConfig(hidden_vae=(16, 16), hidden_actor=(16,), hidden_critic=(16,), vae_warmup=2)
+    batch = Batch(obs=torch.rand(8, 3), act=torch.randint(0, 5, (8,)), rew=torch.rand(8),
+                  next_obs=torch.rand(8, 3), done=torch.zeros(8))
+    trained = PLAS(config, n_actions=5, obs_dim=3, device="cpu")
+    trained.update(batch)
+    trained.update(batch)
+    loaded = PLAS(config, n_actions=5, obs_dim=3, device="cpu")
+    loaded.load_state_dict(trained.state_dict())
+    assert int(loaded.step) == 2 and "critic_loss" in loaded.update(batch)  # past the warm-up, as `trained`

@@ -139,6 +139,9 @@ class PLAS(OfflineAlgorithm):
         self.critic1_target = frozen_copy(self.critic1)
         self.critic2_target = frozen_copy(self.critic2)
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
+        # host-side copy of ``step`` (re-read after loading weights): no device sync per step on a GPU
+        self._steps_done = 0
+        self.register_load_state_dict_post_hook(lambda module, _keys: setattr(module, "_steps_done", int(module.step)))
         self.to(self.device)
         # the CVAE's sampling noise comes from this seeded stream, not from the global RNG
         self.generator = torch.Generator(device=self.device).manual_seed(int(config.seed) + 1)
@@ -169,7 +172,7 @@ class PLAS(OfflineAlgorithm):
         vae_loss, reconstruction, kl = cvae_loss(self.cvae.decode(batch.obs, z_BK), batch.act, mean_BK,
                                                  log_std_BK, config.kl_weight)
         parts = {"vae_loss": vae_loss, "reconstruction": reconstruction, "kl": kl}
-        if int(self.step) < config.vae_warmup:
+        if self._steps_done < config.vae_warmup:
             return {"loss": vae_loss, **parts}
 
         y_B = self.td_target(batch)
@@ -192,7 +195,8 @@ class PLAS(OfflineAlgorithm):
 
     def after_step(self) -> None:
         self.step += 1
-        if int(self.step) > self.config.vae_warmup:
+        self._steps_done += 1
+        if self._steps_done > self.config.vae_warmup:
             polyak_update(self.actor_target, self.actor, self.config.tau)
             polyak_update(self.critic1_target, self.critic1, self.config.tau)
             polyak_update(self.critic2_target, self.critic2, self.config.tau)

@@ -41,6 +41,8 @@ class BatchModel(Protocol):
     # Optional, for simulators with hidden state (recommender, dialogue):
     #   observe(states) -> f32[B, obs_dim]: what a policy sees (default: the state itself);
     #   behaviour(name) -> callable (states, rng) -> int64[B]: the env's own behaviour policies.
+    # Optional class attribute: has_task_success = False when the env has no notion of success
+    #   (the recommender: termination = the user leaves); benchmark tables then show no success rate.
 
 
 def observe(model: Any, states: np.ndarray) -> np.ndarray:

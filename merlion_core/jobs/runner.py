@@ -92,7 +92,7 @@ def run_bench(config: BenchJob, seed: int, artifacts: Path, progress: Progress) 
     the benchmark's seeds are 0 .. seeds-1)."""
     from merlion_core.benchmark import expand_methods, run_benchmark
 
-    total = len(expand_methods(list(config.methods))) * config.seeds
+    total = len(expand_methods(list(config.methods), config.env)) * config.seeds
     finished = 0
 
     def on_event(event: str, info: dict[str, Any]) -> None:

@@ -81,6 +81,18 @@ def _no_features(env: str) -> ValueError:
     return ValueError(f"external: no hand-made features for {env}")
 
 
+def has_features(env: str) -> bool:
+    """Whether ``env`` has hand-made action features (decided without building its model; False for
+    dialogue and for unknown names)."""
+    from merlion_core.envs.registry import get_spec
+
+    try:
+        env_id = resolve_env_id(env)
+    except ValueError:
+        return False
+    return env_id in (MAZE, MULTISTEP) or callable(getattr(get_spec(env_id).model_cls, "action_features", None))
+
+
 def _exact_log(n: int, base: int, env_id: str) -> int:
     k = round(math.log(n, base)) if n >= 1 else -1
     if k < 1 or base**k != n:

@@ -160,6 +160,9 @@ def encode_observation(interests: np.ndarray, last_type: np.ndarray, history: np
 class RecommenderModel:
     """The vectorised twin of ``merlion/Recommender-v0`` (numpy in, numpy out; see the module doc)."""
 
+    has_task_success = False
+    """An episode ends when the user's budget runs out: a termination, not a task success."""
+
     def __init__(self, config: RecommenderConfig = RecommenderConfig()) -> None:
         self.config = config
         self.catalogue = draw_catalogue(config)
