@@ -223,8 +223,11 @@ def bench_normalisers(data: Any) -> dict[str, Any]:
 
 def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, out: str | os.PathLike,
                   progress: ProgressFn | None = None, *, dataset: str | None = None,
-                  peer_python: str | None = None, **options: Any) -> dict[str, Any]:
+                  peer_python: str | None = None, report_only: bool = False, **options: Any) -> dict[str, Any]:
     """Run every (method, seed) of the benchmark on ``env`` and write the results under ``out``.
+
+    ``report_only``: train nothing; write the summary, table and curves from the run records
+    already under ``out`` (e.g. runs completed on several machines).
 
     ``options`` are further :class:`BenchConfig` fields. ``progress(event, info)`` is called with
     ``dataset``, ``encoder``, ``run`` (each finished piece, its record already on disk) and ``summary``.
@@ -246,6 +249,8 @@ def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, ou
     if dataset is None:
         dataset = str(work / "dataset")
         if not (Path(dataset) / "meta.json").exists():
+            if report_only:
+                raise ValueError(f"bench: report only, but there is no dataset at {dataset}; pass --dataset")
             data = collect(env_id, config.behaviour, config.noise, config.n_transitions, config.data_seed)
             save_dataset(data, dataset)
     data = load_dataset(dataset)
@@ -276,6 +281,8 @@ def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, ou
                         and record.get("encoder_settings") == encoder_settings(name, seed)):
                     continue
             todo.append((name, seed))
+    if report_only:
+        todo = []
 
     def finish(name: str, seed: int, future: concurrent.futures.Future | None, error: str = "") -> None:
         """Write the run's record (failed: ``error`` or the future's exception) and report it."""

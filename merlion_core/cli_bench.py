@@ -21,6 +21,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", help="logged dataset to use (default: collect one into OUT/work/dataset)")
     p.add_argument("--peer-python", help="python of a venv with d3rlpy, for the d3rlpy-* methods")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write summary.json, README.md and curves.svg from the runs already in --out")
     add_config_arguments(p, BenchConfig)
     p.set_defaults(func=cmd_bench)
 
@@ -43,7 +45,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                   f"expert {info['expert_return']:.2f}, random {info['random_return']:.2f})", file=sys.stderr, flush=True)
 
     summary = run_benchmark(args.env, args.methods, seeds, steps, args.out, progress, dataset=args.dataset,
-                            peer_python=args.peer_python, **options)
+                            peer_python=args.peer_python, report_only=args.report_only, **options)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

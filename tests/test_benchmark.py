@@ -95,6 +95,12 @@ def test_tiny_benchmark_runs_and_resumes(tmp_path, monkeypatch):
     run_benchmark("maze", "bc,rand1-cql", 2, 30, tmp_path, lambda event, info: events.append((event, info)),
                   **{**options, "workers": 2, "device": "cpu"})
     assert [e for e, _ in events if e == "run"] == []
+    # report only: nothing is trained, methods without records show no seeds
+    report = run_benchmark("maze", "bc,dcql", 2, 30, tmp_path, lambda event, info: events.append((event, info)),
+                           report_only=True, **options)
+    assert [e for e, _ in events if e == "run"] == []
+    assert report["methods"]["bc"]["seeds"] == 2 and report["methods"]["dcql"]["seeds"] == 0
+    assert not (tmp_path / "runs" / "dcql").exists()
     assert "workers" not in json.loads((tmp_path / "summary.json").read_text())["settings"]["config"]
     # a setting that changes what is computed (the evaluation) does rerun
     events.clear()
