@@ -14,6 +14,14 @@ from merlion_core.models.obs_features import (ObservationFeatures, check_feature
                                               observation_features_fitted)
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def test_fourier_features_by_hand():
     z = torch.tensor([[1.0, -2.0]])
     w = torch.tensor([[0.5], [0.25]])  # one frequency: z W = 0.5 - 0.5 = 0
@@ -63,7 +71,6 @@ def test_bad_options_get_one_line_errors():
 
 
 def test_train_steps_fits_every_copy_from_the_whole_dataset():
-    torch.set_num_threads(1)
     dataset = collect("maze", "medium", 0.5, 500, seed=0, env_overrides={"n_actuators": 4})
     algo = DiscreteCQL(DiscreteCQLConfig(batch_size=8), dataset.n_actions, dataset.obs_dim, "cpu")
     sampler = BatchSampler(dataset, 8, seed=0)
