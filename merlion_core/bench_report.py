@@ -78,6 +78,15 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def same_settings(recorded: dict[str, Any] | None, settings: dict[str, Any]) -> bool:
+    """Whether a run record's settings are ``settings``, the benchmark's seed count aside (records
+    written before it left the settings key carry it)."""
+    if recorded is None:
+        return False
+    config = {k: v for k, v in recorded.get("config", {}).items() if k != "seeds"}
+    return {**recorded, "config": config} == settings
+
+
 def write_summary(out_dir: str | os.PathLike, env_id: str, methods: list[str], config: Any,
                   behaviour_score: float, settings: dict[str, Any],
                   normalisers: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -89,7 +98,7 @@ def write_summary(out_dir: str | os.PathLike, env_id: str, methods: list[str], c
         records = []
         for path in sorted((out / "runs" / method).glob("seed*.json")):
             record = json.loads(path.read_text())
-            if record.get("settings") == settings:
+            if same_settings(record.get("settings"), settings) and record.get("seed", 0) < config.seeds:
                 records.append(record)
         rows[method] = summarise_method(records)
     from merlion_core.config import to_dict

@@ -40,8 +40,9 @@ from merlion_core.config import to_dict
 __all__ = ["ABLATIONS", "BENCH_METHODS", "PAPER_METHODS", "PEER_METHODS", "BenchConfig", "BenchMethod", "bench_method",
            "expand_methods", "representation_available", "run_benchmark", "run_one", "train_bench_encoder"]
 ProgressFn = Callable[[str, dict[str, Any]], None]
-EXECUTION_FIELDS = ("workers", "device")
-"""BenchConfig fields that say how runs are executed, not what they compute (left out of the settings key)."""
+EXECUTION_FIELDS = ("workers", "device", "seeds")
+"""BenchConfig fields that say how runs are executed or how many there are, not what one computes
+(left out of the settings key: a run is reused whatever the benchmark's seed count)."""
 BENCH_KEY = "bench-key.json"
 """Written beside each benchmark encoder: the settings it was trained with (reused only on a match)."""
 
@@ -232,7 +233,7 @@ def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, ou
     ``options`` are further :class:`BenchConfig` fields. ``progress(event, info)`` is called with
     ``dataset``, ``encoder``, ``run`` (each finished piece, its record already on disk) and ``summary``.
     A run whose encoder failed is recorded as failed; the other runs go on."""
-    from merlion_core.bench_report import run_record_path, write_run_record, write_summary
+    from merlion_core.bench_report import run_record_path, same_settings, write_run_record, write_summary
     from merlion_core.data.collect import collect, normalised_score
     from merlion_core.data.io import load_dataset, save_dataset
     from merlion_core.envs import resolve_env_id
@@ -271,13 +272,15 @@ def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, ou
         method = bench_method(name)
         return None if method.representation is None else encoder_overrides(method, seed, config.encoder_steps, env_id)
 
-    todo = []  # runs without a finished record of these settings (failed runs are retried)
-    for name in names:
-        for seed in range(config.seeds):
+    # runs without a finished record of these settings (failed runs are retried), seed-major: an
+    # interrupted benchmark has every method at its first seeds
+    todo = []
+    for seed in range(config.seeds):
+        for name in names:
             record_path = run_record_path(out_dir, name, seed)
             if record_path.exists():
                 record = json.loads(record_path.read_text())
-                if (record.get("settings") == settings and "error" not in record
+                if (same_settings(record.get("settings"), settings) and "error" not in record
                         and record.get("encoder_settings") == encoder_settings(name, seed)):
                     continue
             todo.append((name, seed))
@@ -304,19 +307,23 @@ def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, ou
                                                               mp_context=multiprocessing.get_context("spawn"))
     with pool_context as pool:
         encoders: dict[str, concurrent.futures.Future] = {}
-        for name, seed in todo:
+
+        def submit_encoder(name: str, seed: int) -> None:
             method = bench_method(name)
-            if method.representation is None:
-                continue
-            key = encoder_key(method, seed)
-            if key not in encoders:
+            key = encoder_key(method, seed) if method.representation is not None else None
+            if key is not None and key not in encoders:
                 encoders[key] = pool.submit(train_bench_encoder, str(dataset), name, seed, config.encoder_steps,
                                             str(work / "encoders" / key), config.device, env_id)
+
+        if config.workers > 1:  # encoders first, in parallel; in process, each just before its first run
+            for name, seed in todo:
+                submit_encoder(name, seed)
         runs: dict[concurrent.futures.Future, tuple[str, int]] = {}
         pending = list(todo)
         while pending or runs:
             for name, seed in list(pending):
                 method = bench_method(name)
+                submit_encoder(name, seed)
                 encoder = encoders.get(encoder_key(method, seed)) if method.representation else None
                 if encoder is not None and not encoder.done():
                     continue

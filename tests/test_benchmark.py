@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -88,6 +89,14 @@ def test_tiny_benchmark_runs_and_resumes(tmp_path, monkeypatch):
     assert (tmp_path / "curves.svg").read_text().startswith("<svg")
     # encoders are trained once per (representation, seed) and shared
     assert sorted(p.name for p in (tmp_path / "work" / "encoders").iterdir()) == ["rand1-seed0", "rand1-seed1"]
+    # one worker: seed-major, each encoder just before its first run (an interrupted benchmark has
+    # every method at its first seeds)
+    order = [(e, i.get("method"), i.get("seed"), Path(i.get("folder", "")).name) for e, i in events
+             if e in ("run", "encoder")]
+    assert [(e, m, s) for e, m, s, _ in order if e == "run"] == [
+        ("run", m, s) for s in (0, 1) for m in ("bc", "rand1-cql", "d3rlpy-bc")]
+    assert [f for e, _, _, f in order if e == "encoder"] == ["rand1-seed0", "rand1-seed1"]
+    assert order.index(("encoder", None, None, "rand1-seed1")) > order.index(("run", "d3rlpy-bc", 0, ""))
 
     # a second call finds every finished run and trains nothing (failed runs are retried), also
     # when it is executed differently (workers, device are not part of a run's settings)
@@ -102,6 +111,12 @@ def test_tiny_benchmark_runs_and_resumes(tmp_path, monkeypatch):
     assert report["methods"]["bc"]["seeds"] == 2 and report["methods"]["dcql"]["seeds"] == 0
     assert not (tmp_path / "runs" / "dcql").exists()
     assert "workers" not in json.loads((tmp_path / "summary.json").read_text())["settings"]["config"]
+    # the seed count is not part of a run's settings: more seeds train only the new ones, fewer
+    # report the first ones
+    events.clear()
+    run_benchmark("maze", "bc", 3, 30, tmp_path, lambda event, info: events.append((event, info)), **options)
+    assert [(i["method"], i["seed"]) for e, i in events if e == "run"] == [("bc", 2)]
+    assert run_benchmark("maze", "bc", 1, 30, tmp_path, report_only=True, **options)["methods"]["bc"]["seeds"] == 1
     # a setting that changes what is computed (the evaluation) does rerun
     events.clear()
     run_benchmark("maze", "bc", 1, 30, tmp_path, lambda event, info: events.append((event, info)),
