@@ -56,11 +56,13 @@ def latest_frame(job_id: int) -> tuple[int, np.ndarray] | None:
 
 FRAME_POLL = 0.1
 """Seconds between two looks at a running job's frames."""
-FIRST_FRAME_WAIT = 0.5
-"""The first changed frame comes within a few hundred ms: wait for it before the first redraw."""
+FIRST_DRAW_WAIT = 0.5
+"""Seconds before the first redraw: a job that finishes within them (the maze's 60 steps take
+0.3-0.5 s) is drawn once, at its last frame; a longer one shows its newest frame then."""
 REDRAW_SECONDS = 0.5
 """Least time between two chart redraws: Streamlit remounts a Plotly chart whenever its figure
-changes, and a remount of thousands of WebGL points takes a browser a while."""
+changes, and a remount of thousands of WebGL points takes a browser 0.5-0.9 s (measured on this
+machine's headless chromium): a redraw queued behind another only delays the newest frame."""
 FOLLOW_SECONDS = 60.0
 
 
@@ -79,11 +81,12 @@ def follow(job_id: int, base: np.ndarray, draw: Callable[[np.ndarray, str], None
            caption: Callable[[str], None]) -> None:
     """Stream a warm-start job's frames into a chart while a worker runs it: ``draw(embeddings,
     text)`` redraws the chart (at most every REDRAW_SECONDS, and always for the last frame),
-    ``caption(text)`` updates the text in between. Returns when the job is final (or no worker
-    serves it, or after FOLLOW_SECONDS)."""
+    ``caption(text)`` updates the text in between. The first redraw waits up to FIRST_DRAW_WAIT
+    for the job to finish (a short job is drawn once, at its last frame). Returns when the job is
+    final (or no worker serves it, or after FOLLOW_SECONDS)."""
     started = time.monotonic()
     step, shown, text, final = frame_and_caption(job_id, base)
-    while not step and not final and worker_pid() is not None and time.monotonic() - started < FIRST_FRAME_WAIT:
+    while not final and worker_pid() is not None and time.monotonic() - started < FIRST_DRAW_WAIT:
         time.sleep(FRAME_POLL / 2)
         step, shown, text, final = frame_and_caption(job_id, base)
     draw(shown, text)

@@ -124,3 +124,28 @@ def test_p_slider_reforms_the_scatter(home):
     assert np.concatenate(before).shape == np.concatenate(after).shape
     assert not np.allclose(np.sort(np.concatenate(before)), np.sort(np.concatenate(after)))
     assert seconds < 30, seconds
+
+
+def test_umap_view_of_a_d3_encoder(home):
+    """d > 2: pick the d = 3 encoder side by side, press "Compute UMAP": a umap job runs under the
+    supervisor (numba compiles on its first call: up to a minute) and its scatter appears with
+    every action, beside the live PCA view."""
+    from studio_fixture import ENV_OVERRIDES
+
+    with server(home["home"]) as url, browser() as page:
+        open_page(page, f"{url}/embeddings", "Observation", timeout=120)
+        page.get_by_text("Side by side with").locator("xpath=ancestor::*[@data-testid='stSelectbox']").click()
+        page.get_by_role("option").filter(has_text=f"#{home['jobs']['rand3']} ").click()
+        wait_ready(page, "Compute UMAP", timeout=120)
+        page.get_by_role("button", name="Compute UMAP").click()
+        page.get_by_text("UMAP (n_neighbors 15, min_dist 0.1)").wait_for(timeout=240_000)
+        wait_ready(page)
+        charts = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
+            .filter(p => p.data && p.data.some(t => t.type === 'scattergl'))
+            .map(p => [((p._fullLayout || p.layout).title || {}).text || '', (p._fullData || p.data).filter(t => t.type === 'scattergl')
+                .reduce((n, t) => n + t.x.length, 0)])""")
+        shot(page, "embeddings-umap")
+    umap = [n for title, n in charts if "UMAP (" in title]
+    pca = [n for title, n in charts if "d = 3 (PCA" in title]
+    n_actions = 2 ** ENV_OVERRIDES["n_actuators"]
+    assert umap and pca and umap[0] == pca[0] == n_actions, charts

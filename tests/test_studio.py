@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import io
 import struct
+import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -262,6 +263,47 @@ def test_follow_draws_the_last_frame_of_a_finished_job(tmp_path, monkeypatch):
     drawn.clear()
     warmstart.follow(job_id, base, lambda e, text: drawn.append((e.copy(), text)), captions.append)
     assert len(drawn) == 1 and (drawn[0][0] == 20).all() and "step 20/20, succeeded" in drawn[0][1]
+
+
+def test_follow_draws_a_short_job_once_and_streams_a_long_one(tmp_path, monkeypatch):
+    """A job that finishes within FIRST_DRAW_WAIT is drawn once, at its last frame (each redraw
+    remounts the chart in the browser); a longer one shows its newest frame, then the last."""
+    import threading
+
+    from studio import jobs_client, warmstart
+
+    monkeypatch.setenv("MERLION_STUDIO_HOME", str(tmp_path))
+    monkeypatch.setattr(warmstart, "ensure_worker", lambda: 0)
+    monkeypatch.setattr(warmstart, "worker_pid", lambda: 1)  # a worker serves the jobs (this test's thread)
+    (tmp_path / "enc").mkdir()
+    (tmp_path / "ds").mkdir()
+    base = np.zeros((3, 2), np.float32)
+
+    def run_job(steps: int, seconds_per_frame: float) -> tuple[list, list]:
+        job_id = warmstart.submit(warmstart.WarmStartJob(encoder=str(tmp_path / "enc"), dataset=str(tmp_path / "ds"),
+                                                         steps=steps, state=(0.0, 0.0, 0.0)))
+        with jobs_client.open_store() as store:
+            store.claim(job_id, backend="studio")
+
+        def worker() -> None:
+            for step in range(10, steps + 1, 10):
+                time.sleep(seconds_per_frame)
+                warmstart.write_frame(warmstart.frames_dir(job_id), step, np.full((3, 2), step, np.float32))
+            with jobs_client.open_store() as store:
+                store.finish(job_id, "succeeded", None, {})
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        drawn, captions = [], []
+        warmstart.follow(job_id, base, lambda e, text: drawn.append((e.copy(), text)), captions.append)
+        thread.join()
+        return drawn, captions
+
+    drawn, _ = run_job(30, 0.05)  # done in ~0.15 s < FIRST_DRAW_WAIT
+    assert len(drawn) == 1 and (drawn[0][0] == 30).all() and "step 30/30, succeeded" in drawn[0][1]
+    drawn, _ = run_job(60, 0.2)  # ~1.2 s: frames stream in
+    assert len(drawn) >= 2 and (drawn[-1][0] == 60).all() and "step 60/60, succeeded" in drawn[-1][1]
+    assert 0 < drawn[0][0][0, 0] < 60 and [e[0, 0] for e, _ in drawn] == sorted(e[0, 0] for e, _ in drawn)
 
 
 def test_recommender_actions_are_videos_grouped_by_type():
