@@ -196,6 +196,22 @@ def test_save_load_round_trip_gives_identical_actions(name, dataset, tmp_path):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_optimizer_is_built_on_first_update_over_every_trainable_parameter(name, dataset):
+    """An agent that only acts (loaded in the app, ``merlion evaluate``) builds no optimizer: the
+    first one of a process imports torch._dynamo, seconds of the app's first paint."""
+    algo = build(name, dataset)
+    assert algo._optimizer is None
+    run_updates(algo, dataset, 1)
+    optimized = {id(p) for group in algo.optimizer.param_groups for p in group["params"]}
+    assert optimized == {id(p) for p in algo.parameters() if p.requires_grad}
+    assert algo.optimizer is algo.optimizer  # built once
+    loaded = build(name, dataset, seed=1)
+    loaded.load_state_dict(algo.state_dict())
+    loaded.act(dataset.observations[:8])
+    assert loaded._optimizer is None
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_same_seed_same_parameters(name, dataset):
     torch.manual_seed(999)
     a = build(name, dataset)

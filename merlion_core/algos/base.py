@@ -76,6 +76,16 @@ class OfflineAlgorithm(nn.Module):
         self.obs_dim = int(obs_dim)
         self.device = resolve_device(device)
         self._features_ready = False  # python-side cache of "observation statistics are set"
+        self._optimizer: torch.optim.Optimizer | None = None
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer of :meth:`make_optimizer`, built on first use: an agent loaded only to act
+        (the app, ``merlion evaluate``) never builds one, and the first ``torch.optim`` optimizer
+        of a process imports torch._dynamo (seconds)."""
+        if self._optimizer is None:
+            self._optimizer = self.make_optimizer()
+        return self._optimizer
 
     def observation_features(self) -> ObservationFeatures:
         """The input features of this algorithm's networks (config.fourier_features, fourier_scale, seed)."""
@@ -91,7 +101,8 @@ class OfflineAlgorithm(nn.Module):
             self._features_ready = True
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        """Adam (``config.lr``) over the trainable parameters; call after moving to the device."""
+        """Adam (``config.lr``) over the trainable parameters (built on first use of ``optimizer``,
+        after the algorithm has moved to its device)."""
         return torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=self.config.lr)
 
     # --- implemented by subclasses -------------------------------------------------------------

@@ -43,7 +43,6 @@ class BC(OfflineAlgorithm):
         with seeded(config.seed):
             self.policy = feature_mlp(self.observation_features(), 0, config.hidden, n_actions)
         self.to(self.device)
-        self.optimizer = self.make_optimizer()
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         logits_BA = self.policy(batch.obs)

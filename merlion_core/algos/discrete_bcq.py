@@ -84,7 +84,6 @@ class DiscreteBCQ(OfflineAlgorithm):
             self.net = QImitationNet(self.observation_features(), config.hidden, n_actions)
         self.net_target = frozen_copy(self.net)
         self.to(self.device)
-        self.optimizer = self.make_optimizer()
 
     @torch.no_grad()
     def td_target(self, batch: Batch) -> torch.Tensor:

@@ -67,7 +67,6 @@ class DiscreteCQL(OfflineAlgorithm):
             self.q = feature_mlp(self.observation_features(), 0, config.hidden, n_actions)
         self.q_target = frozen_copy(self.q)
         self.to(self.device)
-        self.optimizer = self.make_optimizer()
 
     @torch.no_grad()
     def td_target(self, batch: Batch) -> torch.Tensor:

@@ -221,7 +221,6 @@ class LatentBCQ(OfflineAlgorithm):
         self.actor_target = frozen_copy(self.actor)
         self.critic_target = frozen_copy(self.critic)
         self.to(self.device)
-        self.optimizer = self.make_optimizer()
         # Sampling noise of the losses comes from this seeded stream, not from the global RNG
         # (not part of the checkpoint: a loaded agent acts identically, its noise restarts).
         self.generator = torch.Generator(device=self.device).manual_seed(int(config.seed) + 1)

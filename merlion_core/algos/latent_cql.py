@@ -174,7 +174,6 @@ class LatentCQL(OfflineAlgorithm):
         self.log_alpha = nn.Parameter(torch.tensor(math.log(config.init_entropy_alpha)),
                                       requires_grad=config.auto_entropy)
         self.to(self.device)
-        self.optimizer = self.make_optimizer()
         # Sampling noise of the losses comes from this seeded stream, not from the global RNG
         # (not part of the checkpoint: a loaded agent acts identically, its noise restarts).
         self.generator = torch.Generator(device=self.device).manual_seed(int(config.seed) + 1)

@@ -145,10 +145,14 @@ class PLAS(OfflineAlgorithm):
         self.to(self.device)
         # the CVAE's sampling noise comes from this seeded stream, not from the global RNG
         self.generator = torch.Generator(device=self.device).manual_seed(int(config.seed) + 1)
-        self.optimizer = torch.optim.Adam([
-            {"params": self.cvae.parameters(), "lr": config.vae_lr},
-            {"params": self.actor.parameters(), "lr": config.actor_lr},
-            {"params": list(self.critic1.parameters()) + list(self.critic2.parameters()), "lr": config.critic_lr},
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """One Adam, a param group per part: CVAE (vae_lr), actor (actor_lr), twin critics (critic_lr)."""
+        cfg = self.config
+        return torch.optim.Adam([
+            {"params": self.cvae.parameters(), "lr": cfg.vae_lr},
+            {"params": self.actor.parameters(), "lr": cfg.actor_lr},
+            {"params": list(self.critic1.parameters()) + list(self.critic2.parameters()), "lr": cfg.critic_lr},
         ])
 
     def latent_action(self, actor: nn.Module, obs_BS: torch.Tensor) -> torch.Tensor:
