@@ -62,6 +62,10 @@ def warm_caption(page) -> str:
         .find(e => e.innerText.includes('warm start job #')); return el ? el.innerText : ''; }""")
 
 
+SETTLE = 3.0
+"""Seconds the scatter is watched after the final caption for a later redraw."""
+
+
 def slider_moves(page, url: str, moves: int) -> list[dict]:
     open_page(page, f"{url}/embeddings", "Observation", timeout=180)
     page.locator('[data-testid="stPlotlyChart"]').nth(1).wait_for()
@@ -73,16 +77,22 @@ def slider_moves(page, url: str, moves: int) -> list[dict]:
         slider.focus()
         started, wall_started = time.perf_counter(), time.time()
         slider.press("ArrowRight" if i % 2 == 0 else "ArrowLeft")
-        first = last = None
+        # first: the scatter's first change; last: the caption says step 60/60 and the scatter shows
+        # its final redraw (the caption can arrive before the remounted chart, so the scatter is
+        # watched for SETTLE seconds more and its last change counts)
+        first = changed = done = None
         while time.perf_counter() - started < 60:
             now, caption = scatter_data(page, 1), warm_caption(page)
-            if first is None and now and (len(now) != len(before) or not np.allclose(
-                    np.concatenate(now), np.concatenate(before))):
-                first = time.perf_counter() - started
-            if caption != before_caption and "step 60/60, succeeded" in caption:
-                last = time.perf_counter() - started
+            elapsed = time.perf_counter() - started
+            if now and (len(now) != len(before) or not np.allclose(np.concatenate(now), np.concatenate(before))):
+                first = elapsed if first is None else first
+                changed, before = elapsed, now
+            if done is None and caption != before_caption and "step 60/60, succeeded" in caption:
+                done = elapsed
+            if done is not None and elapsed - done > SETTLE:
                 break
             time.sleep(0.02)
+        last = None if done is None or changed is None else max(done, changed)
         wait_ready(page)
         from studio import jobs_client
 
