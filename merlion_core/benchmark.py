@@ -308,23 +308,26 @@ def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, ou
     with pool_context as pool:
         encoders: dict[str, concurrent.futures.Future] = {}
 
-        def submit_encoder(name: str, seed: int) -> None:
+        def encoder_for(name: str, seed: int) -> concurrent.futures.Future | None:
+            """The (shared) encoder training of a run, submitted on first request; None for raw actions."""
             method = bench_method(name)
-            key = encoder_key(method, seed) if method.representation is not None else None
-            if key is not None and key not in encoders:
+            if method.representation is None:
+                return None
+            key = encoder_key(method, seed)
+            if key not in encoders:
                 encoders[key] = pool.submit(train_bench_encoder, str(dataset), name, seed, config.encoder_steps,
                                             str(work / "encoders" / key), config.device, env_id)
+            return encoders[key]
 
         if config.workers > 1:  # encoders first, in parallel; in process, each just before its first run
             for name, seed in todo:
-                submit_encoder(name, seed)
+                encoder_for(name, seed)
         runs: dict[concurrent.futures.Future, tuple[str, int]] = {}
         pending = list(todo)
         while pending or runs:
             for name, seed in list(pending):
                 method = bench_method(name)
-                submit_encoder(name, seed)
-                encoder = encoders.get(encoder_key(method, seed)) if method.representation else None
+                encoder = encoder_for(name, seed)
                 if encoder is not None and not encoder.done():
                     continue
                 pending.remove((name, seed))
