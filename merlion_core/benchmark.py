@@ -142,6 +142,7 @@ def run_one(dataset_path: str, method_name: str, seed: int, config: BenchConfig,
         metrics = json.loads((Path(agent_dir) / "metrics.json").read_text())
         curve, record = metrics["curve"], {"agent": str(agent_dir)}
         record["train_seconds"] = result["seconds"]
+        record["step_mode"] = result["step_mode"]
     scores = [p["normalised_score"] for p in curve if "normalised_score" in p]
     success = curve[-1].get("success_rate") if curve and task_success else None
     return {**record, "method": method_name, "seed": seed, "algo": method.algo,
@@ -319,15 +320,27 @@ def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, ou
                                             str(work / "encoders" / key), config.device, env_id)
             return encoders[key]
 
-        if config.workers > 1:  # encoders first, in parallel; in process, each just before its first run
-            for name, seed in todo:
+        def submit_encoders() -> None:
+            """In a pool: keep at most ``workers`` encoders training, in the runs' (seed-major) order,
+            so runs start as their encoders finish instead of queueing behind every encoder."""
+            for name, seed in pending:
+                if sum(not future.done() for future in encoders.values()) >= config.workers:
+                    return
                 encoder_for(name, seed)
+
         runs: dict[concurrent.futures.Future, tuple[str, int]] = {}
         pending = list(todo)
         while pending or runs:
+            if config.workers > 1:
+                submit_encoders()
             for name, seed in list(pending):
                 method = bench_method(name)
-                encoder = encoder_for(name, seed)
+                if config.workers > 1 and method.representation is not None:
+                    encoder = encoders.get(encoder_key(method, seed))  # None: not submitted yet
+                    if encoder is None:
+                        continue
+                else:  # in process: each encoder is trained just before its first run
+                    encoder = encoder_for(name, seed)
                 if encoder is not None and not encoder.done():
                     continue
                 pending.remove((name, seed))

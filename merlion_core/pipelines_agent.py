@@ -77,9 +77,10 @@ def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.Pa
     info = {"env_id": dataset.meta.env_id, "env_overrides": env_overrides,
             "encoder": str(encoder_dir) if encoder_dir else None,
             "dataset": {"path": str(dataset_path), "n_transitions": dataset.n_transitions},
-            "steps": steps, "train_seconds": round(seconds, 3)}
+            "steps": steps, "train_seconds": round(seconds, 3), "step_mode": agent.step_mode}
     save_agent(agent, algo, out_dir, metrics={"curve": curve, "train_seconds": seconds}, info=info)
-    return {"out": str(out_dir), "algo": algo, "seconds": seconds, "last": curve[-1] if curve else {}}
+    return {"out": str(out_dir), "algo": algo, "seconds": seconds, "last": curve[-1] if curve else {},
+            "step_mode": agent.step_mode}
 
 
 def evaluate_agent(agent_dir: str | os.PathLike, *, episodes: int = 50, seed: int = 0) -> dict[str, Any]:

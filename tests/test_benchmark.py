@@ -253,3 +253,36 @@ def test_bad_device_is_one_clear_error_before_any_run(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="CUDA is not available"):
         run_benchmark("maze", "bc", 1, 10, tmp_path, device="cuda")
     assert not (tmp_path / "work").exists()
+
+
+def test_a_pool_keeps_at_most_workers_encoders_in_flight(tmp_path, monkeypatch):
+    """With workers > 1, encoders are submitted in the runs' order, at most ``workers`` at a time,
+    so runs start while later encoders still wait (not after every encoder of the benchmark)."""
+    import concurrent.futures
+
+    from merlion_core import benchmark
+
+    submissions = []
+
+    class RecordingPool(concurrent.futures.ThreadPoolExecutor):
+        def __init__(self, max_workers, mp_context=None):
+            super().__init__(max_workers=max_workers)
+            self.futures = []
+
+        def submit(self, fn, *args, **kwargs):
+            in_flight = sum(1 for name, f in self.futures if name == "train_bench_encoder" and not f.done())
+            submissions.append((fn.__name__, in_flight))
+            future = super().submit(fn, *args, **kwargs)
+            self.futures.append((fn.__name__, future))
+            return future
+
+    monkeypatch.setattr(benchmark.concurrent.futures, "ProcessPoolExecutor", RecordingPool)
+    data_path = tmp_path / "data"
+    save_dataset(collect("maze", "medium", 0.5, 1000, seed=0, env_overrides={"n_actuators": 6}), data_path)
+    summary = run_benchmark("maze", "rand1-cql,rand2-cql", 3, 4, tmp_path / "out", eval_every=4, eval_episodes=1,
+                            encoder_steps=2, workers=2, dataset=str(data_path))
+    assert all(summary["methods"][m]["seeds"] == 3 for m in ("rand1-cql", "rand2-cql"))
+    encoders = [in_flight for name, in_flight in submissions if name == "train_bench_encoder"]
+    assert len(encoders) == 6 and max(encoders) < 2  # a new encoder only while fewer than 2 train
+    names = [name for name, _ in submissions]
+    assert names.index("run_one") < len(names) - 1 - names[::-1].index("train_bench_encoder")

@@ -55,6 +55,22 @@ def test_reward_and_behaviour_losses_by_hand():
     assert losses.behaviour_loss(logits, torch.tensor([1])).item() == pytest.approx(-math.log(0.25))
 
 
+def test_transition_loss_equals_torch_gaussian_nll_in_value_and_gradient():
+    gen = torch.Generator().manual_seed(0)
+    mu = torch.randn(6, 3, generator=gen, requires_grad=True)
+    std = torch.rand(6, 3, generator=gen) + 0.1
+    std[0, 0] = 1e-4  # variance below eps: clamped in value, gradient passes as in torch
+    std.requires_grad_(True)
+    target = torch.randn(6, 3, generator=gen)
+    ours = losses.transition_loss(mu, std, target)
+    grads = torch.autograd.grad(ours, (mu, std))
+    theirs = torch.nn.functional.gaussian_nll_loss(mu, target, std**2, full=False, eps=1e-6)
+    expected = torch.autograd.grad(theirs, (mu, std))
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-6)
+    for a, b in zip(grads, expected):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
 def test_transition_loss_is_gaussian_nll():
     mu, std, target = t(0.0, 1.0)[None], t(1.0, 2.0)[None], t(1.0, 1.0)[None]
     expected = 0.5 * ((math.log(1.0) + 1.0 / 1.0) + (math.log(4.0) + 0.0 / 4.0)) / 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 from typing import Any, Iterator
 
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from merlion_core.data.sampler import Batch, BatchSampler
+from merlion_core.models.cuda_graph import CapturedStep, fresh_generator, make_capturable
 from merlion_core.models.mlp import resolve_device
 from merlion_core.models.obs_features import (ObservationFeatures, fit_observation_features,
                                               observation_features_fitted)
@@ -77,6 +79,8 @@ class OfflineAlgorithm(nn.Module):
         self.device = resolve_device(device)
         self._features_ready = False  # python-side cache of "observation statistics are set"
         self._optimizer: torch.optim.Optimizer | None = None
+        self.cuda_graph = True  # on CUDA, replay each gradient step as one CUDA graph (models/cuda_graph.py)
+        self._captured_steps: dict[Any, CapturedStep] = {}
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -85,7 +89,20 @@ class OfflineAlgorithm(nn.Module):
         of a process imports torch._dynamo (seconds)."""
         if self._optimizer is None:
             self._optimizer = self.make_optimizer()
+            if self._graph_wanted():
+                make_capturable(self._optimizer)
         return self._optimizer
+
+    def _graph_wanted(self) -> bool:
+        return bool(self.cuda_graph) and self.device.type == "cuda"
+
+    @property
+    def step_mode(self) -> str:
+        """How gradient steps run: ``eager``, ``graph`` (one CUDA graph a step), ``graph pending`` or
+        ``eager (CUDA graph capture failed: ...)``."""
+        if not self._graph_wanted():
+            return "eager"
+        return "; ".join(step.status for step in self._captured_steps.values()) or "graph pending"
 
     def observation_features(self) -> ObservationFeatures:
         """The input features of this algorithm's networks (config.fourier_features, fourier_scale, seed)."""
@@ -118,15 +135,46 @@ class OfflineAlgorithm(nn.Module):
         """Hook run after each optimizer step (target network updates)."""
 
     # --- shared ----------------------------------------------------------------------------------
-    def update_tensors(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """One gradient step; returns the detached loss parts (no host sync after the first)."""
-        self.prepare_observation_features(batch.obs)  # without train_steps: from the first batch
+    def gradient_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One eager gradient step: losses, backward, optimizer step, target updates."""
         parts = self.losses(batch)
         self.optimizer.zero_grad(set_to_none=True)
         parts["loss"].backward()
         self.optimizer.step()
         self.after_step()
         return {key: value.detach() for key, value in parts.items()}
+
+    def update_tensors(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One gradient step; returns the detached loss parts (no host sync after the first). On
+        CUDA (``cuda_graph``), each phase's step is captured after 3 eager ones and replayed as one graph."""
+        self.prepare_observation_features(batch.obs)  # without train_steps: from the first batch
+        if not self._graph_wanted():
+            parts = self.gradient_step(batch)
+        else:
+            phase = self.graph_phase()
+            if phase not in self._captured_steps:
+                generators = tuple(v for v in vars(self).values() if isinstance(v, torch.Generator))
+                self.optimizer  # built (capturable) before the first step
+                self._captured_steps[phase] = CapturedStep(
+                    lambda tensors: self.gradient_step(Batch(**tensors)), self.device,
+                    generators=generators, params=tuple(self.parameters()), on_failure=self._fresh_generators)
+            parts = self._captured_steps[phase]({f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)})
+        self.after_host_step()
+        return parts
+
+    def _fresh_generators(self) -> None:
+        """After a failed capture: every generator attribute continues in a new generator object."""
+        for name, value in list(vars(self).items()):
+            if isinstance(value, torch.Generator):
+                setattr(self, name, fresh_generator(value))
+
+    def graph_phase(self) -> Any:
+        """A key of the step's host-side branches: each distinct key gets its own CUDA graph."""
+        return None
+
+    def after_host_step(self) -> None:
+        """Host-side bookkeeping after each step (a replayed graph runs no Python: keep it out of
+        ``losses`` / ``after_step``)."""
 
     def update(self, batch: Batch) -> dict[str, float]:
         """One gradient step on ``batch``; returns its loss parts as floats."""

@@ -197,10 +197,16 @@ class PLAS(OfflineAlgorithm):
         return {"loss": vae_loss + critic_loss + actor_loss, **parts, "critic_loss": critic_loss,
                 "actor_loss": actor_loss, "q_data": q1_data_B.mean()}
 
+    def graph_phase(self) -> bool:
+        """The CVAE warm-up (VAE loss only, no target updates) and the rest are two graphs."""
+        return self._steps_done < self.config.vae_warmup
+
+    def after_host_step(self) -> None:
+        self._steps_done += 1
+
     def after_step(self) -> None:
         self.step += 1
-        self._steps_done += 1
-        if self._steps_done > self.config.vae_warmup:
+        if self._steps_done >= self.config.vae_warmup:  # the host count moves on after this step
             polyak_update(self.actor_target, self.actor, self.config.tau)
             polyak_update(self.critic1_target, self.critic1, self.config.tau)
             polyak_update(self.critic2_target, self.critic2, self.config.tau)

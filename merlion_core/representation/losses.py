@@ -39,8 +39,12 @@ def transition_loss(mu: torch.Tensor, std: torch.Tensor, next_obs: torch.Tensor)
     """J(P_hat, phi) (Eq. 26): Gaussian negative log-likelihood of s' (mean over dimensions).
 
     The paper writes a squared error on the mean; the NLL has the same mean gradient up to
-    the 1/std^2 weight and also fits std, which W2 needs (docs/deviations.md)."""
-    return F.gaussian_nll_loss(mu, next_obs, std**2, full=False, eps=1e-6)
+    the 1/std^2 weight and also fits std, which W2 needs (docs/deviations.md). Written out (same
+    value and gradient as ``F.gaussian_nll_loss(mu, next_obs, std**2, eps=1e-6)``), since that
+    function checks ``var >= 0`` on the host: a device sync that a CUDA graph cannot capture."""
+    var = std**2
+    var = var + (var.clamp(min=1e-6) - var).detach()  # clamped value, unclamped gradient (as torch does)
+    return (0.5 * (torch.log(var) + (mu - next_obs) ** 2 / var)).mean()
 
 
 def reward_loss(r_hat: torch.Tensor, r: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from merlion_core.data.dataset import TransitionDataset
+from merlion_core.models.cuda_graph import CapturedStep
 from merlion_core.models.encoder import ActionEncoder
 from merlion_core.models.heads import BehaviourModel, RewardModel, TransitionModel
 from merlion_core.models.mlp import resolve_device
@@ -145,14 +146,19 @@ def merlion_losses(rep: MerlionRepresentation, obs, act_i, rew_i, next_obs, act_
 
 def train_steps(rep: MerlionRepresentation, dataset: TransitionDataset, config: MerlionConfig, *,
                 device: str = "auto", train_models: bool = True, steps: int | None = None,
-                checkpoint: Any = None) -> Iterator[tuple[int, dict[str, float]]]:
-    """Algorithm 2 as a generator of (step, metrics) every ``config.log_every`` steps and at the end."""
+                checkpoint: Any = None, cuda_graph: bool = True) -> Iterator[tuple[int, dict[str, float]]]:
+    """Algorithm 2 as a generator of (step, metrics) every ``config.log_every`` steps and at the end.
+
+    On CUDA with ``cuda_graph``, each step after the third is one replayed CUDA graph
+    (models/cuda_graph.py); the learning rate is then a device tensor the scheduler fills."""
     dev = resolve_device(device)
     rep.to(dev).train()
     data = dataset_tensors(dataset, dev)
     n = data["act"].shape[0]
     params = list(rep.parameters()) if train_models else list(rep.encoder.parameters())
-    optimizer = torch.optim.Adam(params, lr=config.lr, fused=True)
+    graphed = cuda_graph and dev.type == "cuda"
+    optimizer = (torch.optim.Adam(params, lr=torch.tensor(config.lr, device=dev), fused=True, capturable=True)
+                 if graphed else torch.optim.Adam(params, lr=config.lr, fused=True))
     generator = torch.Generator().manual_seed(config.seed + (0 if train_models else 1))
     total = config.steps if steps is None else steps
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total, eta_min=0.1 * config.lr)
@@ -162,24 +168,38 @@ def train_steps(rep: MerlionRepresentation, dataset: TransitionDataset, config: 
     if checkpoint is not None:  # merlion_core.checkpoints.TrainingCheckpoint: saves at log points, resumes
         checkpoint.attach({"rep": rep, "optimizer": optimizer, "scheduler": scheduler}, {"batches": generator})
         start = checkpoint.restore()[0]
-    for step in range(start + 1, total + 1):
-        idx = torch.randint(0, n, (config.batch_size,), generator=generator).to(dev)
-        act_j = torch.randint(0, rep.n_actions, (config.batch_size,), generator=generator).to(dev)
+
+    def gradient_step(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        idx = batch["idx"]
         terms = merlion_losses(rep, data["obs"][idx], data["act"][idx], data["rew"][idx],
-                               data["next_obs"][idx], act_j, config, train_models)
+                               data["next_obs"][idx], batch["act_j"], config, train_models)
         loss = sum(v for k, v in terms.items() if k.endswith("_loss"))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        return terms
+
+    step_fn = CapturedStep(gradient_step, dev, enabled=graphed, params=tuple(params))
+    for step in range(start + 1, total + 1):
+        idx = torch.randint(0, n, (config.batch_size,), generator=generator)
+        act_j = torch.randint(0, rep.n_actions, (config.batch_size,), generator=generator)
+        window.add(step_fn({"idx": to_device(idx, dev), "act_j": to_device(act_j, dev)}))
         if scheduler is not None:
             scheduler.step()
-        window.add(terms)
         if step % config.log_every == 0 or step == total:
             metrics = window.flush()
             if checkpoint is not None:
                 checkpoint.maybe_save(step, {})
             yield step, metrics
     rep.eval()
+    rep.step_mode = step_fn.status
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small host tensor on ``device``; to CUDA pinned and non-blocking (no wait on the GPU's queue)."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def fit(dataset: TransitionDataset, config: MerlionConfig, *, device: str = "auto",
