@@ -75,6 +75,15 @@ def test_make_capturable_sets_every_group():
     params = [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))]
     opt = make_capturable(torch.optim.Adam([{"params": params[:1]}, {"params": params[1:], "lr": 0.1}]))
     assert [g["capturable"] for g in opt.param_groups] == [True, True]
+    # a checkpoint written without graphs restores capturable=False groups: setting it again works
+    plain = torch.optim.Adam([{"params": params[:1]}, {"params": params[1:], "lr": 0.1}])
+    sum(p.sum() for p in params).backward()
+    plain.step()
+    opt.load_state_dict(plain.state_dict())
+    assert [g["capturable"] for g in opt.param_groups] == [False, False]
+    make_capturable(opt)
+    assert [g["capturable"] for g in opt.param_groups] == [True, True]
+    assert all(float(opt.state[p]["step"]) == 1.0 for p in params)
 
 
 def test_algorithms_on_cpu_run_eagerly(dataset):

@@ -154,7 +154,7 @@ class OfflineAlgorithm(nn.Module):
             phase = self.graph_phase()
             if phase not in self._captured_steps:
                 generators = tuple(v for v in vars(self).values() if isinstance(v, torch.Generator))
-                self.optimizer  # built (capturable) before the first step
+                make_capturable(self.optimizer)  # again: a checkpoint may have restored other groups
                 self._captured_steps[phase] = CapturedStep(
                     lambda tensors: self.gradient_step(Batch(**tensors)), self.device,
                     generators=generators, params=tuple(self.parameters()), on_failure=self._fresh_generators)

@@ -25,9 +25,15 @@ StepFn = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
 def make_capturable(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
-    """Set ``capturable`` on every param group (before the first step: state then lives on the device)."""
+    """Set ``capturable`` on every param group; a step count already in the state (an optimizer
+    restored from a checkpoint written without graphs, e.g. on a CPU) moves to its parameter's
+    device, where a capturable step keeps it."""
     for group in optimizer.param_groups:
         group["capturable"] = True
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            if torch.is_tensor(state.get("step")) and state["step"].device != param.device:
+                state["step"] = state["step"].to(param.device)
     return optimizer
 
 
