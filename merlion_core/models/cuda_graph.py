@@ -42,7 +42,10 @@ def fresh_generator(generator: torch.Generator) -> torch.Generator:
     midway leaves its registered generators marked as capturing (eager draws from them then raise
     "Offset increment outside graph capture"); their owner swaps in these copies."""
     fresh = torch.Generator(device=generator.device)
-    fresh.set_state(generator.get_state())
+    try:
+        fresh.set_state(generator.get_state())
+    except RuntimeError:  # its state cannot be read back: a new stream, still seeded
+        fresh.manual_seed(generator.initial_seed() + 1)
     return fresh
 
 
