@@ -19,8 +19,8 @@ Losses (one step, all from the same parameters; each part trains only its own pa
 * temperature: -E[log_alpha (log pi(e | s) + target_entropy)] (log pi detached).
 
 The three losses are summed into ``loss``; since their parameter sets are disjoint and their
-graphs do not cross, one backward + one Adam with a param group per part (policy lr, Q lr, entropy lr) equals
-three separate optimizers. Acting: the actor's mean latent B tanh(mu(s)) is mapped to the
+graphs do not cross, one backward + one Adam with a param group per part (policy lr, Q lr,
+entropy lr) equals three separate optimizers. Acting: the actor's mean latent B tanh(mu(s)) is mapped to the
 nearest action under L1 over every action's phi(a; s) (Eq. 1, :func:`l1_nearest`).
 
 Each network runs once per role in a step (one actor pass for all gradient-free samples, one

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from merlion_core.data.dataset import TransitionDataset
-from merlion_core.models.mlp import resolve_device
+from merlion_core.models.mlp import host_to_device, resolve_device
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,6 @@ class BatchSampler:
         return self._obs
 
     def sample(self) -> Batch:
-        idx = torch.randint(0, self.n, (self.batch_size,), generator=self.generator)
-        if self.device.type == "cuda":  # pinned + non_blocking: the host does not wait for the GPU's queue
-            idx = idx.pin_memory().to(self.device, non_blocking=True)
-        else:
-            idx = idx.to(self.device)
+        idx = host_to_device(torch.randint(0, self.n, (self.batch_size,), generator=self.generator), self.device)
         return Batch(obs=self._obs[idx], act=self._act[idx], rew=self._rew[idx],
                      next_obs=self._next_obs[idx], done=self._done[idx])

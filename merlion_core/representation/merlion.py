@@ -20,7 +20,7 @@ from merlion_core.data.dataset import TransitionDataset
 from merlion_core.models.cuda_graph import CapturedStep
 from merlion_core.models.encoder import ActionEncoder
 from merlion_core.models.heads import BehaviourModel, RewardModel, TransitionModel
-from merlion_core.models.mlp import resolve_device
+from merlion_core.models.mlp import host_to_device, resolve_device
 from merlion_core.representation import losses
 from merlion_core.representation.base import MetricWindow, ProgressFn, Representation
 
@@ -183,7 +183,7 @@ def train_steps(rep: MerlionRepresentation, dataset: TransitionDataset, config: 
     for step in range(start + 1, total + 1):
         idx = torch.randint(0, n, (config.batch_size,), generator=generator)
         act_j = torch.randint(0, rep.n_actions, (config.batch_size,), generator=generator)
-        window.add(step_fn({"idx": to_device(idx, dev), "act_j": to_device(act_j, dev)}))
+        window.add(step_fn({"idx": host_to_device(idx, dev), "act_j": host_to_device(act_j, dev)}))
         if scheduler is not None:
             scheduler.step()
         if step % config.log_every == 0 or step == total:
@@ -193,13 +193,6 @@ def train_steps(rep: MerlionRepresentation, dataset: TransitionDataset, config: 
             yield step, metrics
     rep.eval()
     rep.step_mode = step_fn.status
-
-
-def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A small host tensor on ``device``; to CUDA pinned and non-blocking (no wait on the GPU's queue)."""
-    if device.type == "cuda":
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device)
 
 
 def fit(dataset: TransitionDataset, config: MerlionConfig, *, device: str = "auto",
