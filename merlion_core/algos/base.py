@@ -89,8 +89,6 @@ class OfflineAlgorithm(nn.Module):
         of a process imports torch._dynamo (seconds)."""
         if self._optimizer is None:
             self._optimizer = self.make_optimizer()
-            if self._graph_wanted():
-                make_capturable(self._optimizer)
         return self._optimizer
 
     def _graph_wanted(self) -> bool:
@@ -154,7 +152,8 @@ class OfflineAlgorithm(nn.Module):
             phase = self.graph_phase()
             if phase not in self._captured_steps:
                 generators = tuple(v for v in vars(self).values() if isinstance(v, torch.Generator))
-                make_capturable(self.optimizer)  # again: a checkpoint may have restored other groups
+                # before the phase's first step; also after a checkpoint restored non-capturable groups
+                make_capturable(self.optimizer)
                 self._captured_steps[phase] = CapturedStep(
                     lambda tensors: self.gradient_step(Batch(**tensors)), self.device,
                     generators=generators, params=tuple(self.parameters()), on_failure=self._fresh_generators)
