@@ -80,11 +80,20 @@ def _clean(value: Any) -> Any:
 
 def same_settings(recorded: dict[str, Any] | None, settings: dict[str, Any]) -> bool:
     """Whether a run record's settings are ``settings``, the benchmark's seed count aside (records
-    written before it left the settings key carry it)."""
+    written before it left the settings key carry it). Datasets compare by content digest, so the
+    same dataset given by another path matches; records written before the digest compare by
+    resolved path."""
     if recorded is None:
         return False
     config = {k: v for k, v in recorded.get("config", {}).items() if k != "seeds"}
-    return {**recorded, "config": config} == settings
+    recorded = {**recorded, "config": config}
+    if "dataset_sha256" in recorded and "dataset_sha256" in settings:
+        same_data = recorded["dataset_sha256"] == settings["dataset_sha256"]
+    else:
+        same_data = (Path(str(recorded.get("dataset"))).resolve() == Path(str(settings.get("dataset"))).resolve())
+    ignored = ("dataset", "dataset_sha256")
+    return same_data and ({k: v for k, v in recorded.items() if k not in ignored}
+                          == {k: v for k, v in settings.items() if k not in ignored})
 
 
 def write_summary(out_dir: str | os.PathLike, env_id: str, methods: list[str], config: Any,

@@ -94,8 +94,9 @@ def _one_thread() -> None:
 
 
 def train_bench_encoder(dataset_path: str, method_name: str, seed: int, encoder_steps: int, folder: str,
-                        device: str, env_id: str | None = None) -> str:
-    """Train (or reuse) the run's encoder; returns its folder."""
+                        device: str, env_id: str | None = None, dataset_sha256: str | None = None) -> str:
+    """Train (or reuse) the run's encoder; returns its folder. ``dataset_sha256``: the dataset's
+    content digest, which identifies it (default: its resolved path)."""
     _one_thread()
     from merlion_core.pipelines import train_encoder
 
@@ -103,10 +104,17 @@ def train_bench_encoder(dataset_path: str, method_name: str, seed: int, encoder_
     path = Path(folder)
     overrides = encoder_overrides(method, seed, encoder_steps, env_id)
     # reuse a finished encoder only if it was trained with exactly these settings on this dataset
-    key = {"representation": method.representation, "overrides": overrides, "dataset": str(dataset_path)}
+    settings = {"representation": method.representation, "overrides": overrides}
+    key = {**settings, "dataset_sha256": dataset_sha256} if dataset_sha256 else {
+        **settings, "dataset": str(Path(dataset_path).resolve())}
     key_file = path / BENCH_KEY
-    if (path / "weights.pt").exists() and key_file.exists() and json.loads(key_file.read_text()) == key:
-        return str(path)
+    if (path / "weights.pt").exists() and key_file.exists():
+        saved = json.loads(key_file.read_text())
+        # keys written before the digest hold the dataset path as given
+        saved_path = saved.pop("dataset", None)
+        if saved == key or (saved_path is not None and saved == settings
+                            and Path(saved_path).resolve() == Path(dataset_path).resolve()):
+            return str(path)
     if path.exists():
         shutil.rmtree(path)  # a stale or unfinished encoder of an earlier benchmark in our work folder
     train_encoder(dataset_path, method.representation, path, overrides=overrides, device=device)
@@ -267,7 +275,8 @@ def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, ou
     # what a run's result depends on; how it was executed (workers, device) is not part of it, so a
     # benchmark can be resumed or completed elsewhere (each run records the device it ran on)
     run_config = {k: v for k, v in to_dict(config).items() if k not in EXECUTION_FIELDS}
-    settings = {"env_id": env_id, "config": run_config, "dataset": str(dataset)}
+    settings = {"env_id": env_id, "config": run_config, "dataset": str(dataset),
+                "dataset_sha256": data.content_digest()}
 
     def encoder_settings(name: str, seed: int) -> dict[str, Any] | None:
         method = bench_method(name)
@@ -317,7 +326,8 @@ def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, ou
             key = encoder_key(method, seed)
             if key not in encoders:
                 encoders[key] = pool.submit(train_bench_encoder, str(dataset), name, seed, config.encoder_steps,
-                                            str(work / "encoders" / key), config.device, env_id)
+                                            str(work / "encoders" / key), config.device, env_id,
+                                            settings["dataset_sha256"])
             return encoders[key]
 
         def submit_encoders() -> None:

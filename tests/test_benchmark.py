@@ -286,3 +286,41 @@ def test_a_pool_keeps_at_most_workers_encoders_in_flight(tmp_path, monkeypatch):
     assert len(encoders) == 6 and max(encoders) < 2  # a new encoder only while fewer than 2 train
     names = [name for name, _ in submissions]
     assert names.index("run_one") < len(names) - 1 - names[::-1].index("train_bench_encoder")
+
+
+def test_a_dataset_is_recognised_by_its_content_not_its_path(tmp_path, monkeypatch):
+    import shutil
+
+    data_path = tmp_path / "data"
+    save_dataset(collect("maze", "medium", 0.5, 1000, seed=0, env_overrides={"n_actuators": 6}), data_path)
+    out = tmp_path / "out"
+    events = []
+    options = dict(eval_every=10, eval_episodes=2, encoder_steps=5, workers=1)
+
+    def runs(dataset):
+        events.clear()
+        run_benchmark("maze", "bc,rand1-cql", 1, 10, out, lambda event, info: events.append((event, info)),
+                      dataset=str(dataset), **options)
+        return sorted(info["method"] for event, info in events if event == "run")
+
+    assert runs(data_path) == ["bc", "rand1-cql"]
+    encoder_weights = out / "work" / "encoders" / "rand1-seed0" / "weights.pt"
+    trained_at = encoder_weights.stat().st_mtime_ns
+    # the same bytes at another path, or the same folder by a relative path: nothing is trained again
+    shutil.copytree(data_path, tmp_path / "copy")
+    assert runs(tmp_path / "copy") == []
+    monkeypatch.chdir(tmp_path)
+    assert runs(Path("data")) == []
+    assert encoder_weights.stat().st_mtime_ns == trained_at
+    # a record written before the digest (path only, relative to where it ran) still matches its dataset
+    record_file = out / "runs" / "bc" / "seed0.json"
+    record = json.loads(record_file.read_text())
+    record["settings"].pop("dataset_sha256")
+    record["settings"]["dataset"] = "data"
+    record_file.write_text(json.dumps(record))
+    assert runs(data_path) == []
+    # other data (another seed) trains every run and the encoder again
+    other = tmp_path / "other"
+    save_dataset(collect("maze", "medium", 0.5, 1000, seed=1, env_overrides={"n_actuators": 6}), other)
+    assert runs(other) == ["bc", "rand1-cql"]
+    assert encoder_weights.stat().st_mtime_ns != trained_at

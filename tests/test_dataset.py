@@ -243,3 +243,24 @@ def test_meta_round_trip_and_strictness():
         DatasetMeta(expert_return=float("nan"))
     with pytest.raises(DatasetError, match="meta: expected a JSON object"):
         DatasetMeta.from_dict([1])
+
+
+# ----------------------------------------------------------------------------- content digest
+
+def test_content_digest_identifies_the_transitions_not_the_meta(tmp_path):
+    from merlion_core.data.io import load_dataset, save_dataset
+
+    data = make()
+    digest = data.content_digest()
+    assert len(digest) == 64 and digest == make().content_digest()
+    # the same transitions from a file in another format, with other meta: the same digest
+    save_dataset(dataclasses.replace(data, meta=DatasetMeta(env_id="somewhere/Else-v0")), tmp_path / "d.npz")
+    assert load_dataset(tmp_path / "d.npz").content_digest() == digest
+    # one reward, one action, the action count: each changes it
+    rewards = data.rewards.copy()
+    rewards[3] += 1.0
+    assert make(rewards=rewards).content_digest() != digest
+    actions = data.actions.copy()
+    actions[0] = (actions[0] + 1) % N_ACTIONS
+    assert make(actions=actions).content_digest() != digest
+    assert make(n_actions=N_ACTIONS + 1).content_digest() != digest

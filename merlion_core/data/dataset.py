@@ -12,6 +12,7 @@ cases (dtype widening/narrowing, 0/1 flags, integral float action ids) first.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -217,6 +218,16 @@ class TransitionDataset:
 
     def mean_return(self) -> float:
         return float(self.episode_returns().mean())
+
+    def content_digest(self) -> str:
+        """sha256 (hex) of the transitions and ``n_actions``: the same data loaded from any path or
+        format has the same digest (meta, such as the source format, is left out)."""
+        digest = hashlib.sha256(f"merlion-transitions/1 n_actions={self.n_actions}".encode())
+        for name in FIELDS:
+            array = np.ascontiguousarray(getattr(self, name))
+            digest.update(f"|{name}:{array.dtype.str}:{array.shape}|".encode())
+            digest.update(memoryview(array).cast("B"))
+        return digest.hexdigest()
 
     def distinct_actions(self) -> int:
         if self.n_actions <= 4 * self.n_transitions:
