@@ -98,9 +98,11 @@ def same_settings(recorded: dict[str, Any] | None, settings: dict[str, Any]) -> 
 
 def write_summary(out_dir: str | os.PathLike, env_id: str, methods: list[str], config: Any,
                   behaviour_score: float, settings: dict[str, Any],
-                  normalisers: dict[str, Any] | None = None) -> dict[str, Any]:
+                  normalisers: dict[str, Any] | None = None,
+                  reference: dict[str, Any] | None = None) -> dict[str, Any]:
     """Read every run record of ``methods`` and write summary.json, README.md and curves.svg
-    (``normalisers``: the expert and random returns the scores are normalised with)."""
+    (``normalisers``: the expert and random returns the scores are normalised with; ``reference``:
+    the behaviour policy without noise on the evaluation episodes, ``benchmark.behaviour_reference``)."""
     out = Path(out_dir)
     rows = {}
     for method in methods:
@@ -114,7 +116,7 @@ def write_summary(out_dir: str | os.PathLike, env_id: str, methods: list[str], c
 
     summary = _clean({"format": SUMMARY_FORMAT, "env_id": env_id, "settings": settings,
                       "config": to_dict(config), "behaviour_score": behaviour_score,
-                      "normalisers": normalisers, "methods": rows})
+                      "normalisers": normalisers, "behaviour_reference": reference, "methods": rows})
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (out / "README.md").write_text(markdown_table(summary))
     (out / "curves.svg").write_text(curves_svg(summary))
@@ -151,6 +153,11 @@ def markdown_table(summary: dict[str, Any]) -> str:
              f"(Student's t) over seeds.", *_normaliser_lines(summary.get("normalisers")), "",
              "| method | seeds | last | best | success (last) | train s |", "| --- | ---: | ---: | ---: | ---: | ---: |",
              f"| behaviour policy (dataset) | - | {summary['behaviour_score']:.1f} | - | - | - |"]
+    reference = summary.get("behaviour_reference")
+    if reference:
+        success = "-" if reference["last_success_rate"] is None else f"{reference['last_success_rate']:.2f}"
+        lines.append(f"| {reference['behaviour']} policy without the collection noise, on the agents' evaluation "
+                     f"episodes | - | {reference['last_score']:.1f} | {reference['best_score']:.1f} | {success} | - |")
     for name, row in summary["methods"].items():
         success = "-" if row["last_success_rate"] is None else f"{row['last_success_rate']:.2f}"
         seconds = "-" if row["mean_train_seconds"] is None else f"{row['mean_train_seconds']:.0f}"

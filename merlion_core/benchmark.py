@@ -217,6 +217,25 @@ def check_device(device: str) -> None:
         raise ValueError(f"bench: device {device!r} asked for, but CUDA is not available here")
 
 
+def behaviour_reference(data: Any, config: BenchConfig, task_success: bool = True) -> dict[str, Any] | None:
+    """The dataset's behaviour policy without its collection noise, evaluated at each evaluation
+    step on the agents' episodes (seed = step): what imitating the logged policy, noise removed, reaches.
+    None when the dataset names no behaviour of the env (e.g. imported data)."""
+    from merlion_core.envs.behaviours import BEHAVIOURS
+    from merlion_core.evaluation import evaluate_behaviour, learning_curve_point
+    from merlion_core.pipelines import dataset_env_overrides
+
+    if data.meta.behaviour not in BEHAVIOURS or not data.meta.env_id:
+        return None
+    every = config.eval_every or config.steps
+    curve = [learning_curve_point(step, evaluate_behaviour(data.meta.behaviour, data.meta.env_id, config.eval_episodes,
+                                                           seed=step, env_overrides=dataset_env_overrides(data)))
+             for step in sorted({*range(every, config.steps + 1, every), config.steps})]
+    scores = [point["normalised_score"] for point in curve]
+    return {"behaviour": data.meta.behaviour, "curve": curve, "last_score": scores[-1], "best_score": max(scores),
+            "last_success_rate": curve[-1]["success_rate"] if task_success else None}
+
+
 def bench_normalisers(data: Any) -> dict[str, Any]:
     """The normalisers of the benchmark: the env's own (``data.collect.env_normalisers`` for the
     dataset's env config, the ones every evaluation uses), with the dataset's stored pair beside them."""
@@ -377,6 +396,7 @@ def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, ou
                                               return_when=concurrent.futures.FIRST_COMPLETED)
             for future in done:
                 finish(*runs.pop(future), future)
-    summary = write_summary(out_dir, env_id, names, config, behaviour_score, settings, normalisers)
+    summary = write_summary(out_dir, env_id, names, config, behaviour_score, settings, normalisers,
+                            behaviour_reference(data, config, task_success))
     notify("summary", {"path": str(out_dir / "summary.json")})
     return summary

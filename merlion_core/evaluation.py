@@ -89,6 +89,28 @@ def evaluate(policy: Policy, env: str, episodes: int = 50, seed: int = 0,
         return actions.astype(np.int64, copy=False)
 
     result = rollout_episodes(model, act, episodes, np.random.default_rng(seed), policy_sees="observation")
+    return _eval_result(result, env_id, env_overrides)
+
+
+def evaluate_behaviour(behaviour: str, env: str, episodes: int = 50, seed: int = 0,
+                       env_overrides: dict[str, Any] | None = None, policy_seed: int = 0) -> EvalResult:
+    """Run the env's behaviour policy ``behaviour`` (expert, medium or random) without the
+    collection's action noise, on the episodes ``evaluate`` plays with the same ``seed``: the
+    reference an agent that only imitates the logged policy would reach. The behaviour draws from
+    its own generator (``policy_seed``), so the env's draws are those of an agent's evaluation."""
+    from merlion_core.envs.behaviours import make_behaviour
+
+    if episodes < 1:
+        raise ValueError(f"evaluate_behaviour: episodes must be >= 1, got {episodes}")
+    env_id = resolve_env_id(env)
+    model = make_model(env_id, env_overrides)
+    policy, policy_rng = make_behaviour(model, behaviour), np.random.default_rng(policy_seed)
+    result = rollout_episodes(model, lambda states, _env_rng: policy(states, policy_rng), episodes,
+                              np.random.default_rng(seed))
+    return _eval_result(result, env_id, env_overrides)
+
+
+def _eval_result(result: Any, env_id: str, env_overrides: dict[str, Any] | None) -> EvalResult:
     expert_return, random_return = env_normalisers(env_id, env_overrides)
     returns = result.returns.astype(np.float64)
     mean_return = float(returns.mean())

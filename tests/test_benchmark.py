@@ -86,6 +86,17 @@ def test_tiny_benchmark_runs_and_resumes(tmp_path, monkeypatch):
     assert record["seed"] == 1 and record["steps"] == 30 and len(record["curve"]) == 2
     assert record["last_score"] == record["curve"][-1]["normalised_score"]
     assert "| bc | 2 |" in (tmp_path / "README.md").read_text()
+    # the behaviour's mode on the agents' evaluation episodes (seed = step), beside the dataset's score
+    from merlion_core.evaluation import evaluate_behaviour
+
+    reference = summary["behaviour_reference"]
+    expected = [evaluate_behaviour("medium", "maze", 3, step, {"n_actuators": 6}).normalised_score for step in (15, 30)]
+    assert reference["behaviour"] == "medium" and [p["step"] for p in reference["curve"]] == [15, 30]
+    assert [p["normalised_score"] for p in reference["curve"]] == pytest.approx(expected)
+    assert reference["last_score"] == pytest.approx(expected[-1])
+    assert reference["best_score"] == pytest.approx(max(expected))
+    row = f"| medium policy without the collection noise, on the agents' evaluation episodes | - | {expected[-1]:.1f} |"
+    assert row in (tmp_path / "README.md").read_text()
     assert (tmp_path / "curves.svg").read_text().startswith("<svg")
     # encoders are trained once per (representation, seed) and shared
     assert sorted(p.name for p in (tmp_path / "work" / "encoders").iterdir()) == ["rand1-seed0", "rand1-seed1"]

@@ -8,7 +8,7 @@ import torch
 
 from merlion_core.envs import make_model
 from merlion_core.envs.behaviours import make_behaviour
-from merlion_core.evaluation import EvalResult, evaluate, learning_curve_point
+from merlion_core.evaluation import EvalResult, evaluate, evaluate_behaviour, learning_curve_point
 from merlion_core.lookup import l1_nearest
 from merlion_core.policy import LatentPolicy, Policy
 from merlion_core.representation.base import Representation
@@ -177,6 +177,21 @@ def test_expert_scores_high_and_random_near_zero():
     assert expert.mean_return == pytest.approx(expert.returns.mean())
     random = evaluate(BehaviourPolicy(model, "random"), "maze", episodes=100, seed=1, env_overrides=SMALL_MAZE)
     assert abs(random.normalised_score) < 10
+
+
+def test_behaviour_reference_plays_the_agents_episodes():
+    # an agent that acts exactly as the medium planner (deterministic, and the maze's observation
+    # is its state) gets the same episodes, so the same returns, as the behaviour reference
+    model = make_model("maze", SMALL_MAZE)
+    for seed in (3, 4):
+        reference = evaluate_behaviour("medium", "maze", 30, seed, SMALL_MAZE)
+        agent = evaluate(BehaviourPolicy(model, "medium"), "maze", 30, seed, SMALL_MAZE)
+        np.testing.assert_array_equal(reference.returns, agent.returns)
+        np.testing.assert_array_equal(reference.lengths, agent.lengths)
+    assert evaluate_behaviour("expert", "maze", 50, 1, SMALL_MAZE).normalised_score > 90
+    assert abs(evaluate_behaviour("random", "maze", 100, 1, SMALL_MAZE).normalised_score) < 10
+    with pytest.raises(ValueError, match="episodes must be >= 1"):
+        evaluate_behaviour("medium", "maze", 0)
 
 
 def test_same_seed_same_result_and_serialisation():
