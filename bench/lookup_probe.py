@@ -51,7 +51,7 @@ def probe(agent, obs_BS: torch.Tensor) -> dict:
     q_latent_B = agent.critic(obs_BS, e_hat_BD).min(0).values
     q_action_B = agent.critic(obs_BS, e_chosen_BD).min(0).values
     return {
-        "latent_bound": float(bound),
+        "latent_bound": bound.tolist(),
         "nearest_distance": quantiles(top2_dist[:, 0].numpy()),
         "second_gap": quantiles(gap_B.numpy()),
         "tie_share": float((gap_B < 1e-6).float().mean()),

@@ -192,3 +192,20 @@ def test_global_rng_untouched(dataset, rep):
     algo.update(sampler(dataset).sample())
     algo.act(dataset.observations[:5])
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_per_dimension_bound_keeps_every_latent_inside_its_box(dataset, rep):
+    algo = build(dataset, rep, latent_bound_per_dim=True)
+    s = sampler(dataset)
+    for _ in range(5):  # the first batch fits B_d = 1.1 max |e_d|
+        parts = algo.update(s.sample())
+        assert all(math.isfinite(v) for v in parts.values()), parts
+    bound = algo.latent_bound
+    assert bound.shape == (DIM,) and float(bound.min()) < float(bound.max())
+    obs = torch.as_tensor(dataset.observations[:50], dtype=torch.float32)
+    with torch.no_grad():
+        e_hat = algo.select_latent(obs)
+        # a perturbation of 2 B_d from 0 is clipped to B_d in each dimension, either way
+        up, down = (perturb(torch.zeros(4, DIM), torch.full((4, DIM), sign * 10.0), 2.0, bound) for sign in (1, -1))
+    assert bool((e_hat.abs() <= bound).all())
+    assert torch.allclose(up, bound.expand_as(up)) and torch.allclose(down, -bound.expand_as(down))

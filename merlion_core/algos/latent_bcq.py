@@ -87,6 +87,8 @@ class LatentBCQConfig:
     """Perturbed VAE samples per state when acting (the one with the largest Q_1 is kept)."""
     latent_bound: float = 0.0
     """B, the latent box [-B, B]^dim; 0.0 = derive from the data (1.1 max |e| of logged latents)."""
+    latent_bound_per_dim: bool = False
+    """One B per latent dimension, B_d = 1.1 max |e_d| of logged latents (no paper symbol; docs/deviations.md)."""
     fourier_features: int = 32
     """Random Fourier features of the standardised observation fed to every network (0: standardised only)."""
     fourier_scale: float = 3.0
@@ -211,7 +213,7 @@ class LatentBCQ(OfflineAlgorithm):
     def __init__(self, config: LatentBCQConfig, n_actions: int, obs_dim: int, device: str = "auto",
                  representation: Representation | None = None) -> None:
         super().__init__(config, n_actions, obs_dim, device)
-        attach_latent_space(self, representation, config.latent_bound)
+        attach_latent_space(self, representation, config.latent_bound, config.latent_bound_per_dim)
         self.z_dim = int(2 * self.dim if config.vae_latent_dim is None else config.vae_latent_dim)
         with seeded(config.seed):
             features = self.observation_features()

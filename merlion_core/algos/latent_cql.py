@@ -81,6 +81,8 @@ class LatentCQLConfig:
     """Hidden layer sizes of the actor and of each critic MLP."""
     latent_bound: float = 0.0
     """B, the actor's output box [-B, B]^dim; 0.0 = derive from the data (1.1 max |e| of logged latents)."""
+    latent_bound_per_dim: bool = False
+    """One B per latent dimension, B_d = 1.1 max |e_d| of logged latents (no paper symbol; docs/deviations.md)."""
     auto_entropy: bool = True
     """Tune the SAC temperature towards ``target_entropy``; False keeps it at ``init_entropy_alpha``."""
     target_entropy: float | None = None
@@ -169,7 +171,7 @@ class LatentCQL(OfflineAlgorithm):
     def __init__(self, config: LatentCQLConfig, n_actions: int, obs_dim: int, device: str = "auto",
                  representation: Representation | None = None) -> None:
         super().__init__(config, n_actions, obs_dim, device)
-        attach_latent_space(self, representation, config.latent_bound)
+        attach_latent_space(self, representation, config.latent_bound, config.latent_bound_per_dim)
         self.target_entropy = float(-self.dim if config.target_entropy is None else config.target_entropy)
         with seeded(config.seed):
             features = self.observation_features()
@@ -219,9 +221,10 @@ class LatentCQL(OfflineAlgorithm):
             log_pi_next_B, log_pi_cur, log_pi_nxt = log_pi_nopg.split([b, b * m, b * m])
             q_next_B = self.critic_target(batch.next_obs, e_next_BD).min(0).values
             y_B = batch.rew + cfg.gamma * (1.0 - batch.done) * (q_next_B - alpha_ent * log_pi_next_B)
-            # uniform CQL(H) samples in [-B, B]^dim
+            # uniform CQL(H) samples in the box [-B, B]^dim (B scalar or per dimension)
             e_rand = (torch.rand(b * n, self.dim, generator=gen, device=self.device) * 2.0 - 1.0) * bound
-            log_density_rand_BN = (-self.dim * torch.log(2.0 * bound)).expand(b, n)
+            log_2b = torch.log(2.0 * bound)
+            log_density_rand_BN = (-(log_2b.sum() if bound.ndim else self.dim * log_2b)).expand(b, n)
             log_pi_BM = torch.cat([log_pi_cur.view(b, m), log_pi_nxt.view(b, m)], dim=1)
 
         # actor sample (reparameterised)
