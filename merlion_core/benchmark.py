@@ -140,7 +140,7 @@ def run_one(dataset_path: str, method_name: str, seed: int, config: BenchConfig,
         from merlion_core.algos.registry import ALGORITHMS
         from merlion_core.pipelines_agent import train_agent
 
-        overrides: dict[str, Any] = {"seed": seed}
+        overrides: dict[str, Any] = {**dict(method.algo_overrides), "seed": seed}
         names = {f.name for f in dataclasses.fields(ALGORITHMS[method.algo][0])}
         if config.agent_batch_size and "batch_size" in names:
             overrides["batch_size"] = config.agent_batch_size

@@ -22,6 +22,8 @@ class BenchMethod:
     representation_overrides: tuple[tuple[str, Any], ...]
     algo: str
     peer: bool = False
+    algo_overrides: tuple[tuple[str, Any], ...] = ()
+    """Fields of the algorithm's config that differ from its defaults."""
 
 
 def _fixed_methods() -> dict[str, BenchMethod]:
@@ -30,6 +32,9 @@ def _fixed_methods() -> dict[str, BenchMethod]:
         "merlion-bcq": BenchMethod("merlion-bcq", "merlion", (), "bcq"),
         "merlion-no-p-cql": BenchMethod("merlion-no-p-cql", "merlion-no-p", (), "cql"),
         "cvae-cql": BenchMethod("cvae-cql", "cvae", (), "cql"),
+        # latent CQL with the plain CQL backup r + gamma min Q'(s', e'), no SAC entropy bonus
+        "merlion-cql-plain": BenchMethod("merlion-cql-plain", "merlion", (), "cql",
+                                         algo_overrides=(("backup_entropy", False),)),
     }
     for raw in ("dcql", "dbcq", "bc", "plas"):
         methods[raw] = BenchMethod(raw, None, (), raw)

@@ -335,3 +335,18 @@ def test_a_dataset_is_recognised_by_its_content_not_its_path(tmp_path, monkeypat
     save_dataset(collect("maze", "medium", 0.5, 1000, seed=1, env_overrides={"n_actuators": 6}), other)
     assert runs(other) == ["bc", "rand1-cql"]
     assert encoder_weights.stat().st_mtime_ns != trained_at
+
+
+def test_merlion_cql_plain_trains_latent_cql_without_the_entropy_backup(tmp_path):
+    from merlion_core.benchmark import BenchConfig, run_one, train_bench_encoder
+
+    data_path = tmp_path / "data"
+    save_dataset(collect("maze", "medium", 0.5, 500, seed=0, env_overrides={"n_actuators": 4}), data_path)
+    encoder = train_bench_encoder(str(data_path), "merlion-cql", 0, 5, str(tmp_path / "encoder"), "cpu")
+    config = BenchConfig(seeds=1, steps=4, eval_every=4, eval_episodes=1)
+    for name, backup in (("merlion-cql-plain", False), ("merlion-cql", True)):
+        record = run_one(str(data_path), name, 1, config, encoder, str(tmp_path / name))
+        agent_config = json.loads((tmp_path / name / "config.json").read_text())
+        assert agent_config["config"]["backup_entropy"] is backup and agent_config["config"]["seed"] == 1
+        assert record["steps"] == 4
+    assert bench_method("merlion-cql-plain").representation == "merlion"

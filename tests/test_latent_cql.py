@@ -203,3 +203,17 @@ def test_per_dimension_bound_trains_acts_inside_its_box_and_reloads(dataset, rep
     fresh.load_state_dict(torch.load(buf, weights_only=True))
     assert torch.equal(fresh.latent_bound, bound)
     np.testing.assert_array_equal(fresh.act(obs), algo.act(obs))
+
+
+def test_backup_entropy_off_leaves_the_temperature_out_of_the_critic_target(dataset, rep):
+    batch = sampler(dataset).sample()
+
+    def td_loss(backup_entropy, temperature):
+        algo = fitted(dataset, rep, backup_entropy=backup_entropy, auto_entropy=False, init_entropy_alpha=temperature)
+        return float(algo.losses(batch)["td_loss"].detach())
+
+    # the plain CQL backup r + gamma min Q'(s', e'): the same TD error at any temperature
+    assert td_loss(False, 1e-3) == pytest.approx(td_loss(False, 100.0), rel=1e-6)
+    # the SAC backup subtracts alpha_ent log pi(e'|s'): the temperature moves the target
+    assert abs(td_loss(True, 100.0) - td_loss(True, 1e-3)) > 1.0
+    assert td_loss(True, 1e-3) == pytest.approx(td_loss(False, 1e-3), rel=1e-2)

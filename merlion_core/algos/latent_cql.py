@@ -83,6 +83,8 @@ class LatentCQLConfig:
     """B, the actor's output box [-B, B]^dim; 0.0 = derive from the data (1.1 max |e| of logged latents)."""
     latent_bound_per_dim: bool = False
     """One B per latent dimension, B_d = 1.1 max |e_d| of logged latents (no paper symbol; docs/deviations.md)."""
+    backup_entropy: bool = True
+    """Keep the SAC entropy bonus -alpha_ent log pi(e'|s') in the critic's target (False: the plain CQL backup)."""
     auto_entropy: bool = True
     """Tune the SAC temperature towards ``target_entropy``; False keeps it at ``init_entropy_alpha``."""
     target_entropy: float | None = None
@@ -220,7 +222,8 @@ class LatentCQL(OfflineAlgorithm):
             e_next_BD, e_cur, e_nxt = e_nopg.split([b, b * m, b * m])
             log_pi_next_B, log_pi_cur, log_pi_nxt = log_pi_nopg.split([b, b * m, b * m])
             q_next_B = self.critic_target(batch.next_obs, e_next_BD).min(0).values
-            y_B = batch.rew + cfg.gamma * (1.0 - batch.done) * (q_next_B - alpha_ent * log_pi_next_B)
+            entropy_bonus_B = alpha_ent * log_pi_next_B if cfg.backup_entropy else torch.zeros_like(q_next_B)
+            y_B = batch.rew + cfg.gamma * (1.0 - batch.done) * (q_next_B - entropy_bonus_B)
             # uniform CQL(H) samples in the box [-B, B]^dim (B scalar or per dimension)
             e_rand = (torch.rand(b * n, self.dim, generator=gen, device=self.device) * 2.0 - 1.0) * bound
             log_2b = torch.log(2.0 * bound)
