@@ -7,8 +7,6 @@ in ``__init__``, then ``fit_latent_bound`` / ``embed`` / ``bound_is_set`` / ``_b
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from merlion_core.representation.base import Representation
