@@ -143,6 +143,31 @@ def test_actor_and_critic_gradients_do_not_cross(dataset, rep):
     assert all(p.grad is None for p in algo.critic_target.parameters())
 
 
+def test_critic_on_repeated_states_equals_the_critic_on_explicit_rows(dataset, rep):
+    algo = fitted(dataset, rep)
+    batch = sampler(dataset).sample()
+    b = batch.obs.shape[0]
+    e = torch.randn(b * 4, 3)
+    explicit = algo.critic(torch.cat([batch.obs, batch.obs.repeat_interleave(3, dim=0)]), e)
+    torch.testing.assert_close(algo.critic(batch.obs, e, repeats=(1, 3)), explicit, rtol=1e-5, atol=1e-5)
+    assert explicit.shape == (2, b * 4)
+
+
+def test_sampling_from_repeated_actor_outputs_equals_sampling_at_repeated_states(dataset, rep):
+    algo = fitted(dataset, rep)
+    obs = sampler(dataset).sample().obs
+    bound = algo._bound()
+    gen_a = torch.Generator().manual_seed(5)
+    gen_b = torch.Generator().manual_seed(5)
+    e_a, log_pi_a = algo.actor.sample(obs.repeat_interleave(4, dim=0), bound, gen_a)
+    mu, log_std = algo.actor(obs)
+    e_b, log_pi_b = algo.actor.sample_from(mu.repeat_interleave(4, dim=0), log_std.repeat_interleave(4, dim=0),
+                                           bound, gen_b)
+    torch.testing.assert_close(e_b, e_a, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(log_pi_b, log_pi_a, rtol=1e-5, atol=1e-5)
+    assert e_a[0].ne(e_a[1]).any()  # each repeat has its own noise
+
+
 def test_same_seed_same_parameters(dataset, rep):
     def run(seed: int) -> dict[str, torch.Tensor]:
         algo = fitted(dataset, rep, seed=seed)

@@ -10,7 +10,7 @@ from merlion_core.algos.latent_cql import LatentCQLConfig
 from merlion_core.data.collect import collect
 from merlion_core.data.sampler import BatchSampler
 from merlion_core.models.obs_features import (ObservationFeatures, check_feature_options, feature_mlp,
-                                              fit_observation_features, fourier_features,
+                                              feature_mlp_repeated, fit_observation_features, fourier_features,
                                               observation_features_fitted)
 
 
@@ -92,3 +92,30 @@ def test_feature_mlp_input_width():
     net = feature_mlp(features, extra_in=2, hidden=(8,), out_dim=1)
     assert net(torch.zeros(4, 5)).shape == (4, 1)
     assert net[1][0].in_features == 3 + 10 + 2
+
+
+def test_feature_mlp_repeated_equals_the_net_on_repeated_rows_values_and_gradients():
+    torch.manual_seed(0)
+    features = ObservationFeatures(obs_dim=4, n_fourier=3, scale=1.0, seed=0)
+    fit_observation_features(features, torch.randn(50, 4) * 3.0 + 1.0)
+    net = feature_mlp(features, extra_in=2, hidden=(8, 8), out_dim=1)
+    obs, repeats = torch.randn(5, 4), (1, 3, 2)
+    extra = torch.randn(5 * sum(repeats), 2)
+    obs_rows = torch.cat([obs.repeat_interleave(r, dim=0) for r in repeats])
+    # row order: block (1) pairs obs b with extra b; block (3) pairs obs b with rows 5 + 3b .. 5 + 3b + 2
+    assert torch.equal(obs_rows[5 + 3 * 2 + 1], obs[2]) and torch.equal(obs_rows[5 + 15 + 2 * 4], obs[4])
+    expected = net(torch.cat([obs_rows, extra], dim=-1))
+    got = feature_mlp_repeated(net, obs, extra, repeats)
+    assert got.shape == expected.shape == (30, 1)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    weights = torch.randn(30, 1)
+    grads_expected = torch.autograd.grad((expected * weights).sum(), list(net.parameters()))
+    grads_got = torch.autograd.grad((feature_mlp_repeated(net, obs, extra, repeats) * weights).sum(),
+                                    list(net.parameters()))
+    for g_got, g_expected in zip(grads_got, grads_expected):
+        torch.testing.assert_close(g_got, g_expected, rtol=1e-4, atol=1e-5)
+    # a shuffled pairing is a different function: the test would see a wrong row order
+    wrong = net(torch.cat([obs.repeat(sum(repeats), 1), extra], dim=-1))
+    assert not torch.allclose(got, wrong, atol=1e-3)
+    with pytest.raises(ValueError, match="29 extra rows, expected 5 observations x 6"):
+        feature_mlp_repeated(net, obs, extra[:29], repeats)

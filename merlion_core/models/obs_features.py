@@ -81,3 +81,27 @@ def fit_observation_features(module: nn.Module, obs_NS: torch.Tensor) -> None:
 def observation_features_fitted(module: nn.Module) -> bool:
     """True when every :class:`ObservationFeatures` in ``module`` has its statistics (or there is none)."""
     return all(bool(child.fitted) for child in module.modules() if isinstance(child, ObservationFeatures))
+
+
+def feature_mlp_repeated(net: nn.Sequential, obs_BS: torch.Tensor, extra_XE: torch.Tensor,
+                         repeats: Sequence[int]) -> torch.Tensor:
+    """``net`` (a :func:`feature_mlp`) on rows that pair each observation with several extra inputs.
+
+    The rows of ``extra_XE`` come in blocks: block k holds ``B * repeats[k]`` rows, observation b
+    paired with its ``repeats[k]`` consecutive rows. The result equals
+    ``net(cat([cat(obs.repeat_interleave(r) for r in repeats), extra_XE], -1))``, but the
+    observation's features and its part of the first layer, W_obs features(s) + b, are computed
+    once per observation and then repeated: with 30 latents per state (latent CQL's critic) that
+    is about 2.4 times fewer operations.
+    """
+    features, body = net[0], net[1]
+    first = body[0]
+    if extra_XE.shape[0] != obs_BS.shape[0] * sum(repeats):
+        raise ValueError(f"feature_mlp_repeated: {extra_XE.shape[0]} extra rows, expected "
+                         f"{obs_BS.shape[0]} observations x {sum(repeats)} (repeats {tuple(repeats)})")
+    features_BF = features(obs_BS)
+    n_features = features_BF.shape[1]
+    hidden_obs_BH = nn.functional.linear(features_BF, first.weight[:, :n_features], first.bias)
+    hidden_obs_XH = torch.cat([hidden_obs_BH.repeat_interleave(r, dim=0) for r in repeats])
+    hidden_XH = hidden_obs_XH + nn.functional.linear(extra_XE, first.weight[:, n_features:])
+    return body[1:](hidden_XH)

@@ -1,0 +1,93 @@
+"""Seconds per latent-CQL gradient step at an env's shapes (default: the dialogue's), one torch thread.
+
+Usage: python bench/latent_cql_step.py [--obs-dim 377] [--n-actions 1500] [--dim 30] [--steps 60]
+                                       [--warmup 10] [--threads 1] [--device cpu] [--label NAME]
+The data are random transitions with the given shapes (the step's cost does not depend on their
+values) and a fixed random table as phi(a; s); the agent has the benchmark's default config
+(batch 256, hidden 256x256, n_random = n_policy = 10, 32 Fourier features). Each timed step is
+one minibatch sample + one gradient update, after --warmup untimed ones; the median of 3 timed
+blocks is kept. Writes bench/results/latent-cql-step.json under --label (other labels are kept),
+so a run with the previous code (PYTHONPATH pointing at an older checkout) can stand beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from merlion_core.algos.latent_cql import LatentCQL, LatentCQLConfig
+from merlion_core.data.dataset import TransitionDataset
+from merlion_core.data.sampler import BatchSampler
+from merlion_core.representation.random_embeddings import TableRepresentation
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latent-cql-step.json"
+
+
+def random_dataset(n: int, obs_dim: int, n_actions: int, seed: int) -> TransitionDataset:
+    rng = np.random.default_rng(seed)
+    terminals = rng.random(n) < 0.05
+    return TransitionDataset(observations=rng.random((n, obs_dim), dtype=np.float32),
+                             actions=rng.integers(0, n_actions, n).astype(np.int64),
+                             rewards=rng.standard_normal(n).astype(np.float32),
+                             next_observations=rng.random((n, obs_dim), dtype=np.float32),
+                             terminals=terminals, timeouts=np.zeros(n, dtype=bool), n_actions=n_actions)
+
+
+def time_steps(algo: LatentCQL, sampler: BatchSampler, steps: int, warmup: int) -> float:
+    """Median seconds per step over 3 blocks of ``steps`` steps."""
+    for _ in algo.train_steps(sampler, warmup, log_every=warmup):
+        pass
+    blocks = []
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in algo.train_steps(sampler, steps, log_every=steps):
+            pass
+        blocks.append((time.perf_counter() - start) / steps)
+    return statistics.median(blocks)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--obs-dim", type=int, default=377)
+    parser.add_argument("--n-actions", type=int, default=1500)
+    parser.add_argument("--dim", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--label", default="current")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    dataset = random_dataset(20_000, args.obs_dim, args.n_actions, seed=0)
+    table = torch.randn(args.n_actions, args.dim, generator=torch.Generator().manual_seed(0))
+    representation = TableRepresentation("rand1", table, args.obs_dim)
+    config = LatentCQLConfig()
+    algo = LatentCQL(config, args.n_actions, args.obs_dim, device=args.device, representation=representation)
+    sampler = BatchSampler(dataset, config.batch_size, seed=0, device=args.device)
+    seconds = time_steps(algo, sampler, args.steps, args.warmup)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent).stdout.strip()
+    record = {"seconds_per_step": seconds, "steps_per_second": 1.0 / seconds, "obs_dim": args.obs_dim,
+              "n_actions": args.n_actions, "dim": args.dim, "steps": args.steps, "threads": args.threads,
+              "device": args.device, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+              "commit": commit, "code": str(Path(sys.modules[LatentCQL.__module__].__file__).parent.parent),
+              "date": time.strftime("%Y-%m-%d %H:%M")}
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results[args.label] = record
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"{args.label}: {seconds * 1000:.0f} ms a step ({1.0 / seconds:.2f} steps/s), "
+          f"obs {args.obs_dim}, |E| {args.dim}, {args.threads} thread(s), {args.device}")
+
+
+if __name__ == "__main__":
+    main()
