@@ -138,6 +138,26 @@ def test_zero_perturbation_acts_on_the_best_vae_sample_by_hand(dataset, rep):
     np.testing.assert_array_equal(algo.act(obs.numpy()), np.array(ids))
 
 
+def test_candidates_equal_the_networks_on_explicit_rows(dataset, rep):
+    """Each state's part of the decoder, actor and critic runs once per state; same as full rows."""
+    algo = fitted(dataset, rep)
+    s = sampler(dataset)
+    for _ in range(3):
+        algo.update(s.sample())
+    obs = torch.as_tensor(dataset.observations[:6], dtype=torch.float32)
+    bound = algo.latent_bound
+    with torch.no_grad():
+        obs_rows = obs.repeat_interleave(20, dim=0)
+        z = algo.act_noise().repeat(6, 1)
+        decoded = bound * torch.tanh(algo.vae.decoder(torch.cat([obs_rows, z], dim=-1)))
+        e = perturb(decoded, algo.actor.net(torch.cat([obs_rows, decoded], dim=-1)), algo.config.phi, bound)
+        q1 = algo.critic.q1(torch.cat([obs_rows, e], dim=-1)).squeeze(-1)
+        e_got, q1_got = algo.candidates(obs)
+    torch.testing.assert_close(e_got, e.view(6, 20, DIM), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(q1_got, q1.view(6, 20), rtol=1e-5, atol=1e-5)
+    assert e_got[0].std(0).gt(0).all()  # 20 different candidates per state
+
+
 def test_save_load_gives_identical_actions(dataset, rep):
     algo = fitted(dataset, rep)
     s = sampler(dataset)

@@ -29,7 +29,7 @@ per term (721 -> 487 per step), and on a GPU a step costs about its operation co
 (models/cuda_graph.py). The state's part of each network is computed once per state, not once
 per sampled latent: the actor runs on s and s' and its mu, sigma are repeated for the m samples;
 the critics' first layer splits into W_s features(s) + W_e e (:func:`feature_mlp_repeated`).
-The function is the same; on a CPU the step is about twice as fast (bench/latent_cql_step.py).
+The function is the same; on a CPU the step is about twice as fast (bench/latent_step.py).
 
 The representation is kept as a plain attribute, not a submodule: the agent's ``state_dict``
 (its checkpoint) holds only the RL networks and ``latent_bound``; load it into an instance

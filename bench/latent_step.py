@@ -1,13 +1,15 @@
-"""Seconds per latent-CQL gradient step at an env's shapes (default: the dialogue's), one torch thread.
+"""Seconds per latent CQL / BCQ gradient step at an env's shapes (default: the dialogue's), one torch thread.
 
-Usage: python bench/latent_cql_step.py [--obs-dim 377] [--n-actions 1500] [--dim 30] [--steps 60]
-                                       [--warmup 10] [--threads 1] [--device cpu] [--label NAME]
+Usage: python bench/latent_step.py [--algo cql|bcq] [--obs-dim 377] [--n-actions 1500] [--dim 30]
+                                   [--steps 60] [--warmup 10] [--threads 1] [--device cpu] [--label NAME]
 The data are random transitions with the given shapes (the step's cost does not depend on their
 values) and a fixed random table as phi(a; s); the agent has the benchmark's default config
-(batch 256, hidden 256x256, n_random = n_policy = 10, 32 Fourier features). Each timed step is
-one minibatch sample + one gradient update, after --warmup untimed ones; the median of 3 timed
-blocks is kept. Writes bench/results/latent-cql-step.json under --label (other labels are kept),
-so a run with the previous code (PYTHONPATH pointing at an older checkout) can stand beside it.
+(CQL: batch 256, hidden 256x256, n_random = n_policy = 10; BCQ: the authors' batch 100, 10 target
+samples; 32 Fourier features). Each timed step is one minibatch sample + one gradient update,
+after --warmup untimed ones; the median of 3 timed blocks is kept. Acting: the median time of
+greedy actions in 50 states (an evaluation's batch). Writes bench/results/latent-step.json under
+ALGO/LABEL (other entries are kept), so a run with the previous code (PYTHONPATH pointing at an
+older checkout) can stand beside it; each entry records the commit of the code it timed.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from merlion_core.algos.base import OfflineAlgorithm
+from merlion_core.algos.latent_bcq import LatentBCQ, LatentBCQConfig
 from merlion_core.algos.latent_cql import LatentCQL, LatentCQLConfig
 from merlion_core.data.dataset import TransitionDataset
 from merlion_core.data.sampler import BatchSampler
 from merlion_core.representation.random_embeddings import TableRepresentation
 
-RESULTS = Path(__file__).resolve().parent / "results" / "latent-cql-step.json"
+RESULTS = Path(__file__).resolve().parent / "results" / "latent-step.json"
 
 
 def random_dataset(n: int, obs_dim: int, n_actions: int, seed: int) -> TransitionDataset:
@@ -42,7 +46,7 @@ def random_dataset(n: int, obs_dim: int, n_actions: int, seed: int) -> Transitio
                              terminals=terminals, timeouts=np.zeros(n, dtype=bool), n_actions=n_actions)
 
 
-def time_steps(algo: LatentCQL, sampler: BatchSampler, steps: int, warmup: int) -> float:
+def time_steps(algo: OfflineAlgorithm, sampler: BatchSampler, steps: int, warmup: int) -> float:
     """Median seconds per step over 3 blocks of ``steps`` steps."""
     for _ in algo.train_steps(sampler, warmup, log_every=warmup):
         pass
@@ -57,6 +61,7 @@ def time_steps(algo: LatentCQL, sampler: BatchSampler, steps: int, warmup: int) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algo", choices=("cql", "bcq"), default="cql")
     parser.add_argument("--obs-dim", type=int, default=377)
     parser.add_argument("--n-actions", type=int, default=1500)
     parser.add_argument("--dim", type=int, default=30)
@@ -70,22 +75,34 @@ def main() -> None:
     dataset = random_dataset(20_000, args.obs_dim, args.n_actions, seed=0)
     table = torch.randn(args.n_actions, args.dim, generator=torch.Generator().manual_seed(0))
     representation = TableRepresentation("rand1", table, args.obs_dim)
-    config = LatentCQLConfig()
-    algo = LatentCQL(config, args.n_actions, args.obs_dim, device=args.device, representation=representation)
+    algo_class, config = (LatentCQL, LatentCQLConfig()) if args.algo == "cql" else (LatentBCQ, LatentBCQConfig())
+    algo = algo_class(config, args.n_actions, args.obs_dim, device=args.device, representation=representation)
     sampler = BatchSampler(dataset, config.batch_size, seed=0, device=args.device)
     seconds = time_steps(algo, sampler, args.steps, args.warmup)
+    obs_50 = torch.as_tensor(dataset.observations[:50], device=algo.device)  # one evaluation's 50 episodes
+    act_seconds = []
+    with torch.no_grad():
+        for _ in range(7):
+            start = time.perf_counter()
+            algo.greedy(obs_50)
+            act_seconds.append(time.perf_counter() - start)
+    code = Path(sys.modules[algo_class.__module__].__file__).parent.parent  # the merlion_core timed
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parent).stdout.strip()
-    record = {"seconds_per_step": seconds, "steps_per_second": 1.0 / seconds, "obs_dim": args.obs_dim,
+                            cwd=code).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], capture_output=True, text=True,
+                           cwd=code).stdout.strip()
+    record = {"seconds_per_step": seconds, "steps_per_second": 1.0 / seconds,
+              "act_seconds_50_states": statistics.median(act_seconds[2:]), "obs_dim": args.obs_dim,
               "n_actions": args.n_actions, "dim": args.dim, "steps": args.steps, "threads": args.threads,
               "device": args.device, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-              "commit": commit, "code": str(Path(sys.modules[LatentCQL.__module__].__file__).parent.parent),
+              "commit": commit + ("+changes" if dirty else ""), "code": str(code),
               "date": time.strftime("%Y-%m-%d %H:%M")}
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results[args.label] = record
+    results[f"{args.algo}/{args.label}"] = {"algo": args.algo, "batch_size": config.batch_size, **record}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"{args.label}: {seconds * 1000:.0f} ms a step ({1.0 / seconds:.2f} steps/s), "
+    print(f"{args.algo}/{args.label}: {seconds * 1000:.0f} ms a step ({1.0 / seconds:.2f} steps/s), "
+          f"{record['act_seconds_50_states'] * 1000:.1f} ms to act in 50 states, "
           f"obs {args.obs_dim}, |E| {args.dim}, {args.threads} thread(s), {args.device}")
 
 
