@@ -28,7 +28,7 @@ from ``act_seed`` at each call and shared by the states of the batch, so an acti
 deterministic function of its state and the weights. Where a state meets several latents (the
 n target samples, the acting candidates), the state's part of each network's first layer is
 computed once per state and repeated (:func:`feature_mlp_repeated`): the same function, on a CPU
-a dialogue-shaped step 1.3 times and acting 1.7 times as fast (bench/latent_step.py).
+a dialogue-shaped step 1.3 times and acting about 1.4 times as fast (bench/latent_step.py).
 
 The representation is kept as a plain attribute, not a submodule: the agent's ``state_dict``
 (its checkpoint) holds only the RL networks and ``latent_bound``; load it into an instance
