@@ -148,7 +148,8 @@ def test_critic_on_repeated_states_equals_the_critic_on_explicit_rows(dataset, r
     batch = sampler(dataset).sample()
     b = batch.obs.shape[0]
     e = torch.randn(b * 4, 3)
-    explicit = algo.critic(torch.cat([batch.obs, batch.obs.repeat_interleave(3, dim=0)]), e)
+    rows = torch.cat([torch.cat([batch.obs, batch.obs.repeat_interleave(3, dim=0)]), e], dim=-1)
+    explicit = torch.stack([algo.critic.q1(rows).squeeze(-1), algo.critic.q2(rows).squeeze(-1)])
     torch.testing.assert_close(algo.critic(batch.obs, e, repeats=(1, 3)), explicit, rtol=1e-5, atol=1e-5)
     assert explicit.shape == (2, b * 4)
 

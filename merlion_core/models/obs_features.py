@@ -91,8 +91,8 @@ def feature_mlp_repeated(net: nn.Sequential, obs_BS: torch.Tensor, extra_XE: tor
     paired with its ``repeats[k]`` consecutive rows. The result equals
     ``net(cat([cat(obs.repeat_interleave(r) for r in repeats), extra_XE], -1))``, but the
     observation's features and its part of the first layer, W_obs features(s) + b, are computed
-    once per observation and then repeated: with 30 latents per state (latent CQL's critic) that
-    is about 2.4 times fewer operations.
+    once per observation and then repeated: for latent CQL's critic at the dialogue's shapes (31
+    latents per state, 441 feature columns) about 2.4 times fewer multiply-adds.
     """
     features, body = net[0], net[1]
     first = body[0]
