@@ -84,7 +84,7 @@ def main() -> None:
     with torch.no_grad():
         for _ in range(7):
             start = time.perf_counter()
-            algo.greedy(obs_50)
+            algo.greedy(obs_50).cpu()  # .cpu() waits for a GPU to finish
             act_seconds.append(time.perf_counter() - start)
     code = Path(sys.modules[algo_class.__module__].__file__).parent.parent  # the merlion_core timed
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
