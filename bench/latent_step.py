@@ -89,7 +89,7 @@ def main() -> None:
     code = Path(sys.modules[algo_class.__module__].__file__).parent.parent  # the merlion_core timed
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=code).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], capture_output=True, text=True,
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "merlion_core"], capture_output=True, text=True,
                            cwd=code).stdout.strip()
     record = {"seconds_per_step": seconds, "steps_per_second": 1.0 / seconds,
               "act_seconds_50_states": statistics.median(act_seconds[2:]), "obs_dim": args.obs_dim,
