@@ -6,7 +6,7 @@ The data are random transitions with the given shapes (the step's cost does not 
 values) and a fixed random table as phi(a; s); the agent has the benchmark's default config
 (CQL: batch 256, hidden 256x256, n_random = n_policy = 10; BCQ: the authors' batch 100, 10 target
 samples; 32 Fourier features). Each timed step is one minibatch sample + one gradient update,
-after --warmup untimed ones; the median of 3 timed blocks is kept. Acting: the median time of
+after --warmup untimed ones (bench/speed.py's loop); the median of 3 fresh agents is kept. Acting: the median time of
 greedy actions in 50 states (an evaluation's batch). Writes bench/results/latent-step.json under
 ALGO/LABEL (other entries are kept), so a run with the previous code (PYTHONPATH pointing at an
 older checkout) can stand beside it; each entry records the commit of the code it timed.
@@ -26,12 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from merlion_core.algos.base import OfflineAlgorithm
-from merlion_core.algos.latent_bcq import LatentBCQ, LatentBCQConfig
-from merlion_core.algos.latent_cql import LatentCQL, LatentCQLConfig
+from merlion_core.algos.registry import make_algorithm
 from merlion_core.data.dataset import TransitionDataset
-from merlion_core.data.sampler import BatchSampler
 from merlion_core.representation.random_embeddings import TableRepresentation
+from speed import time_ours  # bench/speed.py: one timed sample + update loop for every bench
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latent-step.json"
 
@@ -44,19 +42,6 @@ def random_dataset(n: int, obs_dim: int, n_actions: int, seed: int) -> Transitio
                              rewards=rng.standard_normal(n).astype(np.float32),
                              next_observations=rng.random((n, obs_dim), dtype=np.float32),
                              terminals=terminals, timeouts=np.zeros(n, dtype=bool), n_actions=n_actions)
-
-
-def time_steps(algo: OfflineAlgorithm, sampler: BatchSampler, steps: int, warmup: int) -> float:
-    """Median seconds per step over 3 blocks of ``steps`` steps."""
-    for _ in algo.train_steps(sampler, warmup, log_every=warmup):
-        pass
-    blocks = []
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in algo.train_steps(sampler, steps, log_every=steps):
-            pass
-        blocks.append((time.perf_counter() - start) / steps)
-    return statistics.median(blocks)
 
 
 def main() -> None:
@@ -75,10 +60,12 @@ def main() -> None:
     dataset = random_dataset(20_000, args.obs_dim, args.n_actions, seed=0)
     table = torch.randn(args.n_actions, args.dim, generator=torch.Generator().manual_seed(0))
     representation = TableRepresentation("rand1", table, args.obs_dim)
-    algo_class, config = (LatentCQL, LatentCQLConfig()) if args.algo == "cql" else (LatentBCQ, LatentBCQConfig())
-    algo = algo_class(config, args.n_actions, args.obs_dim, device=args.device, representation=representation)
-    sampler = BatchSampler(dataset, config.batch_size, seed=0, device=args.device)
-    seconds = time_steps(algo, sampler, args.steps, args.warmup)
+    timings = [time_ours(args.algo, args.algo, dataset, {}, representation, args.steps, args.warmup, args.device)
+               for _ in range(3)]
+    seconds = statistics.median(t["seconds"] / t["steps"] for t in timings)
+    algo = make_algorithm(args.algo, args.n_actions, args.obs_dim, {}, args.device, representation=representation)
+    algo.fit_latent_bound(algo.embed(torch.as_tensor(dataset.observations[:1000], device=algo.device),
+                                     torch.as_tensor(dataset.actions[:1000], device=algo.device)))
     obs_50 = torch.as_tensor(dataset.observations[:50], device=algo.device)  # one evaluation's 50 episodes
     act_seconds = []
     with torch.no_grad():
@@ -86,7 +73,7 @@ def main() -> None:
             start = time.perf_counter()
             algo.greedy(obs_50).cpu()  # .cpu() waits for a GPU to finish
             act_seconds.append(time.perf_counter() - start)
-    code = Path(sys.modules[algo_class.__module__].__file__).parent.parent  # the merlion_core timed
+    code = Path(sys.modules[type(algo).__module__].__file__).parent.parent  # the merlion_core timed
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=code).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "merlion_core"], capture_output=True, text=True,
@@ -98,7 +85,7 @@ def main() -> None:
               "commit": commit + ("+changes" if dirty else ""), "code": str(code),
               "date": time.strftime("%Y-%m-%d %H:%M")}
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results[f"{args.algo}/{args.label}"] = {"algo": args.algo, "batch_size": config.batch_size, **record}
+    results[f"{args.algo}/{args.label}"] = {"algo": args.algo, "batch_size": timings[0]["batch_size"], **record}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"{args.algo}/{args.label}: {seconds * 1000:.0f} ms a step ({1.0 / seconds:.2f} steps/s), "
