@@ -122,6 +122,39 @@ def train_bench_encoder(dataset_path: str, method_name: str, seed: int, encoder_
     return str(path)
 
 
+def agent_overrides(method: BenchMethod, seed: int, config: BenchConfig) -> dict[str, Any]:
+    """The fields of a run's agent config that differ from its algorithm's defaults."""
+    from merlion_core.algos.registry import ALGORITHMS
+
+    overrides: dict[str, Any] = {**dict(method.algo_overrides), "seed": seed}
+    names = {f.name for f in dataclasses.fields(ALGORITHMS[method.algo][0])}
+    if config.agent_batch_size and "batch_size" in names:
+        overrides["batch_size"] = config.agent_batch_size
+    return overrides
+
+
+LATENT_DEFAULTS_CHANGED = ("cql", "bcq")
+"""Algorithms whose defaults changed after records without ``agent_settings`` were written (latent
+CQL and BCQ: normalised latents, deterministic backup, BC start, real-action CQL samples): such a
+record is out of date and its run is trained again; raw-action records without it still count."""
+
+
+def agent_settings(method: BenchMethod, seed: int, config: BenchConfig) -> dict[str, Any] | None:
+    """The whole agent config of a run (None for d3rlpy peers, which run with d3rlpy's own): a run
+    record of other agent settings is out of date."""
+    if method.peer:
+        return None
+    from merlion_core.pipelines_agent import agent_config
+
+    return to_dict(agent_config(method.algo, agent_overrides(method, seed, config)))
+
+
+def agent_settings_match(record: dict[str, Any], method: BenchMethod, seed: int, config: BenchConfig) -> bool:
+    if "agent_settings" not in record:  # written before agent settings were recorded
+        return method.peer or method.algo not in LATENT_DEFAULTS_CHANGED
+    return record["agent_settings"] == agent_settings(method, seed, config)
+
+
 def run_one(dataset_path: str, method_name: str, seed: int, config: BenchConfig, encoder_dir: str | None,
             agent_dir: str, peer_python: str | None = None, task_success: bool = True) -> dict[str, Any]:
     """Train and evaluate one (method, seed); returns the run record (curve, last, best; the last
@@ -140,10 +173,7 @@ def run_one(dataset_path: str, method_name: str, seed: int, config: BenchConfig,
         from merlion_core.algos.registry import ALGORITHMS
         from merlion_core.pipelines_agent import train_agent
 
-        overrides: dict[str, Any] = {**dict(method.algo_overrides), "seed": seed}
-        names = {f.name for f in dataclasses.fields(ALGORITHMS[method.algo][0])}
-        if config.agent_batch_size and "batch_size" in names:
-            overrides["batch_size"] = config.agent_batch_size
+        overrides = agent_overrides(method, seed, config)
         result = train_agent(dataset_path, method.algo, agent_dir, steps=config.steps, encoder_dir=encoder_dir,
                              overrides=overrides, eval_every=config.eval_every, eval_episodes=config.eval_episodes,
                              device=config.device)
@@ -232,7 +262,8 @@ def behaviour_reference(data: Any, config: BenchConfig, task_success: bool = Tru
                                                            seed=step, env_overrides=dataset_env_overrides(data)))
              for step in sorted({*range(every, config.steps + 1, every), config.steps})]
     scores = [point["normalised_score"] for point in curve]
-    return {"behaviour": data.meta.behaviour, "curve": curve, "last_score": scores[-1], "best_score": max(scores),
+    return {"behaviour": data.meta.behaviour, "curve": curve, "last_score": scores[-1],
+            "last3_score": float(sum(scores[-3:]) / len(scores[-3:])), "best_score": max(scores),
             "last_success_rate": curve[-1]["success_rate"] if task_success else None}
 
 
@@ -310,7 +341,8 @@ def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, ou
             if record_path.exists():
                 record = json.loads(record_path.read_text())
                 if (same_settings(record.get("settings"), settings) and "error" not in record
-                        and record.get("encoder_settings") == encoder_settings(name, seed)):
+                        and record.get("encoder_settings") == encoder_settings(name, seed)
+                        and agent_settings_match(record, bench_method(name), seed, config)):
                     continue
             todo.append((name, seed))
     if report_only:
@@ -321,7 +353,8 @@ def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, ou
         try:
             if future is None:
                 raise RuntimeError(error)
-            record = {**future.result(), "settings": settings, "encoder_settings": encoder_settings(name, seed)}
+            record = {**future.result(), "settings": settings, "encoder_settings": encoder_settings(name, seed),
+                      "agent_settings": agent_settings(bench_method(name), seed, config)}
         except Exception as exc:  # one failed run is recorded and the others go on
             record = {"method": name, "seed": seed, "error": f"{type(exc).__name__}: {exc}",
                       "curve": [], "last_score": None, "best_score": None, "settings": settings}

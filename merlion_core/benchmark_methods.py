@@ -26,15 +26,21 @@ class BenchMethod:
     """Fields of the algorithm's config that differ from its defaults."""
 
 
+LEGACY_LATENT_CQL: tuple[tuple[str, Any], ...] = (
+    ("latent_normalise", False), ("cql_samples", "box"), ("bc_steps", 0), ("backup_entropy", True))
+"""Latent CQL's settings in the tables before issue 21 (the earlier defaults)."""
+
+
 def _fixed_methods() -> dict[str, BenchMethod]:
     methods = {
         "merlion-cql": BenchMethod("merlion-cql", "merlion", (), "cql"),
         "merlion-bcq": BenchMethod("merlion-bcq", "merlion", (), "bcq"),
         "merlion-no-p-cql": BenchMethod("merlion-no-p-cql", "merlion-no-p", (), "cql"),
         "cvae-cql": BenchMethod("cvae-cql", "cvae", (), "cql"),
-        # latent CQL with the plain CQL backup r + gamma min Q'(s', e'), no SAC entropy bonus
-        "merlion-cql-plain": BenchMethod("merlion-cql-plain", "merlion", (), "cql",
-                                         algo_overrides=(("backup_entropy", False),)),
+        # latent CQL as the tables before the authors' settings were restored: SAC backup, cube box,
+        # uniform box proposals, no BC start (docs/deviations.md)
+        "merlion-cql-before": BenchMethod("merlion-cql-before", "merlion", (), "cql",
+                                          algo_overrides=LEGACY_LATENT_CQL),
     }
     for raw in ("dcql", "dbcq", "bc", "plas"):
         methods[raw] = BenchMethod(raw, None, (), raw)

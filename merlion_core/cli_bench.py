@@ -38,7 +38,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     def progress(event: str, info: dict) -> None:
         if event == "run":
             score = info["last_score"]
-            text = "failed" if score is None else f"last {score:.1f}, best {info['best_score']:.1f}"
+            text = "failed" if score is None else f"last {score:.1f}"
             print(f"bench: {info['method']} seed {info['seed']}: {text}", file=sys.stderr, flush=True)
         elif event == "dataset":
             print(f"bench: dataset {info['path']} (behaviour score {info['behaviour_score']:.1f}; normalisers: "

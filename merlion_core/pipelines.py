@@ -97,8 +97,19 @@ def diagnose_encoder(encoder_dir: str | os.PathLike, *, n_states: int = 64, n_ac
     if hasattr(rep, "relative_behaviour_probs"):
         probs = rep.relative_behaviour_probs(torch.as_tensor(states)).numpy()
         out["ood_fraction"] = diagnostics.ood_fraction(probs, loaded.config.tau)
+        # does the indicator separate? the share of uniformly drawn actions it flags against the share
+        # of the dataset's own logged actions, at several thresholds (the encoder's tau among them)
+        pick = np.random.default_rng(seed + 1).choice(dataset.n_transitions, min(1024, dataset.n_transitions),
+                                                      replace=False)
+        logged = rep.relative_behaviour_probs(torch.as_tensor(np.asarray(dataset.observations)[pick])).numpy()
+        logged = np.take_along_axis(logged, np.asarray(dataset.actions)[pick][:, None], axis=1)
+        out["ood_separation"] = [
+            {"tau": tau, "uniform_actions_flagged": diagnostics.ood_fraction(probs, tau),
+             "logged_actions_flagged": diagnostics.ood_fraction(logged, tau)}
+            for tau in sorted({0.01, 0.03, 0.1, 0.3, 0.5, float(loaded.config.tau)})]
     else:
         out["ood_fraction"] = None
+        out["ood_separation"] = None
     return out
 
 

@@ -58,6 +58,7 @@ def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.Pa
         checkpoint_dir, checkpoint_every, resume, agent, sampler, algo, config, dataset.n_transitions, steps, eval_every)
     start, saved = checkpoint.restore() if checkpoint is not None else (0, {})
     curve: list[dict[str, Any]] = list(saved.get("curve", []))
+    diagnose = latent_diagnostics_probe(agent, dataset) if algo in LATENT_ALGORITHMS else None
     started = time.perf_counter()
     log_every = eval_every or min(steps, 1000)
     for step, metrics in agent.train_steps(sampler, steps - start, log_every=max(1, log_every)):
@@ -67,12 +68,26 @@ def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.Pa
             agent.eval()
             point.update(learning_curve_point(step, evaluate(agent, dataset.meta.env_id, eval_episodes,
                                                              seed=step, env_overrides=env_overrides)))
+            if diagnose is not None:
+                point["diagnostics"] = diagnose()
+                if step == steps:  # the critic's own choice over every real action, beside the deployed rule
+                    from merlion_core.algos.latent_diagnostics import CriticArgmaxPolicy
+
+                    argmax = evaluate(CriticArgmaxPolicy(agent), dataset.meta.env_id, eval_episodes, seed=step,
+                                      env_overrides=env_overrides)
+                    point["diagnostics"]["critic_argmax_score"] = float(argmax.normalised_score)
+            agent.train()
+        elif diagnose is not None:
+            agent.eval()
+            point["diagnostics"] = diagnose()
             agent.train()
         curve.append(point)
         if checkpoint is not None:
             checkpoint.maybe_save(step, {"curve": curve})
-        if progress is not None:
-            progress(step, point)
+        if progress is not None:  # diagnostics flattened to diag_NAME numbers (what the job store keeps)
+            diag = point.get("diagnostics", {})
+            progress(step, {**{k: v for k, v in point.items() if k != "diagnostics"},
+                            **{f"diag_{k}": v for k, v in diag.items() if v is not None}})
     seconds = time.perf_counter() - started
     info = {"env_id": dataset.meta.env_id, "env_overrides": env_overrides,
             "encoder": str(encoder_dir) if encoder_dir else None,
@@ -81,6 +96,26 @@ def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.Pa
     save_agent(agent, algo, out_dir, metrics={"curve": curve, "train_seconds": seconds}, info=info)
     return {"out": str(out_dir), "algo": algo, "seconds": seconds, "last": curve[-1] if curve else {},
             "step_mode": agent.step_mode}
+
+
+DIAGNOSTIC_STATES = 1000
+"""Dataset states (evenly spaced) at which every latent run reports its critic and lookup diagnostics."""
+
+
+def latent_diagnostics_probe(agent: Any, dataset: Any) -> Callable[[], dict[str, Any]]:
+    """A function of no arguments returning :func:`latent_agent_diagnostics` at ``DIAGNOSTIC_STATES``
+    fixed dataset states, with their logged actions and discounted returns (the agent's gamma)."""
+    import numpy as np
+    import torch
+
+    from merlion_core.algos.latent_diagnostics import discounted_returns, latent_agent_diagnostics
+
+    idx = np.linspace(0, dataset.n_transitions - 1, min(DIAGNOSTIC_STATES, dataset.n_transitions)).astype(np.int64)
+    returns = discounted_returns(dataset.rewards, dataset.episode_ends, float(getattr(agent.config, "gamma", 0.99)))
+    obs = torch.as_tensor(np.asarray(dataset.observations)[idx], dtype=torch.float32, device=agent.device)
+    act = torch.as_tensor(np.asarray(dataset.actions)[idx], dtype=torch.int64, device=agent.device)
+    mc = torch.as_tensor(returns[idx], dtype=torch.float32)
+    return lambda: latent_agent_diagnostics(agent, obs, act, mc)
 
 
 def evaluate_agent(agent_dir: str | os.PathLike, *, episodes: int = 50, seed: int = 0) -> dict[str, Any]:

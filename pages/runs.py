@@ -12,6 +12,14 @@ from studio.page import any_active, job_table, live_fragment, setup
 setup("Runs")
 st.title("Runs")
 
+METRICS = {
+    "normalised_score": "normalised score", "mean_return": "mean return", "success_rate": "success rate",
+    "diag_q_data": "Q(s, e_data)", "diag_mc_return": "dataset MC return", "diag_lookup_gap": "lookup gap",
+    "diag_taken_ood_share": "taken actions OOD (G)", "diag_entropy_alpha": "temperature",
+    "diag_critic_argmax_score": "critic argmax score (last)",
+}
+
+
 def curve_panel() -> None:
     records = jobs_client.jobs("train-agent")
     with_curves = [job for job in records if job.status != "queued"]
@@ -21,15 +29,16 @@ def curve_panel() -> None:
     ids = [job.id for job in with_curves]
     picked = st.multiselect("Runs to compare", ids, default=ids[-8:], key="runs.pick",
                             format_func=lambda i: f"#{i} {jobs_client.describe(next(j for j in with_curves if j.id == i))}")
-    metric = st.radio("Metric", ["normalised_score", "mean_return", "success_rate"], horizontal=True,
-                      key="runs.metric")
+    metric = st.radio("Metric", list(METRICS), horizontal=True, key="runs.metric", format_func=METRICS.get,
+                      help="Latent agents (MERLION-CQL / BCQ) also log their critic and lookup diagnostics "
+                           "at every evaluation: docs/results.md explains each.")
     chosen = [job for job in with_curves if job.id in picked]
     groups = curves.group_curves(chosen, lambda job_id: jobs_client.metric_series(job_id, metric),
                                  jobs_client.describe)
     running = [job for job in chosen if job.status in jobs_client.ACTIVE]
     st.caption(f"{len(running)} running; live (polled every 2 s)" if running else "All finished.")
     if groups:
-        st.plotly_chart(charts.learning_curves(groups, metric.replace("_", " ")), key="runs.curves")
+        st.plotly_chart(charts.learning_curves(groups, METRICS[metric]), key="runs.curves")
     else:
         st.caption("No evaluation logged yet (the first comes after eval_every steps).")
 

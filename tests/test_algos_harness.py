@@ -244,6 +244,7 @@ def test_train_steps_reports_window_means(name, dataset):
     twin = build(name, dataset)
     sampler = BatchSampler(dataset, 16, seed=0)
     twin.prepare_observation_features(sampler.observations)  # what train_steps does first
+    twin.prepare_data(sampler)
     losses = [twin.update(sampler.sample())["loss"] for _ in range(4)]
     assert reports[0][1]["loss"] == pytest.approx(np.mean(losses), rel=1e-5)
     assert list(algo.train_steps(sampler, steps=0)) == []

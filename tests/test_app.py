@@ -386,5 +386,6 @@ def test_runs_job_table_cancels_and_resumes(studio_env):
     no_exception(at)
     assert jobs_client.get(job_id).status == "cancelled"
     at.button(key="runs.jobs.resume").click().run()
-    assert jobs_client.get(job_id).status == "queued"
+    # requeued; the supervisor that resume starts may already have picked it up
+    assert jobs_client.get(job_id).status in ("queued", "running", "succeeded")
     _cancel(job_id)

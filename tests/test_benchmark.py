@@ -56,11 +56,17 @@ def test_summary_of_runs_with_a_failure():
         return {"seed": seed, "curve": curve, "last_score": scores[-1], "best_score": max(scores),
                 "last_success_rate": 0.5, "train_seconds": 2.0}
 
-    rows = summarise_method([record(0, [10.0, 30.0, 20.0]), record(1, [20.0, 40.0, 40.0]),
+    rows = summarise_method([record(0, [0.0, 10.0, 30.0, 20.0]), record(1, [90.0, 20.0, 40.0, 60.0]),
                              {"seed": 2, "curve": [], "last_score": None, "best_score": None, "error": "boom"}])
     assert rows["seeds"] == 2 and rows["failed"] == [{"seed": 2, "error": "boom"}]
-    assert rows["last_mean"] == 30.0 and rows["best_mean"] == 35.0
-    assert [p["mean"] for p in rows["curve"]] == [15.0, 35.0, 30.0]
+    assert rows["last_mean"] == 40.0 and rows["best_mean"] == 60.0
+    # the steady score: each run's last three evaluations, (10 + 30 + 20) / 3 and (20 + 40 + 60) / 3
+    assert rows["last3_mean"] == pytest.approx((20.0 + 40.0) / 2)
+    assert [p["mean"] for p in rows["curve"]] == [45.0, 15.0, 35.0, 40.0]
+    table = markdown_table({"env_id": "x", "settings": {"dataset": "d"}, "behaviour_score": 1.0,
+                            "config": {"steps": 40, "eval_every": 10, "eval_episodes": 5, "encoder_steps": 1},
+                            "methods": {"m": rows}})
+    assert "| m | 2 (1 failed) | 40.0 +- 254.1 | 30.0 +- 127.1 |" in table and "| last 3 |" in table and "| best |" not in table
 
 
 def test_tiny_benchmark_runs_and_resumes(tmp_path, monkeypatch):
@@ -337,16 +343,31 @@ def test_a_dataset_is_recognised_by_its_content_not_its_path(tmp_path, monkeypat
     assert encoder_weights.stat().st_mtime_ns != trained_at
 
 
-def test_merlion_cql_plain_trains_latent_cql_without_the_entropy_backup(tmp_path):
+def test_merlion_cql_before_trains_latent_cql_with_the_earlier_settings(tmp_path):
     from merlion_core.benchmark import BenchConfig, run_one, train_bench_encoder
 
     data_path = tmp_path / "data"
     save_dataset(collect("maze", "medium", 0.5, 500, seed=0, env_overrides={"n_actuators": 4}), data_path)
     encoder = train_bench_encoder(str(data_path), "merlion-cql", 0, 5, str(tmp_path / "encoder"), "cpu")
     config = BenchConfig(seeds=1, steps=4, eval_every=4, eval_episodes=1)
-    for name, backup in (("merlion-cql-plain", False), ("merlion-cql", True)):
+    for name, backup, samples in (("merlion-cql-before", True, "box"), ("merlion-cql", False, "real")):
         record = run_one(str(data_path), name, 1, config, encoder, str(tmp_path / name))
-        agent_config = json.loads((tmp_path / name / "config.json").read_text())
-        assert agent_config["config"]["backup_entropy"] is backup and agent_config["config"]["seed"] == 1
+        agent_config = json.loads((tmp_path / name / "config.json").read_text())["config"]
+        assert (agent_config["backup_entropy"], agent_config["cql_samples"], agent_config["seed"]) == (backup, samples, 1)
+        assert agent_config["latent_normalise"] is (name == "merlion-cql")
         assert record["steps"] == 4
-    assert bench_method("merlion-cql-plain").representation == "merlion"
+    assert bench_method("merlion-cql-before").representation == "merlion"
+
+
+def test_a_run_of_other_agent_settings_is_out_of_date():
+    from merlion_core.benchmark import BenchConfig, agent_settings, agent_settings_match
+
+    config = BenchConfig(seeds=1, steps=10)
+    cql, dcql, peer = bench_method("merlion-cql"), bench_method("dcql"), bench_method("d3rlpy-dcql")
+    current = agent_settings(cql, 0, config)
+    assert current["seed"] == 0 and current["backup_entropy"] is False and agent_settings(peer, 0, config) is None
+    assert agent_settings_match({"agent_settings": current}, cql, 0, config)
+    assert not agent_settings_match({"agent_settings": {**current, "backup_entropy": True}}, cql, 0, config)
+    # records from before agent settings were kept: latent CQL / BCQ defaults changed since, raw ones did not
+    assert not agent_settings_match({}, cql, 0, config)
+    assert agent_settings_match({}, dcql, 0, config) and agent_settings_match({}, peer, 0, config)

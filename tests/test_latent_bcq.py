@@ -113,8 +113,9 @@ def test_act_returns_valid_ids_at_the_nearest_latent(dataset, rep):
     assert ids.dtype == np.int64 and ids.shape == (50,)
     assert ids.min() >= 0 and ids.max() < dataset.n_actions
     with torch.no_grad():
-        e_hat = algo.select_latent(torch.as_tensor(obs, dtype=torch.float32))
-        assert float(e_hat.abs().max()) <= float(algo.latent_bound)
+        x_hat = algo.select_latent(torch.as_tensor(obs, dtype=torch.float32))
+        assert float(x_hat.abs().max()) <= float(algo.latent_bound) == 1.0
+        e_hat = algo.latent_center + algo.latent_scale * x_hat  # back to the representation's space
         expected = (e_hat[:, None, :] - rep.table[None]).abs().sum(-1).argmin(1)
     np.testing.assert_array_equal(ids, expected.numpy())
     # a state's action does not depend on the rest of its batch
@@ -133,7 +134,7 @@ def test_zero_perturbation_acts_on_the_best_vae_sample_by_hand(dataset, rep):
             s_rep = obs[i : i + 1].expand(20, -1)
             e = algo.vae.decode(s_rep, z, bound)  # phi = 0: the actor leaves the sample as it is
             q1 = algo.critic.q1(torch.cat([s_rep, e], dim=-1)).squeeze(-1)
-            best = e[int(q1.argmax())]
+            best = algo.latent_center + algo.latent_scale * e[int(q1.argmax())]
             ids.append(int((best[None] - rep.table).abs().sum(-1).argmin()))
     np.testing.assert_array_equal(algo.act(obs.numpy()), np.array(ids))
 
@@ -215,7 +216,7 @@ def test_global_rng_untouched(dataset, rep):
 
 
 def test_per_dimension_bound_keeps_every_latent_inside_its_box(dataset, rep):
-    algo = build(dataset, rep, latent_bound_per_dim=True)
+    algo = build(dataset, rep, latent_bound_per_dim=True, latent_normalise=False)
     s = sampler(dataset)
     for _ in range(5):  # the first batch fits B_d = 1.1 max |e_d|
         parts = algo.update(s.sample())

@@ -68,7 +68,7 @@ def test_needs_representation_and_bound(dataset, rep):
 
 
 def test_fit_latent_bound(dataset, rep):
-    algo = build(dataset, rep)
+    algo = build(dataset, rep, latent_normalise=False)
     e = torch.tensor([[0.5, -2.0, 1.0], [0.1, 0.2, 0.3]])
     assert algo.fit_latent_bound(e) == pytest.approx(2.2)
     assert float(algo.latent_bound) == pytest.approx(2.2)
@@ -100,8 +100,9 @@ def test_act_returns_valid_ids_at_the_nearest_latent(dataset, rep):
     assert ids.dtype == np.int64 and ids.shape == (50,)
     assert ids.min() >= 0 and ids.max() < dataset.n_actions
     with torch.no_grad():
-        e_hat = algo.actor.mean(torch.as_tensor(obs, dtype=torch.float32), algo.latent_bound)
-        assert float(e_hat.abs().max()) <= float(algo.latent_bound)
+        x_hat = algo.actor.mean(torch.as_tensor(obs, dtype=torch.float32), algo.latent_bound)
+        assert float(x_hat.abs().max()) <= float(algo.latent_bound) == 1.0
+        e_hat = algo.latent_center + algo.latent_scale * x_hat  # back to the representation's space
         expected = (e_hat[:, None, :] - rep.table[None]).abs().sum(-1).argmin(1)
     np.testing.assert_array_equal(ids, expected.numpy())
 
@@ -192,7 +193,7 @@ def test_global_rng_untouched(dataset, rep):
 
 
 def test_per_dimension_bound(dataset, rep):
-    algo = build(dataset, rep, latent_bound_per_dim=True)
+    algo = build(dataset, rep, latent_bound_per_dim=True, latent_normalise=False)
     assert tuple(algo.latent_bound.shape) == (3,) and not algo.bound_is_set
     e = torch.tensor([[0.5, -2.0, 0.1], [0.1, 0.2, -0.3]])
     assert algo.fit_latent_bound(e) == pytest.approx(2.2)
@@ -207,11 +208,11 @@ def test_per_dimension_bound(dataset, rep):
                - torch.log(algo.latent_bound.double() * (1 - torch.tanh(u_BD) ** 2))).sum(-1)
     np.testing.assert_allclose(log_pi_B.detach().numpy(), by_hand.detach().numpy(), rtol=1e-3, atol=1e-3)
     with pytest.raises(ValueError, match="leave latent_bound at 0"):
-        build(dataset, rep, latent_bound_per_dim=True, latent_bound=1.0)
+        build(dataset, rep, latent_bound_per_dim=True, latent_bound=1.0, latent_normalise=False)
 
 
 def test_per_dimension_bound_trains_acts_inside_its_box_and_reloads(dataset, rep):
-    algo = build(dataset, rep, latent_bound_per_dim=True)
+    algo = build(dataset, rep, latent_bound_per_dim=True, latent_normalise=False)
     s = sampler(dataset)
     for _ in range(10):  # the first batch fits the bounds
         parts = algo.update(s.sample())
@@ -225,7 +226,7 @@ def test_per_dimension_bound_trains_acts_inside_its_box_and_reloads(dataset, rep
     buf = io.BytesIO()
     torch.save(algo.state_dict(), buf)
     buf.seek(0)
-    fresh = build(dataset, rep, latent_bound_per_dim=True, seed=3)
+    fresh = build(dataset, rep, latent_bound_per_dim=True, latent_normalise=False, seed=3)
     fresh.load_state_dict(torch.load(buf, weights_only=True))
     assert torch.equal(fresh.latent_bound, bound)
     np.testing.assert_array_equal(fresh.act(obs), algo.act(obs))

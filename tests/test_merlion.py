@@ -126,3 +126,26 @@ def test_paper_env_defaults():
     assert config_for_env(None, p=0.5).p == 0.5
     cfg = MerlionConfig()
     assert (cfg.batch_size, cfg.steps, cfg.tau) == (128, 10_000, 0.3)
+
+
+def test_model_reward_target_replaces_the_sampled_reward_in_eq7():
+    import dataclasses
+
+    rep = build(MerlionConfig(seed=0, hidden=16, dim=3), 20, 3)
+    g = torch.Generator().manual_seed(1)
+    obs, next_obs = torch.rand(8, 3, generator=g), torch.rand(8, 3, generator=g)
+    act_i, act_j = torch.randint(0, 20, (8,), generator=g), torch.randint(0, 20, (8,), generator=g)
+    config = dataclasses.replace(rep.config, reward_target="model", p=0.0, gamma=0.0)  # d_hat = reward term only
+    with torch.no_grad():
+        r_hat_i = rep.reward_model(obs, rep.encoder(obs, act_i))
+        r_hat_j = rep.reward_model(obs, rep.encoder(obs, act_j))
+        # the sampled rewards are pure noise around R_hat: with reward_target="model" d_hat ignores them
+        for rewards in (torch.rand(8, generator=g) * 100, torch.zeros(8)):
+            d_hat = merlion_losses(rep, obs, act_i, rewards, next_obs, act_j, config)["d_hat_mean"]
+            assert float(d_hat) == pytest.approx(float((r_hat_i - r_hat_j).abs().mean()), rel=1e-5)
+        sampled = dataclasses.replace(config, reward_target="sampled")
+        rewards = torch.rand(8, generator=g)
+        d_hat = merlion_losses(rep, obs, act_i, rewards, next_obs, act_j, sampled)["d_hat_mean"]
+        assert float(d_hat) == pytest.approx(float((rewards - r_hat_j).abs().mean()), rel=1e-5)
+    with pytest.raises(ValueError, match="reward_target"):
+        MerlionConfig(reward_target="mean")

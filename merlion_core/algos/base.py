@@ -132,6 +132,10 @@ class OfflineAlgorithm(nn.Module):
     def after_step(self) -> None:
         """Hook run after each optimizer step (target network updates)."""
 
+    def prepare_data(self, sampler: BatchSampler) -> None:
+        """Hook run by :meth:`train_steps` before the first step, with the whole dataset at hand
+        (the latent algorithms fit their latent map here)."""
+
     # --- shared ----------------------------------------------------------------------------------
     def gradient_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One eager gradient step: losses, backward, optimizer step, target updates."""
@@ -196,6 +200,7 @@ class OfflineAlgorithm(nn.Module):
         if log_every < 1:
             raise ValueError(f"log_every: must be >= 1, got {log_every}")
         self.prepare_observation_features(sampler.observations)  # the whole dataset's statistics
+        self.prepare_data(sampler)
         sums: dict[str, torch.Tensor] = {}
         count = 0
         for step in range(1, steps + 1):

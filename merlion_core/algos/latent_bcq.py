@@ -89,10 +89,12 @@ class LatentBCQConfig:
     """Perturbed VAE samples per next state in the critic target (the max over them is kept)."""
     n_act_samples: int = 100
     """Perturbed VAE samples per state when acting (the one with the largest Q_1 is kept)."""
+    latent_normalise: bool = True
+    """Map each latent dimension's data range affinely to [-1/1.1, 1/1.1], box [-1, 1]^dim (docs/deviations.md)."""
     latent_bound: float = 0.0
-    """B, the latent box [-B, B]^dim; 0.0 = derive from the data (1.1 max |e| of logged latents)."""
+    """B without normalisation, the box [-B, B]^dim; 0.0 = derive from the data (1.1 max |e| of logged latents)."""
     latent_bound_per_dim: bool = False
-    """One B per latent dimension, B_d = 1.1 max |e_d| of logged latents (no paper symbol; docs/deviations.md)."""
+    """Without normalisation: one B per latent dimension, B_d = 1.1 max |e_d| of logged latents."""
     fourier_features: int = 32
     """Random Fourier features of the standardised observation fed to every network (0: standardised only)."""
     fourier_scale: float = 3.0
@@ -221,7 +223,8 @@ class LatentBCQ(OfflineAlgorithm):
     def __init__(self, config: LatentBCQConfig, n_actions: int, obs_dim: int, device: str = "auto",
                  representation: Representation | None = None) -> None:
         super().__init__(config, n_actions, obs_dim, device)
-        attach_latent_space(self, representation, config.latent_bound, config.latent_bound_per_dim)
+        attach_latent_space(self, representation, config.latent_bound, config.latent_bound_per_dim,
+                            config.latent_normalise)
         self.z_dim = int(2 * self.dim if config.vae_latent_dim is None else config.vae_latent_dim)
         with seeded(config.seed):
             features = self.observation_features()
@@ -245,6 +248,9 @@ class LatentBCQ(OfflineAlgorithm):
     # --- latent space (shared with the other latent algorithm: merlion_core/algos/latent.py) ---
     fit_latent_bound = latent.fit_latent_bound
     embed = latent.embed
+    to_actor_space = latent.to_actor_space
+    to_representation_space = latent.to_representation_space
+    prepare_data = latent.prepare_data
     bound_is_set = property(latent.bound_is_set)
     _bound = latent.bound
 
@@ -252,8 +258,9 @@ class LatentBCQ(OfflineAlgorithm):
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg = self.config
         e_data_BD = self.embed(batch.obs, batch.act)
-        if not self.bound_is_set:  # not fitted: derive B from the first batch's latents
+        if not self.bound_is_set:  # not fitted (no train_steps): derive the map from the first batch
             self.fit_latent_bound(e_data_BD)
+        e_data_BD = self.to_actor_space(e_data_BD)  # the actor space (x = e without normalisation)
         bound = self._bound()
         gen = self.generator
         b = batch.obs.shape[0]
@@ -318,7 +325,11 @@ class LatentBCQ(OfflineAlgorithm):
         best_B = q1_BN.argmax(dim=1)
         return e_BND[torch.arange(obs_BS.shape[0], device=obs_BS.device), best_B]
 
+    def latent_policy(self, obs_BS: torch.Tensor) -> torch.Tensor:
+        """The latent the deployed rule looks up (the best candidate), in the actor space."""
+        return self.select_latent(obs_BS)
+
     def greedy(self, obs_BS: torch.Tensor) -> torch.Tensor:
-        e_hat_BD = self.select_latent(obs_BS)
+        e_hat_BD = self.to_representation_space(self.select_latent(obs_BS))
         idx_B1, _ = l1_nearest(e_hat_BD, representation=self.representation, obs_BS=obs_BS)
         return idx_B1[:, 0].to(torch.int64)

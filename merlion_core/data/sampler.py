@@ -61,6 +61,11 @@ class BatchSampler:
         """f32[N, S]: every state of the dataset, on the sampler's device (read-only use)."""
         return self._obs
 
+    @property
+    def actions(self) -> torch.Tensor:
+        """i64[N]: every logged action of the dataset, on the sampler's device (read-only use)."""
+        return self._act
+
     def sample(self) -> Batch:
         idx = host_to_device(torch.randint(0, self.n, (self.batch_size,), generator=self.generator), self.device)
         return Batch(obs=self._obs[idx], act=self._act[idx], rew=self._rew[idx],

@@ -25,6 +25,9 @@ from merlion_core.representation import losses
 from merlion_core.representation.base import MetricWindow, ProgressFn, Representation
 
 
+REWARD_TARGETS = ("sampled", "model")
+
+
 @dataclass(frozen=True)
 class MerlionConfig:
     """MERLION representation learning (paper A.3 defaults; per-env dim and p in PAPER_ENV_DEFAULTS)."""
@@ -45,6 +48,8 @@ class MerlionConfig:
     """Adam learning rate of every model (paper: 1e-2, which diverges or stays flat here: docs/deviations.md)."""
     reward_scale: float = 1.0
     """Factor on rewards inside R_hat and d_hat (1 = the paper; see docs/deviations.md)."""
+    reward_target: str = "sampled"
+    """r_i of Eq. 7: 'sampled' = the logged reward (the paper), 'model' = R_hat(s, e_bar_i) (noise-free)."""
     hidden: int = 128
     """Hidden width of the encoder and the models."""
     action_embed_dim: int = 32
@@ -55,6 +60,10 @@ class MerlionConfig:
     """Cosine-anneal the learning rate to 10% over the run (False = constant, as the paper)."""
     log_every: int = 100
     """Report metrics every this many steps."""
+
+    def __post_init__(self) -> None:
+        if self.reward_target not in REWARD_TARGETS:
+            raise ValueError(f"reward_target: one of {', '.join(REWARD_TARGETS)}, got {self.reward_target!r}")
 
 
 PAPER_ENV_DEFAULTS: dict[str, dict[str, float]] = {
@@ -133,7 +142,8 @@ def merlion_losses(rep: MerlionRepresentation, obs, act_i, rew_i, next_obs, act_
     with torch.no_grad():
         ood_j = losses.ood_indicator(logits.detach(), act_j, config.tau)
         w2_ij = losses.w2_diagonal_gaussians(mu[:b].detach(), std[:b].detach(), mu[b:].detach(), std[b:].detach())
-        d_hat = losses.pseudometric_target(rew_i, r_hat[b:].detach(), w2_ij, ood_j, config.gamma, config.p)
+        r_i = r_hat[:b].detach() if config.reward_target == "model" else rew_i
+        d_hat = losses.pseudometric_target(r_i, r_hat[b:].detach(), w2_ij, ood_j, config.gamma, config.p)
     out = {"encoder_loss": losses.encoder_loss(e_i, e_j, d_hat)}
     if train_models:
         out["transition_loss"] = losses.transition_loss(mu[:b], std[:b], next_obs)

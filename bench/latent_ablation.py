@@ -1,0 +1,127 @@
+"""Latent CQL as the authors ran it, change by change (issue: latent RL tied to real actions).
+
+Trains one MERLION-CQL agent per (variant, seed) with the benchmark's settings (10,000 steps, an
+evaluation of 50 episodes every 2,000, the agent's diagnostics at each) and writes
+bench/results/latent-ablation/<env>/<variant>-seed<k>.json; ``--report`` aggregates the folder
+into summary.json (last score, mean of the last three evaluations, 95% t intervals over seeds, the
+last diagnostics).
+
+Usage:
+  python bench/latent_ablation.py --env maze --dataset runs/maze100k --encoder runs/enc-maze-s{seed} \
+      --variant all --seed 0
+  python bench/latent_ablation.py --env maze --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+OUT = REPO / "bench" / "results" / "latent-ablation"
+
+BEFORE = {"latent_normalise": False, "cql_samples": "box", "bc_steps": 0, "backup_entropy": True}
+VARIANTS: dict[str, dict] = {
+    # the committed tables' setting: SAC backup, cube box from the data, uniform box proposals, no BC start
+    "before": BEFORE,
+    # change 1 alone: deterministic backup, BC start, per-dimension normalisation (box proposals kept)
+    "faithful": {"cql_samples": "box"},
+    # change 2 alone: CQL(H) over real actions' phi(a_j; s), everything else as before
+    "real": {**BEFORE, "cql_samples": "real"},
+    # changes 1 and 2: the new defaults
+    "all": {},
+    # the new defaults, acting by the Wolpertinger rule over the 10 nearest actions
+    "all-knn10": {"knn_k": 10},
+}
+
+
+def t_interval(values: list[float]) -> dict:
+    from scipy import stats
+
+    arr = np.asarray(values, dtype=float)
+    if len(arr) < 2:
+        return {"mean": float(arr.mean()) if len(arr) else None, "ci95": None, "n": int(len(arr))}
+    half = float(stats.t.ppf(0.975, len(arr) - 1) * arr.std(ddof=1) / np.sqrt(len(arr)))
+    return {"mean": float(arr.mean()), "ci95": [float(arr.mean() - half), float(arr.mean() + half)], "n": int(len(arr))}
+
+
+def run(args: argparse.Namespace) -> None:
+    import torch
+
+    from merlion_core.pipelines_agent import train_agent
+
+    torch.set_num_threads(1)
+    overrides = {**VARIANTS[args.variant], "seed": args.seed}
+    folder = OUT / args.env
+    folder.mkdir(parents=True, exist_ok=True)
+    agent_dir = REPO / "runs" / "ablation" / args.env / f"{args.variant}-seed{args.seed}"
+    started = time.perf_counter()
+    result = train_agent(args.dataset, "cql", agent_dir, steps=args.steps,
+                         encoder_dir=args.encoder.format(seed=args.seed), overrides=overrides,
+                         eval_every=args.eval_every, eval_episodes=args.episodes, device="cpu")
+    curve = json.loads((agent_dir / "metrics.json").read_text())["curve"]
+    scores = [p["normalised_score"] for p in curve if "normalised_score" in p]
+    record = {"env": args.env, "variant": args.variant, "seed": args.seed, "overrides": overrides,
+              "encoder": args.encoder.format(seed=args.seed), "dataset": args.dataset, "steps": args.steps,
+              "curve": curve, "last_score": scores[-1], "last3_mean": float(np.mean(scores[-3:])),
+              "train_seconds": result["seconds"], "wall_seconds": time.perf_counter() - started,
+              "torch_threads": torch.get_num_threads()}
+    (folder / f"{args.variant}-seed{args.seed}.json").write_text(json.dumps(record, indent=1))
+    print(f"{args.variant} seed {args.seed}: last {scores[-1]:.1f}, last-3 mean {record['last3_mean']:.1f}")
+
+
+def report(env: str) -> None:
+    folder = OUT / env
+    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*-seed*.json"))]
+    summary = {}
+    for variant in VARIANTS:
+        rows = [r for r in records if r["variant"] == variant]
+        if not rows:
+            continue
+        last_diag = [r["curve"][-1].get("diagnostics", {}) for r in rows]
+        keys = ("q_data", "mc_return", "lookup_gap", "taken_ood_share", "entropy_alpha", "critic_argmax_score",
+                "actor_latent_l1", "data_latent_l1", "distinct_taken_actions")
+        summary[variant] = {
+            "overrides": rows[0]["overrides"] | {"seed": None}, "seeds": sorted(r["seed"] for r in rows),
+            "last_score": t_interval([r["last_score"] for r in rows]),
+            "last3_mean": t_interval([r["last3_mean"] for r in rows]),
+            "per_seed_last": {r["seed"]: r["last_score"] for r in rows},
+            "diagnostics_last": {k: float(np.mean([d[k] for d in last_diag if d.get(k) is not None]))
+                                 for k in keys if any(d.get(k) is not None for d in last_diag)},
+        }
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1))
+    for variant, row in summary.items():
+        ci = row["last3_mean"]["ci95"]
+        print(f"{variant:>10}: seeds {row['seeds']} last-3 mean {row['last3_mean']['mean']:.1f} "
+              f"{'' if ci is None else f'[{ci[0]:.1f}, {ci[1]:.1f}]'} diag {row['diagnostics_last']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", required=True)
+    parser.add_argument("--dataset")
+    parser.add_argument("--encoder", help="encoder folder; {seed} is replaced by the seed")
+    parser.add_argument("--variant", choices=sorted(VARIANTS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=10_000)
+    parser.add_argument("--eval-every", type=int, default=2_000)
+    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--report", action="store_true")
+    args = parser.parse_args()
+    if args.report:
+        report(args.env)
+    elif not (args.dataset and args.encoder and args.variant):
+        parser.error("--dataset, --encoder and --variant are needed to train")
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()
