@@ -52,12 +52,38 @@ def t_interval(values: list[float]) -> dict:
     return {"mean": float(arr.mean()), "ci95": [float(arr.mean() - half), float(arr.mean() + half)], "n": int(len(arr))}
 
 
+KNN_K = (5, 20)
+"""Wolpertinger k scored beside the deployed rule at every evaluation (same episodes, same weights)."""
+
+
+def other_acting_rules(agent, step: int, args: argparse.Namespace) -> dict:
+    """Scores of the Wolpertinger rule at each k of KNN_K and of the critic's argmax over every action,
+    on the episodes the deployed rule was just evaluated on (seed = step)."""
+    import dataclasses
+
+    from merlion_core.algos.latent_diagnostics import CriticArgmaxPolicy
+    from merlion_core.evaluation import evaluate
+
+    deployed = agent.config
+    out = {}
+    for k in KNN_K:
+        agent.config = dataclasses.replace(deployed, knn_k=k)
+        out[f"knn{k}_score"] = float(evaluate(agent, args.env_id, args.episodes, seed=step).normalised_score)
+    agent.config = deployed
+    out["critic_argmax_score"] = float(evaluate(CriticArgmaxPolicy(agent), args.env_id, args.episodes,
+                                                seed=step).normalised_score)
+    return out
+
+
 def run(args: argparse.Namespace) -> None:
     import torch
 
     from merlion_core.pipelines_agent import train_agent
 
+    from merlion_core.data.io import load_dataset
+
     torch.set_num_threads(1)
+    args.env_id = load_dataset(args.dataset).meta.env_id
     overrides = {**VARIANTS[args.variant], "seed": args.seed}
     folder = OUT / args.env
     folder.mkdir(parents=True, exist_ok=True)
@@ -65,7 +91,8 @@ def run(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     result = train_agent(args.dataset, "cql", agent_dir, steps=args.steps,
                          encoder_dir=args.encoder.format(seed=args.seed), overrides=overrides,
-                         eval_every=args.eval_every, eval_episodes=args.episodes, device="cpu")
+                         eval_every=args.eval_every, eval_episodes=args.episodes, device="cpu",
+                         extra_evaluation=lambda agent, step: other_acting_rules(agent, step, args))
     curve = json.loads((agent_dir / "metrics.json").read_text())["curve"]
     scores = [p["normalised_score"] for p in curve if "normalised_score" in p]
     record = {"env": args.env, "variant": args.variant, "seed": args.seed, "overrides": overrides,
@@ -75,6 +102,15 @@ def run(args: argparse.Namespace) -> None:
               "torch_threads": torch.get_num_threads()}
     (folder / f"{args.variant}-seed{args.seed}.json").write_text(json.dumps(record, indent=1))
     print(f"{args.variant} seed {args.seed}: last {scores[-1]:.1f}, last-3 mean {record['last3_mean']:.1f}")
+
+
+OTHER_RULES = ("knn5_score", "knn20_score", "critic_argmax_score")
+
+
+def last3(record: dict, rule: str) -> float | None:
+    """The mean of a run's last three evaluations of another acting rule (None when not recorded)."""
+    values = [p.get("diagnostics", {}).get(rule) for p in record["curve"] if "normalised_score" in p][-3:]
+    return None if not values or any(v is None for v in values) else float(np.mean(values))
 
 
 def report(env: str) -> None:
@@ -87,12 +123,14 @@ def report(env: str) -> None:
             continue
         last_diag = [r["curve"][-1].get("diagnostics", {}) for r in rows]
         keys = ("q_data", "mc_return", "lookup_gap", "taken_ood_share", "entropy_alpha", "critic_argmax_score",
-                "actor_latent_l1", "data_latent_l1", "distinct_taken_actions")
+                "knn5_score", "knn20_score", "actor_latent_l1", "data_latent_l1", "distinct_taken_actions")
         summary[variant] = {
             "overrides": rows[0]["overrides"] | {"seed": None}, "seeds": sorted(r["seed"] for r in rows),
             "last_score": t_interval([r["last_score"] for r in rows]),
             "last3_mean": t_interval([r["last3_mean"] for r in rows]),
             "per_seed_last": {r["seed"]: r["last_score"] for r in rows},
+            **{f"{rule}_last3_mean": t_interval([last3(r, rule) for r in rows]) for rule in OTHER_RULES
+               if all(last3(r, rule) is not None for r in rows)},
             "diagnostics_last": {k: float(np.mean([d[k] for d in last_diag if d.get(k) is not None]))
                                  for k in keys if any(d.get(k) is not None for d in last_diag)},
         }

@@ -106,7 +106,7 @@ def diagnose_encoder(encoder_dir: str | os.PathLike, *, n_states: int = 64, n_ac
         out["ood_separation"] = [
             {"tau": tau, "uniform_actions_flagged": diagnostics.ood_fraction(probs, tau),
              "logged_actions_flagged": diagnostics.ood_fraction(logged, tau)}
-            for tau in sorted({0.01, 0.03, 0.1, 0.3, 0.5, float(loaded.config.tau)})]
+            for tau in sorted({0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 0.5, float(loaded.config.tau)})]
     else:
         out["ood_fraction"] = None
         out["ood_separation"] = None

@@ -32,8 +32,12 @@ def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.Pa
                 eval_every: int = 0, eval_episodes: int = 20, device: str = "auto",
                 progress: Callable[[int, dict[str, float]], None] | None = None,
                 checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 0,
-                resume: bool = False) -> dict[str, Any]:
+                resume: bool = False,
+                extra_evaluation: Callable[[Any, int], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Train ``algo`` for ``steps`` gradient steps; evaluate every ``eval_every`` steps (0 = at the end).
+
+    ``extra_evaluation(agent, step)``, when given, runs at every evaluation point and its dict joins the
+    point's diagnostics (e.g. other acting rules scored on the same episodes).
 
     With ``checkpoint_dir``, save a checkpoint every ``checkpoint_every`` steps (at logging points);
     ``resume`` continues from the latest one there (weights, optimizer, RNG streams, curve)."""
@@ -70,6 +74,8 @@ def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.Pa
                                                              seed=step, env_overrides=env_overrides)))
             if diagnose is not None:
                 point["diagnostics"] = diagnose()
+                if extra_evaluation is not None:
+                    point["diagnostics"].update(extra_evaluation(agent, step))
                 if step == steps:  # the critic's own choice over every real action, beside the deployed rule
                     from merlion_core.algos.latent_diagnostics import CriticArgmaxPolicy
 

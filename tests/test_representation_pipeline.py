@@ -109,6 +109,12 @@ def test_train_encoder_and_diagnose_commands(small_dataset_path, tmp_path):
     diag = json.loads(run("diagnose", "--encoder", str(out), "--states", "8", "--actions", "32", "--json").stdout)
     assert {"spearman_median", "class_separation", "ood_fraction", "env_id", "method"} <= set(diag)
     assert 0.0 <= diag["ood_fraction"] <= 1.0
+    # the indicator's separation: at the encoder's own tau (0.3) the uniform share is ood_fraction, and a
+    # larger tau flags at least as many actions (uniform and logged alike)
+    by_tau = {row["tau"]: row for row in diag["ood_separation"]}
+    assert by_tau[0.3]["uniform_actions_flagged"] == diag["ood_fraction"]
+    shares = [(row["uniform_actions_flagged"], row["logged_actions_flagged"]) for row in diag["ood_separation"]]
+    assert all(a[0] <= b[0] and a[1] <= b[1] for a, b in zip(shares, shares[1:]))
 
 
 def test_train_encoder_rejects_options_of_other_methods(small_dataset_path, tmp_path):
