@@ -37,8 +37,8 @@ VARIANTS: dict[str, dict] = {
     "real": {**BEFORE, "cql_samples": "real"},
     # changes 1 and 2: the new defaults
     "all": {},
-    # the new defaults, acting by the Wolpertinger rule over the 10 nearest actions
-    "all-knn10": {"knn_k": 10},
+    # the new defaults with box points added to the real-action proposals (both kinds in the log-sum-exp)
+    "all-both": {"cql_samples": "both"},
 }
 
 

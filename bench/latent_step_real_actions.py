@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -69,7 +70,8 @@ def main() -> None:
     results[args.label] = {"dataset": args.dataset, "encoder": args.encoder, "n_actions": dataset.n_actions,
                            "dim": rep.dim, "threads": 1, "torch": torch.__version__,
                            "cpu": platform.processor() or platform.machine(),
-                           "date": time.strftime("%Y-%m-%d %H:%M"), "variants": out}
+                           "date": time.strftime("%Y-%m-%d %H:%M"), "load_average_1min": os.getloadavg()[0],
+                           "variants": out}
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
 

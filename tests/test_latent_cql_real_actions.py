@@ -232,3 +232,20 @@ def test_diagnostics_and_the_critic_argmax_policy(dataset, shifted):
     assert diag["lookup_gap"] == pytest.approx(float(gap), rel=1e-5, abs=1e-6)
     assert diag["mc_return"] == 1.0 and diag["taken_ood_share"] is None and diag["states"] == 30
     np.testing.assert_array_equal(CriticArgmaxPolicy(algo, chunk=7).act(obs.numpy()), q_all.argmax(1).numpy())
+
+
+def test_both_proposals_give_each_state_its_real_actions_then_its_box_points(dataset, shifted):
+    algo, sampler = prepared(dataset, shifted, n_random=3, cql_samples="both")
+    assert algo.n_proposals == 6
+    obs = sampler.sample().obs[:4]
+    gen_state = algo.generator.get_state()
+    x, log_q = algo.cql_proposals(obs, 3, algo._bound(), algo.generator)
+    algo.generator.set_state(gen_state)
+    acts = torch.randint(0, algo.n_actions, (4, 3), generator=algo.generator)
+    box = (torch.rand(12, 3, generator=algo.generator) * 2 - 1).view(4, 3, 3)
+    x = x.view(4, 6, 3)
+    torch.testing.assert_close(x[:, :3], algo.to_actor_space(shifted.embed(obs.repeat_interleave(3, 0),
+                                                                           acts.reshape(-1))).view(4, 3, 3))
+    torch.testing.assert_close(x[:, 3:], box)
+    expected = torch.tensor([-math.log(algo.n_actions)] * 3 + [-3 * math.log(2.0)] * 3).expand(4, 6)
+    torch.testing.assert_close(log_q, expected)

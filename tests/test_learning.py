@@ -39,7 +39,8 @@ def test_merlion_cql_beats_a_random_policy_on_a_small_maze(tmp_path):
     train_encoder(tmp_path / "data", "merlion", tmp_path / "encoder", overrides={"steps": 1000, "seed": 0},
                   device="cpu")
     result = train_agent(tmp_path / "data", "cql", tmp_path / "agent", steps=2000, encoder_dir=tmp_path / "encoder",
-                         overrides={"batch_size": 64, "seed": 0}, eval_every=250, eval_episodes=50, device="cpu")
+                         overrides={"batch_size": 64, "seed": 0, "bc_steps": 250}, eval_every=250, eval_episodes=50,
+                         device="cpu")
     curve = json.loads((tmp_path / "agent" / "metrics.json").read_text())["curve"]
     curve_success = [point["success_rate"] for point in curve]
     assert curve_success[0] < THRESHOLD  # it had to learn: after 250 steps it is not there yet

@@ -59,7 +59,7 @@ from merlion_core.representation.base import Representation
 
 LOG_STD_MIN = -20.0
 LOG_STD_MAX = 2.0
-CQL_SAMPLES = ("real", "box")
+CQL_SAMPLES = ("real", "box", "both")
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class LatentCQLConfig:
     n_random: int = 10
     """Proposals per state in the importance-sampled log-sum-exp (real actions or box points: cql_samples)."""
     cql_samples: str = "real"
-    """CQL(H) proposals: 'real' = phi(a_j; s), a_j uniform over A; 'box' = uniform latents in [-B, B]^dim."""
+    """CQL(H) proposals: 'real' = phi(a_j; s), a_j uniform over A; 'box' = uniform latents in [-B, B]^dim; 'both'."""
     n_behaviour: int = 0
     """Extra real actions per state drawn from the representation's G(a|s) for the log-sum-exp (MERLION only)."""
     n_policy: int = 10
@@ -296,28 +296,35 @@ class LatentCQL(OfflineAlgorithm):
         self.updates.fill_(self._host_updates)
 
     # --- losses ---------------------------------------------------------------------------------
+    @property
+    def n_proposals(self) -> int:
+        """CQL(H) proposals per state: ``n_random`` of each kind in ``cql_samples``, plus ``n_behaviour``."""
+        cfg = self.config
+        return cfg.n_random * (2 if cfg.cql_samples == "both" else 1) + cfg.n_behaviour
+
     def cql_proposals(self, obs_BS: torch.Tensor, n: int, bound: torch.Tensor,
                       gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x[B * K, D], log q[B, K]): CQL(H)'s proposals at each state, state-major: ``n_random``
-        uniform real actions' phi(a_j; s) (log q = -log |A|) or box points (log q = -log vol), then
-        ``n_behaviour`` real actions from G(a|s) (log q = log G(a|s))."""
+        """(x[B * K, D], log q[B, K]): CQL(H)'s proposals at each state, state-major: ``n`` uniform real
+        actions' phi(a_j; s) (log q = -log |A|) and / or ``n`` box points (log q = -log vol), by
+        ``cql_samples``, then ``n_behaviour`` real actions from G(a|s) (log q = log G(a|s))."""
         b, cfg = obs_BS.shape[0], self.config
-        if cfg.cql_samples == "real":
+        parts, log_qs = [], []
+        if cfg.cql_samples in ("real", "both"):
             act_BN = torch.randint(0, self.n_actions, (b, n), generator=gen, device=self.device)
-            x = self.embed_actions(obs_BS, act_BN)
-            log_q_BN = torch.full((b, n), -math.log(self.n_actions), device=self.device)
-        else:
-            x = ((torch.rand(b * n, self.dim, generator=gen, device=self.device) * 2.0 - 1.0) * bound).view(b, n, -1)
+            parts.append(self.embed_actions(obs_BS, act_BN).view(b, n, -1))
+            log_qs.append(torch.full((b, n), -math.log(self.n_actions), device=self.device))
+        if cfg.cql_samples in ("box", "both"):
+            parts.append(((torch.rand(b * n, self.dim, generator=gen, device=self.device) * 2.0 - 1.0)
+                          * bound).view(b, n, -1))
             log_2b = torch.log(2.0 * bound)
-            log_q_BN = (-(log_2b.sum() if bound.ndim else self.dim * log_2b)).expand(b, n)
-            x = x.reshape(b * n, -1)
-        if not cfg.n_behaviour:
-            return x, log_q_BN
-        log_g_BA = torch.log_softmax(self.representation.behaviour_model(obs_BS).float(), dim=1)
-        act_BM = torch.multinomial(log_g_BA.exp(), cfg.n_behaviour, replacement=True, generator=gen)
-        x_g = self.embed_actions(obs_BS, act_BM).view(b, cfg.n_behaviour, -1)
-        x_all = torch.cat([x.view(b, n, -1), x_g], dim=1).reshape(b * (n + cfg.n_behaviour), -1)
-        return x_all, torch.cat([log_q_BN, log_g_BA.gather(1, act_BM)], dim=1)
+            log_qs.append((-(log_2b.sum() if bound.ndim else self.dim * log_2b)).expand(b, n))
+        if cfg.n_behaviour:
+            log_g_BA = torch.log_softmax(self.representation.behaviour_model(obs_BS).float(), dim=1)
+            act_BM = torch.multinomial(log_g_BA.exp(), cfg.n_behaviour, replacement=True, generator=gen)
+            parts.append(self.embed_actions(obs_BS, act_BM).view(b, cfg.n_behaviour, -1))
+            log_qs.append(log_g_BA.gather(1, act_BM))
+        x = torch.cat(parts, dim=1)
+        return x.reshape(b * x.shape[1], -1), torch.cat(log_qs, dim=1)
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg = self.config
@@ -330,7 +337,7 @@ class LatentCQL(OfflineAlgorithm):
         b = batch.obs.shape[0]
 
         gen = self.generator
-        n, m = cfg.n_random + cfg.n_behaviour, cfg.n_policy
+        n, m = self.n_proposals, cfg.n_policy
         # policy samples without gradients, from one actor pass over s' and s: x' at s' (the target),
         # and m CQL(H) samples at s and m at s' (valued at s), each state's mu and sigma repeated
         with torch.no_grad():
