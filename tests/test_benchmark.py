@@ -371,3 +371,26 @@ def test_a_run_of_other_agent_settings_is_out_of_date():
     # records from before agent settings were kept: latent CQL / BCQ defaults changed since, raw ones did not
     assert not agent_settings_match({}, cql, 0, config)
     assert agent_settings_match({}, dcql, 0, config) and agent_settings_match({}, peer, 0, config)
+
+
+def test_refresh_summary_rewrites_the_table_from_the_records(tmp_path):
+    from merlion_core.bench_report import refresh_summary, write_run_record
+
+    settings = {"env_id": "merlion/Maze-v0", "config": {"steps": 30}, "dataset": "d"}
+    for seed, scores in enumerate(([10.0, 20.0, 60.0], [0.0, 40.0, 20.0])):
+        curve = [{"step": 10 * (i + 1), "normalised_score": s} for i, s in enumerate(scores)]
+        write_run_record(tmp_path, {"method": "bc", "seed": seed, "curve": curve, "last_score": scores[-1],
+                                    "best_score": max(scores), "last_success_rate": None, "settings": settings})
+    reference = {"behaviour": "medium", "curve": [{"step": 10, "normalised_score": 5.0},
+                                                  {"step": 20, "normalised_score": 7.0}],
+                 "last_score": 7.0, "best_score": 7.0, "last_success_rate": None}
+    old = {"env_id": "merlion/Maze-v0", "settings": settings, "behaviour_score": 3.0, "normalisers": None,
+           "behaviour_reference": reference, "methods": {"bc": {}},
+           "config": {"seeds": 2, "steps": 30, "eval_every": 10, "eval_episodes": 5, "encoder_steps": 1}}
+    (tmp_path / "summary.json").write_text(json.dumps(old))
+    summary = refresh_summary(tmp_path)
+    row = summary["methods"]["bc"]
+    assert row["seeds"] == 2 and row["last_mean"] == 40.0 and row["last3_mean"] == pytest.approx(25.0)
+    assert summary["behaviour_reference"]["last3_score"] == 6.0 and summary["config"] == old["config"]
+    table = (tmp_path / "README.md").read_text()
+    assert "| bc | 2 | 40.0 +- 254.1 | 25.0 +- 63.5 |" in table and "| 7.0 | 6.0 |" in table
