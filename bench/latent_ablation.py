@@ -37,6 +37,10 @@ VARIANTS: dict[str, dict] = {
     "real": {**BEFORE, "cql_samples": "real"},
     # changes 1 and 2: the new defaults
     "all": {},
+    # the new defaults less one of change 1's parts each: no BC start, SAC backup, the cube box
+    "all-no-bc": {"bc_steps": 0},
+    "all-sac-backup": {"backup_entropy": True},
+    "all-cube": {"latent_normalise": False},
     # the new defaults with box points added to the real-action proposals (both kinds in the log-sum-exp)
     "all-both": {"cql_samples": "both"},
 }
@@ -113,6 +117,41 @@ def last3(record: dict, rule: str) -> float | None:
     return None if not values or any(v is None for v in values) else float(np.mean(values))
 
 
+def last3_scores(record: dict) -> float:
+    scores = [p["normalised_score"] for p in record["curve"] if "normalised_score" in p]
+    return float(np.mean(scores[-3:]))
+
+
+def _ci(cell: dict | None) -> str:
+    if not cell or cell.get("mean") is None:
+        return "-"
+    ci = cell.get("ci95")
+    return f"{cell['mean']:.1f}" if ci is None else f"{cell['mean']:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]"
+
+
+def markdown(env: str, summary: dict) -> str:
+    """The ablation table: scores with 95% t intervals over seeds, the last evaluation's diagnostics."""
+    lines = [f"# Latent CQL ablation: {env}", "",
+             "Normalised score, mean [95% t interval] over seeds; 'last 3' = mean of each run's last three "
+             "evaluations (of 50 episodes, every 2,000 of 10,000 steps). Other acting rules were scored on the "
+             "same episodes with the same weights. Diagnostics: the last evaluation, mean over seeds.", "",
+             "| variant | seeds | last | last 3 | Wolpertinger k=20, last 3 | critic argmax, last 3 | Q(s, e_data) "
+             "| MC return | lookup gap | taken OOD | temperature | actor / data latent L1 |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for variant, row in summary.items():
+        d = row.get("diagnostics_last", {})
+
+        def num(key: str, digits: int = 2) -> str:
+            return "-" if d.get(key) is None else f"{d[key]:.{digits}f}"
+
+        l1 = "-" if d.get("actor_latent_l1") is None else f"{d['actor_latent_l1']:.2f} / {d['data_latent_l1']:.2f}"
+        lines.append(f"| {variant} | {','.join(map(str, row['seeds']))} | {_ci(row['last_score'])} | "
+                     f"{_ci(row['last3_mean'])} | {_ci(row.get('knn20_score_last3_mean'))} | "
+                     f"{_ci(row.get('critic_argmax_score_last3_mean'))} | {num('q_data', 1)} | {num('mc_return', 1)} | "
+                     f"{num('lookup_gap')} | {num('taken_ood_share')} | {num('entropy_alpha')} | {l1} |")
+    return "\n".join(lines) + "\n"
+
+
 def report(env: str) -> None:
     folder = OUT / env
     records = [json.loads(p.read_text()) for p in sorted(folder.glob("*-seed*.json"))]
@@ -134,7 +173,14 @@ def report(env: str) -> None:
             "diagnostics_last": {k: float(np.mean([d[k] for d in last_diag if d.get(k) is not None]))
                                  for k in keys if any(d.get(k) is not None for d in last_diag)},
         }
+    table_runs = sorted((REPO / "results" / env / "runs" / "merlion-cql").glob("seed*.json"))
+    if table_runs:  # the committed table's MERLION-CQL rows: the earlier setting at 5 seeds, no diagnostics
+        rows = [json.loads(p.read_text()) for p in table_runs]
+        summary["before (committed table)"] = {
+            "seeds": sorted(r["seed"] for r in rows), "last_score": t_interval([r["last_score"] for r in rows]),
+            "last3_mean": t_interval([last3_scores(r) for r in rows]), "diagnostics_last": {}}
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
+    (folder / "README.md").write_text(markdown(env, summary))
     for variant, row in summary.items():
         ci = row["last3_mean"]["ci95"]
         print(f"{variant:>10}: seeds {row['seeds']} last-3 mean {row['last3_mean']['mean']:.1f} "
