@@ -39,6 +39,9 @@ def _fixed_methods() -> dict[str, BenchMethod]:
         "cvae-cql": BenchMethod("cvae-cql", "cvae", (), "cql"),
         # latent CQL as the tables before the authors' settings were restored: SAC backup, cube box,
         # uniform box proposals, no BC start (docs/deviations.md)
+        # latent BCQ choosing among real actions that MERLION's G(a|s) allows (no VAE samples, no lookup)
+        "merlion-bcq-real": BenchMethod("merlion-bcq-real", "merlion", (), "bcq",
+                                        algo_overrides=(("candidates", "behaviour"),)),
         "merlion-cql-before": BenchMethod("merlion-cql-before", "merlion", (), "cql",
                                           algo_overrides=LEGACY_LATENT_CQL),
     }

@@ -230,3 +230,52 @@ def test_per_dimension_bound_keeps_every_latent_inside_its_box(dataset, rep):
         up, down = (perturb(torch.zeros(4, DIM), torch.full((4, DIM), sign * 10.0), 2.0, bound) for sign in (1, -1))
     assert bool((e_hat.abs() <= bound).all())
     assert torch.allclose(up, bound.expand_as(up)) and torch.allclose(down, -bound.expand_as(down))
+
+
+class TableWithBehaviour(torch.nn.Module):
+    """A table phi(a; s) = table[a] with a linear behaviour model G(a|s) = softmax(W s)."""
+
+    method = "table-with-g"
+
+    def __init__(self, table: torch.Tensor, obs_dim: int) -> None:
+        super().__init__()
+        self.n_actions, self.obs_dim, self.dim = table.shape[0], obs_dim, table.shape[1]
+        self.register_buffer("table", table)
+        self.behaviour_model = torch.nn.Linear(obs_dim, table.shape[0])
+
+    def embed(self, obs_BS, act_B):
+        return self.table[act_B]
+
+    def embed_chunk(self, obs_BS, actions_C):
+        return self.table[actions_C][None].expand(obs_BS.shape[0], -1, -1)
+
+
+def test_behaviour_candidates_act_on_the_critics_best_real_action_that_g_allows(dataset, rep):
+    from merlion_core.algos.latent_bcq import bcq_target
+
+    with pytest.raises(ValueError, match="behaviour model"):
+        build(dataset, rep, candidates="behaviour")
+    with_g = TableWithBehaviour(rep.table, dataset.obs_dim)
+    with torch.no_grad():
+        with_g.behaviour_model.weight.mul_(20.0)  # a peaked G: few actions pass tau
+    algo = fitted(dataset, with_g, candidates="behaviour", n_act_samples=8, behaviour_tau=0.3)
+    s = sampler(dataset)
+    for _ in range(3):
+        parts = algo.update(s.sample())
+    assert math.isfinite(parts["loss"])
+    obs = torch.as_tensor(dataset.observations[:20], dtype=torch.float32)
+    with torch.no_grad():
+        logits = with_g.behaviour_model(obs)
+        rel = torch.exp(logits - logits.max(1, keepdim=True).values)
+        q1 = algo.critic.q1(torch.cat([obs[:, None, :].expand(-1, 64, -1),
+                                       algo.to_actor_space(rep.table)[None].expand(20, -1, -1)], -1)).squeeze(-1)
+        top8 = logits.topk(8, dim=1).indices
+        allowed = torch.zeros_like(rel, dtype=torch.bool).scatter(1, top8, True) & (rel > 0.3)
+        expected = q1.masked_fill(~allowed, -torch.inf).argmax(1)
+    acted = algo.act(obs.numpy())
+    np.testing.assert_array_equal(acted, expected.numpy())
+    assert allowed.sum(1).min() >= 1 and (allowed.sum(1) < 8).any()  # the filter binds at some states
+    # the target's max runs over the allowed candidates only
+    q = torch.tensor([[[1.0, 9.0]], [[3.0, 9.0]]])  # [2 critics, 1 state, 2 candidates]
+    y = bcq_target(q, torch.zeros(1), torch.zeros(1), 0.5, 0.75, torch.tensor([[True, False]]))
+    assert float(y) == pytest.approx(0.5 * (0.75 * 1.0 + 0.25 * 3.0))

@@ -89,6 +89,10 @@ class LatentBCQConfig:
     """Perturbed VAE samples per next state in the critic target (the max over them is kept)."""
     n_act_samples: int = 100
     """Perturbed VAE samples per state when acting (the one with the largest Q_1 is kept)."""
+    candidates: str = "vae"
+    """Acting and target candidates: 'vae' = perturbed VAE samples (Fujimoto et al.), 'behaviour' = real actions with G(a|s)/max G > tau."""
+    behaviour_tau: float = 0.3
+    """tau of the 'behaviour' candidates: the n_act_samples (n_target_samples) actions most likely under G, kept if G/max G > tau."""
     latent_normalise: bool = True
     """Map each latent dimension's data range affinely to [-1/1.1, 1/1.1], box [-1, 1]^dim (docs/deviations.md)."""
     latent_bound: float = 0.0
@@ -130,6 +134,10 @@ class LatentBCQConfig:
                 raise ValueError(f"{name}: sizes must be >= 1, got {getattr(self, name)}")
         if self.latent_bound < 0:
             raise ValueError(f"latent_bound: must be >= 0 (0 = from the data), got {self.latent_bound}")
+        if self.candidates not in ("vae", "behaviour"):
+            raise ValueError(f"candidates: one of vae, behaviour, got {self.candidates!r}")
+        if not 0.0 <= self.behaviour_tau < 1.0:
+            raise ValueError(f"behaviour_tau: must be in [0, 1), got {self.behaviour_tau}")
 
 
 # --- small pure pieces -----------------------------------------------------------------------------
@@ -144,9 +152,13 @@ def vae_kl(mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
 
 
 def bcq_target(q_next_2BN: torch.Tensor, rew_B: torch.Tensor, done_B: torch.Tensor, gamma: float,
-               lam: float) -> torch.Tensor:
-    """y = r + gamma (1 - done) max_j soft_clipped_double_q(Q'_1, Q'_2)(s', e'_j); q_next is [2, B, N]."""
-    v_B = soft_clipped_double_q(q_next_2BN[0], q_next_2BN[1], lam).max(dim=1).values
+               lam: float, allowed_BN: torch.Tensor | None = None) -> torch.Tensor:
+    """y = r + gamma (1 - done) max_j soft_clipped_double_q(Q'_1, Q'_2)(s', e'_j); q_next is [2, B, N];
+    the max runs over the candidates ``allowed_BN`` (all when None)."""
+    v_BN = soft_clipped_double_q(q_next_2BN[0], q_next_2BN[1], lam)
+    if allowed_BN is not None:
+        v_BN = v_BN.masked_fill(~allowed_BN, -torch.inf)
+    v_B = v_BN.max(dim=1).values
     return rew_B + gamma * (1.0 - done_B) * v_B
 
 
@@ -225,6 +237,9 @@ class LatentBCQ(OfflineAlgorithm):
         super().__init__(config, n_actions, obs_dim, device)
         attach_latent_space(self, representation, config.latent_bound, config.latent_bound_per_dim,
                             config.latent_normalise)
+        if config.candidates == "behaviour" and not hasattr(self.representation, "behaviour_model"):
+            raise ValueError(f"candidates='behaviour': the {self.representation.method} representation has no "
+                             "behaviour model G(a|s) (MERLION's has); use candidates='vae'")
         self.z_dim = int(2 * self.dim if config.vae_latent_dim is None else config.vae_latent_dim)
         with seeded(config.seed):
             features = self.observation_features()
@@ -274,10 +289,16 @@ class LatentBCQ(OfflineAlgorithm):
         # critic target (no gradients): n perturbed VAE samples per next state, max of the soft clip
         with torch.no_grad():
             n = cfg.n_target_samples  # each network's state part once per state, repeated for its n rows
-            e_next = self.actor_target(batch.next_obs, self.vae.sample(batch.next_obs, bound, cfg.z_clip, gen, n),
-                                       bound, (n,))
+            if cfg.candidates == "behaviour":  # real actions that G finds likely enough at s'
+                idx_BN, allowed_BN = self.behaviour_candidates(batch.next_obs, n)
+                n = idx_BN.shape[1]
+                e_next = latent.embed_actions(self, batch.next_obs, idx_BN)
+            else:
+                e_next = self.actor_target(batch.next_obs,
+                                           self.vae.sample(batch.next_obs, bound, cfg.z_clip, gen, n), bound, (n,))
+                allowed_BN = None
             q_next_2BN = self.critic_target(batch.next_obs, e_next, (n,)).view(2, b, n)
-            y_B = bcq_target(q_next_2BN, batch.rew, batch.done, cfg.gamma, cfg.lam)
+            y_B = bcq_target(q_next_2BN, batch.rew, batch.done, cfg.gamma, cfg.lam, allowed_BN)
 
         # critic loss (gradients only into the critics)
         q_data_2B = self.critic(batch.obs, e_data_BD)
@@ -327,9 +348,30 @@ class LatentBCQ(OfflineAlgorithm):
 
     def latent_policy(self, obs_BS: torch.Tensor) -> torch.Tensor:
         """The latent the deployed rule looks up (the best candidate), in the actor space."""
+        if self.config.candidates == "behaviour":
+            return latent.embed_actions(self, obs_BS, self.behaviour_choice(obs_BS)[:, None])
         return self.select_latent(obs_BS)
 
+    @torch.no_grad()
+    def behaviour_candidates(self, obs_BS: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids i64[B, K], allowed bool[B, K]): the K = min(k, |A|) actions most likely under the
+        representation's G(a|s), allowed where G(a|s) / max G > ``behaviour_tau`` (the first always is)."""
+        logits_BA = self.representation.behaviour_model(obs_BS).float()
+        top_BK, idx_BK = logits_BA.topk(min(k, self.n_actions), dim=1)
+        allowed_BK = (top_BK - top_BK[:, :1]) > torch.log(torch.tensor(self.config.behaviour_tau))
+        return idx_BK, allowed_BK
+
+    @torch.no_grad()
+    def behaviour_choice(self, obs_BS: torch.Tensor) -> torch.Tensor:
+        """i64[B]: the allowed behaviour candidate with the largest Q_1 (``candidates='behaviour'``)."""
+        idx_BK, allowed_BK = self.behaviour_candidates(obs_BS, self.config.n_act_samples)
+        k = idx_BK.shape[1]
+        q1_BK = self.critic(obs_BS, latent.embed_actions(self, obs_BS, idx_BK), (k,))[0].view(-1, k)
+        return idx_BK.gather(1, q1_BK.masked_fill(~allowed_BK, -torch.inf).argmax(1, keepdim=True))[:, 0]
+
     def greedy(self, obs_BS: torch.Tensor) -> torch.Tensor:
+        if self.config.candidates == "behaviour":  # a real action already: no lookup
+            return self.behaviour_choice(obs_BS)
         e_hat_BD = self.to_representation_space(self.select_latent(obs_BS))
         idx_B1, _ = l1_nearest(e_hat_BD, representation=self.representation, obs_BS=obs_BS)
         return idx_B1[:, 0].to(torch.int64)
