@@ -35,13 +35,11 @@ VARIANTS: dict[str, dict] = {
     "faithful": {"cql_samples": "box"},
     # change 2 alone: CQL(H) over real actions' phi(a_j; s), everything else as before
     "real": {**BEFORE, "cql_samples": "real"},
-    # changes 1 and 2: the new defaults
-    "all": {},
-    # the new defaults less one of change 1's parts each: no BC start, SAC backup, the cube box
-    "all-no-bc": {"bc_steps": 0},
-    "all-sac-backup": {"backup_entropy": True},
-    "all-cube": {"latent_normalise": False},
-    # the new defaults with box points added to the real-action proposals (both kinds in the log-sum-exp)
+    # changes 1 and 2 with real-action proposals only
+    "all": {"cql_samples": "real"},
+    # "all" less its BC start
+    "all-no-bc": {"cql_samples": "real", "bc_steps": 0},
+    # "all" with box points added to the real-action proposals (both kinds in the log-sum-exp): the defaults
     "all-both": {"cql_samples": "both"},
 }
 

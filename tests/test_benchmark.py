@@ -350,7 +350,7 @@ def test_merlion_cql_before_trains_latent_cql_with_the_earlier_settings(tmp_path
     save_dataset(collect("maze", "medium", 0.5, 500, seed=0, env_overrides={"n_actuators": 4}), data_path)
     encoder = train_bench_encoder(str(data_path), "merlion-cql", 0, 5, str(tmp_path / "encoder"), "cpu")
     config = BenchConfig(seeds=1, steps=4, eval_every=4, eval_episodes=1)
-    for name, backup, samples in (("merlion-cql-before", True, "box"), ("merlion-cql", False, "real")):
+    for name, backup, samples in (("merlion-cql-before", True, "box"), ("merlion-cql", False, "both")):
         record = run_one(str(data_path), name, 1, config, encoder, str(tmp_path / name))
         agent_config = json.loads((tmp_path / name / "config.json").read_text())["config"]
         assert (agent_config["backup_entropy"], agent_config["cql_samples"], agent_config["seed"]) == (backup, samples, 1)

@@ -55,7 +55,7 @@ def prepared(dataset, representation, **overrides) -> tuple[LatentCQL, BatchSamp
 
 def test_defaults_are_the_authors_setting():
     c = LatentCQLConfig()
-    assert (c.backup_entropy, c.latent_normalise, c.cql_samples, c.knn_k, c.cql_target_gap) == (False, True, "real", 1, 0.0)
+    assert (c.backup_entropy, c.latent_normalise, c.cql_samples, c.knn_k, c.cql_target_gap) == (False, True, "both", 1, 0.0)
     assert c.bc_steps > 0
     for bad in ({"cql_samples": "grid"}, {"knn_k": 0}, {"bc_steps": -1}, {"n_behaviour": -1}, {"cql_target_gap": -1}):
         with pytest.raises(ValueError):
@@ -112,7 +112,7 @@ def test_critic_target_is_the_deterministic_backup_of_the_target_critic_at_a_pol
 
 
 def test_bc_phase_actor_loss_then_the_critic(dataset, rep):
-    algo, sampler = prepared(dataset, rep, bc_steps=2)
+    algo, sampler = prepared(dataset, rep, bc_steps=2, cql_samples="real")
     batch = sampler.sample()
     assert algo.in_bc_phase and algo.graph_phase() is True
     gen_state = algo.generator.get_state()
@@ -143,7 +143,7 @@ def test_bc_phase_actor_loss_then_the_critic(dataset, rep):
 
 
 def test_cql_proposals_are_real_actions_embedded_at_their_own_state(dataset, shifted):
-    algo, sampler = prepared(dataset, shifted, n_random=4)
+    algo, sampler = prepared(dataset, shifted, n_random=4, cql_samples="real")
     obs = sampler.sample().obs[:8]
     gen_state = algo.generator.get_state()
     x, log_q = algo.cql_proposals(obs, 4, algo._bound(), algo.generator)

@@ -72,7 +72,7 @@ class LatentCQLConfig:
     """tau of CQL-Lagrange: alpha tuned so the CQL(H) gap stays at this value (0 = fixed alpha)."""
     n_random: int = 10
     """Proposals per state in the importance-sampled log-sum-exp (real actions or box points: cql_samples)."""
-    cql_samples: str = "real"
+    cql_samples: str = "both"
     """CQL(H) proposals: 'real' = phi(a_j; s), a_j uniform over A; 'box' = uniform latents in [-B, B]^dim; 'both'."""
     n_behaviour: int = 0
     """Extra real actions per state drawn from the representation's G(a|s) for the log-sum-exp (MERLION only)."""
