@@ -25,9 +25,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from merlion_core.bench_report import last_k_score  # noqa: E402
+from merlion_core.benchmark_methods import LEGACY_LATENT_CQL  # noqa: E402
+
 OUT = REPO / "bench" / "results" / "latent-ablation"
 
-BEFORE = {"latent_normalise": False, "cql_samples": "box", "bc_steps": 0, "backup_entropy": True}
+BEFORE = dict(LEGACY_LATENT_CQL)
 VARIANTS: dict[str, dict] = {
     # the committed tables' setting: SAC backup, cube box from the data, uniform box proposals, no BC start
     "before": BEFORE,
@@ -45,13 +48,11 @@ VARIANTS: dict[str, dict] = {
 
 
 def t_interval(values: list[float]) -> dict:
-    from scipy import stats
+    """mean and 95% t interval (bench_report.mean_ci95) as a dict; no interval for one value."""
+    from merlion_core.bench_report import mean_ci95
 
-    arr = np.asarray(values, dtype=float)
-    if len(arr) < 2:
-        return {"mean": float(arr.mean()) if len(arr) else None, "ci95": None, "n": int(len(arr))}
-    half = float(stats.t.ppf(0.975, len(arr) - 1) * arr.std(ddof=1) / np.sqrt(len(arr)))
-    return {"mean": float(arr.mean()), "ci95": [float(arr.mean() - half), float(arr.mean() + half)], "n": int(len(arr))}
+    mean, half = mean_ci95(values)
+    return {"mean": mean, "ci95": None if len(values) < 2 else [mean - half, mean + half], "n": len(values)}
 
 
 KNN_K = (5, 20)
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> None:
     scores = [p["normalised_score"] for p in curve if "normalised_score" in p]
     record = {"env": args.env, "variant": args.variant, "seed": args.seed, "overrides": overrides,
               "encoder": args.encoder.format(seed=args.seed), "dataset": args.dataset, "steps": args.steps,
-              "curve": curve, "last_score": scores[-1], "last3_mean": float(np.mean(scores[-3:])),
+              "curve": curve, "last_score": scores[-1], "last3_mean": last_k_score({"curve": curve}),
               "train_seconds": result["seconds"], "wall_seconds": time.perf_counter() - started,
               "torch_threads": torch.get_num_threads()}
     (folder / f"{args.variant}-seed{args.seed}.json").write_text(json.dumps(record, indent=1))
@@ -113,11 +114,6 @@ def last3(record: dict, rule: str) -> float | None:
     """The mean of a run's last three evaluations of another acting rule (None when not recorded)."""
     values = [p.get("diagnostics", {}).get(rule) for p in record["curve"] if "normalised_score" in p][-3:]
     return None if not values or any(v is None for v in values) else float(np.mean(values))
-
-
-def last3_scores(record: dict) -> float:
-    scores = [p["normalised_score"] for p in record["curve"] if "normalised_score" in p]
-    return float(np.mean(scores[-3:]))
 
 
 def _ci(cell: dict | None) -> str:
@@ -153,6 +149,8 @@ def markdown(env: str, summary: dict) -> str:
 def report(env: str) -> None:
     folder = OUT / env
     records = [json.loads(p.read_text()) for p in sorted(folder.glob("*-seed*.json"))]
+    if not records:
+        raise SystemExit(f"{folder}: no run records to report")
     summary = {}
     for variant in VARIANTS:
         rows = [r for r in records if r["variant"] == variant]
@@ -176,7 +174,7 @@ def report(env: str) -> None:
         rows = [json.loads(p.read_text()) for p in table_runs]
         summary["before (committed table)"] = {
             "seeds": sorted(r["seed"] for r in rows), "last_score": t_interval([r["last_score"] for r in rows]),
-            "last3_mean": t_interval([last3_scores(r) for r in rows]), "diagnostics_last": {}}
+            "last3_mean": t_interval([last_k_score(r) for r in rows]), "diagnostics_last": {}}
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
     (folder / "README.md").write_text(markdown(env, summary))
     for variant, row in summary.items():

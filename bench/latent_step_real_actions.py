@@ -3,9 +3,10 @@ real actions, on a real env's dataset and a trained (state-conditional) encoder,
 
 Usage: python bench/latent_step_real_actions.py --dataset runs/maze100k --encoder runs/enc-maze-s0 \
            [--steps 30] [--warmup 5] [--label maze-merlion]
-Variants: the earlier tables' setting ("before": box proposals, SAC backup, cube box), the defaults
-(real-action proposals), + 5 proposals from G, + the target valued at real actions (every action's
-phi(a; s') at each next state), acting by the Wolpertinger rule over 10 actions. Each timing is the
+Variants: the earlier tables' setting ("before": box proposals, SAC backup, cube box), real-action
+proposals, real actions and box points (the default), + 5 proposals from G, + the target valued at
+real actions (every action's phi(a; s') at each next state), acting by the Wolpertinger rule over
+10 actions. Each timing is the
 median over 3 fresh agents of --steps updates after --warmup (bench/speed.py's loop). Writes
 bench/results/latent-step-real-actions.json under LABEL.
 """
@@ -23,14 +24,16 @@ from pathlib import Path
 import torch
 
 from merlion_core.algos.registry import make_algorithm
+from merlion_core.benchmark_methods import LEGACY_LATENT_CQL
 from merlion_core.data.io import load_dataset
 from merlion_core.representation.artifacts import load_representation
 from speed import time_ours  # bench/speed.py: one timed sample + update loop for every bench
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latent-step-real-actions.json"
 VARIANTS = {
-    "before": {"latent_normalise": False, "cql_samples": "box", "bc_steps": 0, "backup_entropy": True},
-    "defaults": {"bc_steps": 0},
+    "before": dict(LEGACY_LATENT_CQL),
+    "real-proposals": {"bc_steps": 0, "cql_samples": "real"},
+    "both-proposals (default)": {"bc_steps": 0, "cql_samples": "both"},
     "behaviour-proposals-5": {"bc_steps": 0, "n_behaviour": 5},
     "target-on-actions": {"bc_steps": 0, "target_on_actions": True},
     "knn10-acting": {"bc_steps": 0, "knn_k": 10},

@@ -83,10 +83,6 @@ def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.Pa
                                       env_overrides=env_overrides)
                     point["diagnostics"]["critic_argmax_score"] = float(argmax.normalised_score)
             agent.train()
-        elif diagnose is not None:
-            agent.eval()
-            point["diagnostics"] = diagnose()
-            agent.train()
         curve.append(point)
         if checkpoint is not None:
             checkpoint.maybe_save(step, {"curve": curve})
@@ -104,8 +100,9 @@ def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.Pa
             "step_mode": agent.step_mode}
 
 
-DIAGNOSTIC_STATES = 1000
-"""Dataset states (evenly spaced) at which every latent run reports its critic and lookup diagnostics."""
+DIAGNOSTIC_STATES = 256
+"""Dataset states (evenly spaced) at which every latent run reports its critic and lookup diagnostics, at
+each evaluation (each costs one lookup over every action at these states)."""
 
 
 def latent_diagnostics_probe(agent: Any, dataset: Any) -> Callable[[], dict[str, Any]]:

@@ -23,15 +23,16 @@ from scipy.signal import lfilter
 
 def discounted_returns(rewards: np.ndarray, episode_ends: np.ndarray, gamma: float) -> np.ndarray:
     """G_t = r_t + gamma G_{t+1} within each episode (episodes end at the indices ``episode_ends``,
-    inclusive; the last episode at the last transition), G at an episode's last step = its reward."""
+    inclusive; the last episode at the last transition), G at an episode's last step = its reward.
+
+    Vectorised: C_t = r_t + gamma C_{t+1} over the whole array (one filter), then each step's episode
+    tail is removed, G_t = C_t - gamma^(e_t + 1 - t) C_{e_t + 1}, with e_t the end of t's episode."""
     rewards = np.asarray(rewards, dtype=np.float64)
-    out = np.empty_like(rewards)
-    starts = np.concatenate([[0], np.asarray(episode_ends, dtype=np.int64) + 1])
-    stops = np.concatenate([np.asarray(episode_ends, dtype=np.int64) + 1, [len(rewards)]])
-    for start, stop in zip(starts, stops):  # one filter call per episode, vectorised within it
-        if stop > start:
-            out[start:stop] = lfilter([1.0], [1.0, -gamma], rewards[start:stop][::-1])[::-1]
-    return out
+    n = len(rewards)
+    c = np.append(lfilter([1.0], [1.0, -gamma], rewards[::-1])[::-1], 0.0)  # C_n = 0
+    ends = np.append(np.asarray(episode_ends, dtype=np.int64), n - 1)
+    end_t = ends[np.searchsorted(ends, np.arange(n))]  # the first end at or after t
+    return c[:n] - gamma ** (end_t + 1 - np.arange(n)) * c[end_t + 1]
 
 
 def critic_values(agent: Any, obs_BS: torch.Tensor, x_XD: torch.Tensor, repeats: tuple[int, ...] = (1,)) -> torch.Tensor:
