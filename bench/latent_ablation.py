@@ -89,22 +89,25 @@ def run(args: argparse.Namespace) -> None:
     args.env_id = load_dataset(args.dataset).meta.env_id
     overrides = {**VARIANTS[args.variant], "seed": args.seed}
     folder = OUT / args.env
+    name = args.variant if args.precision == "fp32" else f"{args.variant}-{args.precision}"
     folder.mkdir(parents=True, exist_ok=True)
-    agent_dir = REPO / "runs" / "ablation" / args.env / f"{args.variant}-seed{args.seed}"
+    agent_dir = REPO / "runs" / "ablation" / args.env / f"{name}-seed{args.seed}"
     started = time.perf_counter()
     result = train_agent(args.dataset, "cql", agent_dir, steps=args.steps,
                          encoder_dir=args.encoder.format(seed=args.seed), overrides=overrides,
                          eval_every=args.eval_every, eval_episodes=args.episodes, device="cpu",
+                         precision=args.precision,
                          extra_evaluation=lambda agent, step: other_acting_rules(agent, step, args))
     curve = json.loads((agent_dir / "metrics.json").read_text())["curve"]
     scores = [p["normalised_score"] for p in curve if "normalised_score" in p]
-    record = {"env": args.env, "variant": args.variant, "seed": args.seed, "overrides": overrides,
+    record = {"env": args.env, "variant": name, "seed": args.seed, "overrides": overrides,
+              "precision": result["precision"],
               "encoder": args.encoder.format(seed=args.seed), "dataset": args.dataset, "steps": args.steps,
               "curve": curve, "last_score": scores[-1], "last3_mean": last_k_score({"curve": curve}),
               "train_seconds": result["seconds"], "wall_seconds": time.perf_counter() - started,
               "torch_threads": torch.get_num_threads()}
-    (folder / f"{args.variant}-seed{args.seed}.json").write_text(json.dumps(record, indent=1))
-    print(f"{args.variant} seed {args.seed}: last {scores[-1]:.1f}, last-3 mean {record['last3_mean']:.1f}")
+    (folder / f"{name}-seed{args.seed}.json").write_text(json.dumps(record, indent=1))
+    print(f"{name} seed {args.seed}: last {scores[-1]:.1f}, last-3 mean {record['last3_mean']:.1f}")
 
 
 OTHER_RULES = ("knn5_score", "knn20_score", "critic_argmax_score")
@@ -193,6 +196,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--eval-every", type=int, default=2_000)
     parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="networks' precision in gradient steps; bf16 runs are recorded as <variant>-bf16")
     parser.add_argument("--report", action="store_true")
     args = parser.parse_args()
     if args.report:

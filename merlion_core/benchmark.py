@@ -36,11 +36,12 @@ from merlion_core.benchmark_methods import (ABLATIONS, BENCH_METHODS, PAPER_METH
                                             bench_method, encoder_key, encoder_overrides, env_has_task_success,
                                             expand_methods, representation_available)
 from merlion_core.config import to_dict
+from merlion_core.models.precision import check_precision
 
 __all__ = ["ABLATIONS", "BENCH_METHODS", "PAPER_METHODS", "PEER_METHODS", "BenchConfig", "BenchMethod", "bench_method",
            "expand_methods", "representation_available", "run_benchmark", "run_one", "train_bench_encoder"]
 ProgressFn = Callable[[str, dict[str, Any]], None]
-EXECUTION_FIELDS = ("workers", "device", "seeds")
+EXECUTION_FIELDS = ("workers", "device", "seeds", "precision")
 """BenchConfig fields that say how runs are executed or how many there are, not what one computes
 (left out of the settings key: a run is reused whatever the benchmark's seed count)."""
 BENCH_KEY = "bench-key.json"
@@ -75,6 +76,9 @@ class BenchConfig:
     """Device of every run: auto (CUDA when available), cpu or cuda[:N]; runs record the one used."""
     agent_batch_size: int = 0
     """Batch size of every agent; 0 = each algorithm's own default."""
+    precision: str = "auto"
+    """Networks' precision in gradient steps (encoders and agents): auto (bf16 where the CPU or GPU has bf16
+    matrix units), fp32 or bf16; runs record the one used."""
 
     def __post_init__(self) -> None:
         for name in ("seeds", "steps", "eval_every", "eval_episodes", "workers"):
@@ -82,6 +86,7 @@ class BenchConfig:
                 raise ValueError(f"bench: {name} must be >= 1, got {getattr(self, name)}")
         if self.encoder_steps < 1 or self.n_transitions < 1:
             raise ValueError("bench: encoder_steps and n_transitions must be >= 1")
+        check_precision(self.precision)
         if self.agent_batch_size < 0:
             raise ValueError(f"bench: agent_batch_size must be >= 0, got {self.agent_batch_size}")
 
@@ -94,9 +99,11 @@ def _one_thread() -> None:
 
 
 def train_bench_encoder(dataset_path: str, method_name: str, seed: int, encoder_steps: int, folder: str,
-                        device: str, env_id: str | None = None, dataset_sha256: str | None = None) -> str:
+                        device: str, env_id: str | None = None, dataset_sha256: str | None = None,
+                        precision: str = "auto") -> str:
     """Train (or reuse) the run's encoder; returns its folder. ``dataset_sha256``: the dataset's
-    content digest, which identifies it (default: its resolved path)."""
+    content digest, which identifies it (default: its resolved path). ``precision`` is how it is
+    computed (models/precision.py), not what: an encoder of either precision is reused."""
     _one_thread()
     from merlion_core.pipelines import train_encoder
 
@@ -117,7 +124,7 @@ def train_bench_encoder(dataset_path: str, method_name: str, seed: int, encoder_
             return str(path)
     if path.exists():
         shutil.rmtree(path)  # a stale or unfinished encoder of an earlier benchmark in our work folder
-    train_encoder(dataset_path, method.representation, path, overrides=overrides, device=device)
+    train_encoder(dataset_path, method.representation, path, overrides=overrides, device=device, precision=precision)
     key_file.write_text(json.dumps(key))
     return str(path)
 
@@ -176,11 +183,12 @@ def run_one(dataset_path: str, method_name: str, seed: int, config: BenchConfig,
         overrides = agent_overrides(method, seed, config)
         result = train_agent(dataset_path, method.algo, agent_dir, steps=config.steps, encoder_dir=encoder_dir,
                              overrides=overrides, eval_every=config.eval_every, eval_episodes=config.eval_episodes,
-                             device=config.device)
+                             device=config.device, precision=config.precision)
         metrics = json.loads((Path(agent_dir) / "metrics.json").read_text())
         curve, record = metrics["curve"], {"agent": str(agent_dir)}
         record["train_seconds"] = result["seconds"]
         record["step_mode"] = result["step_mode"]
+        record["precision"] = result["precision"]
     scores = [p["normalised_score"] for p in curve if "normalised_score" in p]
     success = curve[-1].get("success_rate") if curve and task_success else None
     return {**record, "method": method_name, "seed": seed, "algo": method.algo,
@@ -379,7 +387,7 @@ def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, ou
             if key not in encoders:
                 encoders[key] = pool.submit(train_bench_encoder, str(dataset), name, seed, config.encoder_steps,
                                             str(work / "encoders" / key), config.device, env_id,
-                                            settings["dataset_sha256"])
+                                            settings["dataset_sha256"], config.precision)
             return encoders[key]
 
         def submit_encoders() -> None:

@@ -11,6 +11,7 @@ from merlion_core.cli_represent import add_config_union_arguments, config_overri
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from merlion_core.algos.registry import ALGORITHMS
+    from merlion_core.models.precision import PRECISIONS
 
     p = sub.add_parser("train-agent", help="train an offline RL agent (raw actions, or latent with --encoder)")
     p.add_argument("--dataset", required=True, help="dataset path (any supported format)")
@@ -21,6 +22,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-episodes", type=int, default=20, help="episodes per evaluation (default: 20)")
     p.add_argument("--out", required=True, help="output folder (weights.pt, config.json, metrics.json)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="networks' precision in gradient steps: bf16 autocast where the CPU or GPU has bf16 "
+                        "matrix units (auto), fp32 or bf16 (default: auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     add_config_union_arguments(p, {name: (cls, {}) for name, (cls, _) in ALGORITHMS.items()},
@@ -49,7 +53,8 @@ def cmd_train_agent(args: argparse.Namespace) -> int:
 
     result = train_agent(args.dataset, args.algo, args.out, steps=args.steps, encoder_dir=args.encoder,
                          overrides=config_overrides(args), eval_every=args.eval_every,
-                         eval_episodes=args.eval_episodes, device=args.device, progress=progress)
+                         eval_episodes=args.eval_episodes, device=args.device, precision=args.precision,
+                         progress=progress)
     bar.close()
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))

@@ -42,6 +42,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    from merlion_core.models.precision import PRECISIONS
     from merlion_core.representation.registry import METHODS
 
     p = sub.add_parser("train-encoder", help="learn an action representation from a dataset")
@@ -49,6 +50,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", required=True, choices=list(METHODS), help="representation method")
     p.add_argument("--out", required=True, help="output folder (weights.pt, config.json, metrics.json)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="networks' precision in gradient steps: bf16 autocast where the CPU or GPU has bf16 "
+                        "matrix units (auto), fp32 or bf16 (default: auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     add_config_union_arguments(
@@ -82,7 +86,7 @@ def cmd_train_encoder(args: argparse.Namespace) -> int:
         bar.reset(total=max(int(getattr(config, "steps", 0)), 1))
 
     result = train_encoder(args.dataset, args.method, args.out, overrides=overrides, device=args.device,
-                           progress=progress, on_config=on_config)
+                           precision=args.precision, progress=progress, on_config=on_config)
     bar.close()
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))

@@ -14,6 +14,8 @@ import torch
 
 from merlion_core.checkpoints import encoder_checkpoint
 from merlion_core.data.io import detect_format, load_dataset
+from merlion_core.models.mlp import resolve_device
+from merlion_core.models.precision import compute_precision, resolve_precision
 from merlion_core.representation.artifacts import load_representation, save_representation
 from merlion_core.representation.base import ProgressFn
 from merlion_core.representation.merlion import PAPER_ENV_DEFAULTS
@@ -40,12 +42,16 @@ def train_encoder(dataset_path: str | os.PathLike, method: str, out_dir: str | o
                   progress: ProgressFn | None = None,
                   on_config: Callable[[Any], None] | None = None,
                   checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 0,
-                  resume: bool = False) -> dict[str, Any]:
+                  resume: bool = False, precision: str = "auto") -> dict[str, Any]:
     """Load a dataset, fit a representation, save it with its config and metrics.
+
+    ``precision`` (auto, fp32, bf16; models/precision.py): the networks' precision while training,
+    resolved for the device and recorded in the artifact's config.json and the result.
 
     ``on_config`` receives the resolved config before training starts (for a progress total).
     With ``checkpoint_dir``, methods that train save a checkpoint every ``checkpoint_every`` steps
     (at reporting points); ``resume`` continues from the latest one there."""
+    resolved = resolve_precision(precision, resolve_device(device))
     dataset = load_dataset(dataset_path)
     config = representation_config(method, dataset.meta.env_id, overrides or {})
     if on_config is not None:
@@ -54,16 +60,17 @@ def train_encoder(dataset_path: str | os.PathLike, method: str, out_dir: str | o
     fit = get_method(method).fit
     extra = {} if checkpoint_dir is None or "checkpoint" not in inspect.signature(fit).parameters else {
         "checkpoint": encoder_checkpoint(checkpoint_dir, checkpoint_every, resume, method, config, dataset.n_transitions)}
-    rep, metrics = fit(dataset, config, device=device, progress=progress, **extra)
+    with compute_precision(resolved):
+        rep, metrics = fit(dataset, config, device=device, progress=progress, **extra)
     seconds = time.perf_counter() - started
     info = {"env_id": dataset.meta.env_id,
             "dataset": {"path": str(dataset_path), "format": detect_format(dataset_path),
                         "n_transitions": dataset.n_transitions, "behaviour": dataset.meta.behaviour,
                         "noise": dataset.meta.noise, "seed": dataset.meta.seed},
-            "train_seconds": round(seconds, 3)}
+            "train_seconds": round(seconds, 3), "precision": resolved}
     rep_config = getattr(rep, "config", config)
     save_representation(rep, method, rep_config, out_dir, metrics={**metrics, "train_seconds": seconds}, info=info)
-    return {"out": str(out_dir), "method": method, "seconds": seconds, "metrics": metrics}
+    return {"out": str(out_dir), "method": method, "seconds": seconds, "metrics": metrics, "precision": resolved}
 
 
 def diagnose_encoder(encoder_dir: str | os.PathLike, *, n_states: int = 64, n_action_samples: int = 512,

@@ -13,6 +13,7 @@ from merlion_core.checkpoints import agent_checkpoint
 from merlion_core.data.io import load_dataset
 from merlion_core.data.sampler import BatchSampler
 from merlion_core.evaluation import evaluate, learning_curve_point
+from merlion_core.models.precision import check_precision, resolve_precision
 from merlion_core.pipelines import dataset_env_overrides
 
 
@@ -32,7 +33,7 @@ def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.Pa
                 eval_every: int = 0, eval_episodes: int = 20, device: str = "auto",
                 progress: Callable[[int, dict[str, float]], None] | None = None,
                 checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 0,
-                resume: bool = False,
+                resume: bool = False, precision: str = "auto",
                 extra_evaluation: Callable[[Any, int], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Train ``algo`` for ``steps`` gradient steps; evaluate every ``eval_every`` steps (0 = at the end).
 
@@ -40,7 +41,11 @@ def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.Pa
     point's diagnostics (e.g. other acting rules scored on the same episodes).
 
     With ``checkpoint_dir``, save a checkpoint every ``checkpoint_every`` steps (at logging points);
-    ``resume`` continues from the latest one there (weights, optimizer, RNG streams, curve)."""
+    ``resume`` continues from the latest one there (weights, optimizer, RNG streams, curve).
+
+    ``precision`` (auto, fp32, bf16; models/precision.py): the networks' precision in gradient steps,
+    resolved for the device and recorded in the agent's config.json and the result."""
+    check_precision(precision)
     dataset = load_dataset(dataset_path)
     if not dataset.meta.env_id and eval_every:
         raise ValueError(f"{dataset_path}: no environment recorded; cannot evaluate")
@@ -55,6 +60,7 @@ def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.Pa
     elif encoder_dir is not None:
         raise ValueError(f"{algo}: acts on raw actions; drop --encoder")
     agent = make_algorithm(algo, dataset.n_actions, dataset.obs_dim, config, device, representation=representation)
+    agent.precision = resolve_precision(precision, agent.device)
     sampler = BatchSampler(dataset, getattr(config, "batch_size", 256), seed=getattr(config, "seed", 0),
                            device=str(agent.device))
     env_overrides = dataset_env_overrides(dataset)
@@ -94,10 +100,11 @@ def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.Pa
     info = {"env_id": dataset.meta.env_id, "env_overrides": env_overrides,
             "encoder": str(encoder_dir) if encoder_dir else None,
             "dataset": {"path": str(dataset_path), "n_transitions": dataset.n_transitions},
-            "steps": steps, "train_seconds": round(seconds, 3), "step_mode": agent.step_mode}
+            "steps": steps, "train_seconds": round(seconds, 3), "step_mode": agent.step_mode,
+            "precision": agent.precision}
     save_agent(agent, algo, out_dir, metrics={"curve": curve, "train_seconds": seconds}, info=info)
     return {"out": str(out_dir), "algo": algo, "seconds": seconds, "last": curve[-1] if curve else {},
-            "step_mode": agent.step_mode}
+            "step_mode": agent.step_mode, "precision": agent.precision}
 
 
 DIAGNOSTIC_STATES = 256

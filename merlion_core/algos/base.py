@@ -23,6 +23,7 @@ from torch import nn
 from merlion_core.data.sampler import Batch, BatchSampler
 from merlion_core.models.cuda_graph import CapturedStep, fresh_generator, make_capturable
 from merlion_core.models.mlp import resolve_device
+from merlion_core.models.precision import compute_precision
 from merlion_core.models.obs_features import (ObservationFeatures, fit_observation_features,
                                               observation_features_fitted)
 
@@ -80,6 +81,7 @@ class OfflineAlgorithm(nn.Module):
         self._features_ready = False  # python-side cache of "observation statistics are set"
         self._optimizer: torch.optim.Optimizer | None = None
         self.cuda_graph = True  # on CUDA, replay each gradient step as one CUDA graph (models/cuda_graph.py)
+        self.precision = "fp32"  # networks' precision in gradient steps: fp32 or bf16 (models/precision.py)
         self._captured_steps: dict[Any, CapturedStep] = {}
 
     @property
@@ -138,8 +140,10 @@ class OfflineAlgorithm(nn.Module):
 
     # --- shared ----------------------------------------------------------------------------------
     def gradient_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """One eager gradient step: losses, backward, optimizer step, target updates."""
-        parts = self.losses(batch)
+        """One eager gradient step: losses (networks in ``self.precision``), backward, optimizer step,
+        target updates."""
+        with compute_precision(self.precision):
+            parts = self.losses(batch)
         self.optimizer.zero_grad(set_to_none=True)
         parts["loss"].backward()
         self.optimizer.step()

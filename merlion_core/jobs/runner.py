@@ -59,11 +59,11 @@ def run_train_encoder(config: TrainEncoderJob, seed: int, artifacts: Path, progr
 
     result = train_encoder(config.dataset, config.method, artifacts / "encoder",
                            overrides={**config.options, "seed": seed}, device=config.device,
-                           progress=progress, on_config=on_config,
+                           precision=config.precision, progress=progress, on_config=on_config,
                            checkpoint_dir=checkpoint_dir if config.checkpoint_every else None,
                            checkpoint_every=config.checkpoint_every, resume=resume)
     return {"encoder": result["out"], "method": config.method, "seconds": result["seconds"],
-            "metrics": result["metrics"]}
+            "metrics": result["metrics"], "precision": result["precision"]}
 
 
 def run_train_agent(config: TrainAgentJob, seed: int, artifacts: Path, progress: Progress, checkpoint_dir: Path,
@@ -74,9 +74,10 @@ def run_train_agent(config: TrainAgentJob, seed: int, artifacts: Path, progress:
     result = train_agent(config.dataset, config.algo, artifacts / "agent", steps=config.steps,
                          encoder_dir=config.encoder, overrides={**config.options, "seed": seed},
                          eval_every=config.eval_every, eval_episodes=config.eval_episodes, device=config.device,
-                         progress=progress, checkpoint_dir=checkpoint_dir if config.checkpoint_every else None,
+                         precision=config.precision, progress=progress, checkpoint_dir=checkpoint_dir if config.checkpoint_every else None,
                          checkpoint_every=config.checkpoint_every, resume=resume)
-    return {"agent": result["out"], "algo": config.algo, "seconds": result["seconds"], "last": result["last"]}
+    return {"agent": result["out"], "algo": config.algo, "seconds": result["seconds"], "last": result["last"],
+            "precision": result["precision"]}
 
 
 def run_evaluate(config: EvaluateJob, seed: int, progress: Progress) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from merlion_core.config import ConfigError, from_dict, to_dict
+from merlion_core.models.precision import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class TrainEncoderJob:
     """The method's config overrides (its seed is the job's seed)."""
     device: str = "auto"
     """auto (CUDA when available), cpu or cuda[:N]."""
+    precision: str = "auto"
+    """Networks' precision in gradient steps: auto (bf16 where the CPU or GPU has bf16 matrix units), fp32, bf16."""
     checkpoint_every: int = 1000
     """Save a resumable checkpoint every K steps, at reporting points (0: never; methods that train)."""
 
@@ -72,6 +75,8 @@ class TrainAgentJob:
     """The algorithm's config overrides (its seed is the job's seed)."""
     device: str = "auto"
     """auto (CUDA when available), cpu or cuda[:N]."""
+    precision: str = "auto"
+    """Networks' precision in gradient steps: auto (bf16 where the CPU or GPU has bf16 matrix units), fp32, bf16."""
     checkpoint_every: int = 1000
     """Save a resumable checkpoint every K steps, at logging points (0: never)."""
 
@@ -208,6 +213,8 @@ def validate(spec: JobSpec, *, base: str | Path | None = None, check_inputs: boo
     for name, high in UPPER_BOUNDS.items():
         if hasattr(config, name) and getattr(config, name) > high:
             raise ValueError(f"{spec.kind} config: {name}: must be <= {high}, got {getattr(config, name)}")
+    if hasattr(config, "precision") and config.precision not in PRECISIONS:
+        raise ValueError(f"{spec.kind} config: precision: one of {', '.join(PRECISIONS)}, got {config.precision!r}")
     if not getattr(config, "rows", (0,)) or min(getattr(config, "rows", (0,))) < 0:
         raise ValueError(f"{spec.kind} config: rows: need at least one dataset row index >= 0, got {config.rows!r}")
     config = dataclasses.replace(config, **changes)

@@ -4,19 +4,43 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import contextlib
+
 import torch
 from torch import nn
 
+from merlion_core.models.precision import network_dtype
 
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
-    """Linear layers of sizes in_dim -> hidden... -> out_dim with ``activation`` between them."""
+
+def network_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to the reduced dtype of :func:`~merlion_core.models.precision.compute_precision`
+    on ``device`` (no weight cache: each scope is one network's pass, and CUDA graphs capture it); a
+    no-op in fp32."""
+    dtype = network_dtype()
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=False)
+
+
+class MLP(nn.Sequential):
+    """An ``nn.Sequential`` of linear layers that computes in the scope's precision and returns fp32."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if network_dtype() is None:
+            return super().forward(x)
+        with network_autocast(x.device):
+            return super().forward(x).float()
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: type[nn.Module] = nn.ReLU) -> MLP:
+    """Linear layers of sizes in_dim -> hidden... -> out_dim with ``activation`` between them (an :class:`MLP`)."""
     sizes = [in_dim, *hidden, out_dim]
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(activation())
-    return nn.Sequential(*layers)
+    return MLP(*layers)
 
 
 def resolve_device(device: str = "auto") -> torch.device:

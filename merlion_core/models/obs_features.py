@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from merlion_core.models.mlp import mlp
+from merlion_core.models.mlp import mlp, network_autocast
 
 
 def check_feature_options(fourier_features: int, fourier_scale: float) -> None:
@@ -101,7 +101,8 @@ def feature_mlp_repeated(net: nn.Sequential, obs_BS: torch.Tensor, extra_XE: tor
                          f"{obs_BS.shape[0]} observations x {sum(repeats)} (repeats {tuple(repeats)})")
     features_BF = features(obs_BS)
     n_features = features_BF.shape[1]
-    hidden_obs_BH = nn.functional.linear(features_BF, first.weight[:, :n_features], first.bias)
-    hidden_obs_XH = torch.cat([hidden_obs_BH.repeat_interleave(r, dim=0) for r in repeats])
-    hidden_XH = hidden_obs_XH + nn.functional.linear(extra_XE, first.weight[:, n_features:])
+    with network_autocast(obs_BS.device):  # the first layer in the scope's precision, like body[1:]
+        hidden_obs_BH = nn.functional.linear(features_BF, first.weight[:, :n_features], first.bias)
+        hidden_obs_XH = torch.cat([hidden_obs_BH.repeat_interleave(r, dim=0) for r in repeats])
+        hidden_XH = hidden_obs_XH + nn.functional.linear(extra_XE, first.weight[:, n_features:])
     return body[1:](hidden_XH)
