@@ -149,13 +149,56 @@ def markdown(env: str, summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def precision_comparisons(summary: dict, records: list[dict]) -> dict:
+    """bf16 against fp32 for every variant run in both: the per-seed differences (bf16 - fp32, same
+    seed, same encoder and data) of the last score and the last-3 mean, with their 95% t interval,
+    and each precision's distribution side by side."""
+    out = {}
+    for variant in VARIANTS:
+        bf16 = {r["seed"]: r for r in records if r["variant"] == f"{variant}-bf16"}
+        fp32 = {r["seed"]: r for r in records if r["variant"] == variant}
+        seeds = sorted(set(bf16) & set(fp32))
+        if len(seeds) < 2:
+            continue
+        cell = {"seeds": seeds}
+        for measure in ("last_score", "last3_mean"):
+            cell[measure] = {
+                "fp32": t_interval([fp32[s][measure] for s in seeds]),
+                "bf16": t_interval([bf16[s][measure] for s in seeds]),
+                "difference_bf16_minus_fp32": t_interval([bf16[s][measure] - fp32[s][measure] for s in seeds]),
+                "per_seed": {s: {"fp32": fp32[s][measure], "bf16": bf16[s][measure]} for s in seeds}}
+        cell["train_seconds_median"] = {"fp32": float(np.median([fp32[s]["train_seconds"] for s in seeds])),
+                                        "bf16": float(np.median([bf16[s]["train_seconds"] for s in seeds]))}
+        out[variant] = cell
+    return out
+
+
+def precision_markdown(comparisons: dict) -> str:
+    """bf16 against fp32: both distributions and the paired difference with its 95% t interval."""
+    if not comparisons:
+        return ""
+    lines = ["", "## bf16 against fp32 (same seeds, encoders and data)", "",
+             "A difference whose interval covers 0 is not resolved: bf16 did not measurably change learning "
+             "at this many seeds. Train seconds are medians of runs that shared the 2 cores with other work.", "",
+             "| variant | seeds | measure | fp32 | bf16 | bf16 - fp32 | train s fp32 / bf16 |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for variant, cell in comparisons.items():
+        secs = cell["train_seconds_median"]
+        for measure in ("last_score", "last3_mean"):
+            m = cell[measure]
+            lines.append(f"| {variant} | {','.join(map(str, cell['seeds']))} | {measure} | {_ci(m['fp32'])} | "
+                         f"{_ci(m['bf16'])} | {_ci(m['difference_bf16_minus_fp32'])} | "
+                         f"{secs['fp32']:.0f} / {secs['bf16']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
 def report(env: str) -> None:
     folder = OUT / env
     records = [json.loads(p.read_text()) for p in sorted(folder.glob("*-seed*.json"))]
     if not records:
         raise SystemExit(f"{folder}: no run records to report")
     summary = {}
-    for variant in VARIANTS:
+    for variant in [*VARIANTS, *(f"{v}-bf16" for v in VARIANTS)]:  # bf16 records are named <variant>-bf16
         rows = [r for r in records if r["variant"] == variant]
         if not rows:
             continue
@@ -178,8 +221,10 @@ def report(env: str) -> None:
         summary["before (committed table)"] = {
             "seeds": sorted(r["seed"] for r in rows), "last_score": t_interval([r["last_score"] for r in rows]),
             "last3_mean": t_interval([last_k_score(r) for r in rows]), "diagnostics_last": {}}
+    comparisons = precision_comparisons(summary, records)
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
-    (folder / "README.md").write_text(markdown(env, summary))
+    (folder / "precision.json").write_text(json.dumps(comparisons, indent=1))
+    (folder / "README.md").write_text(markdown(env, summary) + precision_markdown(comparisons))
     for variant, row in summary.items():
         ci = row["last3_mean"]["ci95"]
         print(f"{variant:>10}: seeds {row['seeds']} last-3 mean {row['last3_mean']['mean']:.1f} "

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from merlion_core.algos.registry import ALGORITHMS
 from merlion_core.data.sampler import BatchSampler
 from merlion_core.models import precision as precision_module
-from merlion_core.models.mlp import mlp
+from merlion_core.models.mlp import compile_networks, compile_status, mlp
 from merlion_core.models.obs_features import ObservationFeatures, feature_mlp, feature_mlp_repeated
 from merlion_core.models.precision import compute_precision, network_dtype, resolve_precision
 
@@ -117,3 +117,35 @@ def test_train_agent_and_encoder_record_the_precision(tmp_path):
     assert json.loads((tmp_path / "enc" / "config.json").read_text())["precision"] == "fp32"
     with pytest.raises(ValueError, match="precision: one of"):
         train_agent(tmp_path / "data", "bc", tmp_path / "a2", steps=1, precision="half", device="cpu")
+
+
+def test_compiled_mlp_matches_eager_and_keeps_its_state_dict():
+    torch.manual_seed(0)
+    net = mlp(5, [16], 3)
+    keys = list(net.state_dict())
+    x = torch.randn(8, 5)
+    with compute_precision("bf16"):
+        eager = net(x)
+    assert compile_networks(torch.nn.ModuleList([net])) == 1
+    with compute_precision("bf16"):
+        compiled = net(x)
+    assert compile_status(net) == "compiled"
+    assert compiled.dtype == torch.float32
+    torch.testing.assert_close(compiled, eager, rtol=1e-2, atol=1e-2)
+    assert list(net.state_dict()) == keys
+
+
+def test_a_compile_failure_falls_back_to_eager_for_good():
+    torch.manual_seed(0)
+    net = mlp(5, [16], 3)
+    x = torch.randn(8, 5)
+    expected = net(x)
+
+    def broken(*_):
+        raise RuntimeError("inductor: no C++ compiler\nsecond line")
+
+    net._compiled_body = broken
+    net.compile_status = "compiled"
+    torch.testing.assert_close(net(x), expected)
+    assert net._compiled_body is None
+    assert compile_status(net) == "eager (compile failed: RuntimeError: inductor: no C++ compiler)"
