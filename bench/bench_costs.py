@@ -2,7 +2,7 @@
 
 Usage: python bench/bench_costs.py [--envs maze,multistep-maze,recommender,dialogue] [--steps 250]
            [--warmup 20] [--encoder-steps 1000] [--eval-episodes 50] [--n-transitions 20000]
-           [--device cpu] [--threads 1] [--out bench/results/bench-costs.json]
+           [--device cpu] [--threads 1] [--precision fp32|bf16] [--out bench/results/bench-costs.json]
 For each env, in one process with torch threads --threads: collect a medium 50%-noise dataset
 (--n-transitions; the step cost does not depend on the dataset's size) and measure
   * the env's normalisers (1000 expert + 1000 random episodes, once per process; every
@@ -15,6 +15,8 @@ For each env, in one process with torch threads --threads: collect a medium 50%-
   * the time of one evaluation of --eval-episodes episodes of each trained agent (and of latent
     CQL on a Rand-1 table, the cheap lookup), with its mean episode length: evaluation time
     grows with the episode length, which a learned policy changes.
+Encoders and agents train in --precision (models/precision.py; the benchmark's ``auto`` is bf16 on
+a CPU with bf16 matrix units); evaluation always runs in fp32.
 os.getloadavg() is recorded with every number (the machine is shared). The estimate: CPU-hours
 of the 5-seed tables at 20,000 steps per agent, an evaluation of 50 episodes every 2,000 steps
 (10 per run) and 10,000-step encoders, for the paper group and for the ablations. Writes --out
@@ -40,6 +42,7 @@ from speed import time_ours  # noqa: E402  (bench/speed.py: sample + update_tens
 from merlion_core.benchmark_methods import bench_method, encoder_overrides, expand_methods  # noqa: E402
 from merlion_core.data.collect import collect, env_normalisers  # noqa: E402
 from merlion_core.evaluation import evaluate  # noqa: E402
+from merlion_core.models.precision import compute_precision  # noqa: E402
 from merlion_core.pipelines import dataset_env_overrides, representation_config  # noqa: E402
 from merlion_core.representation.registry import get_method  # noqa: E402
 
@@ -52,12 +55,14 @@ def load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def train_representation(method: str, dataset: Any, env_id: str, steps: int, device: str) -> tuple[Any, dict]:
+def train_representation(method: str, dataset: Any, env_id: str, steps: int, device: str,
+                         precision: str = "fp32") -> tuple[Any, dict]:
     overrides = encoder_overrides(bench_method(f"{method}-cql"), 0, steps, env_id)
     config = representation_config(method, env_id, overrides)
     before = load()
     started = time.perf_counter()
-    rep, _ = get_method(method).fit(dataset, config, device=device)
+    with compute_precision(precision):
+        rep, _ = get_method(method).fit(dataset, config, device=device)
     seconds = time.perf_counter() - started
     return rep, {"method": method, "steps": steps, "dim": int(rep.dim), "seconds": round(seconds, 3),
                  "seconds_per_1000_steps": round(1000 * seconds / steps, 3), "load_before": before, "load_after": load()}
@@ -96,7 +101,7 @@ def measure_env(env: str, args: argparse.Namespace) -> dict[str, Any]:
 
     encoders, representations = [], {}
     for method in LEARNED:
-        rep, record = train_representation(method, dataset, env_id, args.encoder_steps, args.device)
+        rep, record = train_representation(method, dataset, env_id, args.encoder_steps, args.device, args.precision)
         representations[method] = rep
         encoders.append(record)
         print(f"  encoder {method} (dim {record['dim']}): {record['seconds_per_1000_steps']:.1f} s / 1000 steps",
@@ -109,7 +114,8 @@ def measure_env(env: str, args: argparse.Namespace) -> dict[str, Any]:
     for algo in AGENTS:
         representation = representations["merlion"] if algo in ("cql", "bcq") else None
         before = load()
-        record = time_ours(algo, algo, dataset, {}, representation, args.steps, args.warmup, args.device)
+        record = time_ours(algo, algo, dataset, {}, representation, args.steps, args.warmup, args.device,
+                           precision=args.precision)
         record.update(load_before=before, load_after=load(), representation="merlion" if representation else None)
         agent = make_algorithm(algo, dataset.n_actions, dataset.obs_dim, {}, args.device, representation=representation)
         sampler = BatchSampler(dataset, agent.config.batch_size, seed=0, device=str(agent.device))
@@ -181,13 +187,15 @@ def main() -> None:
     parser.add_argument("--n-transitions", type=int, default=20_000)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "bench-costs.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out_path = Path(args.out)
     document = json.loads(out_path.read_text()) if out_path.exists() else {}
     document.update({"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                                 "threads": args.threads, "device": args.device},
+                                 "threads": args.threads, "device": args.device,
+                                 "precision": args.precision},
                      "settings": {k: v for k, v in vars(args).items() if k not in ("envs", "out")}})
     document.setdefault("envs", {})
     for env in [e.strip() for e in args.envs.split(",") if e.strip()]:
