@@ -76,7 +76,9 @@ def summarise_method(records: list[dict[str, Any]]) -> dict[str, Any]:
             "best_mean": best_mean, "best_ci95": best_ci,
             "last_success_rate": float(np.mean(successes)) if successes else math.nan,
             "mean_train_seconds": float(np.mean(seconds)) if seconds else None,
-            "devices": sorted({str(r.get("device")) for r in ok}), "curve": curve}
+            "devices": sorted({str(r.get("device")) for r in ok}),
+            # runs from before the precision option trained in fp32
+            "precisions": sorted({str(r.get("precision", "fp32")) for r in ok}), "curve": curve}
 
 
 def _clean(value: Any) -> Any:
@@ -173,11 +175,12 @@ def _normaliser_lines(normalisers: dict[str, Any] | None) -> list[str]:
 def markdown_table(summary: dict[str, Any]) -> str:
     config = summary["config"]
     devices = ", ".join(sorted({d for row in summary["methods"].values() for d in row.get("devices", [])})) or "-"
+    precisions = ", ".join(sorted({p for row in summary["methods"].values() for p in row.get("precisions", [])})) or "-"
     lines = [f"# Benchmark: {summary['env_id']}", "",
              f"Dataset: `{summary['settings']['dataset']}` (behaviour policy's normalised score "
              f"{summary['behaviour_score']:.1f}). {config['steps']} gradient steps per agent, evaluation every "
              f"{config['eval_every']} steps over {config['eval_episodes']} episodes, encoders "
-             f"{config['encoder_steps']} steps, devices used: {devices}. Normalised score, mean +- 95% CI "
+             f"{config['encoder_steps']} steps, devices used: {devices}, precisions: {precisions}. Normalised score, mean +- 95% CI "
              f"(Student's t) over seeds.", *_normaliser_lines(summary.get("normalisers")), "",
              f"'last 3' is the mean of each run's last {LAST_K} evaluations; the best evaluation is not a score "
              "(a maximum over noisy evaluations is biased upward) and is only in summary.json.", "",

@@ -56,7 +56,8 @@ def test_summary_of_runs_with_a_failure():
         return {"seed": seed, "curve": curve, "last_score": scores[-1], "best_score": max(scores),
                 "last_success_rate": 0.5, "train_seconds": 2.0}
 
-    rows = summarise_method([record(0, [0.0, 10.0, 30.0, 20.0]), record(1, [90.0, 20.0, 40.0, 60.0]),
+    rows = summarise_method([record(0, [0.0, 10.0, 30.0, 20.0]),
+                             {**record(1, [90.0, 20.0, 40.0, 60.0]), "precision": "bf16"},
                              {"seed": 2, "curve": [], "last_score": None, "best_score": None, "error": "boom"}])
     assert rows["seeds"] == 2 and rows["failed"] == [{"seed": 2, "error": "boom"}]
     assert rows["last_mean"] == 40.0 and rows["best_mean"] == 60.0
@@ -67,6 +68,8 @@ def test_summary_of_runs_with_a_failure():
                             "config": {"steps": 40, "eval_every": 10, "eval_episodes": 5, "encoder_steps": 1},
                             "methods": {"m": rows}})
     assert "| m | 2 (1 failed) | 40.0 +- 254.1 | 30.0 +- 127.1 |" in table and "| last 3 |" in table and "| best |" not in table
+    # a record from before the precision option counts as fp32
+    assert rows["precisions"] == ["bf16", "fp32"] and "precisions: bf16, fp32." in table
 
 
 def test_tiny_benchmark_runs_and_resumes(tmp_path, monkeypatch):
