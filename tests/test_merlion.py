@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from merlion_core.representation import losses
 from merlion_core.representation.merlion import (
@@ -53,6 +54,27 @@ def test_reward_and_behaviour_losses_by_hand():
     assert losses.reward_loss(t(1.0, 2.0), t(0.0, 4.0)).item() == pytest.approx((1 + 4) / 2)
     logits = torch.log(t(0.5, 0.25, 0.25))[None]
     assert losses.behaviour_loss(logits, torch.tensor([1])).item() == pytest.approx(-math.log(0.25))
+
+
+def test_fused_behaviour_loss_and_max_logit_by_hand_and_against_cross_entropy():
+    # by hand: G = (0.5, 0.25, 0.25) and (0.1, 0.2, 0.7), targets 1 and 2, logits shifted by 3 and -1
+    logits = torch.stack([torch.log(t(0.5, 0.25, 0.25)) + 3.0, torch.log(t(0.1, 0.2, 0.7)) - 1.0])
+    loss, max_logit = losses.behaviour_loss_and_max_logit(logits, torch.tensor([1, 2]))
+    assert loss.item() == pytest.approx((-math.log(0.25) - math.log(0.7)) / 2, rel=1e-6)
+    assert max_logit.tolist() == pytest.approx([math.log(0.5) + 3.0, math.log(0.7) - 1.0])
+    # value and gradient equal torch's cross-entropy (and its max) on a wide random batch
+    gen = torch.Generator().manual_seed(0)
+    wide = (5 * torch.randn(16, 300, generator=gen, dtype=torch.float64)).requires_grad_()
+    act = torch.randint(0, 300, (16,), generator=gen)
+    act[1] = act[0]  # a repeated target: each row's own one-hot
+    ours, ours_max = losses.behaviour_loss_and_max_logit(wide, act)
+    (2.5 * ours).backward()
+    grad_ours = wide.grad.clone()
+    wide.grad = None
+    (2.5 * F.cross_entropy(wide, act)).backward()
+    torch.testing.assert_close(ours, F.cross_entropy(wide, act))
+    torch.testing.assert_close(grad_ours, wide.grad)
+    torch.testing.assert_close(ours_max, wide.detach().max(dim=1).values)
 
 
 def test_transition_loss_equals_torch_gaussian_nll_in_value_and_gradient():

@@ -18,9 +18,13 @@ def w2_diagonal_gaussians(mu_i: torch.Tensor, std_i: torch.Tensor, mu_j: torch.T
     return torch.sqrt(((mu_i - mu_j) ** 2).sum(-1) + ((std_i - std_j) ** 2).sum(-1))
 
 
-def ood_indicator(logits_BA: torch.Tensor, act_B: torch.Tensor, tau: float) -> torch.Tensor:
-    """I_hat_beta(a | s) = 1 when G(a|s) / max_a' G(a'|s) <= tau, else 0 (A.3)."""
-    log_relative = logits_BA.gather(1, act_B[:, None]).squeeze(1) - logits_BA.max(dim=1).values
+def ood_indicator(logits_BA: torch.Tensor, act_B: torch.Tensor, tau: float,
+                  max_logit_B: torch.Tensor | None = None) -> torch.Tensor:
+    """I_hat_beta(a | s) = 1 when G(a|s) / max_a' G(a'|s) <= tau, else 0 (A.3). ``max_logit_B``: the
+    rows' largest logit when already at hand (:func:`behaviour_loss_and_max_logit`)."""
+    if max_logit_B is None:
+        max_logit_B = logits_BA.max(dim=1).values
+    log_relative = logits_BA.gather(1, act_B[:, None]).squeeze(1) - max_logit_B
     return (log_relative <= torch.log(torch.as_tensor(tau, dtype=logits_BA.dtype))).to(logits_BA.dtype)
 
 
@@ -55,3 +59,35 @@ def reward_loss(r_hat: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
 def behaviour_loss(logits_BA: torch.Tensor, act_B: torch.Tensor) -> torch.Tensor:
     """J(G) = CrossEntropy(G(.|s), a_i) (Eq. 26)."""
     return F.cross_entropy(logits_BA, act_B)
+
+
+class _CrossEntropyAndMax(torch.autograd.Function):
+    """Mean cross-entropy of integer targets and the rows' max logit from one exp pass over the |A|
+    logits; the backward writes softmax - one-hot into the saved exponentials (no second exp)."""
+
+    @staticmethod
+    def forward(ctx, logits_BA: torch.Tensor, act_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        max_B1 = logits_BA.amax(dim=1, keepdim=True)
+        exp_BA = (logits_BA - max_B1).exp_()
+        sum_B1 = exp_BA.sum(dim=1, keepdim=True)
+        log_normaliser_B = (max_B1 + sum_B1.log()).squeeze(1)
+        loss = (log_normaliser_B - logits_BA.gather(1, act_B[:, None]).squeeze(1)).mean()
+        ctx.save_for_backward(exp_BA, sum_B1, act_B)
+        ctx.mark_non_differentiable(max_B1)
+        return loss, max_B1.squeeze(1)
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor, _grad_max: torch.Tensor) -> tuple[torch.Tensor, None]:
+        exp_BA, sum_B1, act_B = ctx.saved_tensors
+        scale = grad_loss / exp_BA.shape[0]
+        grad_BA = exp_BA / sum_B1 * scale  # softmax * scale
+        rows = torch.arange(exp_BA.shape[0], device=exp_BA.device)
+        grad_BA[rows, act_B] -= scale
+        return grad_BA, None
+
+
+def behaviour_loss_and_max_logit(logits_BA: torch.Tensor, act_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """J(G) = CrossEntropy(G(.|s), a_i) (Eq. 26), equal to :func:`behaviour_loss`, and the rows' max
+    logit that I_hat (A.3) needs, computed together: the |A|-wide softmax is most of an encoder step
+    on large action sets (docs/results.md, "Training speed")."""
+    return _CrossEntropyAndMax.apply(logits_BA, act_B)

@@ -139,8 +139,10 @@ def merlion_losses(rep: MerlionRepresentation, obs, act_i, rew_i, next_obs, act_
         mu, std = rep.transition_model(obs_ij, e_ij)
         r_hat = rep.reward_model(obs_ij, e_ij)
         logits = rep.behaviour_model(obs)
+    behaviour_loss, max_logit = (losses.behaviour_loss_and_max_logit(logits, act_i) if train_models
+                                 else (None, None))
     with torch.no_grad():
-        ood_j = losses.ood_indicator(logits.detach(), act_j, config.tau)
+        ood_j = losses.ood_indicator(logits.detach(), act_j, config.tau, max_logit)
         w2_ij = losses.w2_diagonal_gaussians(mu[:b].detach(), std[:b].detach(), mu[b:].detach(), std[b:].detach())
         r_i = r_hat[:b].detach() if config.reward_target == "model" else rew_i
         d_hat = losses.pseudometric_target(r_i, r_hat[b:].detach(), w2_ij, ood_j, config.gamma, config.p)
@@ -148,7 +150,7 @@ def merlion_losses(rep: MerlionRepresentation, obs, act_i, rew_i, next_obs, act_
     if train_models:
         out["transition_loss"] = losses.transition_loss(mu[:b], std[:b], next_obs)
         out["reward_loss"] = losses.reward_loss(r_hat[:b], rew_i)
-        out["behaviour_loss"] = losses.behaviour_loss(logits, act_i)
+        out["behaviour_loss"] = behaviour_loss
     out["ood_share"] = ood_j.mean()
     out["d_hat_mean"] = d_hat.mean()
     return out
