@@ -2,7 +2,8 @@
 
 Measures: 10,000 steps of all four models of Algorithm 2; embed_all for 64 states x 4096
 actions; 300 warm-start steps. Usage: python bench/encoder.py [--threads 1] [--steps 10000]
-Writes bench/results/encoder.json.
+[--precision fp32|bf16] (the networks' precision while training, models/precision.py).
+Writes bench/results/encoder.json (--out to change); the load average is recorded.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from merlion_core.models.precision import compute_precision
 from merlion_core.representation.merlion import build, config_for_env, train_steps, warm_start
 
 
@@ -26,6 +28,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/encoder.json")
     parser.add_argument("--dataset", help="a saved maze dataset (default: collect medium/0.5/100k/seed 0)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.dataset:
@@ -40,9 +43,11 @@ def main() -> None:
                           (args.device if args.device != "auto" else "cpu"))
     config = config_for_env(dataset.meta.env_id, steps=args.steps, log_every=1000)
     rep = build(config, dataset.n_actions, dataset.obs_dim)
+    load_at_start = os.getloadavg()
     started = time.perf_counter()
-    for _ in train_steps(rep, dataset, config, device=str(device)):
-        pass
+    with compute_precision(args.precision):
+        for _ in train_steps(rep, dataset, config, device=str(device)):
+            pass
     if device.type == "cuda":
         torch.cuda.synchronize()
     train_seconds = time.perf_counter() - started
@@ -65,6 +70,8 @@ def main() -> None:
     result = {
         "machine": {"device": str(device), "cpus": os.cpu_count(), "torch_threads": args.threads, "python": platform.python_version(),
                     "torch": torch.__version__},
+        "precision": args.precision,
+        "load_average": {"start": load_at_start, "end": os.getloadavg()},
         "train_steps": args.steps,
         "train_seconds": train_seconds,
         "train_seconds_per_10k_steps": train_seconds * 10_000 / args.steps,
