@@ -120,7 +120,7 @@ class OfflineAlgorithm(nn.Module):
     def make_optimizer(self) -> torch.optim.Optimizer:
         """Adam (``config.lr``) over the trainable parameters (built on first use of ``optimizer``,
         after the algorithm has moved to its device)."""
-        return torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=self.config.lr)
+        return torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=self.config.lr, fused=True)
 
     # --- implemented by subclasses -------------------------------------------------------------
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:

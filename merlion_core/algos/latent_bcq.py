@@ -258,7 +258,7 @@ class LatentBCQ(OfflineAlgorithm):
         lr = self.config.lr
         return torch.optim.Adam([{"params": list(self.vae.parameters()), "lr": lr},
                                  {"params": list(self.actor.parameters()), "lr": lr},
-                                 {"params": list(self.critic.parameters()), "lr": lr}])
+                                 {"params": list(self.critic.parameters()), "lr": lr}], fused=True)
 
     # --- latent space (shared with the other latent algorithm: merlion_core/algos/latent.py) ---
     fit_latent_bound = latent.fit_latent_bound

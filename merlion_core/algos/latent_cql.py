@@ -264,7 +264,7 @@ class LatentCQL(OfflineAlgorithm):
             groups.append({"params": [self.log_alpha], "lr": self.config.entropy_lr})
         if self.log_alpha_prime.requires_grad:
             groups.append({"params": [self.log_alpha_prime], "lr": self.config.q_lr})
-        return torch.optim.Adam(groups)
+        return torch.optim.Adam(groups, fused=True)
 
     # --- latent space (shared with the other latent algorithm: merlion_core/algos/latent.py) ---
     fit_latent_bound = latent.fit_latent_bound

@@ -153,7 +153,7 @@ class PLAS(OfflineAlgorithm):
             {"params": self.cvae.parameters(), "lr": cfg.vae_lr},
             {"params": self.actor.parameters(), "lr": cfg.actor_lr},
             {"params": list(self.critic1.parameters()) + list(self.critic2.parameters()), "lr": cfg.critic_lr},
-        ])
+        ], fused=True)
 
     def latent_action(self, actor: nn.Module, obs_BS: torch.Tensor) -> torch.Tensor:
         return self.config.max_latent * torch.tanh(actor(obs_BS))
