@@ -2,7 +2,8 @@
 
 Measures: 10,000 steps of all four models of Algorithm 2; embed_all for 64 states x 4096
 actions; 300 warm-start steps. Usage: python bench/encoder.py [--threads 1] [--steps 10000]
-[--precision fp32|bf16] (the networks' precision while training, models/precision.py).
+[--precision fp32|bf16] (the networks' precision while training, models/precision.py)
+[--no-flush-denormals] (subnormal floats kept, as before the training pipelines flushed them).
 Writes bench/results/encoder.json (--out to change); the load average is recorded.
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from merlion_core.models.precision import compute_precision
+from merlion_core.models.precision import compute_precision, flush_denormals
 from merlion_core.representation.merlion import build, config_for_env, train_steps, warm_start
 
 
@@ -29,8 +30,12 @@ def main() -> None:
     parser.add_argument("--dataset", help="a saved maze dataset (default: collect medium/0.5/100k/seed 0)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    parser.add_argument("--no-flush-denormals", action="store_true",
+                        help="leave subnormal floats on (the training pipelines flush them to zero)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if not args.no_flush_denormals:
+        flush_denormals()
     if args.dataset:
         from merlion_core.data.io import load_dataset
 
@@ -71,6 +76,7 @@ def main() -> None:
         "machine": {"device": str(device), "cpus": os.cpu_count(), "torch_threads": args.threads, "python": platform.python_version(),
                     "torch": torch.__version__},
         "precision": args.precision,
+        "flush_denormals": not args.no_flush_denormals,
         "load_average": {"start": load_at_start, "end": os.getloadavg()},
         "train_steps": args.steps,
         "train_seconds": train_seconds,

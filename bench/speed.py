@@ -50,7 +50,7 @@ from merlion_core.data.io import load_dataset, save_dataset
 from merlion_core.data.sampler import BatchSampler
 from merlion_core.evaluation import evaluate
 from merlion_core.models.mlp import compile_networks, compile_status, resolve_device
-from merlion_core.models.precision import PRECISIONS, compute_precision, resolve_precision
+from merlion_core.models.precision import PRECISIONS, compute_precision, flush_denormals, resolve_precision
 from merlion_core.peers import d3rlpy_peer
 from merlion_core.representation import merlion as merlion_method
 from merlion_core.pipelines import dataset_env_overrides, representation_config
@@ -238,6 +238,7 @@ def main() -> None:
     if bad or not args.precisions:
         parser.error(f"--precisions: fp32 and/or bf16, got {args.precisions}")
     torch.set_num_threads(args.threads)
+    flush_denormals()  # as the training pipelines do
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.exists() else {}
     host = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),

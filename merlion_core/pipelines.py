@@ -15,7 +15,7 @@ import torch
 from merlion_core.checkpoints import encoder_checkpoint
 from merlion_core.data.io import detect_format, load_dataset
 from merlion_core.models.mlp import resolve_device
-from merlion_core.models.precision import compute_precision, resolve_precision
+from merlion_core.models.precision import compute_precision, flush_denormals, resolve_precision
 from merlion_core.representation.artifacts import load_representation, save_representation
 from merlion_core.representation.base import ProgressFn
 from merlion_core.representation.merlion import PAPER_ENV_DEFAULTS
@@ -52,6 +52,7 @@ def train_encoder(dataset_path: str | os.PathLike, method: str, out_dir: str | o
     With ``checkpoint_dir``, methods that train save a checkpoint every ``checkpoint_every`` steps
     (at reporting points); ``resume`` continues from the latest one there."""
     resolved = resolve_precision(precision, resolve_device(device))
+    flush_denormals()
     dataset = load_dataset(dataset_path)
     config = representation_config(method, dataset.meta.env_id, overrides or {})
     if on_config is not None:

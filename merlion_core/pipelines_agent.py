@@ -13,7 +13,7 @@ from merlion_core.checkpoints import agent_checkpoint
 from merlion_core.data.io import load_dataset
 from merlion_core.data.sampler import BatchSampler
 from merlion_core.evaluation import evaluate, learning_curve_point
-from merlion_core.models.precision import check_precision, resolve_precision
+from merlion_core.models.precision import check_precision, flush_denormals, resolve_precision
 from merlion_core.pipelines import dataset_env_overrides
 
 
@@ -46,6 +46,7 @@ def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.Pa
     ``precision`` (auto, fp32, bf16; models/precision.py): the networks' precision in gradient steps,
     resolved for the device and recorded in the agent's config.json and the result."""
     check_precision(precision)
+    flush_denormals()
     dataset = load_dataset(dataset_path)
     if not dataset.meta.env_id and eval_every:
         raise ValueError(f"{dataset_path}: no environment recorded; cannot evaluate")

@@ -107,14 +107,22 @@ def test_train_agent_and_encoder_record_the_precision(tmp_path):
 
     data = collect("maze", "medium", 0.5, 2000, seed=0, env_overrides={"n_actuators": 6})
     save_dataset(data, tmp_path / "data")
+
+    def subnormals_flushed() -> bool:
+        return (torch.tensor([1e-39]) * 1.0).item() == 0.0
+
+    torch.set_flush_denormal(False)
     result = train_agent(tmp_path / "data", "bc", tmp_path / "agent", steps=3, precision="bf16",
                          overrides={"hidden": [16]}, device="cpu")
     assert result["precision"] == "bf16"
     assert json.loads((tmp_path / "agent" / "config.json").read_text())["precision"] == "bf16"
+    assert subnormals_flushed()  # the pipelines train with subnormal floats flushed to zero
+    torch.set_flush_denormal(False)
     enc = train_encoder(tmp_path / "data", "merlion", tmp_path / "enc", overrides={"steps": 3}, device="cpu",
                         precision="fp32")
     assert enc["precision"] == "fp32"
     assert json.loads((tmp_path / "enc" / "config.json").read_text())["precision"] == "fp32"
+    assert subnormals_flushed()
     with pytest.raises(ValueError, match="precision: one of"):
         train_agent(tmp_path / "data", "bc", tmp_path / "a2", steps=1, precision="half", device="cpu")
 
@@ -149,3 +157,16 @@ def test_a_compile_failure_falls_back_to_eager_for_good():
     torch.testing.assert_close(net(x), expected)
     assert net._compiled_body is None
     assert compile_status(net) == "eager (compile failed: RuntimeError: inductor: no C++ compiler)"
+
+
+def test_flush_denormals_makes_subnormal_floats_zero():
+    from merlion_core.models.precision import flush_denormals
+
+    try:
+        torch.set_flush_denormal(False)  # earlier tests trained through the pipelines, which set it
+        tiny = torch.tensor([1e-39])  # subnormal in fp32
+        assert (tiny * 1.0).item() > 0
+        assert flush_denormals()  # this CPU (x86 with SSE3) supports it
+        assert (tiny * 1.0).item() == 0.0
+    finally:
+        torch.set_flush_denormal(False)

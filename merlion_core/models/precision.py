@@ -67,3 +67,15 @@ def compute_precision(precision: str) -> Iterator[None]:
 def network_dtype() -> torch.dtype | None:
     """The reduced dtype networks compute in here (None: fp32)."""
     return _NETWORK_DTYPE.get()
+
+
+def flush_denormals() -> bool:
+    """Turn on flush-to-zero for subnormal floats on the CPU (x86 FTZ/DAZ) for this process; True when
+    the CPU supports it. The training pipelines set it: as the encoder trains, values below 1.2e-38
+    appear (Adam's moments, tiny gradients) and operations on them are many times slower, so a step
+    slows down as training goes on (measured: bench/encoder.py with and without it, docs/results.md,
+    "Training speed"). Their contribution to any loss or update is below fp32's resolution of the
+    numbers they are added to. torch has no getter for the flag, so it stays on."""
+    import torch
+
+    return bool(torch.set_flush_denormal(True))
