@@ -71,11 +71,11 @@ def network_dtype() -> torch.dtype | None:
 
 def flush_denormals() -> bool:
     """Turn on flush-to-zero for subnormal floats on the CPU (x86 FTZ/DAZ) for this process; True when
-    the CPU supports it. The training pipelines set it: as the encoder trains, values below 1.2e-38
-    appear (Adam's moments, tiny gradients) and operations on them are many times slower, so a step
-    slows down as training goes on (measured: bench/encoder.py with and without it, docs/results.md,
-    "Training speed"). Their contribution to any loss or update is below fp32's resolution of the
-    numbers they are added to. torch has no getter for the flag, so it stays on."""
+    the CPU supports it. The training pipelines set it: values below 1.2e-38 appear as the encoder
+    trains and the CPU computes on them slowly, so without it a step slows down as training goes on
+    (bench/encoder.py with and without it, docs/results.md, "Training speed"). Added to a normal
+    number, a subnormal is below fp32's resolution of it. torch has no getter for the flag, so it
+    stays on."""
     import torch
 
     return bool(torch.set_flush_denormal(True))
