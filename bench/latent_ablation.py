@@ -44,7 +44,22 @@ VARIANTS: dict[str, dict] = {
     "all-no-bc": {"cql_samples": "real", "bc_steps": 0},
     # "all" with box points added to the real-action proposals (both kinds in the log-sum-exp): the defaults
     "all-both": {"cql_samples": "both"},
+    # change 3 alone: the committed setting on an encoder trained with reward_target="model"
+    "reward-model": BEFORE,
+    # changes 1-3 together: the defaults on an encoder trained with reward_target="model"
+    "all-reward-model": {"cql_samples": "both"},
 }
+MODEL_REWARD_VARIANTS = ("reward-model", "all-reward-model")
+"""Variants whose encoder must have been trained with reward_target="model" (every other: "sampled")."""
+
+
+def check_encoder(variant: str, encoder: str) -> None:
+    """Refuse an encoder whose reward_target does not match the variant (a mislabelled run costs an hour)."""
+    config = json.loads((Path(encoder) / "config.json").read_text())["config"]
+    want = "model" if variant in MODEL_REWARD_VARIANTS else "sampled"
+    got = config.get("reward_target", "sampled")
+    if got != want:
+        raise SystemExit(f"{encoder}: reward_target is {got!r}; variant {variant!r} needs {want!r}")
 
 
 def t_interval(values: list[float]) -> dict:
@@ -87,6 +102,7 @@ def run(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(1)
     args.env_id = load_dataset(args.dataset).meta.env_id
+    check_encoder(args.variant, args.encoder.format(seed=args.seed))
     overrides = {**VARIANTS[args.variant], "seed": args.seed}
     folder = OUT / args.env
     name = args.variant if args.precision == "fp32" else f"{args.variant}-{args.precision}"

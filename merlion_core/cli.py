@@ -198,6 +198,7 @@ def dataset_summary(dataset: Any, fmt: str) -> dict[str, Any]:
         "seed": meta.seed,
         "expert_return": expert,
         "random_return": random,
+        "propensities": bool(dataset.has_propensities),
     }
 
 
@@ -225,7 +226,9 @@ def cmd_dataset_validate(args: argparse.Namespace) -> int:
         print(f"invalid: {message}", file=sys.stderr)
         return 1
     print(f"valid: {args.path}: {fmt}, {dataset.n_transitions} transitions, {dataset.n_episodes} episodes, "
-          f"{dataset.n_actions} actions, obs_dim {dataset.obs_dim}")
+          f"{dataset.n_actions} actions, obs_dim {dataset.obs_dim}, "
+          f"propensities {'yes' if dataset.has_propensities else 'no'}"
+          + ("" if dataset.meta.env_id else "; names no simulator (agents are judged by off-policy evaluation)"))
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -25,6 +26,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="networks' precision in gradient steps: bf16 autocast where the CPU or GPU has bf16 "
                         "matrix units (auto), fp32 or bf16 (default: auto)")
+    p.add_argument("--holdout", type=float, default=None,
+                   help="share of whole episodes kept out of training for off-policy evaluation (merlion ope); "
+                        "default: 0, or 0.2 when the dataset names no simulator")
+    p.add_argument("--holdout-seed", type=int, default=0, help="seed of the held-out episodes' choice")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     add_config_union_arguments(p, {name: (cls, {}) for name, (cls, _) in ALGORITHMS.items()},
@@ -38,6 +43,78 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_evaluate)
 
+    add_ope_command(sub)
+
+
+def add_ope_command(sub: argparse._SubParsersAction) -> None:
+    """``merlion ope``: options generated from pipelines_ope.OPEConfig."""
+    from merlion_core.config import field_docs
+    from merlion_core.pipelines_ope import OPEConfig
+
+    p = sub.add_parser("ope", help="off-policy evaluation of a saved agent on logged episodes it never trained on")
+    p.add_argument("--agent", required=True, help="agent folder from train-agent")
+    p.add_argument("--dataset", required=True,
+                   help="logged data: the agent's own dataset (its recorded held-out episodes) or other episodes")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    docs = field_docs(OPEConfig)
+    for field in dataclasses.fields(OPEConfig):
+        flag = "--" + field.name.replace("_", "-")
+        if isinstance(field.default, tuple):
+            p.add_argument(flag, default=argparse.SUPPRESS, help=f"{docs[field.name]} (comma-separated; "
+                           f"default: {','.join(map(str, field.default))})")
+        elif field.type in (bool, "bool"):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=f"{docs[field.name]} (default: {field.default})")
+        else:
+            p.add_argument(flag, type=type(field.default), default=argparse.SUPPRESS,
+                           help=f"{docs[field.name]} (default: {field.default})")
+    p.set_defaults(func=cmd_ope)
+
+
+def ope_config_from_args(args: argparse.Namespace) -> object:
+    from merlion_core.pipelines_ope import OPEConfig
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(OPEConfig) if hasattr(args, f.name)}
+    for name in ("estimators", "fqe_hidden"):
+        if name in values:
+            items = tuple(e.strip() for e in values[name].split(",") if e.strip())
+            try:
+                values[name] = items if name == "estimators" else tuple(int(e) for e in items)
+            except ValueError:
+                raise SystemExit(f"merlion ope: --{name.replace('_', '-')}: expected comma-separated integers, "
+                                 f"got {values[name]!r}") from None
+    return OPEConfig(**values)
+
+
+def cmd_ope(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from merlion_core.pipelines_ope import ope_agent
+
+    config = ope_config_from_args(args)
+    bar = tqdm(total=None, unit="step", desc="ope: fitting", disable=args.quiet, file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    result = ope_agent(args.agent, args.dataset, config, progress=progress, device=args.device)
+    bar.close()
+    if args.json:
+        slim = {**result, "estimators": {name: {k: v for k, v in e.items() if k != "details"}
+                                         for name, e in result["estimators"].items()}}
+        print(json.dumps(slim, indent=2, sort_keys=True))
+        return 0
+    print(f"{result['held_out_episodes']} held-out episodes ({result['held_out']}); behaviour: "
+          f"{result['behaviour_source'] or 'not needed'}")
+    for name, e in result["estimators"].items():
+        score = "" if e["normalised_score"] is None else (
+            f"  normalised {e['normalised_score']:.1f} [{e['normalised_ci95'][0]:.1f}, {e['normalised_ci95'][1]:.1f}]")
+        print(f"{name:>5}: value {e['value']:.3f} [{e['ci95'][0]:.3f}, {e['ci95'][1]:.3f}]{score}")
+    return 0
+
 
 def cmd_train_agent(args: argparse.Namespace) -> int:
     from tqdm import tqdm
@@ -50,11 +127,13 @@ def cmd_train_agent(args: argparse.Namespace) -> int:
         bar.update(step - bar.n)
         if "normalised_score" in point:
             bar.set_postfix({"score": f"{point['normalised_score']:.1f}"}, refresh=False)
+        elif "ope_fqe" in point:
+            bar.set_postfix({"ope fqe": f"{point['ope_fqe']:.1f}"}, refresh=False)
 
     result = train_agent(args.dataset, args.algo, args.out, steps=args.steps, encoder_dir=args.encoder,
                          overrides=config_overrides(args), eval_every=args.eval_every,
                          eval_episodes=args.eval_episodes, device=args.device, precision=args.precision,
-                         progress=progress)
+                         progress=progress, holdout=args.holdout, holdout_seed=args.holdout_seed)
     bar.close()
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))

@@ -14,6 +14,7 @@ from merlion_core.data.io import load_dataset
 from merlion_core.data.sampler import BatchSampler
 from merlion_core.evaluation import evaluate, learning_curve_point
 from merlion_core.models.precision import check_precision, flush_denormals, resolve_precision
+from merlion_core.ope import split_to_dict
 from merlion_core.pipelines import dataset_env_overrides
 
 
@@ -34,8 +35,16 @@ def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.Pa
                 progress: Callable[[int, dict[str, float]], None] | None = None,
                 checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 0,
                 resume: bool = False, precision: str = "auto",
-                extra_evaluation: Callable[[Any, int], dict[str, Any]] | None = None) -> dict[str, Any]:
+                extra_evaluation: Callable[[Any, int], dict[str, Any]] | None = None,
+                holdout: float | None = None, holdout_seed: int = 0,
+                ope_config: Any = None) -> dict[str, Any]:
     """Train ``algo`` for ``steps`` gradient steps; evaluate every ``eval_every`` steps (0 = at the end).
+
+    ``holdout``: the share of whole episodes kept out of training (a seeded split, ``holdout_seed``,
+    recorded in the agent's config.json) for off-policy evaluation; None = 0 when the dataset names a
+    simulator and NO_SIMULATOR_HOLDOUT when it does not. Without a simulator every evaluation point is an
+    off-policy evaluation on those episodes (``ope_config``: a pipelines_ope.OPEConfig, default
+    CURVE_OPE) instead of simulator episodes, and the run never fails for the missing simulator.
 
     ``extra_evaluation(agent, step)``, when given, runs at every evaluation point and its dict joins the
     point's diagnostics (e.g. other acting rules scored on the same episodes).
@@ -47,9 +56,13 @@ def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.Pa
     resolved for the device and recorded in the agent's config.json and the result."""
     check_precision(precision)
     flush_denormals()
-    dataset = load_dataset(dataset_path)
-    if not dataset.meta.env_id and eval_every:
-        raise ValueError(f"{dataset_path}: no environment recorded; cannot evaluate")
+    full = load_dataset(dataset_path)
+    split = _holdout(full, NO_SIMULATOR_HOLDOUT if holdout is None and not full.meta.env_id else holdout or 0.0,
+                     holdout_seed, dataset_path)
+    dataset = full if split is None else full.subset(split.train_index)
+    if not full.meta.env_id and split is None:
+        raise ValueError(f"{dataset_path}: names no simulator, so the agent can only be judged by off-policy "
+                         "evaluation on held-out episodes: set a holdout share > 0")
     config = agent_config(algo, overrides or {})
     representation = None
     if algo in LATENT_ALGORITHMS:
@@ -75,7 +88,11 @@ def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.Pa
     for step, metrics in agent.train_steps(sampler, steps - start, log_every=max(1, log_every)):
         step += start  # checkpoints sit at logging points, so a resumed run logs at the same steps
         point: dict[str, Any] = {"step": step, **metrics}
-        if dataset.meta.env_id and (eval_every or step == steps):
+        if not dataset.meta.env_id and (eval_every or step == steps):
+            agent.eval()
+            point.update(_ope_point(agent, full, split, ope_config))
+            agent.train()
+        elif dataset.meta.env_id and (eval_every or step == steps):
             agent.eval()
             point.update(learning_curve_point(step, evaluate(agent, dataset.meta.env_id, eval_episodes,
                                                              seed=step, env_overrides=env_overrides)))
@@ -100,12 +117,47 @@ def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.Pa
     seconds = time.perf_counter() - started
     info = {"env_id": dataset.meta.env_id, "env_overrides": env_overrides,
             "encoder": str(encoder_dir) if encoder_dir else None,
-            "dataset": {"path": str(dataset_path), "n_transitions": dataset.n_transitions},
+            "dataset": {"path": str(dataset_path), "n_transitions": full.n_transitions,
+                        "digest": full.content_digest()},
+            "holdout": None if split is None else split_to_dict(split),
             "steps": steps, "train_seconds": round(seconds, 3), "step_mode": agent.step_mode,
             "precision": agent.precision}
     save_agent(agent, algo, out_dir, metrics={"curve": curve, "train_seconds": seconds}, info=info)
     return {"out": str(out_dir), "algo": algo, "seconds": seconds, "last": curve[-1] if curve else {},
             "step_mode": agent.step_mode, "precision": agent.precision}
+
+
+NO_SIMULATOR_HOLDOUT = 0.2
+"""Share of whole episodes held out for off-policy evaluation when a dataset names no simulator."""
+
+
+def _holdout(dataset: Any, fraction: float, seed: int, where: Any) -> Any:
+    """The seeded episode split for ``fraction`` > 0 (None for 0); one-line errors naming the dataset."""
+    from merlion_core.ope import holdout_split
+
+    if fraction == 0:
+        return None
+    try:
+        return holdout_split(dataset.episode_ends, fraction, seed)
+    except ValueError as exc:
+        raise ValueError(f"{where}: holdout: {exc}") from None
+
+
+def _ope_point(agent: Any, dataset: Any, split: Any, config: Any) -> dict[str, Any]:
+    """A learning-curve point without a simulator: off-policy estimates on the held-out episodes, nested
+    under "ope" and flat as ope_NAME, ope_NAME_lo, ope_NAME_hi (normalised scores where the dataset names
+    normalisers, else values)."""
+    from merlion_core.pipelines_ope import CURVE_OPE, ope_arrays
+
+    config = CURVE_OPE if config is None else config
+    estimates = ope_arrays(agent, dataset, split.heldout_index, config, device=str(agent.device))
+    point: dict[str, Any] = {"ope": {name: {k: v for k, v in e.items() if k != "details"}
+                                     for name, e in estimates.items()}}
+    for name, e in estimates.items():  # flat numbers for the job store: normalised where possible
+        normalised = e["normalised_score"] is not None
+        point[f"ope_{name}"] = e["normalised_score"] if normalised else e["value"]
+        point[f"ope_{name}_lo"], point[f"ope_{name}_hi"] = e["normalised_ci95"] if normalised else e["ci95"]
+    return point
 
 
 DIAGNOSTIC_STATES = 256

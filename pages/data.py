@@ -7,7 +7,7 @@ from merlion_core.config import ConfigError
 from merlion_core.data.dataset import DatasetError
 from merlion_core.envs import ENV_SPECS
 from merlion_core.jobs.spec import CollectJob
-from studio import catalog, charts, jobs_client, loaders, settings, uploads
+from studio import catalog, charts, jobs_client, loaders, settings, simulator, uploads
 from studio.forms import config_form
 from studio.page import any_active, live_fragment, progress_lines, setup
 
@@ -52,9 +52,52 @@ with upload:
                 st.session_state["data.upload_result"] = ("error", str(exc), "")
         status, text, fmt = st.session_state["data.upload_result"]
         if status == "ok":
-            st.success(f"{file.name}: valid {fmt} dataset, saved as `{text}`. Its summary is in the Summary tab.")
+            st.success(f"{file.name}: valid {fmt} dataset, saved as `{text}`. Its summary is in the Summary tab"
+                       + ("." if loaders.dataset(text).meta.env_id else "; it names no simulator (see there)."))
         else:
             st.error(text)
+
+
+def simulator_panel(path: str, summary: dict) -> None:
+    """The dataset's simulator: for one that names none, say what that means and offer the
+    registered environments of its shape (or keeping none); one named here can be taken back."""
+    meta = loaders.dataset(path).meta
+    notice = st.session_state.pop("data.sim_notice", None)
+    if notice:
+        getattr(st, notice[0])(notice[1])
+    if meta.env_id and simulator.named_in_studio(meta):
+        st.caption(f"Simulator `{meta.env_id}` was named here (the dataset's maker recorded none).")
+        if st.button("Back to no simulator", key="data.sim_undo"):
+            act(simulator.clear_env, path, "No simulator again: the metadata it replaced is back.")
+    if meta.env_id:
+        return
+    st.info(simulator.NO_SIMULATOR_NOTE + ".")
+    problem = simulator.editable_problem(path)
+    choices = {s.env_id: s for s in simulator.matching_envs(summary["obs_dim"], summary["n_actions"])}
+    if problem or not choices:
+        st.caption(problem or simulator.no_match_text(summary["obs_dim"], summary["n_actions"],
+                                                      bool(meta.extra.get("n_actions_inferred"))))
+        return
+    options = ["none", *choices]
+    if st.session_state.get("data.simulator") not in options:
+        st.session_state.pop("data.simulator", None)
+    pick = st.radio(f"Simulator (registered environments with {summary['obs_dim']} observation values and "
+                    f"{summary['n_actions']:,} actions, as this dataset)", options, key="data.simulator",
+                    format_func=lambda i: "none: keep it as it is" if i == "none" else choices[i].label)
+    if st.button("Name this simulator", key="data.sim_go", disabled=pick == "none"):
+        with st.spinner(f"Measuring {pick}'s expert and random returns (1000 episodes each) ..."):
+            act(lambda p: simulator.name_env(p, pick), path, f"Simulator `{pick}` recorded in the dataset; "
+                "jobs on it now evaluate agents in it.")
+
+
+def act(change, path: str, done: str) -> None:
+    try:
+        change(path)
+        st.session_state["data.sim_notice"] = ("success", done)
+    except simulator.SimulatorError as exc:
+        st.session_state["data.sim_notice"] = ("error", str(exc))
+    st.rerun()
+
 
 with browse:
     entries = catalog.datasets()
@@ -77,8 +120,11 @@ with browse:
             cols[2].metric("Actions used", f"{summary['distinct_actions']:,} / {summary['n_actions']:,}")
             cols[3].metric("Mean return", f"{summary['mean_return']:.2f}")
             score = summary["behaviour_normalised_score"]
-            cols[4].metric("Behaviour score", "n/a" if score is None else f"{score:.1f}",
-                           help="100 (R - R_random) / (R_expert - R_random)")
+            cols[4].metric("Behaviour score", f"{score:.1f}" if score is not None else
+                           "—" if summary["env_id"] is None else "n/a",
+                           help="100 (R - R_random) / (R_expert - R_random), R_expert and R_random measured in the "
+                                "dataset's simulator" + ("" if summary["env_id"] else ": it names none"))
+            simulator_panel(path, summary)
             left, right = st.columns(2)
             left.plotly_chart(charts.return_histogram(returns), key="data.returns")
             right.plotly_chart(charts.action_frequency(counts), key="data.actions")

@@ -5,7 +5,8 @@ representations side by side; p and tau sliders start a warm-start job and the s
 import numpy as np
 import streamlit as st
 
-from studio import catalog, explore, jobs_client, loaders, projections, warmstart
+from merlion_core.data.dataset import DatasetError
+from studio import catalog, explore, jobs_client, loaders, projections, simulator, warmstart
 from studio.charts import embedding_scatter, maze_map
 from studio.page import live_fragment, setup
 
@@ -24,17 +25,34 @@ if not encoders:
     st.stop()
 by_path = {e.path: e for e in encoders}
 left_default = catalog.preferred_encoder(encoders)
-others = [e.path for e in encoders if e.method != by_path[left_default].method]
 top = st.columns(2)
 left_path = top[0].selectbox("Representation", list(by_path), index=list(by_path).index(left_default),
                              format_func=lambda p: by_path[p].label, key="emb.left")
-right_choices = ["none"] + [p for p in by_path if p != left_path]
+# side by side only with encoders of the same observation size and action count (the right one is
+# shown at the left one's state), and not of another recorded simulator
+pairable, hidden = simulator.pairable(left_path, [p for p in by_path if p != left_path])
+right_choices = ["none"] + pairable
+others = [p for p in pairable if by_path[p].method != by_path[left_path].method]
+if st.session_state.get("emb.right") not in right_choices:
+    st.session_state.pop("emb.right", None)
 right_path = top[1].selectbox("Side by side with", right_choices,
-                              index=right_choices.index(others[-1]) if others and others[-1] in right_choices else 0,
+                              index=right_choices.index(others[-1]) if others else 0,
                               format_func=lambda p: "nothing" if p == "none" else by_path[p].label, key="emb.right")
+if hidden:
+    top[1].caption(f"{len(hidden)} other encoder(s) not offered: trained on data with another observation size, "
+                   "action count or simulator, so they cannot be shown at this encoder's state.")
 dataset_path = by_path[left_path].dataset
-ds = loaders.dataset(dataset_path)
+try:
+    ds = loaders.dataset(dataset_path or "")
+except DatasetError as exc:
+    st.error(f"The dataset this encoder was trained on does not load: {exc}")
+    st.stop()
 model = loaders.model_for(ds)
+if not ds.meta.env_id:
+    st.info(simulator.needs_true_model_text(
+        "the true value Q*(s, a) to colour by, the maze map to pick a state on and what each action means (the "
+        "hover shows its id). Shown: every action's embedding at a dataset row, Q from a critic trained on this "
+        "encoder and, for a MERLION encoder, the OOD marks and the p / tau sliders"))
 env_key = loaders.env_key(ds) if model is not None else None
 observations = np.asarray(ds.observations)
 

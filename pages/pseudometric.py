@@ -5,8 +5,9 @@ overview with a zoomable block beyond; the diagnostics (Spearman, class separati
 import numpy as np
 import streamlit as st
 
+from merlion_core.data.dataset import DatasetError
 from merlion_core.pipelines import diagnose_encoder
-from studio import catalog, explore, loaders
+from studio import catalog, explore, loaders, simulator
 from studio.charts import HEATMAP_MAX, distance_heatmap
 from studio.png import matrix_png
 from studio.page import setup
@@ -26,8 +27,18 @@ if not encoders:
 by_path = {e.path: e for e in encoders}
 path = st.selectbox("Representation", list(by_path), index=list(by_path).index(catalog.preferred_encoder(encoders)),
                     format_func=lambda p: by_path[p].label, key="pm.encoder")
-ds = loaders.dataset(by_path[path].dataset)
+try:
+    ds = loaders.dataset(by_path[path].dataset or "")
+except DatasetError as exc:
+    st.error(f"The dataset this encoder was trained on does not load: {exc}")
+    st.stop()
 model = loaders.model_for(ds)
+env = loaders.env_key(ds) if model is not None else None
+if not ds.meta.env_id:
+    st.info(simulator.needs_true_model_text(
+        "the true pseudometric d(a_i, a_j | s) beside the learned distances, their Spearman correlation, the "
+        "class separation (the equivalence classes are the simulator's) and the diagnostics over many states. "
+        "Shown: the learned distances and, for a MERLION encoder, the OOD share (its own behaviour model)"))
 observations = np.asarray(ds.observations)
 cols = st.columns(3)
 row = int(cols[0].number_input("Dataset row (the state)", 0, len(observations) - 1, 0, step=1, key="pm.row"))
@@ -44,10 +55,12 @@ st.markdown("State: `" + ", ".join(f"{v:.3f}" for v in obs) + "`")
 
 
 @st.cache_data(max_entries=16, show_spinner="Computing the distance matrices ...")
-def matrices(path: str, mtime: float, state: tuple, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(actions int[K] in class order, learned f32[K, K], true f32[K, K] or None)."""
+def matrices(path: str, mtime: float, state: tuple, k: int, seed: int,
+             env: tuple | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(actions int[K] in class order, learned f32[K, K], true f32[K, K] or None); ``env`` (the
+    dataset's env key) is in the cache key: a simulator named later brings the true matrix."""
     e = loaders.embeddings(path, mtime, state)
-    classes = loaders.action_info(*loaders.env_key(ds)).classes if model is not None else None
+    classes = loaders.action_info(*env).classes if env is not None else None
     actions = explore.ordered_actions(len(e), classes, k, np.random.default_rng(seed))
     learned = explore.learned_distances(e[actions])
     true = (explore.true_distances(model, np.asarray(state, np.float32), actions)
@@ -55,18 +68,25 @@ def matrices(path: str, mtime: float, state: tuple, k: int, seed: int) -> tuple[
     return actions, learned, true
 
 
-actions, learned, true = matrices(path, catalog.stamp(path), tuple(float(v) for v in obs), int(size), seed)
-all_classes = loaders.action_info(*loaders.env_key(ds)).classes if model is not None else None
+actions, learned, true = matrices(path, catalog.stamp(path), tuple(float(v) for v in obs), int(size), seed, env)
+all_classes = loaders.action_info(*env).classes if env is not None else None
 classes = None if all_classes is None else np.asarray(all_classes)[actions]
 stats = explore.state_diagnostics(learned, true, classes)
 rep = loaders.representation(path).representation
 ood = explore.ood_mask(rep, obs, float(getattr(loaders.representation(path).config, "tau", 0.3)))
-m = st.columns(3)
-m[0].metric("Spearman (this state)", "n/a" if stats["spearman"] is None else f"{stats['spearman']:.3f}",
-            help="rank correlation of learned and true distances over the action pairs shown")
-m[1].metric("Class separation", "n/a" if stats["class_separation"] is None else f"{stats['class_separation']:.3f}",
-            help="mean distance within an equivalence class / between classes (0 is ideal)")
-m[2].metric("OOD share", "n/a" if ood is None else f"{ood.mean():.1%}", help="actions with G(a|s) / max G <= tau")
+metrics = [("Spearman (this state)", stats["spearman"], "{:.3f}", true is not None,
+            "rank correlation of learned and true distances over the action pairs shown"),
+           ("Class separation", stats["class_separation"], "{:.3f}", classes is not None,
+            "mean distance within an equivalence class / between classes (0 is ideal)"),
+           ("OOD share", None if ood is None else float(ood.mean()), "{:.1%}", ood is not None,
+            "actions with G(a|s) / max G <= tau")]
+metrics = [m for m in metrics if m[3]]  # only what this encoder and its dataset allow
+for column, (label, value, fmt, _, help_text) in zip(st.columns(len(metrics)) if metrics else [], metrics):
+    column.metric(label, "n/a" if value is None else fmt.format(value), help=help_text)
+if ood is None:
+    st.caption(f"No OOD share: a {loaders.representation(path).method} encoder has no behaviour model.")
+if model is not None and true is None:
+    st.caption(f"No true pseudometric: {ds.meta.env_id} has no deterministic true model (the mazes have one).")
 
 panels = [("learned", learned, "learned L1")] + ([("true", true, "true d")] if true is not None else [])
 if len(actions) <= HEATMAP_MAX:
@@ -89,6 +109,8 @@ else:
         column.plotly_chart(distance_heatmap(matrix[sl, sl], actions[sl], f"{label}: block {block}..{block + HEATMAP_MAX - 1}",
                                              label), key=f"pm.zoom.{name}")
 
+if not ds.meta.env_id:
+    st.stop()  # the diagnostics compare with the true pseudometric: said up front
 with st.expander("Diagnostics over many states (pipelines.diagnose_encoder: 64 states, 512 actions)"):
     if not explore.has_true_model(model):
         st.caption("Needs an environment with a deterministic true model (the mazes).")

@@ -6,7 +6,7 @@ import json
 import streamlit as st
 
 from merlion_core.bench_report import markdown_table
-from studio import charts, curves, jobs_client, settings
+from studio import charts, curves, jobs_client, ope_view, settings
 from studio.page import any_active, job_table, live_fragment, setup
 
 setup("Runs")
@@ -45,6 +45,32 @@ def curve_panel() -> None:
 
 st.subheader("Returns")
 live_fragment(curve_panel, lambda: any_active(("train-agent",)))  # live while a run goes on, quiet otherwise
+
+def ope_panel() -> None:
+    agents = [job for job in jobs_client.jobs("train-agent") if job.status != "queued"]
+    datasets = sorted({d for d in map(ope_view.dataset_of, agents) if d})
+    if not datasets:
+        st.caption("No agent yet.")
+        return
+    dataset = st.selectbox("Agents trained on", datasets, key="runs.ope.dataset", format_func=lambda p: p.split("/")[-1])
+    on = [job for job in agents if ope_view.dataset_of(job) == dataset]
+    estimator = st.radio("Estimator", list(ope_view.OPE_ESTIMATORS), horizontal=True, key="runs.ope.estimator",
+                         format_func=ope_view.OPE_ESTIMATORS.get)
+    st.caption("Estimates on held-out episodes the agent never trained on, each with its own 95% bootstrap "
+               "interval (one line per run). Runs on data without a simulator log them at every evaluation; "
+               "`merlion ope` or an ope job scores any saved agent. docs/ope.md: when each estimator can be trusted.")
+    groups = ope_view.ope_curves(on, estimator, jobs_client.metric_series, jobs_client.describe)
+    if groups:
+        st.plotly_chart(charts.learning_curves(groups, f"{ope_view.OPE_ESTIMATORS[estimator]} estimate"),
+                        key="runs.ope.curves")
+    rows = ope_view.ranking_rows(on, jobs_client.jobs("ope"), jobs_client.latest_metrics, jobs_client.describe)
+    if rows:
+        st.markdown("**Ranking** (best FQE estimate first; the simulator's score beside it where there is one)")
+        st.dataframe(rows, hide_index=True, key="runs.ope.ranking")
+
+
+st.subheader("Off-policy estimates")
+live_fragment(ope_panel, lambda: any_active(("train-agent", "ope")))
 
 st.subheader("Jobs")
 show_all = st.checkbox("Show warm-start jobs too", key="runs.show_warm")

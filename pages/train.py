@@ -1,6 +1,7 @@
 """Train: an action representation (MERLION or a baseline) and an offline RL agent, as background
 jobs; forms generated from the config dataclasses; launch, cancel, resume; progress."""
 
+import dataclasses
 import time
 
 import streamlit as st
@@ -11,7 +12,7 @@ from merlion_core.data.dataset import DatasetError
 from merlion_core.jobs.spec import TrainAgentJob
 from merlion_core.pipelines import representation_config
 from merlion_core.representation.registry import METHODS
-from studio import catalog, chains, jobs_client, loaders, settings
+from studio import catalog, chains, jobs_client, loaders, settings, simulator
 from studio.forms import config_form
 from studio.page import any_active, job_table, live_fragment, progress_lines, setup
 
@@ -30,6 +31,14 @@ try:
 except DatasetError as exc:
     st.error(str(exc))
     st.stop()
+# the agent pipeline evaluates by off-policy evaluation on held-out episodes where its job config has a holdout
+OPE_READY = "holdout" in {f.name for f in dataclasses.fields(TrainAgentJob)}
+if not env_id:
+    st.info(simulator.NO_SIMULATOR_NOTE
+            + (". The agent form has no simulator episodes to set: `holdout` is the share of episodes kept out for "
+               "that evaluation (null: the pipeline's default), and each evaluation point (`eval_every`; 0: only at "
+               "the end) fits its own models." if OPE_READY else ", so the agent form has no evaluation settings.")
+            + " Name the simulator on the Data page if the data came from a registered environment.")
 seeds = int(st.number_input("Seeds (one job each; curves show mean and 95% CI)", 1, 10, 1, key="train.seeds"))
 
 
@@ -65,16 +74,19 @@ with agent_tab:
         encoder = st.selectbox("Encoder", choices, index=len(choices) - 1, format_func=enc_labels.get,
                                key="train.encoder")
         new_encoder = encoder == "new"
-    run = config_form(TrainAgentJob, TrainAgentJob(steps=settings.DEMO_AGENT_STEPS, eval_every=settings.DEMO_EVAL_EVERY,
-                                                   eval_episodes=settings.DEMO_EVAL_EPISODES),
-                      "train.run", skip=("dataset", "algo", "encoder", "options"))
+    # without a simulator there are no episodes to roll out, and evaluation points (OPE) only where supported
+    evaluation = ({"eval_every": settings.DEMO_EVAL_EVERY, "eval_episodes": settings.DEMO_EVAL_EPISODES}
+                  if env_id else {"eval_every": 0})
+    no_sim = () if env_id else ("eval_episodes",) if OPE_READY else ("eval_every", "eval_episodes")
+    skip = ("dataset", "algo", "encoder", "options", *no_sim)
+    run = config_form(TrainAgentJob, TrainAgentJob(steps=settings.DEMO_AGENT_STEPS, **evaluation), "train.run",
+                      skip=skip)
     config_cls = ALGORITHMS[algo][0]
     with st.expander(f"{algo} settings ({config_cls.__name__})"):
         algo_options = config_form(config_cls, config_cls(), f"train.algo.{algo}")
     if st.button("Train agent", type="primary", key="train.agent_go"):
         agent_config = {"dataset": dataset_path, "algo": algo, "options": algo_options,
-                        "steps": settings.DEMO_AGENT_STEPS, "eval_every": settings.DEMO_EVAL_EVERY,
-                        "eval_episodes": settings.DEMO_EVAL_EPISODES, **run}
+                        "steps": settings.DEMO_AGENT_STEPS, **evaluation, **run}
         if new_encoder:
             steps = [chains.Step("train-encoder", {"dataset": dataset_path, "method": method, "options": rep_options})]
             steps += [chains.Step("train-agent", agent_config, seed, inputs={"encoder": (0, "encoder")})

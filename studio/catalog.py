@@ -35,6 +35,8 @@ def stamp(path: str | Path) -> float:
 
 
 def _is_dataset(p: Path) -> bool:
+    if p.name.startswith("."):  # hidden: e.g. a copy being written beside a dataset (studio/simulator.py)
+        return False
     if p.is_file():
         return p.suffix.lower() in DATASET_SUFFIXES
     return p.is_dir() and ((p / "meta.json").is_file() or (p / "data" / "metadata.json").is_file()

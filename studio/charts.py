@@ -115,6 +115,8 @@ class CurveGroup:
     low: np.ndarray
     high: np.ndarray
     n_seeds: int
+    band: str = ""
+    """What low/high are when they are not a t interval over seeds (drawn for one run too), e.g. an estimator's CI."""
 
 
 def learning_curves(groups: Sequence[CurveGroup], y_title: str = "normalised score") -> go.Figure:
@@ -123,13 +125,14 @@ def learning_curves(groups: Sequence[CurveGroup], y_title: str = "normalised sco
     for i, g in enumerate(groups):
         colour = palette[i % len(palette)]
         steps = np.asarray(g.steps, dtype=np.float32)
-        if g.n_seeds > 1:
+        if g.n_seeds > 1 or g.band:
             fig.add_trace(go.Scatter(x=np.concatenate([steps, steps[::-1]]),
                                      y=np.concatenate([g.high, g.low[::-1]]).astype(np.float32), fill="toself",
                                      fillcolor=colour, opacity=0.2, line=dict(width=0), hoverinfo="skip",
-                                     showlegend=False, name=f"{g.label} 95% CI"))
+                                     showlegend=False, name=f"{g.label} {g.band or '95% CI'}"))
+        name = f"{g.label} ({g.band})" if g.band else f"{g.label} ({g.n_seeds} seed{'s' * (g.n_seeds > 1)})"
         fig.add_trace(go.Scatter(x=steps, y=np.asarray(g.mean, dtype=np.float32), mode="lines+markers",
-                                 line=dict(color=colour), name=f"{g.label} ({g.n_seeds} seed{'s' * (g.n_seeds > 1)})"))
+                                 line=dict(color=colour), name=name))
     fig.update_layout(xaxis_title="gradient step", yaxis_title=y_title, height=420,
                       legend=dict(orientation="h", y=-0.2), **_LAYOUT)
     return fig

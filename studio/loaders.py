@@ -83,15 +83,19 @@ def env_key(ds: Any) -> tuple[str, str] | None:
 
 
 def model_for(ds: Any) -> Any | None:
-    """The model of the dataset's env (with its recorded config), or None (no env recorded, or its
-    model cannot be built here, e.g. the dialogue env without its MultiWOZ files)."""
-    key = env_key(ds)
-    if key is None:
-        return None
+    """The model of the dataset's env (with its recorded config), or None (no env recorded, its
+    model cannot be built here, e.g. the dialogue env without its MultiWOZ files, or its observation
+    size or action count is not the dataset's)."""
     try:
-        return env_model(*key)
-    except (ValueError, OSError):
+        key = env_key(ds)
+        if key is None:
+            return None
+        model = env_model(*key)
+    except (ValueError, OSError):  # an env id not registered here, or its model's files missing
         return None
+    if int(model.obs_dim) != ds.obs_dim or int(model.n_actions) != ds.n_actions:
+        return None
+    return model
 
 
 @st.cache_resource(max_entries=4, show_spinner="Computing the planner's value table (once per environment, "

@@ -29,6 +29,7 @@ RANKS = [
     ("merlion_core.artifact_folder", 4),  # the shared weights/config/metrics folder I/O
     ("merlion_core.checkpoints", 4),  # resumable training checkpoints (step-N.pt): their I/O module
     ("merlion_core.projection", 4),  # UMAP (umap-learn, numba: may write cache files) and its artifact I/O
+    ("merlion_core.ope", 4),  # off-policy estimators (numeric: arrays in, estimates out)
     ("merlion_core.pipelines", 6),
     ("merlion_core.pipelines_embeddings", 6),  # warm start with frames, UMAP of an encoder's embeddings
     ("merlion_core.benchmark", 6),
@@ -41,7 +42,8 @@ RANKS = [
 NUMERIC = ("merlion_core.envs", "merlion_core.data.dataset", "merlion_core.data.collect", "merlion_core.config",
            "merlion_core.models", "merlion_core.representation.merlion", "merlion_core.representation.losses",
            "merlion_core.representation.base", "merlion_core.diagnostics", "merlion_core.lookup",
-           "merlion_core.algos", "merlion_core.policy", "merlion_core.evaluation", "merlion_core.data.sampler")
+           "merlion_core.algos", "merlion_core.policy", "merlion_core.evaluation", "merlion_core.data.sampler",
+           "merlion_core.ope")
 
 
 def rank_of(module: str) -> int | None:

@@ -98,10 +98,18 @@ def test_collect_exact_size_and_episode_structure(maze_small):
 
 def test_collect_is_bitwise_reproducible(maze_small):
     again = collect("maze", "medium", 0.5, 6000, seed=3)
-    for name in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts"):
+    for name in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "propensities"):
         assert getattr(again, name).tobytes() == getattr(maze_small, name).tobytes()
     other = collect("maze", "medium", 0.5, 6000, seed=4)
     assert other.actions.tobytes() != maze_small.actions.tobytes()
+
+
+def test_collect_records_propensities_above_the_noise_floor(maze_small):
+    probs = maze_small.propensities
+    assert maze_small.has_propensities and probs.dtype == np.float32 and probs.shape == (6000,)
+    assert probs.min() >= np.float32(0.5 / 4096) and probs.max() <= 1.0
+    # a logged action is the behaviour's own (>= 0.5 / class size) or a noise draw the behaviour would not take
+    assert 2500 < np.count_nonzero(probs > 0.5 / 4096 * 1.01) < 3500
 
 
 def test_collected_transitions_follow_the_true_model():

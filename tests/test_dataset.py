@@ -264,3 +264,83 @@ def test_content_digest_identifies_the_transitions_not_the_meta(tmp_path):
     actions[0] = (actions[0] + 1) % N_ACTIONS
     assert make(actions=actions).content_digest() != digest
     assert make(n_actions=N_ACTIONS + 1).content_digest() != digest
+
+
+# ----------------------------------------------------------------------------- propensities
+
+PROBS = np.linspace(0.05, 1.0, 15).astype(np.float32)
+
+
+def test_propensities_are_optional_and_kept():
+    plain = make()
+    assert plain.propensities is None and not plain.has_propensities
+    assert "propensities" not in repr(plain) and set(plain.arrays()) == set(dmod.FIELDS)
+    ds = make(propensities=PROBS)
+    assert ds.has_propensities and ds.propensities is PROBS and "propensities" in repr(ds)
+    assert set(ds.arrays()) == set(dmod.FIELDS)  # the six required fields, as callers expect
+    assert set(ds.arrays(optional=True)) == {*dmod.FIELDS, "propensities"}
+    assert dmod.OPTIONAL_FIELDS == ("propensities",) and len(dmod.FIELDS) == 6
+    validate(ds)
+
+
+def test_propensities_in_equals_subset_and_digest():
+    ds = make(propensities=PROBS)
+    assert ds.equals(make(propensities=PROBS.copy()))
+    assert not ds.equals(make()) and not make().equals(ds)
+    other = PROBS.copy()
+    other[2] = 0.5
+    assert not ds.equals(make(propensities=other))
+    sub = ds.subset(np.arange(5, 15))
+    np.testing.assert_array_equal(sub.propensities, PROBS[5:])
+    assert make().subset(np.arange(5, 15)).propensities is None
+    # without propensities the digest is the one recorded before the field existed
+    assert make().content_digest() == "6902fbaa6fc0407ac63bd974d396eef1e9c579fcdb742fd711ae2797ec3108ec"
+    assert ds.content_digest() != make().content_digest()
+    assert ds.content_digest() == make(propensities=PROBS.copy()).content_digest()
+    assert ds.content_digest() != make(propensities=other).content_digest()
+
+
+@pytest.mark.parametrize("values, match", [
+    ({3: 0.0, 9: 0.0, 12: 0.0}, r"^propensities: 3 value\(s\) are 0 \(first at index 3\); the logged action was taken, "
+                                r"so its probability cannot be 0$"),
+    ({4: 1.5}, r"^propensities: 1 value\(s\) outside \[0, 1\] \(first at index 4: 1\.5\)$"),
+    ({6: -0.25, 7: 2.0}, r"^propensities: 2 value\(s\) outside \[0, 1\] \(first at index 6: -0\.25\)$"),
+    ({8: np.nan}, r"^propensities: 1 non-finite value\(s\) \(NaN or inf\), first at index 8$"),
+    ({1: np.inf}, r"^propensities: 1 non-finite value\(s\) \(NaN or inf\), first at index 1$"),
+])
+def test_propensity_values_are_checked(values, match):
+    probs = PROBS.copy()
+    for index, value in values.items():
+        probs[index] = value
+    with pytest.raises(DatasetError, match=match):
+        make(propensities=probs)
+    with pytest.raises(DatasetError, match=match):  # the loaders' entry point says the same
+        from_arrays(dict(make_fields(), propensities=probs.astype(np.float64)), N_ACTIONS)
+
+
+@pytest.mark.parametrize("value, match", [
+    (np.full(14, 0.5, np.float32), r"^propensities: length 14 differs from observations length 15$"),
+    (np.full((15, 2), 0.5, np.float32), r"^propensities: expected a 1-D array \[N\], got shape \(15, 2\)$"),
+    (np.full(15, 0.5, np.float64), r"^propensities: dtype float64, expected float32$"),
+    ([0.5] * 15, r"^propensities: expected a numpy array or None, got list$"),
+])
+def test_propensity_shape_and_type_are_checked(value, match):
+    with pytest.raises(DatasetError, match=match):
+        make(propensities=value)
+
+
+def test_from_arrays_coerces_propensities():
+    f = make_fields()
+    for raw in (PROBS.astype(np.float64), PROBS.reshape(-1, 1), list(PROBS)):
+        ds = from_arrays(dict(f, propensities=raw), N_ACTIONS)
+        assert ds.propensities.dtype == np.float32 and np.array_equal(ds.propensities, PROBS)
+    assert from_arrays(dict(f, propensities=PROBS), N_ACTIONS).propensities is PROBS  # not copied
+    ones = from_arrays(dict(f, propensities=np.ones(15, np.int64)), N_ACTIONS)
+    assert ones.propensities.dtype == np.float32 and np.all(ones.propensities == 1)
+    assert from_arrays(dict(f, propensities=None), N_ACTIONS).propensities is None
+    with pytest.raises(DatasetError, match=r"^propensities: length 14 differs from observations length 15$"):
+        from_arrays(dict(f, propensities=PROBS[:14]), N_ACTIONS)
+    with pytest.raises(DatasetError, match=r"^propensities: dtype <U3 is not allowed"):
+        from_arrays(dict(f, propensities=np.array(["0.5"] * 15)), N_ACTIONS)
+    with pytest.raises(DatasetError, match=r"^propensities: 1 value\(s\) are 0 \(first at index 0\)"):
+        from_arrays(dict(f, propensities=np.array([1e-60] + [0.5] * 14)), N_ACTIONS)  # underflows float32

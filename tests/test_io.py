@@ -611,3 +611,171 @@ def test_minari_unsupported_spaces(minari_root):
     minari.create_dataset_from_buffers("tests/box-v0", [buf], action_space=gym.spaces.Box(-1, 1, (2,)),
                                        observation_space=gym.spaces.Box(-1, 1, (2,), np.float32))
     _load_raises(minari_root / "tests" / "box-v0", r"action_space: only Discrete\(n\) with start 0")
+
+
+# ----------------------------------------------------------------------------- propensities
+
+PROBS = np.linspace(0.05, 1.0, 15).astype(np.float32)
+
+
+@pytest.fixture
+def pds(ds) -> TransitionDataset:
+    return dataclasses.replace(ds, propensities=PROBS.copy())
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_propensities_round_trip_in_every_format(pds, fmt, compressed, tmp_path):
+    path = save_dataset(pds, tmp_path / MISLEADING[fmt], format=fmt, compressed=compressed)
+    back = load_dataset(path)
+    assert back.propensities.dtype == np.float32 and np.array_equal(back.propensities, PROBS)
+    assert back.equals(as_read(pds, fmt)) and back.content_digest() == pds.content_digest()
+    # and a dataset without them reads back without them, in the same place
+    without = dataclasses.replace(pds, propensities=None)
+    plain = load_dataset(save_dataset(without, path, format=fmt))
+    assert plain.propensities is None and plain.content_digest() == without.content_digest()
+
+
+def test_propensity_files_in_each_layout(pds, tmp_path):
+    native = save_dataset(pds, tmp_path / "n")
+    assert isinstance(load_dataset(native).propensities, np.memmap)
+    np.testing.assert_array_equal(np.load(native / "propensities.npy"), PROBS)
+    with zipfile.ZipFile(save_dataset(pds, tmp_path / "p.npz", format="npz")) as zf:
+        assert "propensities.npy" in zf.namelist()
+    with h5py.File(save_dataset(pds, tmp_path / "d4rl.h5", format="d4rl")) as h5:
+        np.testing.assert_array_equal(h5["infos/propensities"][()], PROBS)
+    with h5py.File(save_dataset(pds, tmp_path / "d3.h5", format="d3rlpy")) as h5:
+        np.testing.assert_array_equal(h5["merlion_propensities"][()], PROBS)
+        assert [c.decode() for c in h5["columns"][()]] == ["observations", "actions", "rewards", "terminated"]
+    root = save_dataset(pds, tmp_path / "m", format="minari")
+    with h5py.File(root / "data" / "main_data.hdf5") as h5:
+        for i, (a, b) in enumerate(((0, 5), (5, 9), (9, 15))):
+            np.testing.assert_array_equal(h5[f"episode_{i}/infos/propensities"][()], PROBS[a:b])
+    # d3rlpy's own reader still sees exactly its four columns
+    assert all(set(e) == {"observations", "actions", "rewards", "terminated"}
+               for e in d3rlpy_load(tmp_path / "d3.h5"))
+
+
+def test_native_resave_without_propensities_drops_the_file(pds, tmp_path):
+    path = save_dataset(pds, tmp_path / "n")
+    save_dataset(dataclasses.replace(pds, propensities=None), path)
+    assert not (path / "propensities.npy").exists() and load_dataset(path).propensities is None
+    save_dataset(pds, path)
+    (path / "propensities.npy").rename(tmp_path / "elsewhere.npy")
+    (path / "propensities.npy").symlink_to(tmp_path / "elsewhere.npy")
+    _load_raises(path, r"propensities: propensities.npy is a symlink")
+    (path / "propensities.npy").unlink()
+    np.save(path / "propensities.npy", PROBS[:10])
+    _load_raises(path, r"propensities: length 10 differs from observations length 15")
+
+
+def test_propensity_problems_are_reported_per_format(tmp_path):
+    f = make_fields()
+    bad = PROBS.copy()
+    bad[6] = 0.0
+    _load_raises(write_npz(tmp_path / "zero.npz", **f, propensities=bad),
+                 r"propensities: 1 value\(s\) are 0 \(first at index 6\)")
+    _load_raises(write_npz(tmp_path / "big.npz", **f, propensities=PROBS * 2),
+                 r"propensities: 8 value\(s\) outside \[0, 1\]")
+    _load_raises(write_npz(tmp_path / "str.npz", **f, propensities=np.array(["x"] * 15)),
+                 r"propensities: dtype <U1 is not allowed")
+    _load_raises(write_npz(tmp_path / "obj.npz", **f, propensities=np.array([None] * 15, dtype=object)),
+                 r"propensities: dtype object is not allowed")
+    path = write_h5(tmp_path / "nan.h5", **f)
+    with h5py.File(path, "a") as h5:
+        h5.create_group("infos").create_dataset("propensities", data=np.where(np.arange(15) == 2, np.nan, 0.5))
+    _load_raises(path, r"propensities: 1 non-finite value\(s\) \(NaN or inf\), first at index 2", n_actions=N_ACTIONS)
+    path = write_h5(tmp_path / "str.h5", **f)
+    with h5py.File(path, "a") as h5:
+        h5.create_group("infos").create_dataset("propensities", data=["0.5"] * 15, dtype=h5py.string_dtype())
+    _load_raises(path, r"infos/propensities: dtype object is not allowed", n_actions=N_ACTIONS)
+
+
+def test_propensities_count_against_max_bytes(pds, tmp_path):
+    for fmt in FORMATS:
+        path = save_dataset(pds, tmp_path / f"{fmt}-data", format=fmt)
+        plain = save_dataset(dataclasses.replace(pds, propensities=None), tmp_path / f"{fmt}-plain", format=fmt)
+        need = next(n for n in range(0, 10**5, 4) if _loads(plain, n))  # what the six fields take
+        assert not _loads(path, need) and _loads(path, need + PROBS.nbytes), fmt
+
+
+def _loads(path: Path, max_bytes: int) -> bool:
+    try:
+        load_dataset(path, max_bytes=max_bytes)
+        return True
+    except DatasetError as exc:
+        assert "max_bytes" in str(exc) or "exceeds the cap" in str(exc), str(exc)
+        return False
+
+
+def test_d4rl_propensity_alias_and_derived_next_observations(tmp_path):
+    f = make_fields()
+    path = write_h5(tmp_path / "alias.h5", **f)
+    with h5py.File(path, "a") as h5:
+        h5.create_group("infos").create_dataset("action_probs", data=PROBS.astype(np.float64).reshape(-1, 1))
+    np.testing.assert_array_equal(load_dataset(path, n_actions=N_ACTIONS).propensities, PROBS)
+    with h5py.File(path, "a") as h5:
+        h5["infos"].create_dataset("propensities", data=np.full(15, 0.5))  # the own name wins
+    np.testing.assert_array_equal(load_dataset(path, n_actions=N_ACTIONS).propensities, np.full(15, 0.5, np.float32))
+    # without next_observations, the dropped timeout transition takes its propensity with it
+    path = write_h5(tmp_path / "derived.h5", **{k: v for k, v in f.items() if k != "next_observations"})
+    with h5py.File(path, "a") as h5:
+        h5.create_group("infos").create_dataset("propensities", data=PROBS)
+    ds = load_dataset(path)
+    assert ds.n_transitions == 14
+    np.testing.assert_array_equal(ds.propensities, np.delete(PROBS, 8))
+    # an infos that is not a plain group is ignored, as before
+    path = write_h5(tmp_path / "soft.h5", **f, other=PROBS)
+    with h5py.File(path, "a") as h5:
+        h5["infos"] = h5py.SoftLink("/other")
+    assert load_dataset(path, n_actions=N_ACTIONS).propensities is None
+
+
+def test_d3rlpy_propensities_must_match_the_transitions(pds, tmp_path):
+    path = save_dataset(pds, tmp_path / "d3.h5", format="d3rlpy")
+    with h5py.File(path, "a") as h5:
+        del h5["merlion_propensities"]
+        h5.create_dataset("merlion_propensities", data=PROBS[:12])
+    _load_raises(path, r"merlion_propensities: shape \(12,\) does not match the 15 transitions read")
+
+
+def test_minari_propensity_lengths_and_gaps(pds, tmp_path):
+    root = save_dataset(pds, tmp_path / "m", format="minari")
+    main = root / "data" / "main_data.hdf5"
+    with h5py.File(main, "a") as h5:  # Minari's DataCollector layout: the reset's info first, [T + 1]
+        del h5["episode_1/infos/propensities"]
+        h5["episode_1/infos"].create_dataset("propensities", data=np.concatenate([[1.0], PROBS[5:9]]))
+    np.testing.assert_array_equal(load_dataset(root).propensities, PROBS)
+    with h5py.File(main, "a") as h5:
+        del h5["episode_2/infos/propensities"]
+        h5["episode_2/infos"].create_dataset("other", data=np.zeros(6))
+    _load_raises(root, r"episode_2/infos/propensities: missing, but other episodes have it")
+    with h5py.File(main, "a") as h5:
+        h5["episode_2/infos"].create_dataset("propensities", data=np.full(3, 0.5))
+    _load_raises(root, r"episode_2/infos/propensities: shape \(3,\) must be \[T\] or \[T\+1\] for an episode of T=6")
+
+
+def test_minari_reads_our_propensities(pds, minari_root):
+    save_dataset(pds, minari_root / "merlion" / "probs-v0", format="minari", dataset_id="merlion/probs-v0")
+    episodes = list(minari.load_dataset("merlion/probs-v0").iterate_episodes())
+    for ep, (a, b) in zip(episodes, ((0, 5), (5, 9), (9, 15))):
+        np.testing.assert_array_equal(ep.infos["propensities"], PROBS[a:b])
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_we_read_propensities_recorded_by_minari(minari_root):
+    import gymnasium as gym
+    from minari.data_collector import EpisodeBuffer
+    f = make_fields()
+    buffers = []
+    for a, b in ((0, 5), (5, 9), (9, 15)):  # infos as its DataCollector records them: reset first, T + 1
+        obs = np.concatenate([f["observations"][a:b], f["next_observations"][b - 1:b]])
+        buffers.append(EpisodeBuffer(observations=obs, actions=f["actions"][a:b],
+                                     rewards=f["rewards"][a:b].astype(np.float64),
+                                     terminations=f["terminals"][a:b], truncations=f["timeouts"][a:b],
+                                     infos={"propensities": np.concatenate([[1.0], PROBS[a:b]])}))
+    minari.create_dataset_from_buffers(
+        "tests/probs-v0", buffers, action_space=gym.spaces.Discrete(N_ACTIONS),
+        observation_space=gym.spaces.Box(-np.inf, np.inf, (3,), np.float32))
+    ds = load_dataset(minari_root / "tests" / "probs-v0")
+    np.testing.assert_array_equal(ds.propensities, PROBS)

@@ -4,7 +4,9 @@
 Each copy's stream of transitions is a run of whole episodes; streams are laid end to end
 (copy 0 first), each copy's unfinished last episode is dropped, and the result is cut at
 exactly ``n`` transitions (the cut episode's last kept transition is flagged as a timeout,
-as D4RL does). The same arguments give the same dataset, bit for bit.
+as D4RL does). The same arguments give the same dataset, bit for bit. When the behaviour can
+compute the probability of an action (``Behaviour.probability``), each transition also records
+its propensity: ``(1 - noise) * pi_beta(a | s) + noise / n_actions`` for the logged action a.
 """
 
 from __future__ import annotations
@@ -120,6 +122,8 @@ def collect(
     rewards = np.empty((n_steps, n_slots), dtype=np.float32)
     terminals = np.empty((n_steps, n_slots), dtype=bool)
     timeouts = np.empty((n_steps, n_slots), dtype=bool)
+    probability = getattr(policy, "probability", None)
+    propensities = None if probability is None else np.empty((n_steps, n_slots), dtype=np.float32)
 
     states = model.initial_states(n_slots, env_rng)
     elapsed = np.zeros(n_slots, dtype=np.int64)
@@ -127,6 +131,8 @@ def collect(
         chosen = policy(states, behaviour_rng)
         replace = noise_rng.random(n_slots) < noise
         chosen = np.where(replace, noise_rng.integers(0, model.n_actions, size=n_slots), chosen)
+        if propensities is not None:  # draws nothing: the logged bytes do not depend on it
+            propensities[t] = (1.0 - noise) * probability(states, chosen) + noise / model.n_actions
         result = model.step(states, chosen, env_rng)
         elapsed += 1
         truncated = ~result.terminated & (elapsed >= model.max_steps)
@@ -157,6 +163,7 @@ def collect(
         "next_observations": flat(next_observations),
         "terminals": flat(terminals),
         "timeouts": flat(timeouts),
+        "propensities": None if propensities is None else flat(propensities),
     }
     if len(fields["actions"]) < n:  # cannot happen by construction; guard the invariant
         raise RuntimeError(f"collect: gathered {len(fields['actions'])} < {n} transitions")

@@ -1,7 +1,8 @@
 """Logged transition datasets: the core data contract of MERLION Studio.
 
 A :class:`TransitionDataset` is a frozen bundle of flat, transition-aligned numpy arrays
-(D4RL naming) plus the number of discrete actions and a :class:`DatasetMeta`. Building
+(D4RL naming), optionally the behaviour policy's probability of each logged action
+(``propensities``), plus the number of discrete actions and a :class:`DatasetMeta`. Building
 one validates it: every problem raises :class:`DatasetError` with a one-line message
 that starts with the offending field. Validation is vectorised (chunked for very large
 arrays) and never copies valid data, so memory-mapped arrays stay memory-mapped.
@@ -24,8 +25,10 @@ SCHEMA_VERSION = 1
 MAX_TRANSITIONS = 50_000_000
 MAX_OBS_DIM = 100_000
 FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
+OPTIONAL_FIELDS = ("propensities",)
 DTYPES = {"observations": np.float32, "actions": np.int64, "rewards": np.float32,
-          "next_observations": np.float32, "terminals": np.bool_, "timeouts": np.bool_}
+          "next_observations": np.float32, "terminals": np.bool_, "timeouts": np.bool_,
+          "propensities": np.float32}
 _CHUNK = 1 << 22  # elements per block when scanning big arrays
 
 
@@ -159,18 +162,45 @@ def _check_fields(f: Mapping[str, Any], n_actions: Any) -> None:
         raise DatasetError(f"timeouts: {count} transition(s) both terminal and timeout (first at index {first})")
     if not (term.any() or tout.any()):
         raise DatasetError("terminals: no episode boundary (terminals and timeouts are all False)")
+    if f.get("propensities") is not None:
+        _check_propensities(f["propensities"], n)
+
+
+def _check_propensities(p: Any, n: int) -> None:
+    """The optional behaviour probabilities: float32 [N], finite, in (0, 1]."""
+    if not isinstance(p, np.ndarray):
+        raise DatasetError(f"propensities: expected a numpy array or None, got {type(p).__name__}")
+    if p.ndim != 1:
+        raise DatasetError(f"propensities: expected a 1-D array [N], got shape {p.shape}")
+    if p.shape[0] != n:
+        raise DatasetError(f"propensities: length {p.shape[0]} differs from observations length {n}")
+    if p.dtype != DTYPES["propensities"]:
+        raise DatasetError(f"propensities: dtype {p.dtype}, expected float32")
+    _scan_nonfinite("propensities", p)
+    lo, hi = float(p.min()), float(p.max())
+    if lo < 0 or hi > 1:
+        count, first = _first((p < 0) | (p > 1))
+        raise DatasetError(f"propensities: {count} value(s) outside [0, 1] "
+                           f"(first at index {first}: {float(p[first])!r})")
+    if lo == 0:
+        count, first = _first(p == 0)
+        raise DatasetError(f"propensities: {count} value(s) are 0 (first at index {first}); "
+                           "the logged action was taken, so its probability cannot be 0")
 
 
 def validate(dataset: TransitionDataset) -> None:
     """Raise :class:`DatasetError` (one line, naming the field) unless ``dataset`` is valid."""
-    _check_fields({name: getattr(dataset, name) for name in FIELDS}, dataset.n_actions)
+    _check_fields({name: getattr(dataset, name) for name in (*FIELDS, *OPTIONAL_FIELDS)}, dataset.n_actions)
     if not isinstance(dataset.meta, DatasetMeta):
         raise DatasetError(f"meta: expected DatasetMeta, got {type(dataset.meta).__name__}")
 
 
 @dataclass(frozen=True, eq=False)
 class TransitionDataset:
-    """Flat transitions ``(s, a, r, s', terminal, timeout)`` over ``n_actions`` discrete actions."""
+    """Flat transitions ``(s, a, r, s', terminal, timeout)`` over ``n_actions`` discrete actions.
+
+    ``propensities`` (optional, float32 [N] in (0, 1]): the behaviour policy's probability of
+    the logged action at each transition, or None when unknown."""
 
     observations: np.ndarray
     actions: np.ndarray
@@ -180,6 +210,7 @@ class TransitionDataset:
     timeouts: np.ndarray
     n_actions: int
     meta: DatasetMeta = DatasetMeta()
+    propensities: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         validate(self)
@@ -188,7 +219,13 @@ class TransitionDataset:
     def __repr__(self) -> str:
         return (f"TransitionDataset(n_transitions={self.n_transitions}, obs_dim={self.obs_dim}, "
                 f"n_actions={self.n_actions}, n_episodes={self.n_episodes}, "
-                f"source_format={self.meta.source_format!r})")
+                f"source_format={self.meta.source_format!r}"
+                f"{', propensities' if self.has_propensities else ''})")
+
+    @property
+    def has_propensities(self) -> bool:
+        """Whether the behaviour probability of each logged action is recorded."""
+        return self.propensities is not None
 
     @property
     def n_transitions(self) -> int:
@@ -220,10 +257,11 @@ class TransitionDataset:
         return float(self.episode_returns().mean())
 
     def content_digest(self) -> str:
-        """sha256 (hex) of the transitions and ``n_actions``: the same data loaded from any path or
-        format has the same digest (meta, such as the source format, is left out)."""
+        """sha256 (hex) of the transitions, ``n_actions`` and the propensities when present: the same
+        data loaded from any path or format has the same digest (meta, such as the source format,
+        is left out; a dataset without propensities digests exactly as before they existed)."""
         digest = hashlib.sha256(f"merlion-transitions/1 n_actions={self.n_actions}".encode())
-        for name in FIELDS:
+        for name in (*FIELDS, *(k for k in OPTIONAL_FIELDS if getattr(self, k) is not None)):
             array = np.ascontiguousarray(getattr(self, name))
             digest.update(f"|{name}:{array.dtype.str}:{array.shape}|".encode())
             digest.update(memoryview(array).cast("B"))
@@ -249,10 +287,12 @@ class TransitionDataset:
         """A new dataset of the selected transitions (copies; must still hold an episode end)."""
         idx = np.asarray(indices)
         return dataclasses.replace(self, **{name: np.ascontiguousarray(getattr(self, name)[idx])
-                                            for name in FIELDS})
+                                            for name in self.arrays(optional=True)})
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {name: getattr(self, name) for name in FIELDS}
+    def arrays(self, optional: bool = False) -> dict[str, np.ndarray]:
+        """The six required arrays by name; ``optional=True`` adds the optional ones that are present."""
+        names = (*FIELDS, *(k for k in OPTIONAL_FIELDS if optional and getattr(self, k) is not None))
+        return {name: getattr(self, name) for name in names}
 
     def equals(self, other: Any) -> bool:
         """Exact equality of every array (dtype and shape included), n_actions and meta."""
@@ -260,8 +300,10 @@ class TransitionDataset:
             return False
         if other.meta != self.meta:
             return False
+        if any((getattr(self, k) is None) != (getattr(other, k) is None) for k in OPTIONAL_FIELDS):
+            return False
         return all(getattr(self, k).dtype == getattr(other, k).dtype
-                   and np.array_equal(getattr(self, k), getattr(other, k)) for k in FIELDS)
+                   and np.array_equal(getattr(self, k), getattr(other, k)) for k in self.arrays(optional=True))
 
 
 def _coerce_flag(name: str, arr: np.ndarray) -> np.ndarray:
@@ -306,6 +348,20 @@ def _coerce_float(name: str, arr: np.ndarray) -> np.ndarray:
         return arr.astype(np.float32)  # overflow to inf is caught by validation
 
 
+def _coerce_propensities(arr: Any, n: int) -> np.ndarray:
+    """Any numeric [N] or [N, 1] array -> float32 [N] (range checks are validation's)."""
+    arr = arr if isinstance(arr, np.ndarray) else np.asarray(arr)
+    if arr.dtype.hasobject or arr.dtype.kind not in "biuf":
+        raise DatasetError(f"propensities: dtype {arr.dtype} is not allowed (numeric probabilities only)")
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise DatasetError(f"propensities: expected a 1-D array [N], got shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise DatasetError(f"propensities: length {arr.shape[0]} differs from observations length {n}")
+    return _coerce_float("propensities", arr)
+
+
 def from_arrays(fields: Mapping[str, Any], n_actions: int | None = None,
                 meta: DatasetMeta | Mapping | None = None, *,
                 infer_n_actions: bool = False) -> TransitionDataset:
@@ -313,7 +369,8 @@ def from_arrays(fields: Mapping[str, Any], n_actions: int | None = None,
 
     Coercions: numeric observations/rewards -> float32 (float64 must be finite); integer
     actions -> int64, float actions whose values are all integral -> int64; bool/0/1
-    flags -> bool; ``[N, 1]`` columns -> ``[N]``. When ``n_actions`` is None and
+    flags -> bool; ``[N, 1]`` columns -> ``[N]``; optional numeric ``propensities`` -> float32
+    (absent or None: no propensities). When ``n_actions`` is None and
     ``infer_n_actions`` is True it becomes ``max id + 1`` and ``meta.extra`` records
     ``"n_actions_inferred": True``. Arrays already of the right dtype are not copied.
     """
@@ -344,6 +401,8 @@ def from_arrays(fields: Mapping[str, Any], n_actions: int | None = None,
     out["actions"] = _coerce_actions(out["actions"])
     for name in ("terminals", "timeouts"):
         out[name] = _coerce_flag(name, out[name])
+    if fields.get("propensities") is not None:
+        out["propensities"] = _coerce_propensities(fields["propensities"], lengths["observations"])
     if n_actions is None:
         if not infer_n_actions:
             raise DatasetError("n_actions: not given (pass n_actions, or allow inference from the action ids)")

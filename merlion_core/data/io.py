@@ -2,8 +2,9 @@
 
 Entry points: :func:`detect_format`, :func:`load_dataset`, :func:`save_dataset`,
 :func:`convert`. The npz format lives in :mod:`merlion_core.data.io_npz`, the HDF5-based
-formats (D4RL, Minari, d3rlpy) in :mod:`merlion_core.data.io_hdf5`, and the primitives
-they share in :mod:`merlion_core.data.io_common`. See ``docs/formats.md`` for every layout.
+formats in :mod:`merlion_core.data.io_hdf5` (D4RL, d3rlpy) and :mod:`merlion_core.data.io_minari`,
+and the primitives they share in :mod:`merlion_core.data.io_common`. See ``docs/formats.md``
+for every layout.
 
 Safety rules applied to every input: nothing is ever unpickled (``allow_pickle=False``;
 object/void/string arrays are refused before their data is read); the declared size of
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.lib.format as npformat
 
-from .dataset import FIELDS, SCHEMA_VERSION, DatasetError, DatasetMeta, TransitionDataset, from_arrays
+from .dataset import FIELDS, OPTIONAL_FIELDS, SCHEMA_VERSION, DatasetError, DatasetMeta, TransitionDataset, from_arrays
 # Re-exported: these names lived in this module before the split; existing imports from io keep working.
 from .io_common import (MAX_JSON_BYTES, MAX_META_BYTES, MAX_NPY_HEADER, Budget, _npy_header,  # noqa: F401
                         atomic_write, check_dtype, derive_next_observations, dump_json, merlion_json,
@@ -99,7 +100,11 @@ def detect_format(path: str | os.PathLike) -> str:
 
 # ----------------------------------------------------------------------------- native
 
-def _load_npy_file(path: Path, what: str, budget: Budget, mmap: bool) -> np.ndarray:
+def _load_npy_file(path: Path, what: str, budget: Budget, mmap: bool, required: bool = True) -> np.ndarray | None:
+    if not required and path.is_symlink():
+        raise DatasetError(f"{what}: {path.name} is a symlink (symlinks are not followed)")
+    if not required and not path.exists():
+        return None
     if path.is_symlink() or not path.is_file():
         raise DatasetError(f"{what}: required field missing ({path.name})")
     with open(path, "rb") as f:
@@ -124,6 +129,8 @@ def _load_native(p: Path, budget: Budget, n_actions: int | None, mmap: bool) -> 
         raise DatasetError(f"schema_version: {version!r} is not supported (this build reads <= {SCHEMA_VERSION})")
     meta = DatasetMeta.from_dict(doc.get("meta", {}))
     arrays = {name: _load_npy_file(p / f"{name}.npy", name, budget, mmap) for name in FIELDS}
+    for name in OPTIONAL_FIELDS:
+        arrays[name] = _load_npy_file(p / f"{name}.npy", name, budget, mmap, required=False)
     return from_arrays(arrays, resolve_n_actions(doc.get("n_actions"), n_actions), meta_with(meta, "native"))
 
 
@@ -136,8 +143,13 @@ def _save_native(ds: TransitionDataset, p: Path, **_: Any) -> None:
     if p.exists() and not p.is_dir():
         raise DatasetError("exists and is not a directory (the native format is a directory)")
     p.mkdir(parents=True, exist_ok=True)
-    for name, arr in ds.arrays().items():
+    arrays = ds.arrays(optional=True)
+    for name, arr in arrays.items():
         atomic_write(p / f"{name}.npy", lambda t, a=arr: _write_npy(t, a))
+    for name in OPTIONAL_FIELDS:  # a dataset saved over one that had the field must not inherit it
+        stale = p / f"{name}.npy"
+        if name not in arrays and (stale.is_symlink() or stale.exists()):
+            stale.unlink()
     doc = {"format": NATIVE_TAG, "schema_version": SCHEMA_VERSION, "n_actions": ds.n_actions,
            "meta": ds.meta.to_dict()}
     text = dump_json(doc) + "\n"
@@ -147,8 +159,8 @@ def _save_native(ds: TransitionDataset, p: Path, **_: Any) -> None:
 # ----------------------------------------------------------------------------- entry points
 
 def _hdf5(name: str) -> Callable[..., Any]:
-    from . import io_hdf5
-    return getattr(io_hdf5, name)
+    from . import io_hdf5, io_minari
+    return getattr(io_minari if name.endswith("_minari") else io_hdf5, name)
 
 
 def load_dataset(path: str | os.PathLike, *, format: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES,

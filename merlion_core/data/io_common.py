@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.lib.format as npformat
 
-from .dataset import FIELDS, DatasetError, DatasetMeta, TransitionDataset, _coerce_flag
+from .dataset import FIELDS, OPTIONAL_FIELDS, DatasetError, DatasetMeta, TransitionDataset, _coerce_flag
 
 MAX_META_BYTES = 1 << 20        # meta.json / meta_json / merlion_meta text
 MAX_JSON_BYTES = 64 << 20       # Minari metadata.json (spaces may list per-dim bounds)
@@ -148,8 +148,11 @@ def derive_next_observations(fields: dict[str, Any]) -> tuple[dict[str, Any], di
     n_drop = int(np.count_nonzero(drop))
     if n_drop:
         keep = ~drop
-        for name in FIELDS:
-            out[name] = np.asarray(out[name])[keep]
+        for name in (*FIELDS, *(k for k in OPTIONAL_FIELDS if out.get(k) is not None)):
+            arr = np.asarray(out[name])
+            if arr.shape[:1] != (n,):
+                raise DatasetError(f"{name}: shape {arr.shape} does not match observations length {n}")
+            out[name] = arr[keep]
     return out, {"next_observations_derived": True, "dropped_transitions": n_drop}
 
 

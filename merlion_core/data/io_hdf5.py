@@ -1,16 +1,15 @@
-"""HDF5-based dataset formats: D4RL, Minari 0.5 and d3rlpy 2.x (read and write with h5py).
+"""HDF5-based dataset formats: D4RL and d3rlpy 2.x (read and write with h5py), and the HDF5 helpers.
 
-Neither ``minari`` nor ``d3rlpy`` is imported: both layouts are read and written with
-h5py + json. Every dataset is checked before reading: it must be a hard-linked, non
-virtual, non external HDF5 dataset of a numeric dtype whose ``shape * itemsize`` fits
-the byte budget. Soft/external links are never followed. Layout details and the handling
-of episode ends are documented in ``docs/formats.md``.
+``d3rlpy`` is not imported: its layout is read and written with h5py + json (Minari, the
+third HDF5-based format, lives in :mod:`merlion_core.data.io_minari` on these helpers). Every
+dataset is checked before reading: it must be a hard-linked, non virtual, non external HDF5
+dataset of a numeric dtype whose ``shape * itemsize`` fits the byte budget. Soft/external
+links are never followed. Layout details and the handling of episode ends are documented in
+``docs/formats.md``.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +17,11 @@ import h5py
 import numpy as np
 
 from .dataset import MAX_TRANSITIONS, DatasetError, DatasetMeta, TransitionDataset, from_arrays
-from .io_common import (MAX_JSON_BYTES, MAX_META_BYTES, Budget, atomic_write, check_dtype,
-                        derive_next_observations, dump_json, merlion_json, meta_from_json, meta_with,
-                        parse_json, read_json, resolve_n_actions)
+from .io_common import (MAX_META_BYTES, Budget, atomic_write, check_dtype, derive_next_observations,
+                        dump_json, merlion_json, meta_from_json, meta_with, parse_json, resolve_n_actions)
 
 D3RLPY_VERSION = "2.1"          # DATASET_VERSION of d3rlpy/dataset/io.py (d3rlpy 2.x)
 D3RLPY_COLUMNS = ("observations", "actions", "rewards", "terminated")
-MINARI_VERSION = "0.5.4"        # the minari release whose HDF5 layout is written
-_ID_RE = re.compile(r"^(?:[-_\w][-_\w/]*[-_\w]+/)?[-_\w]+?-v\d+$")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -62,6 +58,16 @@ def _get(group: h5py.Group, name: str, what: str, *, required: bool = True, kind
     if isinstance(obj, h5py.Dataset) and (obj.is_virtual or obj.external or obj.shape is None):
         raise DatasetError(f"{what}: virtual, external or empty-dataspace datasets are not read")
     return obj
+
+
+def _subgroup(group: h5py.Group, name: str) -> h5py.Group | None:
+    """A hard-linked subgroup, else None: absent, linked or non-group objects are ignored (never followed)."""
+    try:
+        link = group.get(name, getlink=True)
+        obj = group[name] if isinstance(link, h5py.HardLink) else None
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError):
+        return None
+    return obj if isinstance(obj, h5py.Group) else None
 
 
 def _dset(group: h5py.Group, name: str, what: str, budget: Budget, *, required: bool = True,
@@ -148,12 +154,26 @@ def _create(group: h5py.Group, name: str, data: Any, compressed: bool, **kw: Any
 
 # ----------------------------------------------------------------------------- D4RL
 
+D4RL_PROPENSITIES = ("propensities", "action_probs")  # under infos/: the name we write, then an alias
+
+
+def _d4rl_propensities(h5: h5py.File, budget: Budget) -> np.ndarray | None:
+    """``infos/propensities`` or its alias ``infos/action_probs`` (budget charged); None if absent."""
+    infos = _subgroup(h5, "infos")
+    for name in D4RL_PROPENSITIES if infos is not None else ():
+        obj = _dset(infos, name, f"infos/{name}", budget, required=False)
+        if obj is not None:
+            return _read(obj)
+    return None
+
+
 def load_d4rl(p: Path, budget: Budget, n_actions: int | None) -> TransitionDataset:
     with _open(p) as h5:
         objs = {name: _dset(h5, name, name, budget) for name in ("observations", "actions", "rewards", "terminals")}
         for name in ("timeouts", "next_observations", "episode_terminals"):
             objs[name] = _dset(h5, name, name, budget, required=False)
         fields = {name: _read(obj) for name, obj in objs.items() if obj is not None}
+        fields["propensities"] = _d4rl_propensities(h5, budget)
         file_n = meta = None
         group = _get(h5, "metadata", "metadata", required=False, kind=h5py.Group)
         if group is not None:
@@ -177,6 +197,8 @@ def save_d4rl(ds: TransitionDataset, p: Path, *, compressed: bool = False, **_: 
         with h5py.File(tmp, "w") as h5:
             for name, arr in ds.arrays().items():
                 _create(h5, name, arr, compressed)
+            if ds.has_propensities:
+                _create(h5.create_group("infos"), "propensities", ds.propensities, compressed)
             group = h5.create_group("metadata")
             group.create_dataset("n_actions", data=np.int64(ds.n_actions))
             group.create_dataset("merlion_meta", data=dump_json(ds.meta.to_dict()), dtype=h5py.string_dtype())
@@ -225,6 +247,9 @@ def load_d3rlpy(p: Path, budget: Budget, n_actions: int | None) -> TransitionDat
             raise DatasetError(f"merlion_terminal_next_observations: shape {extra.shape} does not match "
                                f"{n_term} terminated episodes of dim {s}")
         term_next = _read(extra) if extra is not None else None
+        probs = _dset(h5, "merlion_propensities", "merlion_propensities", budget, required=False)
+        if probs is not None and probs.shape != (n,):
+            raise DatasetError(f"merlion_propensities: shape {probs.shape} does not match the {n} transitions read")
         dt = np.result_type(*[o.dtype for o, *_ in plan])
         f = {"observations": np.empty((n, s), dt), "next_observations": np.empty((n, s), dt),
              "actions": np.empty(n, np.result_type(*[a.dtype for _, a, _, _ in plan])),
@@ -247,6 +272,7 @@ def load_d3rlpy(p: Path, budget: Budget, n_actions: int | None) -> TransitionDat
                 f["timeouts"][k + size - 1] = True
             j += term
             k += size
+        f["propensities"] = _read(probs) if probs is not None else None
     return from_arrays(f, resolve_n_actions(file_n, n_actions), meta_with(meta, "d3rlpy"), infer_n_actions=True)
 
 
@@ -275,134 +301,6 @@ def save_d3rlpy(ds: TransitionDataset, p: Path, *, compressed: bool = False, **_
             h5.create_dataset("merlion_meta", data=merlion_json(ds), dtype=h5py.string_dtype())
             h5.create_dataset("merlion_terminal_next_observations",
                               data=np.asarray(term_next, np.float32).reshape(-1, ds.obs_dim))
+            if ds.has_propensities:  # flat, in our transition order; d3rlpy's load ignores it
+                _create(h5, "merlion_propensities", ds.propensities, compressed)
     atomic_write(p, write)
-
-
-# ----------------------------------------------------------------------------- Minari
-
-def _minari_dir(p: Path) -> Path:
-    if p.is_file():
-        return p.parent
-    return p / "data" if (p / "data" / "metadata.json").is_file() else p
-
-
-def _space(md: dict, key: str) -> dict | None:
-    value = md.get(key)
-    if isinstance(value, str):
-        value = parse_json(value, key)
-    if value is not None and not (isinstance(value, dict) and isinstance(value.get("type"), str)):
-        raise DatasetError(f"{key}: expected a serialised gymnasium space")
-    return value
-
-
-def load_minari(p: Path, budget: Budget, n_actions: int | None) -> TransitionDataset:
-    data = _minari_dir(p)
-    md = read_json(data / "metadata.json", "metadata.json", MAX_JSON_BYTES)
-    if not isinstance(md, dict):
-        raise DatasetError("metadata.json: expected a JSON object")
-    if md.get("data_format", "hdf5") != "hdf5":
-        raise DatasetError(f"data_format: Minari {md.get('data_format')!r} storage is not supported (hdf5 only)")
-    n_eps = md.get("total_episodes")
-    if isinstance(n_eps, bool) or not isinstance(n_eps, int) or not 0 < n_eps <= MAX_TRANSITIONS:
-        raise DatasetError(f"total_episodes: {n_eps!r} is not a positive int (empty or corrupt dataset)")
-    act_space, obs_space = _space(md, "action_space"), _space(md, "observation_space")
-    space_n = None
-    if act_space is not None:
-        if act_space["type"] != "Discrete" or act_space.get("start", 0) != 0:
-            raise DatasetError(f"action_space: only Discrete(n) with start 0 is supported, got {act_space['type']}"
-                               f" start={act_space.get('start', 0)}")
-        space_n = act_space.get("n")
-    if obs_space is not None and (obs_space["type"] != "Box" or len(obs_space.get("shape", ())) != 1):
-        raise DatasetError(f"observation_space: only flat Box vectors are supported, got {obs_space['type']} "
-                           f"shape {obs_space.get('shape')}")
-    file_n, meta = meta_from_json(md.get("merlion"), "metadata.json merlion")
-    if meta is None:
-        spec = parse_json(md["env_spec"], "env_spec") if isinstance(md.get("env_spec"), str) else None
-        env_id = spec.get("id") if isinstance(spec, dict) else None
-        meta = DatasetMeta(env_id=env_id if isinstance(env_id, str) else None,
-                           expert_return=md.get("ref_max_score"), random_return=md.get("ref_min_score"),
-                           extra={"minari_dataset_id": str(md.get("dataset_id"))})
-    file_n = resolve_n_actions(space_n, file_n)
-    with _open(data / "main_data.hdf5") as h5:
-        plan = []
-        for i in range(n_eps):
-            g = _get(h5, f"episode_{i}", f"episode_{i}", kind=h5py.Group)
-            parts = [_dset(g, k, f"episode_{i}/{k}", budget)
-                     for k in ("observations", "actions", "rewards", "terminations", "truncations")]
-            o, rest = parts[0], parts[1:]
-            if o.ndim != 2 or any(x.shape[:1] != (o.shape[0] - 1,) or x.ndim > 2 for x in rest):
-                raise DatasetError(f"episode_{i}/observations: shape {o.shape} must be [T+1, S] with "
-                                   f"actions/rewards/terminations/truncations of length T")
-            plan.append(parts)
-        dims = {o.shape[1] for o, *_ in plan}
-        if len(dims) != 1:
-            raise DatasetError(f"observations: episodes disagree on the observation dim ({sorted(dims)})")
-        n, s = sum(o.shape[0] - 1 for o, *_ in plan), dims.pop()
-        f = {"observations": np.empty((n, s), np.result_type(*[o.dtype for o, *_ in plan])),
-             "actions": np.empty(n, np.result_type(*[a.dtype for _, a, *_ in plan])),
-             "rewards": np.empty(n, np.result_type(*[r.dtype for _, _, r, *_ in plan])),
-             "terminals": np.zeros(n, bool), "timeouts": np.zeros(n, bool)}
-        f["next_observations"] = np.empty_like(f["observations"])
-        k = marked = both = 0
-        for o, a, r, te, tr in plan:
-            obs, size = _read(o), o.shape[0] - 1
-            if size == 0:
-                continue
-            term = _read(te).reshape(size, -1)[:, 0] != 0
-            trunc = _read(tr).reshape(size, -1)[:, 0] != 0
-            both += int(np.count_nonzero(term & trunc))
-            if not (term[-1] or trunc[-1]):
-                trunc[-1], marked = True, marked + 1
-            f["observations"][k:k + size], f["next_observations"][k:k + size] = obs[:-1], obs[1:]
-            f["actions"][k:k + size] = _read(a).reshape(size, -1)[:, 0]
-            f["rewards"][k:k + size] = _read(r).reshape(size, -1)[:, 0]
-            f["terminals"][k:k + size], f["timeouts"][k:k + size] = term, trunc & ~term
-            k += size
-    notes = {key: v for key, v in (("episodes_marked_timeout", marked), ("terminal_and_truncated", both)) if v}
-    return from_arrays(f, resolve_n_actions(file_n, n_actions), meta_with(meta, "minari", **notes),
-                       infer_n_actions=True)
-
-
-def _dataset_id(p: Path, dataset_id: str | None) -> str:
-    if dataset_id is None:
-        dataset_id = p.name if re.search(r"-v\d+$", p.name) else f"{p.name}-v0"
-    if not _ID_RE.match(dataset_id):
-        raise DatasetError(f"dataset_id: {dataset_id!r} is not a Minari id ((namespace/)name-vN)")
-    return dataset_id
-
-
-def save_minari(ds: TransitionDataset, p: Path, *, compressed: bool = False, dataset_id: str | None = None,
-                **_: Any) -> None:
-    dataset_id = _dataset_id(p, dataset_id)
-    _check_chained(ds, "minari")
-    episodes = _episodes(ds)
-    if p.exists() and not p.is_dir():
-        raise DatasetError("exists and is not a directory (a Minari dataset is a directory)")
-    data = p / "data"
-    data.mkdir(parents=True, exist_ok=True)
-
-    def write(tmp: Path) -> None:
-        with h5py.File(tmp, "w", track_order=True) as h5:
-            for i, (a, b) in enumerate(episodes):
-                g = h5.create_group(f"episode_{i}")
-                g.attrs["id"], g.attrs["total_steps"] = np.int64(i), np.int64(b - a)
-                obs = np.concatenate([ds.observations[a:b], ds.next_observations[b - 1:b]])
-                _create(g, "observations", obs, compressed, chunks=True, maxshape=(None, ds.obs_dim))
-                for name, arr in (("actions", ds.actions), ("rewards", ds.rewards),
-                                  ("terminations", ds.terminals), ("truncations", ds.timeouts)):
-                    _create(g, name, arr[a:b], compressed, chunks=True, maxshape=(None,))
-    atomic_write(data / "main_data.hdf5", write)
-    inf = float("inf")
-    md: dict[str, Any] = {
-        "dataset_id": dataset_id, "total_episodes": len(episodes), "total_steps": ds.n_transitions,
-        "data_format": "hdf5", "jpeg_encoding": False, "minari_version": MINARI_VERSION,
-        "observation_space": json.dumps({"type": "Box", "dtype": "float32", "shape": [ds.obs_dim],
-                                         "low": [-inf] * ds.obs_dim, "high": [inf] * ds.obs_dim}),
-        "action_space": json.dumps({"type": "Discrete", "dtype": "int64", "start": 0, "n": ds.n_actions}),
-        "dataset_size": round((data / "main_data.hdf5").stat().st_size / 1e6, 1),
-        "merlion": {"n_actions": ds.n_actions, "meta": ds.meta.to_dict()},
-    }
-    if ds.meta.expert_return is not None and ds.meta.random_return is not None:
-        md["ref_max_score"], md["ref_min_score"] = ds.meta.expert_return, ds.meta.random_return
-    text = dump_json(md) + "\n"
-    atomic_write(data / "metadata.json", lambda t: t.write_text(text, encoding="utf-8"))

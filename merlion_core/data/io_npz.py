@@ -16,12 +16,12 @@ from typing import Any, BinaryIO
 import numpy as np
 import numpy.lib.format as npformat
 
-from .dataset import FIELDS, DatasetError, DatasetMeta, TransitionDataset, from_arrays
+from .dataset import FIELDS, OPTIONAL_FIELDS, DatasetError, DatasetMeta, TransitionDataset, from_arrays
 from .io_common import (MAX_META_BYTES, MAX_NPY_HEADER, Budget, _npy_header, atomic_write, check_dtype,
                         derive_next_observations, dump_json, meta_with, parse_json, resolve_n_actions)
 
 MAX_ZIP_MEMBERS = 256
-_NPZ_KEYS = (*FIELDS, "n_actions", "meta_json")
+_NPZ_KEYS = (*FIELDS, *OPTIONAL_FIELDS, "n_actions", "meta_json")
 _READ_BLOCK = 1 << 20
 
 
@@ -146,7 +146,7 @@ def _load_npz(p: Path, budget: Budget, n_actions: int | None, **_: Any) -> Trans
         for name in ("observations", "actions", "rewards", "terminals"):
             if name not in members:
                 raise DatasetError(f"{name}: required field missing ({name}.npy not in the archive)")
-        for name in FIELDS:
+        for name in (*FIELDS, *OPTIONAL_FIELDS):
             if name in members:
                 fields[name] = _read_member(raw, members[name], name, budget, "biuf")
         file_n = meta_text = None
@@ -173,7 +173,7 @@ def _load_npz(p: Path, budget: Budget, n_actions: int | None, **_: Any) -> Trans
 
 
 def _save_npz(ds: TransitionDataset, p: Path, *, compressed: bool = False, **_: Any) -> None:
-    members = dict(ds.arrays())
+    members = dict(ds.arrays(optional=True))
     members["n_actions"] = np.array(ds.n_actions, dtype=np.int64)
     members["meta_json"] = np.array(dump_json(ds.meta.to_dict()))
     method = zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED

@@ -9,7 +9,9 @@
   it stays closed-loop, so 50% random actions slow it down without wiping out its route.
 - random: uniform over all actions.
 
-A behaviour is a callable ``(states f32[B, S], rng) -> int64[B]`` with a ``name``.
+A behaviour is a callable ``(states f32[B, S], rng) -> int64[B]`` with a ``name`` and, where it
+can be computed, ``probability(states, actions) -> float64[B]``: the chance that the callable
+picks ``actions[i]`` at ``states[i]`` (the logged data's propensities, data/collect.py).
 """
 
 from __future__ import annotations
@@ -26,14 +28,17 @@ from merlion_core.envs.planning import ValueTable, greedy_candidates, value_iter
 
 BEHAVIOURS = ("expert", "medium", "random")
 PLANNER_GAMMA = 0.99
+ProbabilityFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
 class Behaviour:
-    """A named, vectorised behaviour policy."""
+    """A named, vectorised behaviour policy, with its action probabilities when it can compute them."""
 
     name: str
     act: Callable[[np.ndarray, np.random.Generator], np.ndarray]
+    probability: ProbabilityFn | None = None
+    """float64 [B]: probability that ``act`` picks ``actions[i]`` at ``states[i]``; None = unknown."""
 
     def __call__(self, states: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return self.act(states, rng)
@@ -66,12 +71,21 @@ def _maze_planner_behaviour(name: str, config: MazeConfig, region_aware: bool) -
     planner_model, representatives, table = _maze_planner(config, region_aware)
     members, sizes = class_members(planner_model.action_classes)
 
+    def best(states: np.ndarray) -> np.ndarray:
+        return greedy_candidates(planner_model.true_step, table, representatives, states, PLANNER_GAMMA)
+
     def act(states: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        best_class = greedy_candidates(planner_model.true_step, table, representatives, states, PLANNER_GAMMA)
+        best_class = best(states)
         pick = np.floor(rng.random(len(states)) * sizes[best_class]).astype(np.int64)
         return members[best_class, pick]
 
-    return Behaviour(name, act)
+    def probability(states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """Uniform over the greedy class: 1 / its size for its members, 0 elsewhere."""
+        best_class = best(states)
+        in_class = planner_model.action_classes[np.asarray(actions)] == best_class
+        return np.where(in_class, 1.0 / sizes[best_class], 0.0)
+
+    return Behaviour(name, act, probability)
 
 
 @functools.lru_cache(maxsize=8)
@@ -97,11 +111,16 @@ def _plan_behaviour(name: str, config: MultiStepMazeConfig, region_aware: bool) 
             current, done = result.next_states, done | result.terminated
         return plan
 
-    return Behaviour(name, act)
+    def probability(states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """Deterministic: 1 for the planned id, 0 elsewhere (``act`` draws nothing)."""
+        return (np.asarray(actions) == act(states, None)).astype(np.float64)
+
+    return Behaviour(name, act, probability)
 
 
 def _random_behaviour(n_actions: int) -> Behaviour:
-    return Behaviour("random", lambda states, rng: rng.integers(0, n_actions, size=len(states)))
+    return Behaviour("random", lambda states, rng: rng.integers(0, n_actions, size=len(states)),
+                     lambda states, actions: np.full(len(states), 1.0 / n_actions))
 
 
 def make_behaviour(model, name: str) -> Behaviour:

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from merlion_core.config import to_dict
-from merlion_core.jobs.spec import (BenchJob, CollectJob, EvaluateJob, TrainAgentJob, TrainEncoderJob, UmapJob,
-                                    WarmStartJob, parse_config)
+from merlion_core.jobs.spec import (BenchJob, CollectJob, EvaluateJob, OPEJob, TrainAgentJob, TrainEncoderJob,
+                                    UmapJob, WarmStartJob, parse_config)
 
 Progress = Callable[..., None]
 Loader = Callable[[str, str], Any]
@@ -31,6 +31,8 @@ def run_job(kind: str, config: dict[str, Any], seed: int, artifacts: Path, progr
         return run_train_agent(parsed, seed, artifacts, progress, checkpoint_dir, resume)
     if kind == "evaluate":
         return run_evaluate(parsed, seed, progress)
+    if kind == "ope":
+        return run_ope(parsed, seed, artifacts, progress)
     if kind == "warm-start":
         return run_warm_start(parsed, seed, artifacts, progress)
     if kind == "umap":
@@ -75,7 +77,8 @@ def run_train_agent(config: TrainAgentJob, seed: int, artifacts: Path, progress:
                          encoder_dir=config.encoder, overrides={**config.options, "seed": seed},
                          eval_every=config.eval_every, eval_episodes=config.eval_episodes, device=config.device,
                          precision=config.precision, progress=progress, checkpoint_dir=checkpoint_dir if config.checkpoint_every else None,
-                         checkpoint_every=config.checkpoint_every, resume=resume)
+                         checkpoint_every=config.checkpoint_every, resume=resume, holdout=config.holdout,
+                         holdout_seed=config.holdout_seed)
     return {"agent": result["out"], "algo": config.algo, "seconds": result["seconds"], "last": result["last"],
             "precision": result["precision"]}
 
@@ -86,6 +89,24 @@ def run_evaluate(config: EvaluateJob, seed: int, progress: Progress) -> dict[str
     summary = evaluate_agent(config.agent, episodes=config.episodes, seed=seed)
     progress(config.episodes, {k: v for k, v in summary.items() if isinstance(v, (int, float))})
     return summary
+
+
+def run_ope(config: OPEJob, seed: int, artifacts: Path, progress: Progress) -> dict[str, Any]:
+    """Off-policy estimates of a saved agent; the full result (with each estimator's details) in
+    artifacts/ope.json, the summary without details returned."""
+    import json
+
+    from merlion_core.config import from_dict
+    from merlion_core.pipelines_ope import OPEConfig, ope_agent
+
+    options = {**config.options, "seed": seed}
+    if "estimators" in options:
+        options["estimators"] = tuple(options["estimators"])
+    result = ope_agent(config.agent, config.dataset, from_dict(OPEConfig, options),
+                       progress=lambda done, total: progress(done, {}, total=total), device=config.device)
+    (artifacts / "ope.json").write_text(json.dumps(result, indent=1))
+    return {**result, "estimators": {name: {k: v for k, v in e.items() if k != "details"}
+                                     for name, e in result["estimators"].items()}}
 
 
 def run_bench(config: BenchJob, seed: int, artifacts: Path, progress: Progress) -> dict[str, Any]:

@@ -79,6 +79,10 @@ class TrainAgentJob:
     """Networks' precision in gradient steps: auto (bf16 where the CPU or GPU has bf16 matrix units), fp32, bf16."""
     checkpoint_every: int = 1000
     """Save a resumable checkpoint every K steps, at logging points (0: never)."""
+    holdout: float | None = None
+    """Share of whole episodes kept out of training for off-policy evaluation (null: 0, or 0.2 without a simulator)."""
+    holdout_seed: int = 0
+    """Seed of the held-out episodes' choice (shared by every seed of a method, so their estimates compare)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,21 @@ class EvaluateJob:
     """Agent folder from train-agent."""
     episodes: int = 50
     """Evaluation episodes (the env noise seed is the job's seed)."""
+
+
+@dataclass(frozen=True)
+class OPEJob:
+    """``ope``: off-policy evaluation of a saved agent on logged episodes it never trained on
+    (merlion_core.pipelines_ope.ope_agent)."""
+
+    agent: str = ""
+    """Agent folder from train-agent."""
+    dataset: str = ""
+    """Logged data: the agent's own dataset (its recorded held-out episodes) or other episodes."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """pipelines_ope.OPEConfig overrides (estimators, gamma, fqe_steps, ...; its seed is the job's seed)."""
+    device: str = "cpu"
+    """cpu or cuda[:N]."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +170,7 @@ KINDS: dict[str, type] = {
     "train-encoder": TrainEncoderJob,
     "train-agent": TrainAgentJob,
     "evaluate": EvaluateJob,
+    "ope": OPEJob,
     "bench": BenchJob,
     "warm-start": WarmStartJob,
     "umap": UmapJob,
@@ -162,7 +182,7 @@ LOWER_BOUNDS = {"n": 1, "steps": 1, "episodes": 1, "eval_episodes": 1, "frame_ev
 """Least value of numeric config fields, by name (any kind)."""
 UPPER_BOUNDS = {"tau": 1}
 """Largest value of numeric config fields, by name (any kind)."""
-TORCH_KINDS = frozenset({"train-encoder", "train-agent", "evaluate", "bench", "warm-start", "umap"})
+TORCH_KINDS = frozenset({"train-encoder", "train-agent", "evaluate", "ope", "bench", "warm-start", "umap"})
 """Kinds that run PyTorch (the worker sets torch's thread count for them)."""
 GPU_KINDS = frozenset({"train-encoder", "train-agent", "bench"})
 """Kinds that use a GPU when one is free and their device allows it."""
@@ -215,6 +235,17 @@ def validate(spec: JobSpec, *, base: str | Path | None = None, check_inputs: boo
             raise ValueError(f"{spec.kind} config: {name}: must be <= {high}, got {getattr(config, name)}")
     if hasattr(config, "precision") and config.precision not in PRECISIONS:
         raise ValueError(f"{spec.kind} config: precision: one of {', '.join(PRECISIONS)}, got {config.precision!r}")
+    if holdout := getattr(config, "holdout", None):
+        if not 0.0 < holdout < 1.0:
+            raise ValueError(f"{spec.kind} config: holdout: a share of episodes in (0, 1), got {holdout}")
+    if spec.kind == "ope":
+        from merlion_core.pipelines_ope import OPEConfig
+
+        try:
+            from_dict(OPEConfig, {**config.options, "estimators": tuple(config.options.get("estimators", ()))
+                                  or OPEConfig.estimators})
+        except (ConfigError, TypeError, ValueError) as exc:
+            raise ValueError(f"ope config: options: {str(exc).splitlines()[0]}") from None
     if not getattr(config, "rows", (0,)) or min(getattr(config, "rows", (0,))) < 0:
         raise ValueError(f"{spec.kind} config: rows: need at least one dataset row index >= 0, got {config.rows!r}")
     config = dataclasses.replace(config, **changes)

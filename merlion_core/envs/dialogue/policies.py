@@ -165,6 +165,10 @@ class RulePolicy:
         score = np.asarray(gain @ self.atoms_by_action) - EXTRA_ATOM_COST * self.atoms_per_action
         return np.argmax(score, axis=1).astype(np.int64)
 
+    def probability(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """float64 [B]: the policy is deterministic, so 1 for the action it picks and 0 elsewhere."""
+        return (np.asarray(actions) == self(states, None)).astype(np.float64)
+
 
 def make_rule_behaviour(model, name: str) -> RulePolicy:
     """The expert or medium rule policy of a dialogue model."""

@@ -9,6 +9,11 @@
   Sub-optimal for a known reason (its candidates are usually not the best videos for this
   user); docs/datasets.md has its normalised score.
 - random (generic, envs/behaviours.py): uniform over the catalogue.
+
+Both give the probability of any action (``Behaviour.probability``): the expert is deterministic;
+for the medium, a video of rate r is picked when the best of the C candidates has rate r, and
+it is then one of the g videos of that rate, each as likely:
+P(a) = (((k_< + g) / N)^C - (k_< / N)^C) / g, with k_< the videos of lower rate (g = 1 without ties).
 """
 
 from __future__ import annotations
@@ -51,15 +56,29 @@ def watch_rate(model: RecommenderModel, states: np.ndarray, candidates: np.ndarr
     return gain / spent
 
 
+def medium_probability(model: RecommenderModel, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """float64 [B]: probability that the medium behaviour recommends ``actions[i]`` to user ``i``."""
+    rates = watch_rate(model, states)  # [B, N]; the candidates' rates are the same numbers
+    own = np.take_along_axis(rates, np.asarray(actions, dtype=np.int64)[:, None], axis=1)
+    lower = np.count_nonzero(rates < own, axis=1)
+    tied = np.count_nonzero(rates == own, axis=1)  # >= 1: the video itself
+    n, c = model.n_actions, MEDIUM_CANDIDATES
+    return (((lower + tied) / n) ** c - (lower / n) ** c) / tied
+
+
 def recommender_behaviour(model: RecommenderModel, name: str) -> Behaviour:
     """The expert or medium behaviour of a recommender twin."""
     if name == "expert":
-        return Behaviour("expert", lambda states, rng: np.argmax(watch_rate(model, states), axis=1))
+        def expert(states: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+            return np.argmax(watch_rate(model, states), axis=1)
+
+        return Behaviour("expert", expert,
+                         lambda states, actions: (np.asarray(actions) == expert(states, None)).astype(np.float64))
     if name == "medium":
         def medium(states: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             candidates = rng.integers(0, model.n_actions, size=(len(states), MEDIUM_CANDIDATES))
             best = np.argmax(watch_rate(model, states, candidates), axis=1)
             return candidates[np.arange(len(states)), best]
 
-        return Behaviour("medium", medium)
+        return Behaviour("medium", medium, lambda states, actions: medium_probability(model, states, actions))
     raise ValueError(f"no {name} behaviour for the recommender (expert, medium; random is generic)")
