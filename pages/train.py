@@ -1,7 +1,6 @@
 """Train: an action representation (MERLION or a baseline) and an offline RL agent, as background
 jobs; forms generated from the config dataclasses; launch, cancel, resume; progress."""
 
-import dataclasses
 import time
 
 import streamlit as st
@@ -11,6 +10,7 @@ from merlion_core.config import ConfigError
 from merlion_core.data.dataset import DatasetError
 from merlion_core.jobs.spec import TrainAgentJob
 from merlion_core.pipelines import representation_config
+from merlion_core.pipelines_ope import OPEConfig
 from merlion_core.representation.registry import METHODS
 from studio import catalog, chains, jobs_client, loaders, settings, simulator
 from studio.forms import config_form
@@ -31,13 +31,11 @@ try:
 except DatasetError as exc:
     st.error(str(exc))
     st.stop()
-# the agent pipeline evaluates by off-policy evaluation on held-out episodes where its job config has a holdout
-OPE_READY = "holdout" in {f.name for f in dataclasses.fields(TrainAgentJob)}
 if not env_id:
     st.info(simulator.NO_SIMULATOR_NOTE
-            + (". The agent form has no simulator episodes to set: `holdout` is the share of episodes kept out for "
-               "that evaluation (null: the pipeline's default), and each evaluation point (`eval_every`; 0: only at "
-               "the end) fits its own models." if OPE_READY else ", so the agent form has no evaluation settings.")
+            + ". The agent form has no simulator episodes to set: `holdout` is the share of episodes kept out for "
+              "that evaluation (null: 0.2), and each evaluation point (`eval_every`; 0: only at the end) fits its "
+              "own estimators (a minute or two each on a CPU)."
             + " Name the simulator on the Data page if the data came from a registered environment.")
 seeds = int(st.number_input("Seeds (one job each; curves show mean and 95% CI)", 1, 10, 1, key="train.seeds"))
 
@@ -50,7 +48,7 @@ def submit_all(kind: str, config: dict, what: str) -> None:
         st.error(str(exc))
 
 
-rep_tab, agent_tab = st.tabs(["Representation", "Agent"])
+rep_tab, agent_tab, ope_tab = st.tabs(["Representation", "Agent", "Off-policy evaluation"])
 with rep_tab:
     method = st.selectbox("Method", list(METHODS), key="train.method",
                           format_func=lambda m: f"{m}: {METHODS[m].description}")
@@ -77,7 +75,7 @@ with agent_tab:
     # without a simulator there are no episodes to roll out, and evaluation points (OPE) only where supported
     evaluation = ({"eval_every": settings.DEMO_EVAL_EVERY, "eval_episodes": settings.DEMO_EVAL_EPISODES}
                   if env_id else {"eval_every": 0})
-    no_sim = () if env_id else ("eval_episodes",) if OPE_READY else ("eval_every", "eval_episodes")
+    no_sim = () if env_id else ("eval_episodes",)
     skip = ("dataset", "algo", "encoder", "options", *no_sim)
     run = config_form(TrainAgentJob, TrainAgentJob(steps=settings.DEMO_AGENT_STEPS, **evaluation), "train.run",
                       skip=skip)
@@ -99,11 +97,28 @@ with agent_tab:
                        f"{algo} x {seeds}")
 
 
+with ope_tab:
+    st.caption("Estimate a saved agent's return from logged episodes it never trained on: this dataset's "
+               "held-out episodes when the agent trained on it with a holdout, or every episode of other data. "
+               "Results: the Runs page's off-policy section.")
+    saved = catalog.agents()
+    if not saved:
+        st.caption("No finished agent yet.")
+    else:
+        agent_labels = {e.path: e.label for e in saved}
+        agent_path = st.selectbox("Agent", list(agent_labels), index=len(agent_labels) - 1,
+                                  format_func=agent_labels.get, key="train.ope.agent")
+        ope_options = config_form(OPEConfig, OPEConfig(), "train.ope.options")
+        if st.button("Estimate", type="primary", key="train.ope_go"):
+            submit_all("ope", {"agent": agent_path, "dataset": dataset_path, "options": ope_options},
+                       "off-policy evaluation")
+
+
 def training_jobs() -> None:
-    records = [job for job in jobs_client.jobs() if job.kind in ("train-encoder", "train-agent")]
+    records = [job for job in jobs_client.jobs() if job.kind in ("train-encoder", "train-agent", "ope")]
     progress_lines([job for job in records if job.status in jobs_client.ACTIVE][::-1])
     job_table(records[-20:], "train.jobs")
 
 
 st.subheader("Training jobs")
-live_fragment(training_jobs, lambda: any_active(("train-encoder", "train-agent")))
+live_fragment(training_jobs, lambda: any_active(("train-encoder", "train-agent", "ope")))

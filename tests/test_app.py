@@ -178,6 +178,20 @@ def test_train_forms_queue_encoder_and_agent_jobs(studio_env):
         _cancel(job.id)
 
 
+def test_train_page_queues_an_off_policy_evaluation(studio_env):
+    at = page("train").run()
+    at.selectbox(key="train.dataset").set_value(studio_env["dataset"]).run()
+    at.selectbox(key="train.ope.agent").set_value(studio_env["agent"]).run()
+    at.number_input(key="train.ope.options.fqe_steps").set_value(321)
+    at.button(key="train.ope_go").click().run()
+    no_exception(at)
+    with store() as s:
+        job = s.list("queued")[-1]
+    assert job.kind == "ope" and job.config["agent"] == studio_env["agent"]
+    assert job.config["dataset"] == studio_env["dataset"] and job.config["options"] == {"fqe_steps": 321}
+    _cancel(job.id)
+
+
 def test_train_agent_with_a_new_encoder_builds_a_chain(studio_env):
     from studio import chains
 
