@@ -177,6 +177,8 @@ def dataset_summary(dataset: Any, fmt: str) -> dict[str, Any]:
             expert, random = env_normalisers(resolve_env_id(meta.env_id))
         except UnknownEnvError:
             pass
+    dropped, reason = meta.extra.get("dropped_rows"), meta.extra.get("dropped_reason")
+    dropped = dropped if isinstance(dropped, int) and not isinstance(dropped, bool) and dropped > 0 else 0
     returns = dataset.episode_returns()
     mean_return = float(returns.mean()) if len(returns) else float("nan")
     score = None
@@ -199,6 +201,9 @@ def dataset_summary(dataset: Any, fmt: str) -> dict[str, Any]:
         "expert_return": expert,
         "random_return": random,
         "propensities": bool(dataset.has_propensities),
+        # rows of the file its reader did not turn into transitions, and why (recorded in meta.extra)
+        "dropped_rows": dropped,
+        "dropped_reason": (reason if isinstance(reason, str) else "reason not recorded") if dropped else None,
     }
 
 
@@ -206,7 +211,8 @@ def cmd_dataset_info(args: argparse.Namespace) -> int:
     from merlion_core.data.io import detect_format, load_dataset
 
     fmt = detect_format(args.path)
-    summary = dataset_summary(load_dataset(args.path, format=fmt), fmt)
+    caps = {"max_actions": args.max_actions} if getattr(args, "max_actions", None) else {}
+    summary = dataset_summary(load_dataset(args.path, format=fmt, **caps), fmt)
     if args.json:
         _print_json(summary)
     else:
@@ -220,14 +226,18 @@ def cmd_dataset_validate(args: argparse.Namespace) -> int:
 
     try:
         fmt = detect_format(args.path)
-        dataset = load_dataset(args.path, format=fmt)
+        caps = {"max_actions": args.max_actions} if getattr(args, "max_actions", None) else {}
+        dataset = load_dataset(args.path, format=fmt, **caps)
     except Exception as exc:  # no input may crash validate: every failure is one line
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"invalid: {message}", file=sys.stderr)
         return 1
+    dropped, reason = dataset.meta.extra.get("dropped_rows"), dataset.meta.extra.get("dropped_reason")
     print(f"valid: {args.path}: {fmt}, {dataset.n_transitions} transitions, {dataset.n_episodes} episodes, "
           f"{dataset.n_actions} actions, obs_dim {dataset.obs_dim}, "
           f"propensities {'yes' if dataset.has_propensities else 'no'}"
+          + (f", {dropped} rows dropped: {reason if isinstance(reason, str) else 'reason not recorded'}"
+             if isinstance(dropped, int) and not isinstance(dropped, bool) and dropped > 0 else "")
           + ("" if dataset.meta.env_id else "; names no simulator (agents are judged by off-policy evaluation)"))
     return 0
 
@@ -274,12 +284,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     ds = sub.add_parser("dataset", help="inspect, validate and convert datasets")
     ds_sub = ds.add_subparsers(dest="dataset_command", required=True)
+    from merlion_core.data.dataset import MAX_ACTIONS
+
+    cap_help = f"largest action count accepted (default: {MAX_ACTIONS:,}, MAX_ACTIONS)"
     p = ds_sub.add_parser("info", help="summary of a dataset")
     p.add_argument("path")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--max-actions", type=int, default=None, help=cap_help)
     p.set_defaults(func=cmd_dataset_info)
     p = ds_sub.add_parser("validate", help="exit 0 if the file is a valid dataset, else 1 and the reason")
     p.add_argument("path")
+    p.add_argument("--max-actions", type=int, default=None, help=cap_help)
     p.set_defaults(func=cmd_dataset_validate)
     p = ds_sub.add_parser("convert", help="convert between dataset formats")
     p.add_argument("input")

@@ -41,6 +41,8 @@ class OPEConfig:
     """Copy FQE's network into its target every this many steps (one FQE iteration; 0: Polyak averaging)."""
     behaviour_steps: int = 3_000
     """Gradient steps of the fitted behaviour model mu(a|s) (used when the data logs no propensities)."""
+    fqe_encoder: str = ""
+    """FQE's actions: '' = one output per action id; a representation folder (or 'agent': a latent agent's own) = Q(s, phi(a; s))."""
     n_bootstrap: int = 1_000
     """Episode resamples behind the importance estimators' 95% intervals."""
     min_heldout_episodes: int = 10
@@ -109,6 +111,41 @@ def check_pairing(agent: Any, dataset: Any, where: str) -> None:
                             f"{dataset.obs_dim}")
 
 
+def embed_pairs(representation: Any, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """f32[N, D]: phi(a_n; s_n) for each (observation, action) pair, in chunks."""
+    import torch
+
+    tensors = [*representation.parameters(), *representation.buffers()]
+    device = tensors[0].device if tensors else torch.device("cpu")
+    parts = []
+    with torch.no_grad():
+        for i in range(0, obs.shape[0], ACT_CHUNK):
+            o = torch.as_tensor(obs[i:i + ACT_CHUNK], dtype=torch.float32, device=device)
+            a = torch.as_tensor(actions[i:i + ACT_CHUNK], dtype=torch.int64, device=device)
+            parts.append(representation.embed(o, a).float().cpu().numpy())
+    return np.concatenate(parts)
+
+
+def fqe_representation(agent: Any, config: OPEConfig, agent_dir: Any = None) -> Any:
+    """The representation FQE reads actions through (None: one output per action id)."""
+    if not config.fqe_encoder:
+        return None
+    if config.fqe_encoder == "agent":
+        representation = getattr(agent, "representation", None)
+        if representation is None:
+            raise OPEInputError(f"{agent_dir}: fqe_encoder 'agent': the agent acts on raw actions and has no encoder; "
+                                "name a representation folder")
+        return representation
+    from merlion_core.representation.artifacts import load_representation
+
+    representation = load_representation(config.fqe_encoder).representation
+    if representation.n_actions != agent.n_actions or representation.obs_dim != agent.obs_dim:
+        raise OPEInputError(f"fqe_encoder {config.fqe_encoder}: made for {representation.n_actions} actions and "
+                            f"{representation.obs_dim}-dim observations, the agent has {agent.n_actions} and "
+                            f"{agent.obs_dim}")
+    return representation
+
+
 def ope_arrays(agent: Any, dataset: Any, index: np.ndarray, config: OPEConfig,
                progress: Callable[[int, int], None] | None = None, device: str = "cpu") -> dict[str, Any]:
     """Every estimator of ``config`` for ``agent`` on the transitions ``index`` (complete episodes) of
@@ -128,13 +165,18 @@ def ope_arrays(agent: Any, dataset: Any, index: np.ndarray, config: OPEConfig,
                                     BehaviourModelConfig(steps=config.behaviour_steps, seed=config.seed), device=device)
         mu, source = model.probability(obs, actions), "fitted G(a|s) on the held-out episodes"
     done = terminals if config.bootstrap_timeouts else terminals | timeouts
+    pi, next_pi = policy_actions(agent, obs), policy_actions(agent, next_obs)
+    representation = fqe_representation(agent, config)
+    features = None if representation is None else (
+        embed_pairs(representation, obs, actions), embed_pairs(representation, obs, pi),
+        embed_pairs(representation, next_obs, next_pi))
     fqe = FQEConfig(gamma=config.gamma, steps=config.fqe_steps, n_bootstrap=config.fqe_heads, seed=config.seed,
                     hidden=tuple(config.fqe_hidden), hard_update_every=config.fqe_target_update)
     results = estimate(obs, actions, np.asarray(dataset.rewards[index]), next_obs, done,
                        np.zeros_like(done) if not config.bootstrap_timeouts else timeouts, dataset.n_actions,
-                       policy_actions(agent, obs), policy_actions(agent, next_obs), mu, source,
-                       estimators=tuple(config.estimators), gamma=config.gamma, fqe_config=fqe,
-                       n_bootstrap=config.n_bootstrap, seed=config.seed, progress=progress, device=device)
+                       pi, next_pi, mu, source, estimators=tuple(config.estimators), gamma=config.gamma,
+                       fqe_config=fqe, n_bootstrap=config.n_bootstrap, seed=config.seed, progress=progress,
+                       device=device, action_features=features)
     normalisable = config.gamma == 1.0 and dataset.meta.expert_return is not None \
         and dataset.meta.random_return is not None and dataset.meta.expert_return != dataset.meta.random_return
     out = {}

@@ -13,6 +13,7 @@ RANKS = [
     ("merlion_core.data", 0),  # the empty package __init__
     ("merlion_core.envs", 1),
     ("merlion_core.data.dataset", 1),
+    ("merlion_core.data.validation", 1),  # DatasetError, caps, value rules (numpy only)
     ("merlion_core.data.multiwoz_io", 1),  # reads the MultiWOZ files for the dialogue env (not numeric)
     ("merlion_core.data.io", 2),  # io, io_common, io_npz, io_hdf5: file formats live only here
     ("merlion_core.data.collect", 3),
@@ -43,7 +44,7 @@ NUMERIC = ("merlion_core.envs", "merlion_core.data.dataset", "merlion_core.data.
            "merlion_core.models", "merlion_core.representation.merlion", "merlion_core.representation.losses",
            "merlion_core.representation.base", "merlion_core.diagnostics", "merlion_core.lookup",
            "merlion_core.algos", "merlion_core.policy", "merlion_core.evaluation", "merlion_core.data.sampler",
-           "merlion_core.ope")
+           "merlion_core.ope", "merlion_core.data.validation")
 
 
 def rank_of(module: str) -> int | None:

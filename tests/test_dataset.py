@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from merlion_core.data import dataset as dmod
+from merlion_core.data import validation as vmod  # the caps live (and are patched) there
 from merlion_core.data.dataset import (SCHEMA_VERSION, DatasetError, DatasetMeta, TransitionDataset,
                                        from_arrays, validate)
 
@@ -154,11 +155,11 @@ def test_episode_boundaries():
 
 
 def test_size_caps(monkeypatch):
-    monkeypatch.setattr(dmod, "MAX_TRANSITIONS", 10)
+    monkeypatch.setattr(vmod, "MAX_TRANSITIONS", 10)
     with pytest.raises(DatasetError, match="observations: 15 transitions exceed the cap of 10"):
         make()
-    monkeypatch.setattr(dmod, "MAX_TRANSITIONS", 100)
-    monkeypatch.setattr(dmod, "MAX_OBS_DIM", 2)
+    monkeypatch.setattr(vmod, "MAX_TRANSITIONS", 100)
+    monkeypatch.setattr(vmod, "MAX_OBS_DIM", 2)
     with pytest.raises(DatasetError, match="observations: observation dim 3 outside"):
         make()
 
@@ -221,7 +222,7 @@ def test_float64_overflowing_float32_is_reported():
     f = make_fields()
     obs = f["observations"].astype(np.float64)
     obs[3, 0] = 1e300
-    with pytest.raises(DatasetError, match=r"observations: 1 non-finite.*index 3"):
+    with pytest.raises(DatasetError, match=r"observations: 1 value\(s\) beyond the float32 range.*index 3"):
         from_arrays(dict(f, observations=obs), N_ACTIONS)
 
 
@@ -344,3 +345,58 @@ def test_from_arrays_coerces_propensities():
         from_arrays(dict(f, propensities=np.array(["0.5"] * 15)), N_ACTIONS)
     with pytest.raises(DatasetError, match=r"^propensities: 1 value\(s\) are 0 \(first at index 0\)"):
         from_arrays(dict(f, propensities=np.array([1e-60] + [0.5] * 14)), N_ACTIONS)  # underflows float32
+
+
+# ----------------------------------------------------------------------------- action-count cap, dropped rows
+
+def test_action_count_cap_refuses_given_and_inferred_n_actions():
+    assert dmod.MAX_ACTIONS == 10_000_000  # a module constant of dataset.py (defined in validation.py)
+    f = make_fields()
+    f["actions"][3] = 10**12
+    with pytest.raises(DatasetError) as info:
+        from_arrays(f, None, infer_n_actions=True)
+    assert str(info.value) == ("actions: id 1000000000000 at index 3 implies n_actions >= 1000000000001, which "
+                               "exceeds the action-count cap max_actions=10000000 (MAX_ACTIONS); pass "
+                               "max_actions=1000000000001 (or more: load_dataset(max_actions=...), --max-actions on "
+                               "the command line) if that many actions is intended")
+    ds = from_arrays(f, None, infer_n_actions=True, max_actions=10**12 + 1)  # raised: accepted
+    assert ds.n_actions == 10**12 + 1
+    with pytest.raises(DatasetError, match=r"^n_actions: 1000000000001 exceeds the action-count cap "
+                                           r"max_actions=10000000 \(MAX_ACTIONS\); pass max_actions="):
+        validate(ds)  # validate applies the default cap too
+    validate(ds, max_actions=None)
+    with pytest.raises(DatasetError, match=r"^n_actions: 40 exceeds the action-count cap max_actions=20; pass "):
+        from_arrays(make_fields(), 40, max_actions=20)  # a given n_actions, far above the ids used: the cap only
+    assert from_arrays(make_fields(), 10_000_000).n_actions == 10_000_000  # the cap itself is allowed
+    for bad in (1, 2.5, True, "9"):
+        with pytest.raises(DatasetError, match=r"^max_actions: expected an int >= 2"):
+            from_arrays(make_fields(), N_ACTIONS, max_actions=bad)
+
+
+def test_from_arrays_keep_checks_every_row_before_dropping():
+    f = make_fields()
+    keep = np.ones(15, bool)
+    keep[[8, 14]] = False
+    ds = from_arrays(f, N_ACTIONS, keep=keep)
+    assert ds.n_transitions == 13 and np.array_equal(ds.rewards, f["rewards"][keep])
+    cases = [("observations", (14, 1), np.nan, r"^observations: 1 non-finite value\(s\) \(NaN or inf\), first at index 14$"),
+             ("rewards", 8, np.inf, r"^rewards: 1 non-finite value\(s\) \(NaN or inf\), first at index 8$"),
+             ("actions", 8, -2, r"^actions: 1 negative ids out of range \[0, 16\) \(first at index 8: -2\)$"),
+             ("actions", 14, 99, r"^actions: 1 ids out of range \[0, 16\) \(first at index 14: 99\)")]
+    for name, where, value, match in cases:
+        arr = f[name].copy()
+        arr[where] = value
+        with pytest.raises(DatasetError, match=match):
+            from_arrays(dict(f, **{name: arr}), N_ACTIONS, keep=keep)
+    probs = np.full(15, 0.5, np.float32)
+    probs[14] = 1.5
+    with pytest.raises(DatasetError, match=r"^propensities: 1 value\(s\) outside \(0, 1\] \(first at index 14: 1.5\)"):
+        from_arrays(dict(f, propensities=probs), N_ACTIONS, keep=keep)
+    acts = f["actions"].copy()
+    acts[:] = 1
+    acts[14] = 9  # the only id 9 is in a dropped row: n_actions is still inferred from every row
+    assert from_arrays(dict(f, actions=acts), None, infer_n_actions=True, keep=keep).n_actions == 10
+    with pytest.raises(DatasetError, match=r"^observations: empty dataset: all 15 rows were dropped \(why\)$"):
+        from_arrays(f, N_ACTIONS, {"extra": {"dropped_reason": "why"}}, keep=np.zeros(15, bool))
+    with pytest.raises(DatasetError, match=r"^keep: expected a bool mask of shape \(15,\)"):
+        from_arrays(f, N_ACTIONS, keep=np.ones(14, bool))

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.lib.format as npformat
 import pytest
 
-from merlion_core.data import dataset as dmod
+from merlion_core.data import validation as vmod  # the caps live (and are patched) there
 from merlion_core.data.dataset import DatasetError, DatasetMeta, TransitionDataset
 from merlion_core.data.io import (FORMATS, convert, detect_format, load_dataset, save_dataset)
 
@@ -190,10 +190,10 @@ def test_npz_loader_reports_each_validation_error(case, tmp_path):
 
 def test_npz_loader_size_caps(monkeypatch, tmp_path):
     path = write_npz(tmp_path / "ok.npz", **make_fields())
-    monkeypatch.setattr(dmod, "MAX_TRANSITIONS", 10)
+    monkeypatch.setattr(vmod, "MAX_TRANSITIONS", 10)
     _load_raises(path, r"observations: 15 transitions exceed the cap of 10")
-    monkeypatch.setattr(dmod, "MAX_TRANSITIONS", 100)
-    monkeypatch.setattr(dmod, "MAX_OBS_DIM", 2)
+    monkeypatch.setattr(vmod, "MAX_TRANSITIONS", 100)
+    monkeypatch.setattr(vmod, "MAX_OBS_DIM", 2)
     _load_raises(path, r"observations: observation dim 3 outside \[1, 2\]")
 
 
@@ -219,7 +219,10 @@ def test_npz_next_observations_are_derived_d4rl_style(tmp_path):
     np.testing.assert_array_equal(ds.rewards, [0, 1, 2, 3, 6])
     np.testing.assert_array_equal(ds.terminals, [0, 0, 1, 0, 0])
     np.testing.assert_array_equal(ds.timeouts, [0, 0, 0, 1, 1])
-    assert ds.meta.extra == {"next_observations_derived": True, "dropped_transitions": 3}
+    assert ds.meta.extra == {"next_observations_derived": True, "dropped_rows": 3, "dropped_reason":
+                             "the last row of each of 2 episode(s) ending in a timeout (the next row starts a new "
+                             "episode) and the file's final row (it ends no episode): no next observation in the "
+                             "file (next_observations derived from observations)"}
 
 
 # ----------------------------------------------------------------------------- hostile npz files
@@ -436,7 +439,8 @@ def test_d4rl_without_next_observations_and_d3rlpy_v1_flags(tmp_path):
     path = write_h5(tmp_path / "v1.h5", observations=f["observations"], actions=f["actions"], rewards=f["rewards"],
                     terminals=term.astype(np.float32), episode_terminals=episode_terminals.astype(np.float32))
     ds = load_dataset(path)
-    assert ds.meta.extra["dropped_transitions"] == 1 and ds.n_transitions == 14
+    assert ds.meta.extra["dropped_rows"] == 1 and ds.n_transitions == 14
+    assert ds.meta.extra["dropped_reason"].startswith("the last row of each of 1 episode(s) ending in a timeout")
     np.testing.assert_array_equal(ds.timeouts.nonzero()[0], [7])
     np.testing.assert_array_equal(ds.next_observations[:4], f["observations"][1:5])
 
@@ -522,7 +526,10 @@ def test_d3rlpy_written_file_is_read(tmp_path):
     np.testing.assert_array_equal(ds.next_observations[[0, 1, 5]], f["next_observations"][[0, 1, 5]])
     np.testing.assert_array_equal(ds.next_observations[[4, 13]], ds.observations[[4, 13]])  # terminal: itself
     np.testing.assert_array_equal(ds.next_observations[7], f["observations"][8])
-    assert ds.meta == DatasetMeta(source_format="d3rlpy")
+    assert ds.meta == DatasetMeta(source_format="d3rlpy", extra={"dropped_rows": 1, "dropped_reason": (
+        "the final step of each of 1 episode(s) that did not terminate: it has no next observation, so no transition "
+        "(d3rlpy counts T - 1 transitions in such an episode of T steps; the step's observation is kept as the "
+        "previous transition's next observation, its action and reward are unused)")})
 
 
 def test_d3rlpy_problems(tmp_path):
@@ -533,7 +540,7 @@ def test_d3rlpy_problems(tmp_path):
     d3rlpy_dump([ep, dict(ep, actions=ep["actions"][:3])], path)
     _load_raises(path, r"observations_1: shapes .* do not line up")
     d3rlpy_dump([dict(ep, rewards=np.full((5, 1), np.nan, np.float32))], path)
-    _load_raises(path, r"rewards: 5 non-finite")
+    _load_raises(path, r"rewards_0: 5 non-finite.*first at index 0")
     d3rlpy_dump([ep], path)
     with h5py.File(path, "a") as h5:
         del h5["version"]
@@ -779,3 +786,242 @@ def test_we_read_propensities_recorded_by_minari(minari_root):
         observation_space=gym.spaces.Box(-np.inf, np.inf, (3,), np.float32))
     ds = load_dataset(minari_root / "tests" / "probs-v0")
     np.testing.assert_array_equal(ds.propensities, PROBS)
+
+
+# ----------------------------------------------------------------------------- action-count cap, every row, dropped rows
+
+BIG = 10**12
+
+
+def _h5_replace(path: Path, name: str, data) -> None:
+    with h5py.File(path, "a") as h5:
+        del h5[name]
+        h5.create_dataset(name, data=data)
+
+
+def _store_n_actions(path: Path, fmt: str, n: int) -> None:
+    """Make a file we wrote claim ``n`` actions, where its format stores the count."""
+    if fmt == "native":
+        doc = json.loads((path / "meta.json").read_text())
+        (path / "meta.json").write_text(json.dumps({**doc, "n_actions": n}))
+    elif fmt == "npz":
+        with np.load(path, allow_pickle=False) as z:
+            members = {k: z[k] for k in z.files}
+        write_npz(path, **dict(members, n_actions=np.int64(n)))
+    elif fmt == "d4rl":
+        _h5_replace(path, "metadata/n_actions", np.int64(n))
+    elif fmt == "d3rlpy":
+        with h5py.File(path, "a") as h5:
+            doc = json.loads(h5["merlion_meta"][()])
+            del h5["merlion_meta"]
+            h5.create_dataset("merlion_meta", data=json.dumps({**doc, "n_actions": n}), dtype=h5py.string_dtype())
+    else:
+        md_path = path / "data" / "metadata.json"
+        md = json.loads(md_path.read_text())
+        md["action_space"] = json.dumps({**json.loads(md["action_space"]), "n": n})
+        md["merlion"]["n_actions"] = n
+        md_path.write_text(json.dumps(md))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_stored_action_count_above_the_cap_is_refused_in_every_format(ds, fmt, tmp_path):
+    path = save_dataset(ds, tmp_path / MISLEADING[fmt], format=fmt)
+    _store_n_actions(path, fmt, BIG + 1)
+    msg = _load_raises(path, r"n_actions: 1000000000001 exceeds the action-count cap max_actions=10000000 "
+                             r"\(MAX_ACTIONS\); pass max_actions=1000000000001 \(or more: load_dataset")
+    assert msg.startswith(f"{path}: n_actions: ")
+    assert load_dataset(path, max_actions=BIG + 1).n_actions == BIG + 1  # the argument raises the cap
+    _load_raises(path, r"n_actions: 1000000000001 exceeds the action-count cap max_actions=50; pass",
+                 max_actions=50)
+    _load_raises(path, r"max_actions: expected an int >= 2, got 1", max_actions=1)
+
+
+def test_an_inferred_action_count_above_the_cap_is_refused_in_every_reader(tmp_path):
+    """One id of 10^12 in a file that stores no action count: today 'valid' with 10^12 + 1 actions."""
+    f = make_fields()
+    acts = f["actions"].copy()
+    acts[6] = BIG
+    expect = (r"actions{}: id 1000000000000 at index {} implies n_actions >= 1000000000001, which exceeds the "
+              r"action-count cap max_actions=10000000 \(MAX_ACTIONS\); pass max_actions=1000000000001")
+    npz = write_npz(tmp_path / "x.npz", **dict(f, actions=acts))
+    d4rl = write_h5(tmp_path / "x.h5", **dict(f, actions=acts))
+    for path in (npz, d4rl):
+        _load_raises(path, expect.format("", 6))
+        assert load_dataset(path, max_actions=BIG + 1).n_actions == BIG + 1
+    eps = [{"observations": f["observations"][a:b], "actions": acts[a:b].reshape(-1, 1),
+            "rewards": f["rewards"][a:b].reshape(-1, 1), "terminated": bool(f["terminals"][b - 1])}
+           for a, b in ((0, 5), (5, 9), (9, 15))]
+    d3rlpy_dump(eps, tmp_path / "d3.h5")
+    _load_raises(tmp_path / "d3.h5", expect.format("_1", 1))
+    root = save_dataset(TransitionDataset(**f, n_actions=N_ACTIONS), tmp_path / "m", format="minari")
+    md_path = root / "data" / "metadata.json"
+    md = json.loads(md_path.read_text())
+    md_path.write_text(json.dumps({k: v for k, v in md.items() if k not in ("action_space", "merlion")}))
+    _h5_replace(root / "data" / "main_data.hdf5", "episode_1/actions", acts[5:9])
+    _load_raises(root, expect.format("", 1).replace("actions", "episode_1/actions", 1))
+
+
+def _open_ended(f: dict) -> dict:
+    """make_fields without next_observations and with an open final episode: a reader deriving
+    next_observations drops row 8 (a timeout) and row 14 (the file's final row, no episode end)."""
+    f = {k: v.copy() for k, v in f.items() if k != "next_observations"}
+    f["terminals"][14] = False
+    return f
+
+
+@pytest.mark.parametrize("fmt", ["npz", "d4rl"])
+def test_bad_values_in_rows_a_reader_drops_are_refused_npz_d4rl(fmt, tmp_path):
+    base = _open_ended(make_fields())
+    write = (lambda p, **a: write_npz(p.with_suffix(".npz"), **a)) if fmt == "npz" else write_h5
+    ok = load_dataset(write(tmp_path / "ok", **base))
+    assert ok.n_transitions == 13 and ok.meta.extra["dropped_rows"] == 2
+    cases = [("observations", (14, 2), np.nan, r"observations: 1 non-finite value\(s\) \(NaN or inf\), first at index 14"),
+             ("observations", (8, 0), -np.inf, r"observations: 1 non-finite value\(s\) \(NaN or inf\), first at index 8"),
+             ("rewards", 8, np.nan, r"rewards: 1 non-finite value\(s\) \(NaN or inf\), first at index 8"),
+             ("rewards", 14, 1e300, r"rewards: 1 value\(s\) beyond the float32 range .*first at index 14"),
+             ("actions", 14, np.nan, r"actions: 1 non-integral value\(s\).*first at index 14"),
+             ("actions", 8, -3, r"actions: 1 negative ids.*first at index 8: -3"),
+             ("propensities", 14, np.inf, r"propensities: 1 non-finite value\(s\) \(NaN or inf\), first at index 14"),
+             ("propensities", 8, 0.0, r"propensities: 1 value\(s\) outside \(0, 1\] \(first at index 8: 0.0\)")]
+    for i, (name, where, value, match) in enumerate(cases):
+        fields = dict(base, propensities=np.full(15, 0.5))
+        arr = fields[name].astype(np.float64)
+        arr[where] = value
+        fields[name] = arr
+        path = write(tmp_path / f"bad{i}", **fields)
+        if fmt == "d4rl" and name == "propensities":
+            with h5py.File(path, "a") as h5:
+                h5.create_group("infos").create_dataset("propensities", data=h5["propensities"][()])
+                del h5["propensities"]
+            match = match.replace("propensities", "infos/propensities") if "non-finite" in match else match
+        _load_raises(path, match, n_actions=N_ACTIONS)
+
+
+def test_bad_values_in_steps_d3rlpy_and_minari_drop_are_refused(ds, pds, tmp_path):
+    f = make_fields()
+    eps = [{"observations": f["observations"][a:b], "actions": f["actions"][a:b].reshape(-1, 1),
+            "rewards": f["rewards"][a:b].reshape(-1, 1), "terminated": bool(f["terminals"][b - 1])}
+           for a, b in ((0, 5), (5, 9), (9, 15))]
+    path = tmp_path / "theirs.h5"
+    d3rlpy_dump(eps, path)  # episode 1 (4 steps) did not terminate: its step 3 is no transition
+    assert load_dataset(path).meta.extra["dropped_rows"] == 1
+    for name, value, match in (("rewards_1", np.nan, r"rewards_1: 1 non-finite value\(s\) \(NaN or inf\), first at index 3"),
+                               ("actions_1", -1, r"actions_1: 1 negative ids.*first at index 3: -1"),
+                               ("observations_1", np.inf, r"observations_1: 3 non-finite.*first at index 3")):
+        d3rlpy_dump(eps, path)
+        with h5py.File(path, "a") as h5:
+            data = h5[name][()].astype(np.int64 if isinstance(value, int) else np.float64)
+            data[3] = value
+        _h5_replace(path, name, data)
+        _load_raises(path, match)
+    ours = save_dataset(ds, tmp_path / "ours.h5", format="d3rlpy")  # our own appended successor step
+    assert "dropped_rows" not in load_dataset(ours).meta.extra  # it is ours, not data: nothing reported
+    with h5py.File(ours, "a") as h5:
+        rewards = h5["rewards_1"][()]
+    rewards[-1] = np.nan
+    _h5_replace(ours, "rewards_1", rewards)
+    _load_raises(ours, r"rewards_1: 1 non-finite value\(s\) \(NaN or inf\), first at index 4")
+    # Minari: the [T + 1] propensities' first entry (the reset's info) is not used, but is read and checked
+    root = save_dataset(pds, tmp_path / "m", format="minari")
+    main = root / "data" / "main_data.hdf5"
+    _h5_replace(main, "episode_1/infos/propensities", np.concatenate([[np.nan], PROBS[5:9]]))
+    _load_raises(root, r"episode_1/infos/propensities: 1 non-finite value\(s\) \(NaN or inf\), first at index 0")
+    _h5_replace(main, "episode_1/infos/propensities", np.concatenate([[0.0], PROBS[5:9]]))  # a reset placeholder
+    assert np.array_equal(load_dataset(root).propensities, PROBS)
+    _h5_replace(main, "episode_1/infos/propensities", np.concatenate([[1.0], PROBS[5:8], [1.5]]))
+    _load_raises(root, r"episode_1/infos/propensities: 1 value\(s\) outside \(0, 1\] \(first at index 4: 1.5\)")
+
+
+def test_flags_not_0_1_and_wide_columns_are_refused_by_every_reader(ds, tmp_path):
+    root = save_dataset(ds, tmp_path / "m", format="minari")
+    main = root / "data" / "main_data.hdf5"
+    _h5_replace(main, "episode_0/terminations", np.array([0, 2, 0, 0, 1], np.int8))
+    _load_raises(root, r"episode_0/terminations: 1 value\(s\) not 0/1 \(first at index 1: np.int8\(2\)\)|"
+                       r"episode_0/terminations: 1 value\(s\) not 0/1 \(first at index 1: 2\)")
+    _h5_replace(main, "episode_0/terminations", ds.terminals[:5])
+    _h5_replace(main, "episode_2/truncations", np.full(6, np.nan))
+    _load_raises(root, r"episode_2/truncations: 6 value\(s\) not 0/1 \(first at index 0")
+    _h5_replace(main, "episode_2/truncations", ds.timeouts[9:])
+    _h5_replace(main, "episode_2/actions", np.stack([ds.actions[9:], ds.actions[9:]], axis=1))
+    _load_raises(root, r"episode_2/observations: shape \(7, 3\) must be \[T\+1, S\] with actions/rewards/")
+    d3 = save_dataset(ds, tmp_path / "d3.h5", format="d3rlpy")
+    _h5_replace(d3, "terminated_2", 2.0)
+    _load_raises(d3, r"terminated_2: 2.0 is not a 0/1 flag")
+    _h5_replace(d3, "terminated_2", np.nan)
+    _load_raises(d3, r"terminated_2: nan is not a 0/1 flag")
+    _h5_replace(d3, "terminated_2", True)
+    _h5_replace(d3, "actions_0", np.zeros((5, 2), np.int64))
+    _load_raises(d3, r"observations_0: shapes \(5, 3\)/\(5, 2\)/\(5, 1\) of observations/actions/rewards do not line up")
+    f = make_fields()
+    v1 = write_h5(tmp_path / "v1.h5", **{k: v for k, v in f.items() if k not in ("timeouts", "next_observations")},
+                  episode_terminals=np.where(f["terminals"] | f["timeouts"], 0.5, 0.0))
+    _load_raises(v1, r"episode_terminals: 3 value\(s\) not 0/1 \(first at index 4: np.float64\(0.5\)\)|"
+                     r"episode_terminals: 3 value\(s\) not 0/1 \(first at index 4: 0.5\)")
+
+
+def _timeout_episodes(n_eps: int, length: int) -> dict:
+    """``n_eps`` episodes of ``length`` rows, each cut off by a timeout, without next_observations."""
+    rng = np.random.default_rng(3)
+    n = n_eps * length
+    tout = np.zeros(n, bool)
+    tout[length - 1::length] = True
+    return {"observations": rng.normal(size=(n, 2)).astype(np.float32), "actions": rng.integers(0, 4, n),
+            "rewards": rng.normal(size=n).astype(np.float32), "terminals": np.zeros(n, bool), "timeouts": tout}
+
+
+def test_dropped_rows_are_recorded_and_summarised(ds, tmp_path, capsys):
+    import argparse
+
+    from merlion_core.cli import cmd_dataset_validate, dataset_summary
+    path = write_h5(tmp_path / "d4rl.hdf5", **_timeout_episodes(10, 100))
+    loaded = load_dataset(path)
+    reason = ("the last row of each of 10 episode(s) ending in a timeout (the next row starts a new episode): "
+              "no next observation in the file (next_observations derived from observations)")
+    assert loaded.n_transitions == 990
+    assert loaded.meta.extra["dropped_rows"] == 10 and loaded.meta.extra["dropped_reason"] == reason
+    summary = dataset_summary(loaded, "d4rl")
+    assert summary["n_transitions"] == 990 and summary["dropped_rows"] == 10 and summary["dropped_reason"] == reason
+    assert cmd_dataset_validate(argparse.Namespace(path=str(path))) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"valid: {path}: d4rl, 990 transitions, 10 episodes, 4 actions, obs_dim 2, "
+                          f"propensities no, 10 rows dropped: {reason}; names no simulator"), out
+    assert len(out.splitlines()) == 1
+    # nothing dropped: nothing said
+    plain = save_dataset(ds, tmp_path / "plain")
+    assert dataset_summary(load_dataset(plain), "native")["dropped_rows"] == 0
+    assert cmd_dataset_validate(argparse.Namespace(path=str(plain))) == 0
+    assert "rows dropped" not in capsys.readouterr().out
+    # a Minari episode without steps has an observation and no transition
+    root = save_dataset(ds, tmp_path / "m", format="minari")
+    with h5py.File(root / "data" / "main_data.hdf5", "a") as h5:
+        g = h5.create_group("episode_3")
+        g.create_dataset("observations", data=np.zeros((1, 3), np.float32))
+        for name, dtype in (("actions", np.int64), ("rewards", np.float32), ("terminations", bool),
+                            ("truncations", bool)):
+            g.create_dataset(name, data=np.zeros(0, dtype))
+    md = json.loads((root / "data" / "metadata.json").read_text())
+    (root / "data" / "metadata.json").write_text(json.dumps({**md, "total_episodes": 4}))
+    extra = load_dataset(root).meta.extra
+    assert extra["dropped_rows"] == 1
+    assert extra["dropped_reason"] == "1 episode(s) of 0 steps (a single observation, no action): no transition"
+
+
+def test_hdf5_data_declared_but_not_stored_is_refused_before_reading(ds, tmp_path):
+    """A tiny file whose dataspace declares 10^7 rows (fill value, never written) must not make the
+    reader allocate them: unfiltered data must be stored in full, compressed data within deflate's ratio."""
+    for fmt, name in (("d4rl", "observations"), ("d3rlpy", "rewards_1"), ("minari", "episode_2/actions")):
+        root = save_dataset(ds, tmp_path / fmt, format=fmt)
+        h5_path = root / "data" / "main_data.hdf5" if fmt == "minari" else root
+        for kw in ({}, {"compression": "gzip", "chunks": (1 << 16,)}):
+            with h5py.File(h5_path, "a") as h5:
+                dtype = h5[name].dtype
+                del h5[name]
+                h5.create_dataset(name, shape=(10**7,), dtype=dtype, **kw)
+            tracemalloc.start()
+            try:
+                msg = _load_raises(root, rf"{name}: declares {10**7 * dtype.itemsize} bytes")
+            finally:
+                peak = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+            assert peak < 4 << 20, peak
+            assert ("unallocated or truncated" in msg) != bool(kw) and ("compression bomb" in msg) == bool(kw)

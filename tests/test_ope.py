@@ -115,6 +115,28 @@ def test_fqe_matches_the_exact_value_of_a_tabular_mdp():
     np.testing.assert_allclose(q.v(states, PI), q.q_values(states)[np.arange(4), PI], rtol=1e-6)
 
 
+def test_fqe_on_action_features_matches_the_tabular_value():
+    """Q(s, a) = Q'([s, f(s, a)]) with one-hot action features is the same function class as one output per
+    action: the same fixed point; the initial states are valued at pi(s_0)'s features, not the logged action's."""
+    from merlion_core.ope import feature_fqe
+
+    P, R, p_term, mu, d0 = MDP
+    data, s, s2, _ = sample_episodes(P, R, p_term, mu, d0, 2000, HORIZON, seed=1)
+    table = EpisodeTable.from_flags(data["terminals"], data["timeouts"])
+    eye3 = np.eye(3, dtype=np.float32)
+    features = (eye3[data["actions"]], eye3[PI[s]], eye3[PI[s2]])
+    config = FQEConfig(gamma=GAMMA, steps=3000, batch_size=512, lr=3e-3, hidden=(32,), n_bootstrap=2,
+                       fourier_features=0)
+    est, q_hat, v_hat = feature_fqe(data["observations"], data["next_observations"], data["rewards"],
+                                    data["terminals"], features, table, config, device="cpu")
+    assert abs(est.value - empirical_fixed_point(data, s, s2, PI, table, GAMMA)) < 0.15
+    assert est.details["action_features"] == 3 and q_hat.shape == v_hat.shape == (len(s),)
+    swapped = (features[0], features[0], features[2])  # valuing the logged action instead of pi(s_0)
+    wrong, _, _ = feature_fqe(data["observations"], data["next_observations"], data["rewards"], data["terminals"],
+                              swapped, table, config, device="cpu")
+    assert abs(wrong.value - est.value) > 0.3
+
+
 def test_fqe_heads_share_no_parameters():
     heads = BatchedQHeads(3, 5, 4, (8, 8), 2, 1.0, seed=0)
     heads(torch.randn(7, 5))[0].sum().backward()

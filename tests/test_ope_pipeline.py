@@ -101,6 +101,18 @@ def test_training_without_a_simulator_scores_by_ope(tmp_path):
     assert result["last"]["ope"]["wis"]["normalised_score"] == pytest.approx(result["last"]["ope_wis"])
 
 
+def test_fqe_reads_actions_through_an_encoder(maze, tmp_path):
+    from merlion_core.pipelines import train_encoder
+
+    _, path, agent = maze
+    with pytest.raises(OPEInputError, match="acts on raw actions and has no encoder"):
+        ope_agent(agent, path, dataclasses.replace(FAST, fqe_encoder="agent"))
+    encoder = train_encoder(path, "rand1", tmp_path / "rand1", overrides={"dim": 3})["out"]
+    result = ope_agent(agent, path, dataclasses.replace(FAST, fqe_encoder=str(encoder), estimators=("fqe", "dr")))
+    assert result["estimators"]["fqe"]["details"]["action_features"] == 3
+    assert np.isfinite(result["estimators"]["dr"]["value"])
+
+
 def test_the_ope_job_writes_its_result(maze, tmp_path):
     from merlion_core.jobs.runner import run_job
     from merlion_core.jobs.spec import JobSpec, validate

@@ -5,9 +5,11 @@ A :class:`TransitionDataset` is a frozen bundle of flat, transition-aligned nump
 (``propensities``), plus the number of discrete actions and a :class:`DatasetMeta`. Building
 one validates it: every problem raises :class:`DatasetError` with a one-line message
 that starts with the offending field. Validation is vectorised (chunked for very large
-arrays) and never copies valid data, so memory-mapped arrays stay memory-mapped.
+arrays) and never copies valid data, so memory-mapped arrays stay memory-mapped; its rules
+live in :mod:`merlion_core.data.validation` (re-exported here).
 :func:`from_arrays` is the lenient entry point used by the loaders: it coerces the safe
-cases (dtype widening/narrowing, 0/1 flags, integral float action ids) first.
+cases (dtype widening/narrowing, 0/1 flags, integral float action ids) first, applies the
+action-count cap (``MAX_ACTIONS``) and can check every row of a file before dropping some.
 """
 
 from __future__ import annotations
@@ -21,22 +23,13 @@ from typing import Any
 
 import numpy as np
 
+# The value rules live in .validation (the lowest layer); their names are re-exported here.
+from .validation import (_CHUNK, DTYPES, FIELDS, MAX_ACTIONS, MAX_OBS_DIM, MAX_TRANSITIONS,  # noqa: F401
+                         OPTIONAL_FIELDS, DatasetError, _check_fields, _check_propensities, _coerce_actions,
+                         _coerce_flag, _coerce_float, _coerce_propensities, _first, _scan_nonfinite,
+                         check_action_ids, check_column, check_max_actions, check_n_actions_cap)
+
 SCHEMA_VERSION = 1
-MAX_TRANSITIONS = 50_000_000
-MAX_OBS_DIM = 100_000
-FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
-OPTIONAL_FIELDS = ("propensities",)
-DTYPES = {"observations": np.float32, "actions": np.int64, "rewards": np.float32,
-          "next_observations": np.float32, "terminals": np.bool_, "timeouts": np.bool_,
-          "propensities": np.float32}
-_CHUNK = 1 << 22  # elements per block when scanning big arrays
-
-
-class DatasetError(ValueError):
-    """Any dataset validation or IO problem; ``str(err)`` is always one line."""
-
-    def __init__(self, message: object = "") -> None:
-        super().__init__(" ".join(str(message).split()))
 
 
 _META_TYPES: dict[str, tuple[type, ...]] = {
@@ -90,107 +83,15 @@ class DatasetMeta:
         return cls(**dict(d))
 
 
-def _first(mask: np.ndarray) -> tuple[int, int]:
-    """(count, first index) of True entries of a 1-D mask."""
-    idx = np.flatnonzero(mask)
-    return int(idx.size), int(idx[0]) if idx.size else -1
+def validate(dataset: TransitionDataset, *, max_actions: int | None = MAX_ACTIONS) -> None:
+    """Raise :class:`DatasetError` (one line, naming the field) unless ``dataset`` is valid.
 
-
-def _scan_nonfinite(name: str, arr: np.ndarray) -> None:
-    """Raise if ``arr`` holds NaN/inf; scans in row blocks so big memmaps stay cheap."""
-    rows = max(1, _CHUNK // max(1, int(np.prod(arr.shape[1:], dtype=np.int64))))
-    count, first = 0, -1
-    for start in range(0, arr.shape[0], rows):
-        block = arr[start:start + rows]
-        bad = ~np.isfinite(block).reshape(block.shape[0], -1)
-        n = int(np.count_nonzero(bad))
-        if n and first < 0:
-            first = start + int(np.flatnonzero(bad.any(axis=1))[0])
-        count += n
-    if count:
-        raise DatasetError(f"{name}: {count} non-finite value(s) (NaN or inf), first at index {first}")
-
-
-def _check_fields(f: Mapping[str, Any], n_actions: Any) -> None:
-    """All validation rules on already-typed arrays (exact dtypes required)."""
-    for name in FIELDS:
-        if name not in f or f[name] is None:
-            raise DatasetError(f"{name}: required field missing")
-        if not isinstance(f[name], np.ndarray):
-            raise DatasetError(f"{name}: expected a numpy array, got {type(f[name]).__name__}")
-        if f[name].dtype.hasobject or f[name].dtype.kind in "OV":
-            raise DatasetError(f"{name}: dtype {f[name].dtype} is not allowed (object/void data is never read)")
-    obs, nxt = f["observations"], f["next_observations"]
-    if obs.ndim != 2:
-        raise DatasetError(f"observations: expected a 2-D array [N, S], got shape {obs.shape}")
-    n, s = obs.shape
-    if n == 0:
-        raise DatasetError("observations: empty dataset (0 transitions)")
-    if n > MAX_TRANSITIONS:
-        raise DatasetError(f"observations: {n} transitions exceed the cap of {MAX_TRANSITIONS} (MAX_TRANSITIONS)")
-    if s == 0 or s > MAX_OBS_DIM:
-        raise DatasetError(f"observations: observation dim {s} outside [1, {MAX_OBS_DIM}] (MAX_OBS_DIM)")
-    if nxt.shape != obs.shape:
-        raise DatasetError(f"next_observations: shape {nxt.shape} differs from observations shape {obs.shape}")
-    for name in ("actions", "rewards", "terminals", "timeouts"):
-        if f[name].ndim != 1:
-            raise DatasetError(f"{name}: expected a 1-D array [N], got shape {f[name].shape}")
-        if f[name].shape[0] != n:
-            raise DatasetError(f"{name}: length {f[name].shape[0]} differs from observations length {n}")
-    for name in FIELDS:
-        if f[name].dtype != DTYPES[name]:
-            raise DatasetError(f"{name}: dtype {f[name].dtype}, expected {np.dtype(DTYPES[name])}")
-    for name in ("observations", "next_observations", "rewards"):
-        _scan_nonfinite(name, f[name])
-    if isinstance(n_actions, (bool, np.bool_)) or not isinstance(n_actions, (int, np.integer)):
-        raise DatasetError(f"n_actions: expected an int, got {type(n_actions).__name__} {n_actions!r:.40}")
-    if n_actions < 2:
-        raise DatasetError(f"n_actions: must be >= 2, got {n_actions}")
-    act = f["actions"]
-    lo, hi = int(act.min()), int(act.max())
-    if lo < 0 or hi >= n_actions:
-        count, first = _first((act < 0) | (act >= n_actions))
-        raise DatasetError(f"actions: {count} ids out of range [0, {n_actions}) (first at index {first}: "
-                           f"{int(act[first])}); n_actions must be >= max id + 1 = {hi + 1}"
-                           if hi >= n_actions else
-                           f"actions: {count} negative ids out of range [0, {n_actions}) "
-                           f"(first at index {first}: {int(act[first])})")
-    term, tout = f["terminals"], f["timeouts"]
-    both = term & tout
-    if both.any():
-        count, first = _first(both)
-        raise DatasetError(f"timeouts: {count} transition(s) both terminal and timeout (first at index {first})")
-    if not (term.any() or tout.any()):
-        raise DatasetError("terminals: no episode boundary (terminals and timeouts are all False)")
-    if f.get("propensities") is not None:
-        _check_propensities(f["propensities"], n)
-
-
-def _check_propensities(p: Any, n: int) -> None:
-    """The optional behaviour probabilities: float32 [N], finite, in (0, 1]."""
-    if not isinstance(p, np.ndarray):
-        raise DatasetError(f"propensities: expected a numpy array or None, got {type(p).__name__}")
-    if p.ndim != 1:
-        raise DatasetError(f"propensities: expected a 1-D array [N], got shape {p.shape}")
-    if p.shape[0] != n:
-        raise DatasetError(f"propensities: length {p.shape[0]} differs from observations length {n}")
-    if p.dtype != DTYPES["propensities"]:
-        raise DatasetError(f"propensities: dtype {p.dtype}, expected float32")
-    _scan_nonfinite("propensities", p)
-    lo, hi = float(p.min()), float(p.max())
-    if lo < 0 or hi > 1:
-        count, first = _first((p < 0) | (p > 1))
-        raise DatasetError(f"propensities: {count} value(s) outside [0, 1] "
-                           f"(first at index {first}: {float(p[first])!r})")
-    if lo == 0:
-        count, first = _first(p == 0)
-        raise DatasetError(f"propensities: {count} value(s) are 0 (first at index {first}); "
-                           "the logged action was taken, so its probability cannot be 0")
-
-
-def validate(dataset: TransitionDataset) -> None:
-    """Raise :class:`DatasetError` (one line, naming the field) unless ``dataset`` is valid."""
-    _check_fields({name: getattr(dataset, name) for name in (*FIELDS, *OPTIONAL_FIELDS)}, dataset.n_actions)
+    ``max_actions`` caps ``n_actions`` (None: no cap; building a dataset does not apply it, the
+    loaders and :func:`from_arrays` do)."""
+    if max_actions is not None:
+        max_actions = check_max_actions(max_actions)
+    _check_fields({name: getattr(dataset, name) for name in (*FIELDS, *OPTIONAL_FIELDS)}, dataset.n_actions,
+                  max_actions)
     if not isinstance(dataset.meta, DatasetMeta):
         raise DatasetError(f"meta: expected DatasetMeta, got {type(dataset.meta).__name__}")
 
@@ -213,7 +114,7 @@ class TransitionDataset:
     propensities: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        validate(self)
+        validate(self, max_actions=None)
         object.__setattr__(self, "n_actions", int(self.n_actions))
 
     def __repr__(self) -> str:
@@ -306,74 +207,25 @@ class TransitionDataset:
                    and np.array_equal(getattr(self, k), getattr(other, k)) for k in self.arrays(optional=True))
 
 
-def _coerce_flag(name: str, arr: np.ndarray) -> np.ndarray:
-    if arr.dtype == np.bool_:
-        return arr
-    if arr.dtype.kind not in "iuf":
-        raise DatasetError(f"{name}: dtype {arr.dtype} is not a flag type (bool or 0/1 numbers)")
-    bad = (arr != 0) & (arr != 1)
-    if bad.any():
-        count, first = _first(bad.reshape(-1))
-        raise DatasetError(f"{name}: {count} value(s) not 0/1 (first at index {first}: {arr.reshape(-1)[first]!r})")
-    return arr != 0
-
-
-def _coerce_actions(arr: np.ndarray) -> np.ndarray:
-    if arr.dtype == np.int64:
-        return arr
-    if arr.dtype.kind in "iub":
-        if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
-            count, first = _first(arr > np.iinfo(np.int64).max)
-            raise DatasetError(f"actions: {count} ids out of range (first at index {first}: {int(arr[first])})")
-        return arr.astype(np.int64)
-    if arr.dtype.kind == "f":
-        with np.errstate(invalid="ignore"):
-            bad = ~np.isfinite(arr) | (arr != np.round(arr)) | (np.abs(arr) > 2.0**62)
-        if bad.any():
-            count, first = _first(bad)
-            raise DatasetError(f"actions: {count} non-integral value(s), action ids must be integers "
-                               f"(first at index {first}: {arr[first]!r})")
-        return arr.astype(np.int64)
-    raise DatasetError(f"actions: dtype {arr.dtype} is not an integer type")
-
-
-def _coerce_float(name: str, arr: np.ndarray) -> np.ndarray:
-    if arr.dtype == np.float32:
-        return arr
-    if arr.dtype.kind not in "biuf":
-        raise DatasetError(f"{name}: dtype {arr.dtype} is not numeric")
-    if arr.dtype.kind == "f":
-        _scan_nonfinite(name, arr)  # report NaN/inf before narrowing hides the origin
-    with np.errstate(over="ignore"):
-        return arr.astype(np.float32)  # overflow to inf is caught by validation
-
-
-def _coerce_propensities(arr: Any, n: int) -> np.ndarray:
-    """Any numeric [N] or [N, 1] array -> float32 [N] (range checks are validation's)."""
-    arr = arr if isinstance(arr, np.ndarray) else np.asarray(arr)
-    if arr.dtype.hasobject or arr.dtype.kind not in "biuf":
-        raise DatasetError(f"propensities: dtype {arr.dtype} is not allowed (numeric probabilities only)")
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim != 1:
-        raise DatasetError(f"propensities: expected a 1-D array [N], got shape {arr.shape}")
-    if arr.shape[0] != n:
-        raise DatasetError(f"propensities: length {arr.shape[0]} differs from observations length {n}")
-    return _coerce_float("propensities", arr)
-
-
 def from_arrays(fields: Mapping[str, Any], n_actions: int | None = None,
                 meta: DatasetMeta | Mapping | None = None, *,
-                infer_n_actions: bool = False) -> TransitionDataset:
+                infer_n_actions: bool = False, max_actions: int = MAX_ACTIONS,
+                keep: np.ndarray | None = None) -> TransitionDataset:
     """Coerce safe cases, then build (and so validate) a :class:`TransitionDataset`.
 
-    Coercions: numeric observations/rewards -> float32 (float64 must be finite); integer
-    actions -> int64, float actions whose values are all integral -> int64; bool/0/1
-    flags -> bool; ``[N, 1]`` columns -> ``[N]``; optional numeric ``propensities`` -> float32
-    (absent or None: no propensities). When ``n_actions`` is None and
+    Coercions: numeric observations/rewards -> float32 (float64 must be finite and within
+    float32); integer actions -> int64, float actions whose values are all integral -> int64;
+    bool/0/1 flags -> bool; ``[N, 1]`` columns -> ``[N]``; optional numeric ``propensities`` ->
+    float32 (absent or None: no propensities). When ``n_actions`` is None and
     ``infer_n_actions`` is True it becomes ``max id + 1`` and ``meta.extra`` records
-    ``"n_actions_inferred": True``. Arrays already of the right dtype are not copied.
+    ``"n_actions_inferred": True``. ``n_actions``, given or inferred, above ``max_actions``
+    (default ``MAX_ACTIONS``) is refused. ``keep`` (bool [N]) selects the rows that become
+    transitions: every row is checked first (finite values, action ids, propensities; errors
+    index the rows given) and ``n_actions`` is inferred from all of them. Arrays already of
+    the right dtype are not copied (unless ``keep`` drops rows).
     """
+    max_actions = check_max_actions(max_actions)
+    check_n_actions_cap(n_actions, max_actions)
     if meta is None:
         meta = DatasetMeta()
     elif not isinstance(meta, DatasetMeta):
@@ -403,11 +255,33 @@ def from_arrays(fields: Mapping[str, Any], n_actions: int | None = None,
         out[name] = _coerce_flag(name, out[name])
     if fields.get("propensities") is not None:
         out["propensities"] = _coerce_propensities(fields["propensities"], lengths["observations"])
+    ids = out["actions"]  # every row's: n_actions is inferred from them, dropped or not
+    if keep is not None:
+        out = _keep_rows(out, keep, n_actions, max_actions, meta)
     if n_actions is None:
         if not infer_n_actions:
             raise DatasetError("n_actions: not given (pass n_actions, or allow inference from the action ids)")
         if out["actions"].size == 0:
             raise DatasetError("observations: empty dataset (0 transitions)")
-        n_actions = int(out["actions"].max()) + 1
+        n_actions = max(check_action_ids("actions", ids, None, max_actions), 0) + 1
         meta = dataclasses.replace(meta, extra={**meta.extra, "n_actions_inferred": True})
     return TransitionDataset(**out, n_actions=n_actions, meta=meta)
+
+
+def _keep_rows(out: dict[str, np.ndarray], keep: Any, n_actions: Any, max_actions: int,
+               meta: DatasetMeta) -> dict[str, np.ndarray]:
+    """Check every row (value rules, file indexing), then keep the selected ones."""
+    n = out["observations"].shape[0]
+    keep = np.asarray(keep)
+    if keep.dtype != np.bool_ or keep.shape != (n,):
+        raise DatasetError(f"keep: expected a bool mask of shape ({n},), got {keep.dtype} {keep.shape}")
+    for name in ("observations", "next_observations", "rewards"):
+        _scan_nonfinite(name, out[name])
+    check_action_ids("actions", out["actions"], n_actions, max_actions)
+    if out.get("propensities") is not None:
+        check_column("propensities", out["propensities"], "propensities")
+    if not keep.any():
+        reason = meta.extra.get("dropped_reason")
+        raise DatasetError(f"observations: empty dataset: all {n} rows were dropped"
+                           + (f" ({reason})" if isinstance(reason, str) else ""))
+    return out if keep.all() else {name: np.ascontiguousarray(arr[keep]) for name, arr in out.items()}

@@ -10,7 +10,10 @@ Safety rules applied to every input: nothing is ever unpickled (``allow_pickle=F
 object/void/string arrays are refused before their data is read); the declared size of
 every array is checked against ``max_bytes`` before it is read; zip members are inflated
 by a bounded streaming reader that counts bytes and stops as soon as a member outgrows its
-declared size; symlinks inside dataset directories are not followed. Any problem raises
+declared size; HDF5 datasets must store what they declare; symlinks inside dataset
+directories are not followed. Every row of every array read is checked, also the rows a
+reader drops (recorded in ``meta.extra["dropped_rows"]``/``["dropped_reason"]``), and
+``n_actions`` is capped (``max_actions``, default ``MAX_ACTIONS``). Any problem raises
 :class:`DatasetError` whose one-line message starts with the path.
 """
 
@@ -24,7 +27,8 @@ from typing import Any
 import numpy as np
 import numpy.lib.format as npformat
 
-from .dataset import FIELDS, OPTIONAL_FIELDS, SCHEMA_VERSION, DatasetError, DatasetMeta, TransitionDataset, from_arrays
+from .dataset import (FIELDS, MAX_ACTIONS, OPTIONAL_FIELDS, SCHEMA_VERSION, DatasetError, DatasetMeta,
+                      TransitionDataset, check_max_actions, check_n_actions_cap, from_arrays)
 # Re-exported: these names lived in this module before the split; existing imports from io keep working.
 from .io_common import (MAX_JSON_BYTES, MAX_META_BYTES, MAX_NPY_HEADER, Budget, _npy_header,  # noqa: F401
                         atomic_write, check_dtype, derive_next_observations, dump_json, merlion_json,
@@ -117,7 +121,8 @@ def _load_npy_file(path: Path, what: str, budget: Budget, mmap: bool, required: 
     return np.load(path, mmap_mode="r" if mmap and nbytes else None, allow_pickle=False)
 
 
-def _load_native(p: Path, budget: Budget, n_actions: int | None, mmap: bool) -> TransitionDataset:
+def _load_native(p: Path, budget: Budget, n_actions: int | None, mmap: bool,
+                 max_actions: int = MAX_ACTIONS) -> TransitionDataset:
     doc = read_json(p / "meta.json", "meta.json")
     if not isinstance(doc, dict) or doc.get("format") != NATIVE_TAG:
         raise DatasetError(f"meta.json: not a MERLION dataset (format must be {NATIVE_TAG!r})")
@@ -131,7 +136,8 @@ def _load_native(p: Path, budget: Budget, n_actions: int | None, mmap: bool) -> 
     arrays = {name: _load_npy_file(p / f"{name}.npy", name, budget, mmap) for name in FIELDS}
     for name in OPTIONAL_FIELDS:
         arrays[name] = _load_npy_file(p / f"{name}.npy", name, budget, mmap, required=False)
-    return from_arrays(arrays, resolve_n_actions(doc.get("n_actions"), n_actions), meta_with(meta, "native"))
+    return from_arrays(arrays, resolve_n_actions(doc.get("n_actions"), n_actions), meta_with(meta, "native"),
+                       max_actions=max_actions)
 
 
 def _write_npy(path: Path, arr: np.ndarray) -> None:
@@ -164,12 +170,15 @@ def _hdf5(name: str) -> Callable[..., Any]:
 
 
 def load_dataset(path: str | os.PathLike, *, format: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
-                 n_actions: int | None = None, mmap: bool = True) -> TransitionDataset:
+                 n_actions: int | None = None, mmap: bool = True, max_actions: int = MAX_ACTIONS) -> TransitionDataset:
     """Load a dataset of any supported format (detected from content when ``format`` is None).
 
     ``n_actions`` supplies the action count for formats that do not store it (otherwise it
     is inferred as max id + 1 and ``meta.extra["n_actions_inferred"]`` is set); it must
-    agree with the file when the file stores one. ``mmap`` applies to the native format.
+    agree with the file when the file stores one. ``max_actions`` (default ``MAX_ACTIONS``)
+    caps ``n_actions``, given, stored or inferred. Every row of every array read is checked,
+    also rows a reader drops (which ``meta.extra["dropped_rows"]`` / ``["dropped_reason"]``
+    then record). ``mmap`` applies to the native format.
     """
     p = Path(path)
     try:
@@ -177,13 +186,15 @@ def load_dataset(path: str | os.PathLike, *, format: str | None = None, max_byte
             raise DatasetError(f"format: unknown format {format!r}; expected one of {', '.join(FORMATS)}")
         if n_actions is not None and (isinstance(n_actions, bool) or not isinstance(n_actions, int)):
             raise DatasetError(f"n_actions: expected an int, got {n_actions!r:.40}")
+        max_actions = check_max_actions(max_actions)
+        check_n_actions_cap(n_actions, max_actions)
         budget = Budget(max_bytes)
         fmt = format or _detect(p)
         if fmt == "native":
-            return _load_native(p, budget, n_actions, mmap)
+            return _load_native(p, budget, n_actions, mmap, max_actions)
         if fmt == "npz":
-            return _load_npz(p, budget, n_actions)
-        return _hdf5(f"load_{fmt}")(p, budget, n_actions)
+            return _load_npz(p, budget, n_actions, max_actions=max_actions)
+        return _hdf5(f"load_{fmt}")(p, budget, n_actions, max_actions=max_actions)
     except Exception as exc:  # noqa: BLE001 - every input problem is reported as DatasetError
         raise _prefixed(p, exc) from None
 
@@ -212,13 +223,13 @@ def save_dataset(dataset: TransitionDataset, path: str | os.PathLike, *, format:
         raise DatasetError(f"{p}: cannot write ({exc})") from None
 
 
-_LOAD_KEYS = ("from_format", "max_bytes", "n_actions", "mmap")
+_LOAD_KEYS = ("from_format", "max_bytes", "n_actions", "mmap", "max_actions")
 
 
 def convert(in_path: str | os.PathLike, out_path: str | os.PathLike, to: str, **kw: Any) -> Path:
     """Load ``in_path`` and save it as ``to`` at ``out_path``.
 
-    Keyword arguments ``from_format``, ``max_bytes``, ``n_actions`` and ``mmap`` go to
+    Keyword arguments ``from_format``, ``max_bytes``, ``n_actions``, ``mmap`` and ``max_actions`` go to
     :func:`load_dataset`; the rest (``compressed``, ``dataset_id``) to :func:`save_dataset`.
     """
     load_kw = {k: kw.pop(k) for k in _LOAD_KEYS if k in kw}

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.lib.format as npformat
 
-from .dataset import FIELDS, OPTIONAL_FIELDS, DatasetError, DatasetMeta, TransitionDataset, _coerce_flag
+from .dataset import DatasetError, DatasetMeta, TransitionDataset, _coerce_flag
 
 MAX_META_BYTES = 1 << 20        # meta.json / meta_json / merlion_meta text
 MAX_JSON_BYTES = 64 << 20       # Minari metadata.json (spaces may list per-dim bounds)
@@ -110,14 +110,17 @@ def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
             tmp.unlink()
 
 
-def derive_next_observations(fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def derive_next_observations(fields: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:
     """Fill in ``next_observations`` for files that lack it (D4RL convention).
 
     Within an episode ``next_obs[i] = obs[i + 1]``. A terminal step keeps its own
     observation as next observation (absorbing convention; masked by the terminal flag).
     A timeout step, and a final step of the file that is not an episode end, has no
-    successor and is dropped; its predecessor in the same episode becomes the timeout.
-    Returns the new fields and notes for ``meta.extra``.
+    successor in the file: it is dropped, and its predecessor in the same episode becomes
+    the timeout. Nothing is dropped here: returns every row (fields with next_observations
+    and the new timeouts), the bool mask of the rows to keep, for ``from_arrays(keep=...)``
+    which checks every row first, and the notes for ``meta.extra`` (``dropped_rows`` and
+    ``dropped_reason`` when rows are dropped).
     """
     obs = np.asarray(fields["observations"])
     if obs.ndim != 2:
@@ -143,17 +146,18 @@ def derive_next_observations(fields: dict[str, Any]) -> tuple[dict[str, Any], di
     new_tout[prev] = True
     nxt = np.empty_like(obs)
     nxt[:-1] = obs[1:]
+    nxt[-1] = obs[-1]  # dropped unless terminal (then it is its own next observation, as below)
     nxt[term] = obs[term]
     out = dict(fields, next_observations=nxt, terminals=term, timeouts=new_tout)
+    notes: dict[str, Any] = {"next_observations_derived": True}
     n_drop = int(np.count_nonzero(drop))
     if n_drop:
-        keep = ~drop
-        for name in (*FIELDS, *(k for k in OPTIONAL_FIELDS if out.get(k) is not None)):
-            arr = np.asarray(out[name])
-            if arr.shape[:1] != (n,):
-                raise DatasetError(f"{name}: shape {arr.shape} does not match observations length {n}")
-            out[name] = arr[keep]
-    return out, {"next_observations_derived": True, "dropped_transitions": n_drop}
+        n_tout, open_end = int(np.count_nonzero(tout)), not ends[-1]
+        parts = ([f"the last row of each of {n_tout} episode(s) ending in a timeout (the next row starts a new "
+                  "episode)"] if n_tout else []) + (["the file's final row (it ends no episode)"] if open_end else [])
+        notes.update(dropped_rows=n_drop, dropped_reason=f"{' and '.join(parts)}: no next observation in the file "
+                                                         "(next_observations derived from observations)")
+    return out, ~drop, notes
 
 
 def _npy_header(fp: Any, what: str) -> tuple[tuple[int, ...], bool, np.dtype]:

@@ -16,7 +16,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .dataset import MAX_TRANSITIONS, DatasetError, DatasetMeta, TransitionDataset, from_arrays
+from .dataset import (MAX_ACTIONS, MAX_TRANSITIONS, DatasetError, DatasetMeta, TransitionDataset, check_column,
+                      check_n_actions_cap, from_arrays)
 from .io_common import (MAX_META_BYTES, Budget, atomic_write, check_dtype, derive_next_observations,
                         dump_json, merlion_json, meta_from_json, meta_with, parse_json, resolve_n_actions)
 
@@ -76,8 +77,29 @@ def _dset(group: h5py.Group, name: str, what: str, budget: Budget, *, required: 
     obj = _get(group, name, what, required=required)
     if obj is not None:
         check_dtype(obj.dtype, what, kinds)
-        budget.take(int(np.prod(obj.shape, dtype=np.int64)) * obj.dtype.itemsize, what)
+        nbytes = int(np.prod(obj.shape, dtype=np.int64)) * obj.dtype.itemsize
+        budget.take(nbytes, what)
+        _check_storage(obj, nbytes, what)
     return obj
+
+
+DEFLATE_MAX_RATIO = 1032  # deflate (gzip) never expands data more than about 1032:1
+
+
+def _check_storage(obj: h5py.Dataset, nbytes: int, what: str) -> None:
+    """Refuse a dataset whose declared size the file cannot hold: unfiltered data must be stored
+    in full (no unallocated/fill-value or truncated data), compressed data within deflate's
+    ratio, so a small file never makes the reader allocate much more than its own size."""
+    try:
+        stored, filtered = obj.id.get_storage_size(), obj.id.get_create_plist().get_nfilters() > 0
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise DatasetError(f"{what}: unreadable HDF5 storage ({exc})") from None
+    if not filtered and stored < nbytes:
+        raise DatasetError(f"{what}: declares {nbytes} bytes of data but the file stores {stored} "
+                           "(unallocated or truncated data); refused")
+    if filtered and nbytes > stored * DEFLATE_MAX_RATIO + (1 << 16):
+        raise DatasetError(f"{what}: declares {nbytes} bytes from {stored} compressed bytes, beyond deflate's "
+                           f"maximum ratio of {DEFLATE_MAX_RATIO}:1 (a compression bomb or a corrupt file); refused")
 
 
 def _string(group: h5py.Group, name: str, what: str, *, required: bool = False) -> str | None:
@@ -163,11 +185,13 @@ def _d4rl_propensities(h5: h5py.File, budget: Budget) -> np.ndarray | None:
     for name in D4RL_PROPENSITIES if infos is not None else ():
         obj = _dset(infos, name, f"infos/{name}", budget, required=False)
         if obj is not None:
-            return _read(obj)
+            arr = _read(obj)
+            check_column(f"infos/{name}", arr, "float")  # named as in the file (range checks follow)
+            return arr
     return None
 
 
-def load_d4rl(p: Path, budget: Budget, n_actions: int | None) -> TransitionDataset:
+def load_d4rl(p: Path, budget: Budget, n_actions: int | None, *, max_actions: int = MAX_ACTIONS) -> TransitionDataset:
     with _open(p) as h5:
         objs = {name: _dset(h5, name, name, budget) for name in ("observations", "actions", "rewards", "terminals")}
         for name in ("timeouts", "next_observations", "episode_terminals"):
@@ -182,14 +206,19 @@ def load_d4rl(p: Path, budget: Budget, n_actions: int | None) -> TransitionDatas
             meta = DatasetMeta.from_dict(parse_json(text, "metadata/merlion_meta")) if text is not None else None
     episode_terminals = fields.pop("episode_terminals", None)
     if "timeouts" not in fields:  # d3rlpy v1 files: timeout = episode end that is not terminal
-        term = np.asarray(fields["terminals"]).reshape(len(fields["terminals"]), -1)[:, 0] != 0
-        fields["timeouts"] = (np.zeros_like(term) if episode_terminals is None
-                              else (np.asarray(episode_terminals).reshape(term.shape[0], -1)[:, 0] != 0) & ~term)
+        term = check_column("terminals", fields["terminals"], "flag")
+        ends = np.zeros_like(term) if episode_terminals is None else \
+            check_column("episode_terminals", episode_terminals, "flag")
+        if ends.shape != term.shape:
+            raise DatasetError(f"episode_terminals: length {ends.shape[0]} differs from terminals length "
+                               f"{term.shape[0]}")
+        fields["timeouts"] = ends & ~term
     notes: dict[str, Any] = {}
+    keep = None
     if "next_observations" not in fields:
-        fields, notes = derive_next_observations(fields)
+        fields, keep, notes = derive_next_observations(fields)
     return from_arrays(fields, resolve_n_actions(file_n, n_actions), meta_with(meta, "d4rl", **notes),
-                       infer_n_actions=True)
+                       infer_n_actions=True, max_actions=max_actions, keep=keep)
 
 
 def save_d4rl(ds: TransitionDataset, p: Path, *, compressed: bool = False, **_: Any) -> None:
@@ -207,7 +236,34 @@ def save_d4rl(ds: TransitionDataset, p: Path, *, compressed: bool = False, **_: 
 
 # ----------------------------------------------------------------------------- d3rlpy
 
-def load_d3rlpy(p: Path, budget: Budget, n_actions: int | None) -> TransitionDataset:
+D3RLPY_DROPPED = ("the final step of each of {k} episode(s) that did not terminate: it has no next observation, so no "
+                  "transition (d3rlpy counts T - 1 transitions in such an episode of T steps; the step's observation "
+                  "is kept as the previous transition's next observation, its action and reward are unused)")
+
+
+def _d3rlpy_plan(h5: h5py.File, n_eps: int, budget: Budget) -> list[tuple[Any, Any, Any, bool]]:
+    """Per episode: the observations/actions/rewards datasets (checked, budget charged) and its flag."""
+    plan = []
+    for i in range(n_eps):
+        if f"observations_{i}" not in h5 and f"observations_{i}_0" in h5:
+            raise DatasetError(f"observations_{i}: tuple observations are not supported")
+        o, a, r = (_dset(h5, f"{k}_{i}", f"{k}_{i}", budget) for k in D3RLPY_COLUMNS[:3])
+        flag = _get(h5, f"terminated_{i}", f"terminated_{i}")
+        if flag.size != 1 or flag.dtype.kind not in "biuf":
+            raise DatasetError(f"terminated_{i}: expected a boolean scalar")
+        value = np.asarray(_read(flag)).reshape(-1)[0]
+        if value not in (0, 1):
+            raise DatasetError(f"terminated_{i}: {value.item()!r} is not a 0/1 flag")
+        if o.ndim != 2 or a.shape[:1] != o.shape[:1] or r.shape[:1] != o.shape[:1] \
+                or a.shape[1:] not in ((), (1,)) or r.shape[1:] not in ((), (1,)):
+            raise DatasetError(f"observations_{i}: shapes {o.shape}/{a.shape}/{r.shape} of observations/"
+                               "actions/rewards do not line up as [T, S]/[T(,1)]/[T(,1)]")
+        plan.append((o, a, r, bool(value)))
+    return plan
+
+
+def load_d3rlpy(p: Path, budget: Budget, n_actions: int | None, *,
+                max_actions: int = MAX_ACTIONS) -> TransitionDataset:
     with _open(p) as h5:
         version = _string(h5, "version", "version", required=True)
         if version == "2.0" or not str(version).startswith("2."):
@@ -223,18 +279,11 @@ def load_d3rlpy(p: Path, budget: Budget, n_actions: int | None) -> TransitionDat
         if not 0 < n_eps <= MAX_TRANSITIONS:
             raise DatasetError(f"num_episodes: {n_eps} outside [1, {MAX_TRANSITIONS}]")
         file_n, meta = meta_from_json(_string(h5, "merlion_meta", "merlion_meta"), "merlion_meta")
-        plan = []
-        for i in range(n_eps):
-            if f"observations_{i}" not in h5 and f"observations_{i}_0" in h5:
-                raise DatasetError(f"observations_{i}: tuple observations are not supported")
-            o, a, r = (_dset(h5, f"{k}_{i}", f"{k}_{i}", budget) for k in D3RLPY_COLUMNS[:3])
-            flag = _get(h5, f"terminated_{i}", f"terminated_{i}")
-            if flag.size != 1 or flag.dtype.kind not in "biuf":
-                raise DatasetError(f"terminated_{i}: expected a boolean scalar")
-            if o.ndim != 2 or a.shape[:1] != o.shape[:1] or r.shape[:1] != o.shape[:1] or a.ndim > 2 or r.ndim > 2:
-                raise DatasetError(f"observations_{i}: shapes {o.shape}/{a.shape}/{r.shape} of observations/"
-                                   "actions/rewards do not line up as [T, S]/[T(,1)]/[T(,1)]")
-            plan.append((o, a, r, bool(np.asarray(_read(flag)).reshape(-1)[0])))
+        ours = meta is not None  # then each unterminated episode ends in our appended successor step (action 0,
+        #                          reward 0): no data, so not reported as dropped (still checked)
+        n_known = resolve_n_actions(file_n, n_actions)
+        check_n_actions_cap(n_known, max_actions)
+        plan = _d3rlpy_plan(h5, n_eps, budget)
         dims = {o.shape[1] for o, *_ in plan}
         if len(dims) != 1:
             raise DatasetError(f"observations: episodes disagree on the observation dim ({sorted(dims)})")
@@ -247,6 +296,8 @@ def load_d3rlpy(p: Path, budget: Budget, n_actions: int | None) -> TransitionDat
             raise DatasetError(f"merlion_terminal_next_observations: shape {extra.shape} does not match "
                                f"{n_term} terminated episodes of dim {s}")
         term_next = _read(extra) if extra is not None else None
+        if term_next is not None:
+            check_column("merlion_terminal_next_observations", term_next, "float")
         probs = _dset(h5, "merlion_propensities", "merlion_propensities", budget, required=False)
         if probs is not None and probs.shape != (n,):
             raise DatasetError(f"merlion_propensities: shape {probs.shape} does not match the {n} transitions read")
@@ -255,15 +306,21 @@ def load_d3rlpy(p: Path, budget: Budget, n_actions: int | None) -> TransitionDat
              "actions": np.empty(n, np.result_type(*[a.dtype for _, a, _, _ in plan])),
              "rewards": np.empty(n, np.result_type(*[r.dtype for _, _, r, _ in plan])),
              "terminals": np.zeros(n, bool), "timeouts": np.zeros(n, bool)}
-        k = j = 0
-        for (o, a, r, term), size in zip(plan, sizes):
+        k = j = dropped = 0
+        top = -1
+        for i, ((o, a, r, term), size) in enumerate(zip(plan, sizes)):
+            obs, act, rew = _read(o), _read(a).reshape(-1), _read(r).reshape(-1)
+            check_column(f"observations_{i}", obs, "float")  # every step, the dropped one included
+            top = max(top, check_column(f"actions_{i}", act, "actions", n_actions=n_known, max_actions=max_actions))
+            check_column(f"rewards_{i}", rew, "float")
+            if not term and obs.shape[0] and not (ours and act[-1] == 0 and rew[-1] == 0):
+                dropped += 1
             if size <= 0:
                 continue
-            obs = _read(o)
             f["observations"][k:k + size] = obs[:size]
             f["next_observations"][k:k + size - 1] = obs[1:size]
-            f["actions"][k:k + size] = _read(a).reshape(obs.shape[0], -1)[:size, 0]
-            f["rewards"][k:k + size] = _read(r).reshape(obs.shape[0], -1)[:size, 0]
+            f["actions"][k:k + size] = act[:size]
+            f["rewards"][k:k + size] = rew[:size]
             if term:
                 f["next_observations"][k + size - 1] = term_next[j] if term_next is not None else obs[-1]
                 f["terminals"][k + size - 1] = True
@@ -272,8 +329,16 @@ def load_d3rlpy(p: Path, budget: Budget, n_actions: int | None) -> TransitionDat
                 f["timeouts"][k + size - 1] = True
             j += term
             k += size
-        f["propensities"] = _read(probs) if probs is not None else None
-    return from_arrays(f, resolve_n_actions(file_n, n_actions), meta_with(meta, "d3rlpy"), infer_n_actions=True)
+        if probs is not None:
+            f["propensities"] = _read(probs)
+            check_column("merlion_propensities", f["propensities"], "propensities")
+    notes: dict[str, Any] = {}
+    if n_known is None and n:  # inferred from every step read, the dropped ones included
+        n_known, notes["n_actions_inferred"] = top + 1, True
+    if dropped:
+        notes.update(dropped_rows=dropped, dropped_reason=D3RLPY_DROPPED.format(k=dropped))
+    return from_arrays(f, n_known, meta_with(meta, "d3rlpy", **notes), infer_n_actions=True,
+                       max_actions=max_actions)
 
 
 def save_d3rlpy(ds: TransitionDataset, p: Path, *, compressed: bool = False, **_: Any) -> None:

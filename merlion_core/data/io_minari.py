@@ -14,7 +14,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .dataset import MAX_TRANSITIONS, DatasetError, DatasetMeta, TransitionDataset, from_arrays
+from .dataset import (MAX_ACTIONS, MAX_TRANSITIONS, DatasetError, DatasetMeta, TransitionDataset, check_column,
+                      check_n_actions_cap, from_arrays)
 from .io_common import (MAX_JSON_BYTES, Budget, atomic_write, dump_json, meta_from_json, meta_with,
                         parse_json, read_json, resolve_n_actions)
 from .io_hdf5 import _check_chained, _create, _dset, _episodes, _get, _open, _read, _subgroup
@@ -53,7 +54,8 @@ def _propensities(g: h5py.Group, i: int, steps: int, budget: Budget) -> h5py.Dat
     return obj
 
 
-def load_minari(p: Path, budget: Budget, n_actions: int | None) -> TransitionDataset:
+def load_minari(p: Path, budget: Budget, n_actions: int | None, *,
+                max_actions: int = MAX_ACTIONS) -> TransitionDataset:
     data = _minari_dir(p)
     md = read_json(data / "metadata.json", "metadata.json", MAX_JSON_BYTES)
     if not isinstance(md, dict):
@@ -81,6 +83,8 @@ def load_minari(p: Path, budget: Budget, n_actions: int | None) -> TransitionDat
                            expert_return=md.get("ref_max_score"), random_return=md.get("ref_min_score"),
                            extra={"minari_dataset_id": str(md.get("dataset_id"))})
     file_n = resolve_n_actions(space_n, file_n)
+    n_known = resolve_n_actions(file_n, n_actions)
+    check_n_actions_cap(n_known, max_actions)
     with _open(data / "main_data.hdf5") as h5:
         plan = []
         for i in range(n_eps):
@@ -88,7 +92,7 @@ def load_minari(p: Path, budget: Budget, n_actions: int | None) -> TransitionDat
             parts = [_dset(g, k, f"episode_{i}/{k}", budget)
                      for k in ("observations", "actions", "rewards", "terminations", "truncations")]
             o, rest = parts[0], parts[1:]
-            if o.ndim != 2 or any(x.shape[:1] != (o.shape[0] - 1,) or x.ndim > 2 for x in rest):
+            if o.ndim != 2 or any(x.shape[:1] != (o.shape[0] - 1,) or x.shape[1:] not in ((), (1,)) for x in rest):
                 raise DatasetError(f"episode_{i}/observations: shape {o.shape} must be [T+1, S] with "
                                    f"actions/rewards/terminations/truncations of length T")
             plan.append([*parts, _propensities(g, i, o.shape[0] - 1, budget)])
@@ -107,26 +111,39 @@ def load_minari(p: Path, budget: Budget, n_actions: int | None) -> TransitionDat
         f["next_observations"] = np.empty_like(f["observations"])
         if all(has_probs):
             f["propensities"] = np.empty(n, np.result_type(*[pr.dtype for *_, pr in plan]))
-        k = marked = both = 0
-        for o, a, r, te, tr, pr in plan:
-            obs, size = _read(o), o.shape[0] - 1
+        k = marked = both = empty = 0
+        for i, (o, a, r, te, tr, pr) in enumerate(plan):
+            obs, size, name = _read(o), o.shape[0] - 1, f"episode_{i}"
+            check_column(f"{name}/observations", obs, "float")  # every row, also of an episode without steps
+            act = _read(a).reshape(-1)
+            check_column(f"{name}/actions", act, "actions", n_actions=n_known, max_actions=max_actions)
+            rew = _read(r).reshape(-1)
+            check_column(f"{name}/rewards", rew, "float")
+            term = check_column(f"{name}/terminations", _read(te).reshape(-1), "flag")
+            trunc = check_column(f"{name}/truncations", _read(tr).reshape(-1), "flag").copy()
+            probs = None if pr is None else _read(pr).reshape(-1)
+            if probs is not None:  # all of it (a [T+1] layout's first entry, the reset's, is unused but read)
+                check_column(f"{name}/infos/propensities", probs, "float")
+                check_column(f"{name}/infos/propensities", probs[probs.size - size:], "propensities",
+                             base=probs.size - size)
             if size == 0:
+                empty += 1
                 continue
-            term = _read(te).reshape(size, -1)[:, 0] != 0
-            trunc = _read(tr).reshape(size, -1)[:, 0] != 0
             both += int(np.count_nonzero(term & trunc))
             if not (term[-1] or trunc[-1]):
                 trunc[-1], marked = True, marked + 1
             f["observations"][k:k + size], f["next_observations"][k:k + size] = obs[:-1], obs[1:]
-            f["actions"][k:k + size] = _read(a).reshape(size, -1)[:, 0]
-            f["rewards"][k:k + size] = _read(r).reshape(size, -1)[:, 0]
+            f["actions"][k:k + size], f["rewards"][k:k + size] = act, rew
             f["terminals"][k:k + size], f["timeouts"][k:k + size] = term, trunc & ~term
-            if pr is not None:
-                f["propensities"][k:k + size] = _read(pr).reshape(-1)[-size:]
+            if probs is not None:
+                f["propensities"][k:k + size] = probs[probs.size - size:]
             k += size
-    notes = {key: v for key, v in (("episodes_marked_timeout", marked), ("terminal_and_truncated", both)) if v}
-    return from_arrays(f, resolve_n_actions(file_n, n_actions), meta_with(meta, "minari", **notes),
-                       infer_n_actions=True)
+    notes: dict[str, Any] = {key: v for key, v in (("episodes_marked_timeout", marked),
+                                                   ("terminal_and_truncated", both)) if v}
+    if empty:
+        notes.update(dropped_rows=empty, dropped_reason=f"{empty} episode(s) of 0 steps (a single observation, no "
+                                                        "action): no transition")
+    return from_arrays(f, n_known, meta_with(meta, "minari", **notes), infer_n_actions=True, max_actions=max_actions)
 
 
 def _dataset_id(p: Path, dataset_id: str | None) -> str:

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import numpy.lib.format as npformat
 
-from .dataset import FIELDS, OPTIONAL_FIELDS, DatasetError, DatasetMeta, TransitionDataset, from_arrays
+from .dataset import FIELDS, MAX_ACTIONS, OPTIONAL_FIELDS, DatasetError, DatasetMeta, TransitionDataset, from_arrays
 from .io_common import (MAX_META_BYTES, MAX_NPY_HEADER, Budget, _npy_header, atomic_write, check_dtype,
                         derive_next_observations, dump_json, meta_with, parse_json, resolve_n_actions)
 
@@ -132,7 +132,8 @@ def _open_zip(p: Path) -> zipfile.ZipFile:
         raise DatasetError(f"not a valid zip archive ({exc})") from None
 
 
-def _load_npz(p: Path, budget: Budget, n_actions: int | None, **_: Any) -> TransitionDataset:
+def _load_npz(p: Path, budget: Budget, n_actions: int | None, *, max_actions: int = MAX_ACTIONS,
+              **_: Any) -> TransitionDataset:
     with _open_zip(p) as zf, open(p, "rb") as raw:
         infos = zf.infolist()
         if len(infos) > MAX_ZIP_MEMBERS:
@@ -164,12 +165,13 @@ def _load_npz(p: Path, budget: Budget, n_actions: int | None, **_: Any) -> Trans
             meta_text = str(arr[()])
     meta = DatasetMeta.from_dict(parse_json(meta_text, "meta_json")) if meta_text is not None else None
     notes: dict[str, Any] = {}
+    keep = None
     if "timeouts" not in fields:
         fields["timeouts"] = np.zeros(np.shape(fields["terminals"])[:1], dtype=bool)
     if "next_observations" not in fields:
-        fields, notes = derive_next_observations(fields)
+        fields, keep, notes = derive_next_observations(fields)
     return from_arrays(fields, resolve_n_actions(file_n, n_actions), meta_with(meta, "npz", **notes),
-                       infer_n_actions=True)
+                       infer_n_actions=True, max_actions=max_actions, keep=keep)
 
 
 def _save_npz(ds: TransitionDataset, p: Path, *, compressed: bool = False, **_: Any) -> None:

@@ -45,7 +45,7 @@ ALL_ESTIMATORS = ESTIMATORS + ("pdis",)
 __all__ = ["ALL_ESTIMATORS", "ESTIMATORS", "BehaviourModel", "BehaviourModelConfig", "EpisodeTable", "FQEConfig",
            "FittedQ", "HoldoutSplit", "OPEEstimate", "ProgressFn", "bootstrap_counts", "check_split_record",
            "effective_sample_size", "estimate", "fit_behaviour_model", "fitted_q_evaluation", "holdout_split",
-           "pdis", "pdwis", "percentile_interval", "split_from_dict", "split_to_dict", "to_padded", "wdr"]
+           "feature_fqe", "pdis", "pdwis", "percentile_interval", "split_from_dict", "split_to_dict", "to_padded", "wdr"]
 
 
 def estimate(observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_observations: np.ndarray,
@@ -53,7 +53,8 @@ def estimate(observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
              next_policy_actions_N: np.ndarray, mu_N: np.ndarray, behaviour_source: str, *,
              estimators: tuple[str, ...] = ESTIMATORS, gamma: float = 0.99, fqe_config: FQEConfig | None = None,
              n_bootstrap: int = 1000, seed: int = 0, progress: ProgressFn | None = None,
-             device: str = "auto") -> dict[str, OPEEstimate]:
+             device: str = "auto", action_features: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+             ) -> dict[str, OPEEstimate]:
     """Run ``estimators`` on held-out complete episodes; name -> :class:`OPEEstimate`.
 
     ``policy_actions_N`` = pi(s_t) and ``next_policy_actions_N`` = pi(s'_t) for every transition (the
@@ -61,6 +62,10 @@ def estimate(observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
     mu(a_t | s_t) of the logged actions, whose origin ``behaviour_source`` is recorded in the details.
     FQE is fitted once (``fqe_config``, default ``FQEConfig(gamma=gamma)``) and its head 0 gives dr's
     q_hat and v_hat. ``n_bootstrap`` and ``seed`` set the importance estimators' episode bootstrap.
+
+    ``action_features`` = (f(s_t, a_t), f(s_t, pi(s_t)), f(s'_t, pi(s'_t))), each f32[N, D] (e.g. an encoder's
+    phi(a; s)): FQE then fits Q(s, a) = Q([s, f(s, a)]) on the features instead of one output per action id,
+    so actions with similar features share what the data says about them (:func:`feature_fqe`).
     """
     from merlion_core.ope.fqe import FQEConfig, fitted_q_evaluation
 
@@ -79,10 +84,19 @@ def estimate(observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
     policy_actions_N = np.asarray(policy_actions_N, dtype=np.int64)
     results: dict[str, OPEEstimate] = {}
     fitted = None
-    if "fqe" in estimators or "dr" in estimators:
-        fqe_estimate, fitted = fitted_q_evaluation(
+    q_hat_N = v_hat_N = None
+    if ("fqe" in estimators or "dr" in estimators) and action_features is not None:
+        fqe_estimate, q_hat_N, v_hat_N = feature_fqe(observations, next_observations, rewards, terminals,
+                                                     action_features, table, config, progress=progress, device=device)
+        fitted = True
+        if "fqe" in estimators:
+            results["fqe"] = fqe_estimate
+    elif "fqe" in estimators or "dr" in estimators:
+        fqe_estimate, fitted_q = fitted_q_evaluation(
             observations, actions, rewards, next_observations, terminals, next_policy_actions_N,
             policy_actions_N[table.starts], table, n_actions, config, progress=progress, device=device)
+        fitted = True
+        q_hat_N, v_hat_N = fitted_q.q(observations, actions), fitted_q.v(observations, policy_actions_N)
         if "fqe" in estimators:
             results["fqe"] = fqe_estimate
     common = dict(rewards_N=np.asarray(rewards), actions_N=np.asarray(actions, dtype=np.int64),
@@ -92,9 +106,35 @@ def estimate(observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
     if "pdis" in estimators:
         results["pdis"] = pdis(**common, n_bootstrap=n_bootstrap, seed=seed)
     if fitted is not None and "dr" in estimators:
-        results["dr"] = wdr(**common, q_hat_N=fitted.q(observations, actions),
-                            v_hat_N=fitted.v(observations, policy_actions_N), n_bootstrap=n_bootstrap, seed=seed)
+        results["dr"] = wdr(**common, q_hat_N=q_hat_N, v_hat_N=v_hat_N, n_bootstrap=n_bootstrap, seed=seed)
     for name in ("wis", "pdis", "dr"):
         if name in results:
             results[name].details["behaviour_source"] = str(behaviour_source)
     return {name: results[name] for name in estimators}
+
+
+def feature_fqe(observations: np.ndarray, next_observations: np.ndarray, rewards: np.ndarray, terminals: np.ndarray,
+                action_features: tuple[np.ndarray, np.ndarray, np.ndarray], table: EpisodeTable, config: FQEConfig,
+                progress: ProgressFn | None = None, device: str = "auto") -> tuple[OPEEstimate, np.ndarray, np.ndarray]:
+    """FQE on action features: Q(s, a) = Q'([s, f(s, a)], 0), a one-output :func:`fitted_q_evaluation` on
+    observations widened by the features (logged action at s, pi(s') at s', pi(s_0) at the initial states).
+    Returns (estimate, q_hat_N = Q(s_t, a_t), v_hat_N = Q(s_t, pi(s_t)))."""
+    from merlion_core.ope.fqe import fitted_q_evaluation
+
+    obs = np.asarray(observations, dtype=np.float32)
+    logged, at_pi, next_at_pi = (np.asarray(f, dtype=np.float32) for f in action_features)
+    n = obs.shape[0]
+    for name, f in (("logged", logged), ("at_pi", at_pi), ("next_at_pi", next_at_pi)):
+        if f.ndim != 2 or f.shape[0] != n or not np.isfinite(f).all():
+            raise ValueError(f"action_features[{name}]: expected finite [{n}, D], got shape {f.shape}")
+    if not logged.shape[1] == at_pi.shape[1] == next_at_pi.shape[1]:
+        raise ValueError("action_features: the three arrays must have the same width D")
+    next_obs = np.asarray(next_observations, dtype=np.float32)
+    zeros = np.zeros(n, dtype=np.int64)
+    widened = np.concatenate([obs, logged], axis=1)
+    estimate_, fitted = fitted_q_evaluation(
+        widened, zeros, rewards, np.concatenate([next_obs, next_at_pi], axis=1), terminals, zeros,
+        zeros[:table.n_episodes], table, 1, config, progress=progress, device=device,
+        initial_observations_E=np.concatenate([obs, at_pi], axis=1)[table.starts])
+    estimate_.details["action_features"] = int(logged.shape[1])
+    return estimate_, fitted.q(widened, zeros), fitted.q(np.concatenate([obs, at_pi], axis=1), zeros)

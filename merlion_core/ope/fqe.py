@@ -157,7 +157,8 @@ def fitted_q_evaluation(observations: np.ndarray, actions: np.ndarray, rewards: 
                         next_observations: np.ndarray, terminals: np.ndarray, next_actions_N: np.ndarray,
                         initial_actions_E: np.ndarray, table: EpisodeTable, n_actions: int,
                         config: FQEConfig = FQEConfig(), progress: ProgressFn | None = None,
-                        device: str = "auto") -> tuple[OPEEstimate, FittedQ]:
+                        device: str = "auto",
+                        initial_observations_E: np.ndarray | None = None) -> tuple[OPEEstimate, FittedQ]:
     """FQE of pi on held-out complete episodes: (estimate with bootstrap-head interval, fitted Q).
 
     ``next_actions_N`` = pi(s'_n) for every transition, ``initial_actions_E`` = pi(s_0) for every
@@ -219,7 +220,11 @@ def fitted_q_evaluation(observations: np.ndarray, actions: np.ndarray, rewards: 
 
     heads.eval()
     fitted = FittedQ(heads, q_scale, dev)
-    q0_HE = fitted.all_heads(obs[table.starts], initial_actions_E)
+    initial = obs[table.starts] if initial_observations_E is None else np.asarray(initial_observations_E, np.float32)
+    if initial.shape != (table.n_episodes, obs.shape[1]):
+        raise ValueError(f"initial_observations_E: expected shape ({table.n_episodes}, {obs.shape[1]}), "
+                         f"got {initial.shape}")
+    q0_HE = fitted.all_heads(initial, initial_actions_E)
     head_values_H = (q0_HE * weights_HE).sum(1) / weights_HE.sum(1)
     details = {"estimator": "fqe", "gamma": config.gamma, "steps": config.steps, "loss": "mse",
                "final_loss": float(recent.mean()) * q_scale**2 / n_heads, "q_scale": q_scale,
