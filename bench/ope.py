@@ -10,6 +10,7 @@ correlation (Spearman) of each estimator with the truth and the regret of deploy
 Usage:
   python bench/ope.py zoo --env maze --dataset runs/maze100k            # train the zoo (resumes)
   python bench/ope.py estimate --env maze --heldout runs/maze-ope20k    # OPE of every zoo agent (resumes)
+  python bench/ope.py coverage --env maze --heldout runs/maze-ope20k    # how much of each agent the data shows
   python bench/ope.py report
 Records: bench/results/ope/<env>/<agent>.json; report: bench/results/ope/summary.json and README.md.
 """
@@ -110,6 +111,33 @@ def estimate(args: argparse.Namespace) -> None:
               f"({record['ope']['seconds']:.0f} s)", flush=True)
 
 
+def coverage(args: argparse.Namespace) -> None:
+    """How much of each raw-action agent's behaviour the held-out data shows: the share of held-out transitions
+    whose logged action is the agent's choice pi(s_t), and the share of the agent's chosen action ids (over the
+    held-out states) that were logged at all."""
+    import torch
+
+    from merlion_core.algos.artifacts import load_agent
+    from merlion_core.data.io import load_dataset
+    from merlion_core.pipelines_ope import policy_actions
+
+    torch.set_num_threads(1)
+    data = load_dataset(args.heldout)
+    obs, logged = np.asarray(data.observations, dtype=np.float32), np.asarray(data.actions)
+    seen = np.zeros(data.n_actions, dtype=bool)
+    seen[logged] = True
+    for record_path in sorted((OUT / args.env).glob("*.json")):
+        record = json.loads(record_path.read_text())
+        if "coverage" in record or "latent" in record["algo"]:  # latent lookups over every state: minutes each
+            continue
+        pi = policy_actions(load_agent(REPO / record["agent"]).agent, obs)
+        record["coverage"] = {"heldout": args.heldout, "logged_equals_pi_share": float(np.mean(pi == logged)),
+                              "pi_actions_logged_share": float(np.mean(seen[pi])),
+                              "distinct_pi_actions": int(np.unique(pi).size)}
+        record_path.write_text(json.dumps(record, indent=1))
+        print(f"{args.env} {record['name']}: {record['coverage']}", flush=True)
+
+
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """Spearman's rank correlation (average ranks for ties)."""
     from scipy import stats
@@ -124,7 +152,8 @@ def env_report(records: list[dict], n_boot: int = 2_000, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     boots = rng.integers(0, len(records), size=(n_boot, len(records)))
     out = {"n_agents": len(records), "true_best": float(truth.max()), "true_range": [float(truth.min()), float(truth.max())],
-           "estimators": {}}
+           "ope_seconds_median": float(np.median([r["ope"]["seconds"] for r in records])),
+           "held_out_episodes": records[0]["ope"]["held_out_episodes"], "estimators": {}}
     for name in records[0]["ope"]["estimators"]:
         est = np.array([r["ope"]["estimators"][name]["normalised_score"] for r in records], dtype=np.float64)
         lo = np.array([r["ope"]["estimators"][name]["normalised_ci95"][0] for r in records], dtype=np.float64)
@@ -138,6 +167,11 @@ def env_report(records: list[dict], n_boot: int = 2_000, seed: int = 0) -> dict:
             "regret": float(truth.max() - truth[pick]),
             "truth_in_ci95_share": float(np.mean((truth >= lo) & (truth <= hi))),
             "mean_abs_error": float(np.mean(np.abs(est - truth)))}
+    covered = [r for r in records if "coverage" in r]
+    if covered:
+        out["coverage_median_raw_agents"] = {"n_agents": len(covered), **{
+            k: float(np.median([r["coverage"][k] for r in covered]))
+            for k in ("logged_equals_pi_share", "pi_actions_logged_share")}}
     return out
 
 
@@ -173,7 +207,7 @@ def report() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("zoo", "estimate", "report"))
+    parser.add_argument("command", choices=("zoo", "estimate", "coverage", "report"))
     parser.add_argument("--env")
     parser.add_argument("--dataset", help="the agents' training dataset (zoo)")
     parser.add_argument("--heldout", help="held-out dataset of the same behaviour (estimate)")
@@ -182,10 +216,10 @@ def main() -> None:
         if not (args.env and args.dataset):
             parser.error("zoo needs --env and --dataset")
         zoo(args)
-    elif args.command == "estimate":
+    elif args.command in ("estimate", "coverage"):
         if not (args.env and args.heldout):
-            parser.error("estimate needs --env and --heldout")
-        estimate(args)
+            parser.error(f"{args.command} needs --env and --heldout")
+        (estimate if args.command == "estimate" else coverage)(args)
     else:
         report()
 

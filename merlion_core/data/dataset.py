@@ -158,11 +158,12 @@ class TransitionDataset:
         return float(self.episode_returns().mean())
 
     def content_digest(self) -> str:
-        """sha256 (hex) of the transitions, ``n_actions`` and the propensities when present: the same
-        data loaded from any path or format has the same digest (meta, such as the source format,
-        is left out; a dataset without propensities digests exactly as before they existed)."""
+        """sha256 (hex) of the transitions and ``n_actions``: the same data loaded from any path or format
+        has the same digest. Meta (such as the source format) and the logged propensities are left out:
+        they change nothing an agent or encoder trains on, so data collected again with the same settings
+        keeps the digest (and the benchmark's records) it had before propensities were recorded."""
         digest = hashlib.sha256(f"merlion-transitions/1 n_actions={self.n_actions}".encode())
-        for name in (*FIELDS, *(k for k in OPTIONAL_FIELDS if getattr(self, k) is not None)):
+        for name in FIELDS:
             array = np.ascontiguousarray(getattr(self, name))
             digest.update(f"|{name}:{array.dtype.str}:{array.shape}|".encode())
             digest.update(memoryview(array).cast("B"))
