@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 
@@ -58,26 +57,23 @@ def add_ope_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print JSON")
+    add_config_union_arguments(p, {"ope": (OPEConfig, {})}, "estimation options (unset = the default)")
     docs = field_docs(OPEConfig)
-    for field in dataclasses.fields(OPEConfig):
-        flag = "--" + field.name.replace("_", "-")
-        if isinstance(field.default, tuple):
-            p.add_argument(flag, default=argparse.SUPPRESS, help=f"{docs[field.name]} (comma-separated; "
-                           f"default: {','.join(map(str, field.default))})")
-        elif field.type in (bool, "bool"):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                           help=f"{docs[field.name]} (default: {field.default})")
-        else:
-            p.add_argument(flag, type=type(field.default), default=argparse.SUPPRESS,
-                           help=f"{docs[field.name]} (default: {field.default})")
+    for name in TUPLE_OPTIONS:  # the scalar fields come from the config above; these two are lists
+        p.add_argument("--" + name.replace("_", "-"), dest=f"cfg_{name}", default=argparse.SUPPRESS,
+                       help=f"{docs[name]} (comma-separated; default: {','.join(map(str, getattr(OPEConfig, name)))})")
     p.set_defaults(func=cmd_ope)
+
+
+TUPLE_OPTIONS = ("estimators", "fqe_hidden")
+"""OPEConfig's list fields, given on the command line as comma-separated values."""
 
 
 def ope_config_from_args(args: argparse.Namespace) -> object:
     from merlion_core.pipelines_ope import OPEConfig
 
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(OPEConfig) if hasattr(args, f.name)}
-    for name in ("estimators", "fqe_hidden"):
+    values = config_overrides(args)
+    for name in TUPLE_OPTIONS:
         if name in values:
             items = tuple(e.strip() for e in values[name].split(",") if e.strip())
             try:
@@ -91,7 +87,7 @@ def ope_config_from_args(args: argparse.Namespace) -> object:
 def cmd_ope(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from merlion_core.pipelines_ope import ope_agent
+    from merlion_core.pipelines_ope import ope_agent, without_details
 
     config = ope_config_from_args(args)
     bar = tqdm(total=None, unit="step", desc="ope: fitting", disable=args.quiet, file=sys.stderr)
@@ -103,9 +99,7 @@ def cmd_ope(args: argparse.Namespace) -> int:
     result = ope_agent(args.agent, args.dataset, config, progress=progress, device=args.device)
     bar.close()
     if args.json:
-        slim = {**result, "estimators": {name: {k: v for k, v in e.items() if k != "details"}
-                                         for name, e in result["estimators"].items()}}
-        print(json.dumps(slim, indent=2, sort_keys=True))
+        print(json.dumps({**result, "estimators": without_details(result["estimators"])}, indent=2, sort_keys=True))
         return 0
     print(f"{result['held_out_episodes']} held-out episodes ({result['held_out']}); behaviour: "
           f"{result['behaviour_source'] or 'not needed'}")

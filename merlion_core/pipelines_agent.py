@@ -147,12 +147,11 @@ def _ope_point(agent: Any, dataset: Any, split: Any, config: Any) -> dict[str, A
     """A learning-curve point without a simulator: off-policy estimates on the held-out episodes, nested
     under "ope" and flat as ope_NAME, ope_NAME_lo, ope_NAME_hi (normalised scores where the dataset names
     normalisers, else values)."""
-    from merlion_core.pipelines_ope import CURVE_OPE, ope_arrays
+    from merlion_core.pipelines_ope import CURVE_OPE, ope_arrays, without_details
 
     config = CURVE_OPE if config is None else config
     estimates = ope_arrays(agent, dataset, split.heldout_index, config, device=str(agent.device))
-    point: dict[str, Any] = {"ope": {name: {k: v for k, v in e.items() if k != "details"}
-                                     for name, e in estimates.items()}}
+    point: dict[str, Any] = {"ope": without_details(estimates)}
     for name, e in estimates.items():  # flat numbers for the job store: normalised where possible
         normalised = e["normalised_score"] is not None
         point[f"ope_{name}"] = e["normalised_score"] if normalised else e["value"]

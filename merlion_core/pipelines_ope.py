@@ -8,13 +8,13 @@ deployed policy's actions once and turns values into normalised scores.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
+from merlion_core.config import to_dict
 from merlion_core.ope import ALL_ESTIMATORS, ESTIMATORS
 
 ACT_CHUNK = 4096
@@ -185,20 +185,13 @@ def ope_arrays(agent: Any, dataset: Any, index: np.ndarray, config: OPEConfig,
         out[name] = {"value": float(result.value), "ci95": ci,
                      "normalised_score": float(dataset.normalised_score(result.value)) if normalisable else None,
                      "normalised_ci95": [float(dataset.normalised_score(c)) for c in ci] if normalisable else None,
-                     "details": _jsonable(result.details)}
+                     "details": result.details}
     return out
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist() if value.size <= 64 else f"array{list(value.shape)}"
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+def without_details(estimates: dict[str, Any]) -> dict[str, Any]:
+    """The estimates without each estimator's details (what a summary, a curve point or a job result shows)."""
+    return {name: {k: v for k, v in e.items() if k != "details"} for name, e in estimates.items()}
 
 
 def ope_agent(agent_dir: str | os.PathLike, dataset_path: str | os.PathLike, config: OPEConfig = OPEConfig(),
@@ -225,7 +218,7 @@ def ope_agent(agent_dir: str | os.PathLike, dataset_path: str | os.PathLike, con
                       if "behaviour_source" in e["details"]), None)
     return {"agent": str(agent_dir), "algo": loaded.algo, "dataset": str(dataset_path), "estimators": estimates,
             "held_out_episodes": int(n_episodes), "held_out_transitions": int(index.size), "held_out": chosen,
-            "behaviour_source": behaviour, "env_id": dataset.meta.env_id, "config": dataclasses.asdict(config)}
+            "behaviour_source": behaviour, "env_id": dataset.meta.env_id, "config": to_dict(config)}
 
 
 CURVE_OPE = OPEConfig(fqe_steps=2_000, fqe_heads=10, behaviour_steps=1_500, n_bootstrap=500)

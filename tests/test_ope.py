@@ -127,12 +127,17 @@ def test_fqe_on_action_features_matches_the_tabular_value():
     features = (eye3[data["actions"]], eye3[PI[s]], eye3[PI[s2]])
     config = FQEConfig(gamma=GAMMA, steps=3000, batch_size=512, lr=3e-3, hidden=(32,), n_bootstrap=2,
                        fourier_features=0)
-    est, q_hat, v_hat = feature_fqe(data["observations"], data["next_observations"], data["rewards"],
-                                    data["terminals"], features, table, config, device="cpu")
+    est, q_and_v = feature_fqe(data["observations"], data["next_observations"], data["rewards"],
+                               data["terminals"], features, table, config, device="cpu")
+    q_hat, v_hat = q_and_v()
     assert abs(est.value - empirical_fixed_point(data, s, s2, PI, table, GAMMA)) < 0.15
     assert est.details["action_features"] == 3 and q_hat.shape == v_hat.shape == (len(s),)
+    same = data["actions"] == PI[s]  # where the logged action is pi's, Q(s, a_t) is V(s) = Q(s, pi(s))
+    assert 0 < same.mean() < 1
+    np.testing.assert_allclose(q_hat[same], v_hat[same], rtol=1e-6)
+    assert not np.allclose(q_hat[~same], v_hat[~same])
     swapped = (features[0], features[0], features[2])  # valuing the logged action instead of pi(s_0)
-    wrong, _, _ = feature_fqe(data["observations"], data["next_observations"], data["rewards"], data["terminals"],
+    wrong, _ = feature_fqe(data["observations"], data["next_observations"], data["rewards"], data["terminals"],
                               swapped, table, config, device="cpu")
     assert abs(wrong.value - est.value) > 0.3
 

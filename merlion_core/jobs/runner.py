@@ -97,16 +97,12 @@ def run_ope(config: OPEJob, seed: int, artifacts: Path, progress: Progress) -> d
     import json
 
     from merlion_core.config import from_dict
-    from merlion_core.pipelines_ope import OPEConfig, ope_agent
+    from merlion_core.pipelines_ope import OPEConfig, ope_agent, without_details
 
-    options = {**config.options, "seed": seed}
-    if "estimators" in options:
-        options["estimators"] = tuple(options["estimators"])
-    result = ope_agent(config.agent, config.dataset, from_dict(OPEConfig, options),
+    result = ope_agent(config.agent, config.dataset, from_dict(OPEConfig, {**config.options, "seed": seed}),
                        progress=lambda done, total: progress(done, {}, total=total), device=config.device)
     (artifacts / "ope.json").write_text(json.dumps(result, indent=1))
-    return {**result, "estimators": {name: {k: v for k, v in e.items() if k != "details"}
-                                     for name, e in result["estimators"].items()}}
+    return {**result, "estimators": without_details(result["estimators"])}
 
 
 def run_bench(config: BenchJob, seed: int, artifacts: Path, progress: Progress) -> dict[str, Any]:

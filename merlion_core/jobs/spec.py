@@ -242,8 +242,7 @@ def validate(spec: JobSpec, *, base: str | Path | None = None, check_inputs: boo
         from merlion_core.pipelines_ope import OPEConfig
 
         try:
-            from_dict(OPEConfig, {**config.options, "estimators": tuple(config.options.get("estimators", ()))
-                                  or OPEConfig.estimators})
+            from_dict(OPEConfig, config.options)
         except (ConfigError, TypeError, ValueError) as exc:
             raise ValueError(f"ope config: options: {str(exc).splitlines()[0]}") from None
     if not getattr(config, "rows", (0,)) or min(getattr(config, "rows", (0,))) < 0:

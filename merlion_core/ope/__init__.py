@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from merlion_core.ope.episodes import (EpisodeTable, HoldoutSplit, check_split_record, holdout_split,
                                        split_from_dict, split_to_dict, to_padded)
@@ -83,29 +83,23 @@ def estimate(observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
                          "pass complete episodes only")
     policy_actions_N = np.asarray(policy_actions_N, dtype=np.int64)
     results: dict[str, OPEEstimate] = {}
-    fitted = None
-    q_hat_N = v_hat_N = None
-    if ("fqe" in estimators or "dr" in estimators) and action_features is not None:
-        fqe_estimate, q_hat_N, v_hat_N = feature_fqe(observations, next_observations, rewards, terminals,
-                                                     action_features, table, config, progress=progress, device=device)
-        fitted = True
-        if "fqe" in estimators:
-            results["fqe"] = fqe_estimate
-    elif "fqe" in estimators or "dr" in estimators:
-        fqe_estimate, fitted_q = fitted_q_evaluation(
-            observations, actions, rewards, next_observations, terminals, next_policy_actions_N,
-            policy_actions_N[table.starts], table, n_actions, config, progress=progress, device=device)
-        fitted = True
-        q_hat_N, v_hat_N = fitted_q.q(observations, actions), fitted_q.v(observations, policy_actions_N)
-        if "fqe" in estimators:
-            results["fqe"] = fqe_estimate
+    if "fqe" in estimators or "dr" in estimators:  # one fit; dr reads its Q at (s, a_t) and (s, pi(s))
+        if action_features is None:
+            results["fqe"], fitted_q = fitted_q_evaluation(
+                observations, actions, rewards, next_observations, terminals, next_policy_actions_N,
+                policy_actions_N[table.starts], table, n_actions, config, progress=progress, device=device)
+            q_and_v = lambda: (fitted_q.q(observations, actions), fitted_q.v(observations, policy_actions_N))  # noqa: E731
+        else:
+            results["fqe"], q_and_v = feature_fqe(observations, next_observations, rewards, terminals,
+                                                  action_features, table, config, progress=progress, device=device)
     common = dict(rewards_N=np.asarray(rewards), actions_N=np.asarray(actions, dtype=np.int64),
                   policy_actions_N=policy_actions_N, mu_N=mu_N, table=table, gamma=gamma)
     if "wis" in estimators:
         results["wis"] = pdwis(**common, n_bootstrap=n_bootstrap, seed=seed)
     if "pdis" in estimators:
         results["pdis"] = pdis(**common, n_bootstrap=n_bootstrap, seed=seed)
-    if fitted is not None and "dr" in estimators:
+    if "dr" in estimators:
+        q_hat_N, v_hat_N = q_and_v()
         results["dr"] = wdr(**common, q_hat_N=q_hat_N, v_hat_N=v_hat_N, n_bootstrap=n_bootstrap, seed=seed)
     for name in ("wis", "pdis", "dr"):
         if name in results:
@@ -115,10 +109,12 @@ def estimate(observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
 
 def feature_fqe(observations: np.ndarray, next_observations: np.ndarray, rewards: np.ndarray, terminals: np.ndarray,
                 action_features: tuple[np.ndarray, np.ndarray, np.ndarray], table: EpisodeTable, config: FQEConfig,
-                progress: ProgressFn | None = None, device: str = "auto") -> tuple[OPEEstimate, np.ndarray, np.ndarray]:
+                progress: ProgressFn | None = None, device: str = "auto"
+                ) -> tuple[OPEEstimate, Callable[[], tuple[np.ndarray, np.ndarray]]]:
     """FQE on action features: Q(s, a) = Q'([s, f(s, a)], 0), a one-output :func:`fitted_q_evaluation` on
     observations widened by the features (logged action at s, pi(s') at s', pi(s_0) at the initial states).
-    Returns (estimate, q_hat_N = Q(s_t, a_t), v_hat_N = Q(s_t, pi(s_t)))."""
+    Returns the estimate and a function giving (q_hat_N = Q(s_t, a_t), v_hat_N = Q(s_t, pi(s_t))), which
+    only doubly robust needs."""
     from merlion_core.ope.fqe import fitted_q_evaluation
 
     obs = np.asarray(observations, dtype=np.float32)
@@ -137,4 +133,4 @@ def feature_fqe(observations: np.ndarray, next_observations: np.ndarray, rewards
         zeros[:table.n_episodes], table, 1, config, progress=progress, device=device,
         initial_observations_E=np.concatenate([obs, at_pi], axis=1)[table.starts])
     estimate_.details["action_features"] = int(logged.shape[1])
-    return estimate_, fitted.q(widened, zeros), fitted.q(np.concatenate([obs, at_pi], axis=1), zeros)
+    return estimate_, lambda: (fitted.q(widened, zeros), fitted.q(np.concatenate([obs, at_pi], axis=1), zeros))
