@@ -39,11 +39,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import time_ours  # noqa: E402  (bench/speed.py: sample + update_tensors, no host sync)
 
-from merlion_core.benchmark_methods import bench_method, encoder_overrides, expand_methods  # noqa: E402
+from merlion_core.benchmark.methods import bench_method, encoder_overrides, expand_methods  # noqa: E402
 from merlion_core.data.collect import collect, env_normalisers  # noqa: E402
 from merlion_core.evaluation import evaluate  # noqa: E402
 from merlion_core.models.precision import compute_precision  # noqa: E402
-from merlion_core.pipelines import dataset_env_overrides, representation_config  # noqa: E402
+from merlion_core.data.summary import dataset_env_overrides
+from merlion_core.pipelines.encoder import representation_config  # noqa: E402
 from merlion_core.representation.registry import get_method  # noqa: E402
 
 AGENTS = ("cql", "bcq", "dcql", "dbcq", "bc", "plas")

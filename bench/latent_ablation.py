@@ -25,8 +25,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from merlion_core.bench_report import last_k_score  # noqa: E402
-from merlion_core.benchmark_methods import LEGACY_LATENT_CQL  # noqa: E402
+from merlion_core.benchmark.report import last_k_score  # noqa: E402
+from merlion_core.benchmark.methods import LEGACY_LATENT_CQL  # noqa: E402
 
 OUT = REPO / "bench" / "results" / "latent-ablation"
 
@@ -63,8 +63,8 @@ def check_encoder(variant: str, encoder: str) -> None:
 
 
 def t_interval(values: list[float]) -> dict:
-    """mean and 95% t interval (bench_report.mean_ci95) as a dict; no interval for one value."""
-    from merlion_core.bench_report import mean_ci95
+    """mean and 95% t interval (benchmark.report.mean_ci95) as a dict; no interval for one value."""
+    from merlion_core.benchmark.report import mean_ci95
 
     mean, half = mean_ci95(values)
     return {"mean": mean, "ci95": None if len(values) < 2 else [mean - half, mean + half], "n": len(values)}
@@ -96,7 +96,7 @@ def other_acting_rules(agent, step: int, args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> None:
     import torch
 
-    from merlion_core.pipelines_agent import train_agent
+    from merlion_core.pipelines.agent import train_agent
 
     from merlion_core.data.io import load_dataset
 

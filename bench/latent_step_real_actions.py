@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from merlion_core.algos.registry import make_algorithm
-from merlion_core.benchmark_methods import LEGACY_LATENT_CQL
+from merlion_core.benchmark.methods import LEGACY_LATENT_CQL
 from merlion_core.data.io import load_dataset
 from merlion_core.representation.artifacts import load_representation
 from speed import time_ours  # bench/speed.py: one timed sample + update loop for every bench

@@ -23,8 +23,8 @@ from test_learning import OPEN_MAZE  # noqa: E402
 
 from merlion_core.data.collect import collect  # noqa: E402
 from merlion_core.data.io import save_dataset  # noqa: E402
-from merlion_core.pipelines import train_encoder  # noqa: E402
-from merlion_core.pipelines_agent import train_agent  # noqa: E402
+from merlion_core.pipelines.encoder import train_encoder  # noqa: E402
+from merlion_core.pipelines.agent import train_agent  # noqa: E402
 
 
 def main() -> None:

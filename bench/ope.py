@@ -45,7 +45,7 @@ def zoo(args: argparse.Namespace) -> None:
     """Train every (algo, steps, seed) of the zoo that is not there yet; record its true score."""
     import torch
 
-    from merlion_core.pipelines_agent import evaluate_agent, train_agent
+    from merlion_core.pipelines.agent import evaluate_agent, train_agent
 
     torch.set_num_threads(1)
     folder = OUT / args.env
@@ -89,7 +89,7 @@ def estimate(args: argparse.Namespace) -> None:
     """Every estimator for every zoo agent of ``args.env`` that has none yet, on the held-out dataset."""
     import torch
 
-    from merlion_core.pipelines_ope import OPEConfig, ope_agent
+    from merlion_core.pipelines.ope import OPEConfig, ope_agent
 
     torch.set_num_threads(1)
     config = OPEConfig(**OPE_SETTING)
@@ -119,7 +119,7 @@ def coverage(args: argparse.Namespace) -> None:
 
     from merlion_core.algos.artifacts import load_agent
     from merlion_core.data.io import load_dataset
-    from merlion_core.pipelines_ope import policy_actions
+    from merlion_core.pipelines.ope import policy_actions
 
     torch.set_num_threads(1)
     data = load_dataset(args.heldout)

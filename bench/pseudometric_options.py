@@ -29,7 +29,7 @@ OUT = REPO / "bench" / "results" / "pseudometric-options"
 def run(args: argparse.Namespace) -> None:
     import torch
 
-    from merlion_core.pipelines import diagnose_encoder, train_encoder
+    from merlion_core.pipelines.encoder import diagnose_encoder, train_encoder
 
     torch.set_num_threads(1)
     encoder = args.encoder

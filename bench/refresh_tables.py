@@ -12,7 +12,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from merlion_core.bench_report import refresh_summary  # noqa: E402
+from merlion_core.benchmark.report import refresh_summary  # noqa: E402
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import torch
 from merlion_core import diagnostics
 from merlion_core.data.collect import collect
 from merlion_core.envs import make_model, resolve_env_id
-from merlion_core.pipelines import representation_config
+from merlion_core.pipelines.encoder import representation_config
 from merlion_core.representation.registry import METHODS, get_method
 
 

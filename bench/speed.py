@@ -53,7 +53,8 @@ from merlion_core.models.mlp import compile_networks, compile_status, resolve_de
 from merlion_core.models.precision import PRECISIONS, compute_precision, flush_denormals, resolve_precision
 from merlion_core.peers import d3rlpy_peer
 from merlion_core.representation import merlion as merlion_method
-from merlion_core.pipelines import dataset_env_overrides, representation_config
+from merlion_core.data.summary import dataset_env_overrides
+from merlion_core.pipelines.encoder import representation_config
 from merlion_core.representation.external import ExternalConfig, build as build_external
 from merlion_core.representation.registry import get_method
 

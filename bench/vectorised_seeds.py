@@ -31,7 +31,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from merlion_core.data.collect import collect
 from merlion_core.data.io import load_dataset
 from merlion_core.models.precision import compute_precision
-from merlion_core.pipelines import representation_config
+from merlion_core.pipelines.encoder import representation_config
 from merlion_core.representation import merlion as merlion_method
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 
 from merlion_core.data.dataset import DatasetError
-from merlion_core.pipelines import diagnose_encoder
+from merlion_core.pipelines.encoder import diagnose_encoder
 from studio import catalog, explore, loaders, simulator
 from studio.charts import HEATMAP_MAX, distance_heatmap
 from studio.png import matrix_png

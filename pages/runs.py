@@ -5,7 +5,7 @@ import json
 
 import streamlit as st
 
-from merlion_core.bench_report import markdown_table
+from merlion_core.benchmark.report import markdown_table
 from studio import charts, curves, jobs_client, ope_view, settings
 from studio.page import any_active, job_table, live_fragment, setup
 

@@ -9,8 +9,8 @@ from merlion_core.algos.registry import ALGORITHMS, LATENT_ALGORITHMS
 from merlion_core.config import ConfigError
 from merlion_core.data.dataset import DatasetError
 from merlion_core.jobs.spec import TrainAgentJob
-from merlion_core.pipelines import representation_config
-from merlion_core.pipelines_ope import OPEConfig
+from merlion_core.pipelines.encoder import representation_config
+from merlion_core.pipelines.ope import OPEConfig
 from merlion_core.representation.registry import METHODS
 from studio import catalog, chains, jobs_client, loaders, settings, simulator
 from studio.forms import config_form

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from merlion_core.cli import dataset_summary
+from merlion_core.data.summary import dataset_summary
 from studio import explore
 from studio.catalog import stamp
 
@@ -75,7 +75,7 @@ def env_model(env_id: str, overrides_json: str = "null") -> Any:
 
 def env_key(ds: Any) -> tuple[str, str] | None:
     """(env id, its config overrides as JSON) of a dataset's env: the cache key of its model."""
-    from merlion_core.pipelines import dataset_env_overrides
+    from merlion_core.data.summary import dataset_env_overrides
 
     if not ds.meta.env_id:
         return None

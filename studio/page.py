@@ -35,7 +35,7 @@ slowed down by it)."""
 def _preload() -> None:
     time.sleep(PRELOAD_DELAY)
     import merlion_core.algos.artifacts  # noqa: F401  (torch and every algorithm)
-    import merlion_core.pipelines  # noqa: F401  (every representation method)
+    import merlion_core.pipelines.encoder  # noqa: F401  (every representation method)
 
 
 @st.cache_resource

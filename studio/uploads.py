@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from merlion_core.cli import dataset_summary
+from merlion_core.data.summary import dataset_summary
 from merlion_core.data.dataset import DatasetError
 from merlion_core.data.io import detect_format, load_dataset
 from studio import settings

@@ -11,7 +11,7 @@ import torch
 from merlion_core.data.dataset import TransitionDataset, from_arrays
 from merlion_core.data.io import save_dataset
 from merlion_core.jobs.store import JobStore
-from merlion_core.pipelines import train_encoder
+from merlion_core.pipelines.encoder import train_encoder
 from studio_fixture import record
 
 

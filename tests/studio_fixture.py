@@ -13,8 +13,8 @@ import torch
 from merlion_core.data.collect import collect
 from merlion_core.data.io import save_dataset
 from merlion_core.jobs.store import JobStore
-from merlion_core.pipelines import train_encoder
-from merlion_core.pipelines_agent import train_agent
+from merlion_core.pipelines.encoder import train_encoder
+from merlion_core.pipelines.agent import train_agent
 
 ENV_OVERRIDES = {"n_actuators": 6}  # 64 actions: every test stays fast
 N_TRANSITIONS = 2000

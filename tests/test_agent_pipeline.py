@@ -10,7 +10,7 @@ import pytest
 from merlion_core.algos.artifacts import AgentArtifactError, load_agent
 from merlion_core.data.collect import collect
 from merlion_core.data.io import save_dataset
-from merlion_core.pipelines_agent import evaluate_agent, train_agent
+from merlion_core.pipelines.agent import evaluate_agent, train_agent
 
 SMALL = {"n_actuators": 6}
 
@@ -72,7 +72,7 @@ def test_cli_train_agent_and_evaluate(dataset_path, tmp_path):
 
 
 def test_latent_cql_through_an_encoder_folder(dataset_path, tmp_path):
-    from merlion_core.pipelines import train_encoder
+    from merlion_core.pipelines.encoder import train_encoder
 
     train_encoder(dataset_path, "external", tmp_path / "enc")
     with pytest.raises(ValueError, match="cql: needs --encoder"):

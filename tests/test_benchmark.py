@@ -13,10 +13,11 @@ import dataclasses
 
 import numpy as np
 
-from merlion_core import benchmark
-from merlion_core.bench_report import markdown_table, mean_ci95, summarise_method
-from merlion_core.benchmark import PAPER_METHODS, bench_method, expand_methods, run_benchmark
-from merlion_core.benchmark_methods import encoder_overrides, env_has_task_success
+from merlion_core.benchmark import runner as benchmark
+from merlion_core.benchmark.report import markdown_table, mean_ci95, summarise_method
+from merlion_core.benchmark.methods import PAPER_METHODS, bench_method, expand_methods
+from merlion_core.benchmark.runner import run_benchmark
+from merlion_core.benchmark.methods import encoder_overrides, env_has_task_success
 from merlion_core.data.collect import collect, env_normalisers
 from merlion_core.data.io import load_dataset, save_dataset
 
@@ -145,7 +146,7 @@ def test_tiny_benchmark_runs_and_resumes(tmp_path, monkeypatch):
 
 
 def test_encoders_are_reused_only_with_the_same_settings(tmp_path):
-    from merlion_core.benchmark import train_bench_encoder
+    from merlion_core.benchmark.runner import train_bench_encoder
 
     data_path = tmp_path / "data"
     save_dataset(collect("maze", "medium", 0.5, 500, seed=0, env_overrides={"n_actuators": 4}), data_path)
@@ -280,7 +281,7 @@ def test_a_pool_keeps_at_most_workers_encoders_in_flight(tmp_path, monkeypatch):
     so runs start while later encoders still wait (not after every encoder of the benchmark)."""
     import concurrent.futures
 
-    from merlion_core import benchmark
+    from merlion_core.benchmark import runner as benchmark
 
     submissions = []
 
@@ -347,7 +348,7 @@ def test_a_dataset_is_recognised_by_its_content_not_its_path(tmp_path, monkeypat
 
 
 def test_merlion_cql_before_trains_latent_cql_with_the_earlier_settings(tmp_path):
-    from merlion_core.benchmark import BenchConfig, run_one, train_bench_encoder
+    from merlion_core.benchmark.runner import BenchConfig, run_one, train_bench_encoder
 
     data_path = tmp_path / "data"
     save_dataset(collect("maze", "medium", 0.5, 500, seed=0, env_overrides={"n_actuators": 4}), data_path)
@@ -363,7 +364,7 @@ def test_merlion_cql_before_trains_latent_cql_with_the_earlier_settings(tmp_path
 
 
 def test_a_run_of_other_agent_settings_is_out_of_date():
-    from merlion_core.benchmark import BenchConfig, agent_settings, agent_settings_match
+    from merlion_core.benchmark.runner import BenchConfig, agent_settings, agent_settings_match
 
     config = BenchConfig(seeds=1, steps=10)
     cql, dcql, peer = bench_method("merlion-cql"), bench_method("dcql"), bench_method("d3rlpy-dcql")
@@ -377,7 +378,7 @@ def test_a_run_of_other_agent_settings_is_out_of_date():
 
 
 def test_refresh_summary_rewrites_the_table_from_the_records(tmp_path):
-    from merlion_core.bench_report import refresh_summary, write_run_record
+    from merlion_core.benchmark.report import refresh_summary, write_run_record
 
     settings = {"env_id": "merlion/Maze-v0", "config": {"steps": 30}, "dataset": "d"}
     for seed, scores in enumerate(([10.0, 20.0, 60.0], [0.0, 40.0, 20.0])):

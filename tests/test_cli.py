@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from merlion_core.cli import main
+from merlion_core.cli.main import main
 
 
 def run(*args, check=True):
@@ -104,7 +104,7 @@ def test_unknown_env_is_a_one_line_error(capsys):
 
 
 def test_collect_options_come_from_the_config():
-    from merlion_core.cli import build_parser
+    from merlion_core.cli.main import build_parser
 
     help_text = build_parser()._subparsers._group_actions[0].choices["collect"].format_help()
     for flag in ("--env", "--behaviour", "--noise", "--n ", "--seed", "--n-envs"):

@@ -120,7 +120,7 @@ def test_merlion_encoder_trains_on_a_dialogue_dataset(model, real_dir, tmp_path)
 
     from merlion_core.data.collect import collect
     from merlion_core.data.io import save_dataset
-    from merlion_core.pipelines import train_encoder
+    from merlion_core.pipelines.encoder import train_encoder
     from merlion_core.representation.artifacts import load_representation
 
     torch.set_num_threads(1)

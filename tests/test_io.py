@@ -972,7 +972,8 @@ def _timeout_episodes(n_eps: int, length: int) -> dict:
 def test_dropped_rows_are_recorded_and_summarised(ds, tmp_path, capsys):
     import argparse
 
-    from merlion_core.cli import cmd_dataset_validate, dataset_summary
+    from merlion_core.cli.data import cmd_dataset_validate
+    from merlion_core.data.summary import dataset_summary
     path = write_h5(tmp_path / "d4rl.hdf5", **_timeout_episodes(10, 100))
     loaded = load_dataset(path)
     reason = ("the last row of each of 10 episode(s) ending in a timeout (the next row starts a new episode): "

@@ -143,8 +143,8 @@ def tiny_dataset(tmp_path_factory):
 def test_resumed_training_equals_uninterrupted_training(algo, tiny_dataset, tmp_path):
     """Stop after the step-40 checkpoint, resume: same weights, optimizer moments and curve as one run."""
     from merlion_core.algos.artifacts import load_agent
-    from merlion_core.pipelines import train_encoder
-    from merlion_core.pipelines_agent import train_agent
+    from merlion_core.pipelines.encoder import train_encoder
+    from merlion_core.pipelines.agent import train_agent
 
     torch.set_num_threads(1)
     encoder = None
@@ -185,7 +185,7 @@ def test_resumed_training_equals_uninterrupted_training(algo, tiny_dataset, tmp_
     ("transition", {"steps": 300, "batch_size": 32}),  # the shared train_loop (reports every 100 steps)
 ])
 def test_resumed_encoder_training_equals_uninterrupted_training(method, options, tiny_dataset, tmp_path):
-    from merlion_core.pipelines import train_encoder
+    from merlion_core.pipelines.encoder import train_encoder
     from merlion_core.representation.artifacts import load_representation
 
     torch.set_num_threads(1)

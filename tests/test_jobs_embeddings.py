@@ -25,7 +25,7 @@ def tiny(tmp_path_factory):
     """A 64-action maze dataset, a small MERLION encoder (d = 4) and a Rand-1 encoder (d = 3)."""
     from merlion_core.data.collect import collect
     from merlion_core.data.io import save_dataset
-    from merlion_core.pipelines import train_encoder
+    from merlion_core.pipelines.encoder import train_encoder
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("embedding-jobs")
@@ -63,7 +63,7 @@ def test_specs_round_trip_and_validate(tiny):
 
 
 def test_cli_submits_both_kinds(tiny, tmp_path, capsys):
-    from merlion_core.cli import main
+    from merlion_core.cli.main import main
 
     runs = tmp_path / "runs"
     for kind, config in (("umap", {"encoder": tiny["rand1"], "rows": [1]}), ("warm-start", {"encoder": tiny["merlion"]})):

@@ -103,7 +103,7 @@ def harness(tmp_path):
 
 
 def test_lifecycle_through_the_cli(tmp_path, capsys):
-    from merlion_core.cli import main
+    from merlion_core.cli.main import main
     from merlion_core.data.collect import collect
     from merlion_core.data.io import load_dataset
     from merlion_core.jobs.supervisor import supervisor_pid
@@ -235,7 +235,7 @@ def test_resume_from_a_checkpoint_continues_at_the_saved_step(harness, tmp_path)
     from merlion_core.checkpoints import checkpoint_steps
     from merlion_core.data.collect import collect
     from merlion_core.data.io import save_dataset
-    from merlion_core.pipelines_agent import train_agent
+    from merlion_core.pipelines.agent import train_agent
 
     torch.set_num_threads(1)
     dataset = save_dataset(collect("maze", "expert", 0.0, 3000, seed=0, env_overrides=SMALL), tmp_path / "data")

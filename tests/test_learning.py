@@ -29,8 +29,8 @@ from merlion_core.data.io import save_dataset
 from merlion_core.envs import make_model
 from merlion_core.envs.behaviours import make_behaviour
 from merlion_core.envs.rollout import rollout_episodes
-from merlion_core.pipelines import train_encoder
-from merlion_core.pipelines_agent import train_agent
+from merlion_core.pipelines.encoder import train_encoder
+from merlion_core.pipelines.agent import train_agent
 
 OPEN_MAZE = {"n_actuators": 6, "walls": [], "penalty_regions": [], "bonus_regions": [], "max_steps": 30}
 THRESHOLD = 0.7

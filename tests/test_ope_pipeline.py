@@ -9,8 +9,8 @@ import pytest
 
 from merlion_core.data.collect import collect
 from merlion_core.data.io import load_dataset, save_dataset
-from merlion_core.pipelines_agent import train_agent
-from merlion_core.pipelines_ope import OPEConfig, OPEInputError, ope_agent
+from merlion_core.pipelines.agent import train_agent
+from merlion_core.pipelines.ope import OPEConfig, OPEInputError, ope_agent
 
 FAST = OPEConfig(fqe_steps=60, fqe_heads=2, behaviour_steps=40, n_bootstrap=50, fqe_hidden=(32,))
 
@@ -100,7 +100,7 @@ def test_training_without_a_simulator_scores_by_ope(tmp_path):
 
 
 def test_fqe_reads_actions_through_an_encoder(maze, tmp_path):
-    from merlion_core.pipelines import train_encoder
+    from merlion_core.pipelines.encoder import train_encoder
 
     _, path, agent = maze
     with pytest.raises(OPEInputError, match="acts on raw actions and has no encoder"):
@@ -130,7 +130,7 @@ def test_the_ope_job_writes_its_result(maze, tmp_path):
 
 
 def test_merlion_ope_prints_the_documented_json(maze, capsys):
-    from merlion_core.cli import main
+    from merlion_core.cli.main import main
 
     _, path, agent = maze
     assert main(["ope", "--agent", str(agent), "--dataset", str(path), "--estimators", "wis,fqe", "--fqe-steps", "30",

@@ -102,8 +102,8 @@ def test_one_bf16_step_stays_within_tolerance_of_fp32(name, dataset):  # noqa: F
 def test_train_agent_and_encoder_record_the_precision(tmp_path):
     from merlion_core.data.collect import collect
     from merlion_core.data.io import save_dataset
-    from merlion_core.pipelines import train_encoder
-    from merlion_core.pipelines_agent import train_agent
+    from merlion_core.pipelines.encoder import train_encoder
+    from merlion_core.pipelines.agent import train_agent
 
     data = collect("maze", "medium", 0.5, 2000, seed=0, env_overrides={"n_actuators": 6})
     save_dataset(data, tmp_path / "data")

@@ -9,7 +9,8 @@ import pytest
 from dialogue_support import SYNTHETIC_ENV
 from merlion_core.data.collect import collect
 from merlion_core.envs import make_model
-from merlion_core.envs.behaviours import Behaviour, make_behaviour
+from merlion_core.envs.behaviours import make_behaviour
+from merlion_core.envs.model import Behaviour
 from merlion_core.envs.recommender import behaviours as rec
 
 DRAWS = 20_000

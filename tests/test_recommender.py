@@ -292,8 +292,8 @@ def test_encoders_and_agents_train_on_a_recommender_dataset(tmp_path):
     import torch
 
     from merlion_core.data.io import save_dataset
-    from merlion_core.pipelines import train_encoder
-    from merlion_core.pipelines_agent import evaluate_agent, train_agent
+    from merlion_core.pipelines.encoder import train_encoder
+    from merlion_core.pipelines.agent import evaluate_agent, train_agent
     from merlion_core.representation.artifacts import load_representation
 
     torch.set_num_threads(1)

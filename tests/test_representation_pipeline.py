@@ -124,7 +124,7 @@ def test_train_encoder_rejects_options_of_other_methods(small_dataset_path, tmp_
 
 
 def test_config_precedence_env_then_method_then_user():
-    from merlion_core.pipelines import representation_config
+    from merlion_core.pipelines.encoder import representation_config
 
     no_p = representation_config("merlion-no-p", "merlion/Maze-v0", {})
     assert no_p.p == 0.0 and no_p.dim == 2 and no_p.reward_scale == 0.01  # the ablation keeps p = 0

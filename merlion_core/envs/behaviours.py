@@ -17,31 +17,23 @@ picks ``actions[i]`` at ``states[i]`` (the logged data's propensities, data/coll
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from merlion_core.envs.maze import MazeConfig, MazeModel
+from merlion_core.envs.model import Behaviour
 from merlion_core.envs.multistep_maze import MultiStepMazeConfig, MultiStepMazeModel
-from merlion_core.envs.planning import ValueTable, greedy_candidates, value_iteration, without_regions
+from merlion_core.envs.planning import (
+    ValueTable,
+    greedy_candidates,
+    value_iteration,
+    without_regions,
+)
+from merlion_core.envs.recommender.behaviours import recommender_behaviour
+from merlion_core.envs.recommender.twin import RecommenderModel
 
 BEHAVIOURS = ("expert", "medium", "random")
 PLANNER_GAMMA = 0.99
-ProbabilityFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-
-@dataclass(frozen=True)
-class Behaviour:
-    """A named, vectorised behaviour policy, with its action probabilities when it can compute them."""
-
-    name: str
-    act: Callable[[np.ndarray, np.random.Generator], np.ndarray]
-    probability: ProbabilityFn | None = None
-    """float64 [B]: probability that ``act`` picks ``actions[i]`` at ``states[i]``; None = unknown."""
-
-    def __call__(self, states: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return self.act(states, rng)
 
 
 def class_members(action_classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -129,6 +121,8 @@ def make_behaviour(model, name: str) -> Behaviour:
         raise ValueError(f"unknown behaviour {name!r}; choose one of {', '.join(BEHAVIOURS)}")
     if name == "random":
         return _random_behaviour(model.n_actions)
+    if isinstance(model, RecommenderModel):
+        return recommender_behaviour(model, name)
     if callable(getattr(model, "behaviour", None)):  # simulators that bring their own behaviours
         return model.behaviour(name)
     if isinstance(model, MazeModel):

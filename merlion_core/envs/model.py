@@ -7,9 +7,11 @@ the Gymnasium envs and the vectorised collection and evaluation code are built o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
+
+ProbabilityFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -64,3 +66,16 @@ def apply_action_noise(
     replace = rng.random(actions.shape[0]) < noise
     random_actions = rng.integers(0, n_actions, size=actions.shape[0])
     return np.where(replace, random_actions, actions)
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """A named, vectorised behaviour policy, with its action probabilities when it can compute them."""
+
+    name: str
+    act: Callable[[np.ndarray, np.random.Generator], np.ndarray]
+    probability: ProbabilityFn | None = None
+    """float64 [B]: probability that ``act`` picks ``actions[i]`` at ``states[i]``; None = unknown."""
+
+    def __call__(self, states: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.act(states, rng)

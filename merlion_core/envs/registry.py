@@ -10,7 +10,11 @@ import gymnasium as gym
 from merlion_core.config import from_dict, to_dict
 from merlion_core.envs.dialogue.model import DialogueConfig, DialogueEnv, DialogueModel
 from merlion_core.envs.maze import MazeConfig, MazeEnv, MazeModel
-from merlion_core.envs.multistep_maze import MultiStepMazeConfig, MultiStepMazeEnv, MultiStepMazeModel
+from merlion_core.envs.multistep_maze import (
+    MultiStepMazeConfig,
+    MultiStepMazeEnv,
+    MultiStepMazeModel,
+)
 from merlion_core.envs.recommender.twin import RecommenderConfig, RecommenderModel
 
 

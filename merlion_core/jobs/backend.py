@@ -86,16 +86,3 @@ class LocalBackend(Backend):
     def stop(self, job_id: int) -> None:
         if self.start_supervisor:  # it enforces the grace period and kills the process group
             ensure_supervisor(self.store.root)
-
-
-def make_backend(name: str, store: JobStore, *, address: str | None = None, num_cpus: int | None = None,
-                 start_supervisor: bool = True) -> Backend:
-    if name == "local":
-        if address:
-            raise ValueError("--address: only with --backend ray")
-        return LocalBackend(store, start_supervisor=start_supervisor)
-    if name == "ray":
-        from merlion_core.jobs.ray_backend import RayBackend
-
-        return RayBackend(store, address=address, num_cpus=num_cpus)
-    raise ValueError(f"backend: unknown {name!r}; choose local or ray")

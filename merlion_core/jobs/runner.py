@@ -54,7 +54,7 @@ def run_collect(config: CollectJob, seed: int, artifacts: Path, progress: Progre
 
 def run_train_encoder(config: TrainEncoderJob, seed: int, artifacts: Path, progress: Progress, checkpoint_dir: Path,
                       resume: bool) -> dict[str, Any]:
-    from merlion_core.pipelines import train_encoder
+    from merlion_core.pipelines.encoder import train_encoder
 
     def on_config(resolved: Any) -> None:
         progress(0, {}, total=int(getattr(resolved, "steps", 0)) or None)
@@ -70,7 +70,7 @@ def run_train_encoder(config: TrainEncoderJob, seed: int, artifacts: Path, progr
 
 def run_train_agent(config: TrainAgentJob, seed: int, artifacts: Path, progress: Progress, checkpoint_dir: Path,
                     resume: bool) -> dict[str, Any]:
-    from merlion_core.pipelines_agent import train_agent
+    from merlion_core.pipelines.agent import train_agent
 
     progress(0, {}, total=config.steps)
     result = train_agent(config.dataset, config.algo, artifacts / "agent", steps=config.steps,
@@ -84,7 +84,7 @@ def run_train_agent(config: TrainAgentJob, seed: int, artifacts: Path, progress:
 
 
 def run_evaluate(config: EvaluateJob, seed: int, progress: Progress) -> dict[str, Any]:
-    from merlion_core.pipelines_agent import evaluate_agent
+    from merlion_core.pipelines.agent import evaluate_agent
 
     summary = evaluate_agent(config.agent, episodes=config.episodes, seed=seed)
     progress(config.episodes, {k: v for k, v in summary.items() if isinstance(v, (int, float))})
@@ -97,7 +97,7 @@ def run_ope(config: OPEJob, seed: int, artifacts: Path, progress: Progress) -> d
     import json
 
     from merlion_core.config import from_dict
-    from merlion_core.pipelines_ope import OPEConfig, ope_agent, without_details
+    from merlion_core.pipelines.ope import OPEConfig, ope_agent, without_details
 
     result = ope_agent(config.agent, config.dataset, from_dict(OPEConfig, {**config.options, "seed": seed}),
                        progress=lambda done, total: progress(done, {}, total=total), device=config.device)
@@ -108,7 +108,8 @@ def run_ope(config: OPEJob, seed: int, artifacts: Path, progress: Progress) -> d
 def run_bench(config: BenchJob, seed: int, artifacts: Path, progress: Progress) -> dict[str, Any]:
     """The benchmark; one metric row per finished (method, seed) run (the job's seed is not used:
     the benchmark's seeds are 0 .. seeds-1)."""
-    from merlion_core.benchmark import expand_methods, run_benchmark
+    from merlion_core.benchmark.methods import expand_methods
+    from merlion_core.benchmark.runner import run_benchmark
 
     total = len(expand_methods(list(config.methods), config.env)) * config.seeds
     finished = 0
@@ -139,7 +140,7 @@ def load_input(what: str, path: str) -> Any:
 
 
 def _encoder_and_dataset(encoder: str, dataset: str | None, load: Loader) -> tuple[Any, Any]:
-    from merlion_core.pipelines_embeddings import encoder_dataset_path
+    from merlion_core.pipelines.embeddings import encoder_dataset_path
 
     loaded = load("encoder", encoder)
     return loaded, load("dataset", dataset or encoder_dataset_path(loaded, encoder))
@@ -150,7 +151,7 @@ def run_warm_start(config: WarmStartJob, seed: int, artifacts: Path, progress: P
     """The warm start of the p / tau sliders: frames in artifacts/frames/, the encoder in
     artifacts/encoder/ (save_encoder). The app's resident worker calls this too, with a ``load``
     that keeps encoders and datasets in memory."""
-    from merlion_core.pipelines_embeddings import warm_start_encoder
+    from merlion_core.pipelines.embeddings import warm_start_encoder
 
     loaded, dataset = _encoder_and_dataset(config.encoder, config.dataset, load)
     return warm_start_encoder(loaded, dataset, p=config.p, tau=config.tau, steps=config.steps,
@@ -163,7 +164,7 @@ def run_umap(config: UmapJob, seed: int, artifacts: Path, progress: Progress, *,
              load: Loader = load_input) -> dict[str, Any]:
     """UMAP of every action's embedding at the chosen rows (the job's seed is UMAP's random_state):
     artifacts/projection/umap.npz and config.json."""
-    from merlion_core.pipelines_embeddings import umap_embeddings
+    from merlion_core.pipelines.embeddings import umap_embeddings
 
     loaded, dataset = _encoder_and_dataset(config.encoder, config.dataset, load)
     return umap_embeddings(loaded, dataset, config.rows, n_neighbors=config.n_neighbors, min_dist=config.min_dist,

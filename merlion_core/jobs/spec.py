@@ -57,7 +57,7 @@ class TrainEncoderJob:
 
 @dataclass(frozen=True)
 class TrainAgentJob:
-    """``train-agent``: an offline RL agent with a learning curve (merlion_core.pipelines_agent.train_agent)."""
+    """``train-agent``: an offline RL agent with a learning curve (merlion_core.pipelines.agent.train_agent)."""
 
     dataset: str = ""
     """Dataset path (any supported format)."""
@@ -87,7 +87,7 @@ class TrainAgentJob:
 
 @dataclass(frozen=True)
 class EvaluateJob:
-    """``evaluate``: a saved agent in its environment (merlion_core.pipelines_agent.evaluate_agent)."""
+    """``evaluate``: a saved agent in its environment (merlion_core.pipelines.agent.evaluate_agent)."""
 
     agent: str = ""
     """Agent folder from train-agent."""
@@ -98,14 +98,14 @@ class EvaluateJob:
 @dataclass(frozen=True)
 class OPEJob:
     """``ope``: off-policy evaluation of a saved agent on logged episodes it never trained on
-    (merlion_core.pipelines_ope.ope_agent)."""
+    (merlion_core.pipelines.ope.ope_agent)."""
 
     agent: str = ""
     """Agent folder from train-agent."""
     dataset: str = ""
     """Logged data: the agent's own dataset (its recorded held-out episodes) or other episodes."""
     options: dict[str, Any] = field(default_factory=dict)
-    """pipelines_ope.OPEConfig overrides (estimators, gamma, fqe_steps, ...; its seed is the job's seed)."""
+    """pipelines.ope.OPEConfig overrides (estimators, gamma, fqe_steps, ...; its seed is the job's seed)."""
     device: str = "cpu"
     """cpu or cuda[:N]."""
 
@@ -117,7 +117,7 @@ class BenchJob:
     env: str = "maze"
     """Environment: short name or full id."""
     methods: tuple[str, ...] = ("merlion-cql",)
-    """Benchmark methods or groups (merlion_core.benchmark: paper, ablations, peers, merlion-cql, dcql, ...)."""
+    """Benchmark methods or groups (merlion_core.benchmark.runner: paper, ablations, peers, merlion-cql, dcql, ...)."""
     seeds: int = 5
     """Seeds per method (0 .. seeds-1; the paper: 5)."""
     steps: int = 20_000
@@ -239,7 +239,7 @@ def validate(spec: JobSpec, *, base: str | Path | None = None, check_inputs: boo
         if not 0.0 < holdout < 1.0:
             raise ValueError(f"{spec.kind} config: holdout: a share of episodes in (0, 1), got {holdout}")
     if spec.kind == "ope":
-        from merlion_core.pipelines_ope import OPEConfig
+        from merlion_core.pipelines.ope import OPEConfig
 
         try:
             from_dict(OPEConfig, config.options)

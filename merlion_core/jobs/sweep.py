@@ -20,7 +20,10 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
+from merlion_core.jobs.backend import Backend, LocalBackend
+from merlion_core.jobs.ray_backend import RayBackend
 from merlion_core.jobs.spec import KINDS, JobSpec
+from merlion_core.jobs.store import JobStore
 
 MAX_RUNS = 10_000
 SPEC_KEYS = ("name", "kind", "config", "grid", "seeds")
@@ -77,3 +80,15 @@ def expand(document: Any, default_name: str = "sweep") -> Sweep:
             set_dotted(config, str(key), value)
         specs.extend(JobSpec(kind, copy.deepcopy(config), int(seed)) for seed in seeds)
     return Sweep(str(document.get("name") or default_name), specs)
+
+
+def make_backend(name: str, store: JobStore, *, address: str | None = None, num_cpus: int | None = None,
+                 start_supervisor: bool = True) -> Backend:
+    """The backend a sweep runs on: ``local`` (the supervisor) or ``ray`` (a Ray cluster)."""
+    if name == "local":
+        if address:
+            raise ValueError("--address: only with --backend ray")
+        return LocalBackend(store, start_supervisor=start_supervisor)
+    if name == "ray":
+        return RayBackend(store, address=address, num_cpus=num_cpus)
+    raise ValueError(f"backend: unknown {name!r}; choose local or ray")

@@ -2,7 +2,7 @@
 
 The peer of issue 4: the same dataset file, the same number of gradient steps, and
 ``merlion_core.evaluation.evaluate`` every ``eval_every`` steps (seed = the step, as
-``pipelines_agent.train_agent`` does). d3rlpy keeps its own defaults except the paper's
+``pipelines.agent.train_agent`` does). d3rlpy keeps its own defaults except the paper's
 settings: DiscreteCQL alpha 0.5, DiscreteBCQ action_flexibility 0.3 (``PEER_ALGOS``).
 
 d3rlpy 2.8.1 pins gymnasium==1.0.0 and this project pins 1.4, so d3rlpy lives in its own
@@ -183,7 +183,7 @@ def run_d3rlpy(algo: str, dataset_path: str | os.PathLike, *, steps: int, seed: 
     """Train d3rlpy's ``algo`` for exactly ``steps`` gradient steps with its own ``fitter``
     (``n_steps_per_epoch = eval_every``); after every epoch evaluate with our code."""
     from merlion_core.evaluation import evaluate, learning_curve_point
-    from merlion_core.pipelines import dataset_env_overrides
+    from merlion_core.data.summary import dataset_env_overrides
 
     plan = epoch_plan(steps, eval_every)
     if eval_episodes < 1:

@@ -26,7 +26,11 @@ from typing import Any
 import numpy as np
 
 from merlion_core.data.multiwoz_io import load_multiwoz, resolve_data_dir
-from merlion_core.envs.dialogue.actions import ActionTable, build_action_table, top_composites
+from merlion_core.envs.dialogue.actions import (
+    ActionTable,
+    build_action_table,
+    top_composites,
+)
 from merlion_core.envs.dialogue.goals import Goals, sample_goals
 from merlion_core.envs.dialogue.policies import make_rule_behaviour
 from merlion_core.envs.dialogue.schema import DialogueSchema, build_schema

@@ -34,7 +34,13 @@ import numpy as np
 
 from merlion_core.envs.dialogue.actions import ActionTable
 from merlion_core.envs.dialogue.goals import Goals
-from merlion_core.envs.dialogue.schema import DB_DOMAINS, DONTCARE, DialogueSchema, entity_meets, match_entities
+from merlion_core.envs.dialogue.schema import (
+    DB_DOMAINS,
+    DONTCARE,
+    DialogueSchema,
+    entity_meets,
+    match_entities,
+)
 
 DB_BINS = np.array([0, 1, 2, 3, 6, 11])  # DB pointer: 0, 1, 2, 3-5, 6-10, 11+ matching entities
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from merlion_core.envs.behaviours import Behaviour
+from merlion_core.envs.model import Behaviour
 from merlion_core.envs.recommender.twin import (
     BUDGET,
     BUDGET_QUALITY_RATE,

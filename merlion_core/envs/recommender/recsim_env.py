@@ -42,7 +42,9 @@ from merlion_core.envs.recommender.twin import (
 
 try:
     with contextlib.redirect_stderr(io.StringIO()):  # gym 0.26's import notice about numpy 2: RecSim
-        from recsim import choice_model  # uses gym only for spaces, which this env never builds
+        from recsim import (
+            choice_model,  # uses gym only for spaces, which this env never builds
+        )
         from recsim.environments import interest_evolution as ie
         from recsim.simulator import environment
 except ImportError as error:  # pragma: no cover - exercised only without the package

@@ -225,12 +225,6 @@ class RecommenderModel:
         one_hot = (cat.types[:, None] == np.arange(N_TYPES)[None, :]).astype(np.float64)
         return np.concatenate([one_hot, cat.qualities[:, None], cat.lengths[:, None]], axis=1)
 
-    def behaviour(self, name: str):
-        """The env's own expert and medium behaviours (recommender/behaviours.py)."""
-        from merlion_core.envs.recommender.behaviours import recommender_behaviour
-
-        return recommender_behaviour(self, name)
-
     def info(self) -> dict[str, Any]:
         cat = self.catalogue
         return {

@@ -1,83 +1,18 @@
-"""The ``merlion`` command: environments, collection and datasets.
-
-Arguments of commands that run an algorithm or a pipeline are generated from that stage's
-frozen config dataclass (its field names, defaults and one-line docstrings), so the CLI and
-the app's forms never drift from the configs. Every user error ends in a one-line message
-on stderr and exit status 1 (2 for usage errors), never a traceback.
-"""
+"""``merlion envs``, ``env-info``, ``collect`` and ``dataset info|validate|convert``."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import sys
 import time
-import typing
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from merlion_core.config import ConfigError, field_docs, from_dict, to_dict
-
-
-class CLIError(Exception):
-    """A user-facing error: printed as one line, exit status 1."""
+from merlion_core.cli.common import CLIError, add_config_arguments, config_from_args, load_json_arg, prepare_output, print_json
+from merlion_core.config import to_dict
+from merlion_core.data.summary import dataset_summary
 
 
-# ---------------------------------------------------------------- config -> argparse
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type, rename: dict[str, str] | None = None) -> None:
-    """Add one ``--field-name`` option per scalar field of the config dataclass ``cls``."""
-    docs = field_docs(cls)
-    hints = typing.get_type_hints(cls)
-    for field in dataclasses.fields(cls):
-        tp = hints[field.name]
-        if tp not in (int, float, str, bool):
-            continue
-        flag = "--" + (rename or {}).get(field.name, field.name).replace("_", "-")
-        help_text = f"{docs.get(field.name, '')} (default: {field.default})".replace("%", "%%")
-        if tp is bool:
-            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
-                                default=field.default, help=help_text)
-        else:
-            parser.add_argument(flag, dest=field.name, type=tp, default=field.default, help=help_text)
-
-
-def config_from_args(cls: type, args: argparse.Namespace) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return from_dict(cls, {k: v for k, v in vars(args).items() if k in names})
-
-
-def _load_json_arg(value: str | None, what: str) -> dict[str, Any]:
-    """A JSON object given inline or as a path to a .json file."""
-    if not value:
-        return {}
-    text = Path(value).read_text() if not value.lstrip().startswith("{") and Path(value).is_file() else value
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CLIError(f"{what}: invalid JSON ({exc.msg})") from None
-    if not isinstance(data, dict):
-        raise CLIError(f"{what}: expected a JSON object")
-    return data
-
-
-def _prepare_output(path: str, overwrite: bool) -> Path:
-    """Refuse to clobber an existing output unless asked; then clear it."""
-    import shutil
-
-    out = Path(path)
-    if out.exists():
-        if not overwrite:
-            raise CLIError(f"{out}: already exists (pass --overwrite to replace it)")
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-    return out
-
-
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True))
-
-
-# ---------------------------------------------------------------- commands
 def cmd_envs(args: argparse.Namespace) -> int:
     from merlion_core.data.multiwoz_io import MultiWOZDataMissing
     from merlion_core.envs import ENV_SPECS, make_model
@@ -93,7 +28,7 @@ def cmd_envs(args: argparse.Namespace) -> int:
         rows.append({"id": env_id, "short_name": spec.short_name, "n_actions": n_actions,
                      "obs_dim": obs_dim, "description": description})
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
     width = max(len(r["id"]) for r in rows)
     print(f"{'id':<{width}}  {'short name':<15} {'actions':>7}  description")
@@ -122,9 +57,9 @@ def env_info(env: str, overrides: dict[str, Any] | None = None) -> dict[str, Any
 
 
 def cmd_env_info(args: argparse.Namespace) -> int:
-    info = env_info(args.env, _load_json_arg(args.env_config, "--env-config"))
+    info = env_info(args.env, load_json_arg(args.env_config, "--env-config"))
     if args.json:
-        _print_json(info)
+        print_json(info)
     else:
         for key, value in info.items():
             if key != "config":
@@ -139,8 +74,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from merlion_core.data.io import save_dataset
 
     config = config_from_args(CollectConfig, args)
-    overrides = _load_json_arg(args.env_config, "--env-config")
-    out = _prepare_output(args.out, args.overwrite)
+    overrides = load_json_arg(args.env_config, "--env-config")
+    out = prepare_output(args.out, args.overwrite)
     bar = tqdm(total=config.n, unit="transition", desc=f"collect {config.env}/{config.behaviour}",
                disable=args.quiet, file=sys.stderr)
 
@@ -156,55 +91,11 @@ def cmd_collect(args: argparse.Namespace) -> int:
     summary = dataset_summary(dataset, args.format)
     summary.update({"path": str(path), "seconds": round(seconds, 2), "config": to_dict(config)})
     if args.json:
-        _print_json(summary)
+        print_json(summary)
     else:
         print(f"wrote {path}: {dataset.n_transitions} transitions, {dataset.n_episodes} episodes, "
               f"behaviour score {summary['behaviour_normalised_score']:.1f} in {seconds:.1f} s")
     return 0
-
-
-def dataset_summary(dataset: Any, fmt: str) -> dict[str, Any]:
-    """The facts ``merlion dataset info`` reports."""
-    import numpy as np
-
-    from merlion_core.data.collect import env_normalisers
-    from merlion_core.envs import UnknownEnvError, resolve_env_id
-
-    meta = dataset.meta
-    expert, random = meta.expert_return, meta.random_return
-    if (expert is None or random is None) and meta.env_id:
-        try:
-            expert, random = env_normalisers(resolve_env_id(meta.env_id))
-        except UnknownEnvError:
-            pass
-    dropped, reason = meta.extra.get("dropped_rows"), meta.extra.get("dropped_reason")
-    dropped = dropped if isinstance(dropped, int) and not isinstance(dropped, bool) and dropped > 0 else 0
-    returns = dataset.episode_returns()
-    mean_return = float(returns.mean()) if len(returns) else float("nan")
-    score = None
-    if expert is not None and random is not None and len(returns):
-        score = float(100.0 * (mean_return - random) / (expert - random))
-    return {
-        "format": fmt,
-        "n_transitions": int(dataset.n_transitions),
-        "n_episodes": int(dataset.n_episodes),
-        "n_actions": int(dataset.n_actions),
-        "obs_dim": int(dataset.obs_dim),
-        "distinct_actions": int(dataset.distinct_actions()),
-        "mean_return": mean_return,
-        "success_rate": float(np.mean(dataset.terminals[dataset.episode_ends])) if len(returns) else None,
-        "behaviour_normalised_score": score,
-        "env_id": meta.env_id,
-        "behaviour": meta.behaviour,
-        "noise": meta.noise,
-        "seed": meta.seed,
-        "expert_return": expert,
-        "random_return": random,
-        "propensities": bool(dataset.has_propensities),
-        # rows of the file its reader did not turn into transitions, and why (recorded in meta.extra)
-        "dropped_rows": dropped,
-        "dropped_reason": (reason if isinstance(reason, str) else "reason not recorded") if dropped else None,
-    }
 
 
 def cmd_dataset_info(args: argparse.Namespace) -> int:
@@ -214,7 +105,7 @@ def cmd_dataset_info(args: argparse.Namespace) -> int:
     caps = {"max_actions": args.max_actions} if getattr(args, "max_actions", None) else {}
     summary = dataset_summary(load_dataset(args.path, format=fmt, **caps), fmt)
     if args.json:
-        _print_json(summary)
+        print_json(summary)
     else:
         for key, value in summary.items():
             print(f"{key:>26}: {value}")
@@ -247,20 +138,16 @@ def cmd_dataset_convert(args: argparse.Namespace) -> int:
 
     if not Path(args.input).exists():
         raise CLIError(f"{args.input}: no such file or directory")
-    path = convert(args.input, _prepare_output(args.output, args.overwrite), to=args.to)
+    path = convert(args.input, prepare_output(args.output, args.overwrite), to=args.to)
     print(f"wrote {path} ({args.to})")
     return 0
 
 
-# ---------------------------------------------------------------- parser
-def build_parser() -> argparse.ArgumentParser:
-    from merlion_core.data.collect import CollectConfig
-    from merlion_core.data.io import FORMATS
 
-    parser = argparse.ArgumentParser(prog="merlion", description=__doc__.splitlines()[0])
-    parser.add_argument("--multiwoz-dir", help="folder with the MultiWOZ files for the dialogue env "
-                        "(sets MERLION_MULTIWOZ_DIR for this command)")
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    from merlion_core.data.collect import CollectConfig
+    from merlion_core.data.dataset import MAX_ACTIONS
+    from merlion_core.data.io import FORMATS
 
     p = sub.add_parser("envs", help="list the registered environments and their action counts")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -284,8 +171,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     ds = sub.add_parser("dataset", help="inspect, validate and convert datasets")
     ds_sub = ds.add_subparsers(dest="dataset_command", required=True)
-    from merlion_core.data.dataset import MAX_ACTIONS
-
     cap_help = f"largest action count accepted (default: {MAX_ACTIONS:,}, MAX_ACTIONS)"
     p = ds_sub.add_parser("info", help="summary of a dataset")
     p.add_argument("path")
@@ -302,39 +187,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", required=True, choices=FORMATS, help="output format")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_dataset_convert)
-
-    from merlion_core import cli_agent, cli_bench, cli_jobs, cli_represent
-
-    cli_represent.add_commands(sub)
-    cli_agent.add_commands(sub)
-    cli_bench.add_commands(sub)
-    cli_jobs.add_commands(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.multiwoz_dir:
-        import os
-
-        from merlion_core.data.multiwoz_io import ENV_VAR
-
-        os.environ[ENV_VAR] = args.multiwoz_dir
-    from merlion_core.data.dataset import DatasetError
-    from merlion_core.envs import UnknownEnvError
-
-    try:
-        return int(args.func(args) or 0)
-    except (CLIError, DatasetError, ConfigError, UnknownEnvError, ValueError, OSError) as exc:
-        print(f"merlion: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("merlion: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":  # python -m merlion_core.cli: run the imported module, so that its CLIError
-    from merlion_core.cli import main as package_main  # is the one cli_* modules raise
-
-    sys.exit(package_main())

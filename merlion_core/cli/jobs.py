@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-from merlion_core.cli import CLIError, add_config_arguments, config_from_args
+from merlion_core.cli.common import CLIError, add_config_arguments, config_from_args
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -237,9 +237,8 @@ def cmd_supervisor(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from merlion_core.jobs.backend import make_backend
     from merlion_core.jobs.store import read_spec_file
-    from merlion_core.jobs.sweep import expand
+    from merlion_core.jobs.sweep import expand, make_backend
 
     sweep = expand(read_spec_file(args.spec, "--spec"), default_name=Path(args.spec).stem)
     store = _store(args)

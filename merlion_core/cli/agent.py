@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from merlion_core.cli_represent import add_config_union_arguments, config_overrides
+from merlion_core.cli.common import add_config_union_arguments, config_overrides
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -46,9 +46,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def add_ope_command(sub: argparse._SubParsersAction) -> None:
-    """``merlion ope``: options generated from pipelines_ope.OPEConfig."""
+    """``merlion ope``: options generated from pipelines.ope.OPEConfig."""
     from merlion_core.config import field_docs
-    from merlion_core.pipelines_ope import OPEConfig
+    from merlion_core.pipelines.ope import OPEConfig
 
     p = sub.add_parser("ope", help="off-policy evaluation of a saved agent on logged episodes it never trained on")
     p.add_argument("--agent", required=True, help="agent folder from train-agent")
@@ -70,7 +70,7 @@ TUPLE_OPTIONS = ("estimators", "fqe_hidden")
 
 
 def ope_config_from_args(args: argparse.Namespace) -> object:
-    from merlion_core.pipelines_ope import OPEConfig
+    from merlion_core.pipelines.ope import OPEConfig
 
     values = config_overrides(args)
     for name in TUPLE_OPTIONS:
@@ -87,7 +87,7 @@ def ope_config_from_args(args: argparse.Namespace) -> object:
 def cmd_ope(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from merlion_core.pipelines_ope import ope_agent, without_details
+    from merlion_core.pipelines.ope import ope_agent, without_details
 
     config = ope_config_from_args(args)
     bar = tqdm(total=None, unit="step", desc="ope: fitting", disable=args.quiet, file=sys.stderr)
@@ -113,7 +113,7 @@ def cmd_ope(args: argparse.Namespace) -> int:
 def cmd_train_agent(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from merlion_core.pipelines_agent import train_agent
+    from merlion_core.pipelines.agent import train_agent
 
     bar = tqdm(total=args.steps, unit="step", desc=f"train {args.algo}", disable=args.quiet, file=sys.stderr)
 
@@ -137,7 +137,7 @@ def cmd_train_agent(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from merlion_core.pipelines_agent import evaluate_agent
+    from merlion_core.pipelines.agent import evaluate_agent
 
     result = evaluate_agent(args.agent, episodes=args.episodes, seed=args.seed)
     if args.json:

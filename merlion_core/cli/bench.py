@@ -6,10 +6,12 @@ import argparse
 import json
 import sys
 
+from merlion_core.cli.common import add_config_arguments
+
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from merlion_core.benchmark import ABLATIONS, PAPER_METHODS, PEER_METHODS, BenchConfig
-    from merlion_core.cli import add_config_arguments
+    from merlion_core.benchmark.methods import ABLATIONS, PAPER_METHODS, PEER_METHODS
+    from merlion_core.benchmark.runner import BenchConfig
 
     p = sub.add_parser("bench", help="benchmark methods x seeds on one env (per-run JSON, summary, table, curves)",
                        description="Groups: paper = " + ",".join(PAPER_METHODS) + "; ablations = "
@@ -30,7 +32,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from merlion_core.benchmark import BenchConfig, run_benchmark
+    from merlion_core.benchmark.runner import BenchConfig, run_benchmark
 
     options = {f.name: getattr(args, f.name) for f in dataclasses.fields(BenchConfig)}
     seeds, steps = options.pop("seeds"), options.pop("steps")
@@ -49,7 +51,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        from merlion_core.bench_report import markdown_table
+        from merlion_core.benchmark.report import markdown_table
 
         print(markdown_table(summary))
     return 0

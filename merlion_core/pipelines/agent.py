@@ -15,7 +15,7 @@ from merlion_core.data.sampler import BatchSampler
 from merlion_core.evaluation import evaluate, learning_curve_point
 from merlion_core.models.precision import check_precision, flush_denormals, resolve_precision
 from merlion_core.ope import split_to_dict
-from merlion_core.pipelines import dataset_env_overrides
+from merlion_core.data.summary import dataset_env_overrides
 
 
 def agent_config(algo: str, overrides: dict[str, Any]) -> Any:
@@ -43,7 +43,7 @@ def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.Pa
     ``holdout``: the share of whole episodes kept out of training (a seeded split, ``holdout_seed``,
     recorded in the agent's config.json) for off-policy evaluation; None = 0 when the dataset names a
     simulator and NO_SIMULATOR_HOLDOUT when it does not. Without a simulator every evaluation point is an
-    off-policy evaluation on those episodes (``ope_config``: a pipelines_ope.OPEConfig, default
+    off-policy evaluation on those episodes (``ope_config``: a pipelines.ope.OPEConfig, default
     CURVE_OPE) instead of simulator episodes, and the run never fails for the missing simulator.
 
     ``extra_evaluation(agent, step)``, when given, runs at every evaluation point and its dict joins the
@@ -147,7 +147,7 @@ def _ope_point(agent: Any, dataset: Any, split: Any, config: Any) -> dict[str, A
     """A learning-curve point without a simulator: off-policy estimates on the held-out episodes, nested
     under "ope" and flat as ope_NAME, ope_NAME_lo, ope_NAME_hi (normalised scores where the dataset names
     normalisers, else values)."""
-    from merlion_core.pipelines_ope import CURVE_OPE, ope_arrays, without_details
+    from merlion_core.pipelines.ope import CURVE_OPE, ope_arrays, without_details
 
     config = CURVE_OPE if config is None else config
     estimates = ope_arrays(agent, dataset, split.heldout_index, config, device=str(agent.device))

@@ -12,7 +12,7 @@ Runs are independent processes (``workers`` at a time, one torch thread each) an
 a run whose result file exists with the same settings is not repeated. Output layout:
 ``OUT/runs/METHOD/seedK.json`` (curve and summary per run), ``OUT/summary.json``,
 ``OUT/README.md`` (the table), ``OUT/curves.svg``; weights under ``OUT/work/`` (not results).
-The method names and groups live in :mod:`merlion_core.benchmark_methods` (re-exported here).
+The method names and groups live in :mod:`merlion_core.benchmark.methods` (re-exported here).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from merlion_core.benchmark_methods import (ABLATIONS, BENCH_METHODS, PAPER_METHODS, PEER_METHODS, BenchMethod,
+from merlion_core.benchmark.methods import (ABLATIONS, BENCH_METHODS, PAPER_METHODS, PEER_METHODS, BenchMethod,
                                             bench_method, encoder_key, encoder_overrides, env_has_task_success,
                                             expand_methods, representation_available)
 from merlion_core.config import to_dict
@@ -105,7 +105,7 @@ def train_bench_encoder(dataset_path: str, method_name: str, seed: int, encoder_
     content digest, which identifies it (default: its resolved path). ``precision`` is how it is
     computed (models/precision.py), not what: an encoder of either precision is reused."""
     _one_thread()
-    from merlion_core.pipelines import train_encoder
+    from merlion_core.pipelines.encoder import train_encoder
 
     method = bench_method(method_name)
     path = Path(folder)
@@ -151,7 +151,7 @@ def agent_settings(method: BenchMethod, seed: int, config: BenchConfig) -> dict[
     record of other agent settings is out of date."""
     if method.peer:
         return None
-    from merlion_core.pipelines_agent import agent_config
+    from merlion_core.pipelines.agent import agent_config
 
     return to_dict(agent_config(method.algo, agent_overrides(method, seed, config)))
 
@@ -178,7 +178,7 @@ def run_one(dataset_path: str, method_name: str, seed: int, config: BenchConfig,
         curve = record["curve"]
     else:
         from merlion_core.algos.registry import ALGORITHMS
-        from merlion_core.pipelines_agent import train_agent
+        from merlion_core.pipelines.agent import train_agent
 
         overrides = agent_overrides(method, seed, config)
         result = train_agent(dataset_path, method.algo, agent_dir, steps=config.steps, encoder_dir=encoder_dir,
@@ -261,7 +261,7 @@ def behaviour_reference(data: Any, config: BenchConfig, task_success: bool = Tru
     None when the dataset names no behaviour of the env (e.g. imported data)."""
     from merlion_core.envs.behaviours import BEHAVIOURS
     from merlion_core.evaluation import evaluate_behaviour, learning_curve_point
-    from merlion_core.pipelines import dataset_env_overrides
+    from merlion_core.data.summary import dataset_env_overrides
 
     if data.meta.behaviour not in BEHAVIOURS or not data.meta.env_id:
         return None
@@ -279,7 +279,7 @@ def bench_normalisers(data: Any) -> dict[str, Any]:
     """The normalisers of the benchmark: the env's own (``data.collect.env_normalisers`` for the
     dataset's env config, the ones every evaluation uses), with the dataset's stored pair beside them."""
     from merlion_core.data.collect import NORMALISER_EPISODES, env_normalisers
-    from merlion_core.pipelines import dataset_env_overrides
+    from merlion_core.data.summary import dataset_env_overrides
 
     expert, random = env_normalisers(data.meta.env_id, dataset_env_overrides(data))
     stored = (data.meta.expert_return, data.meta.random_return)
@@ -300,7 +300,7 @@ def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, ou
     ``options`` are further :class:`BenchConfig` fields. ``progress(event, info)`` is called with
     ``dataset``, ``encoder``, ``run`` (each finished piece, its record already on disk) and ``summary``.
     A run whose encoder failed is recorded as failed; the other runs go on."""
-    from merlion_core.bench_report import run_record_path, same_settings, write_run_record, write_summary
+    from merlion_core.benchmark.report import run_record_path, same_settings, write_run_record, write_summary
     from merlion_core.data.collect import collect, normalised_score
     from merlion_core.data.io import load_dataset, save_dataset
     from merlion_core.envs import resolve_env_id

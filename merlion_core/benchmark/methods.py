@@ -1,7 +1,7 @@
 """The benchmark's methods: names, groups, what each needs from the env, and its encoder's settings.
 
 A benchmark method is a representation (or none) plus an offline algorithm (see
-:mod:`merlion_core.benchmark`); the groups ``paper``, ``ablations`` and ``peers`` are the rows of
+:mod:`merlion_core.benchmark.runner`); the groups ``paper``, ``ablations`` and ``peers`` are the rows of
 the paper's Fig. 2 (a), (b), Fig. 3 and the d3rlpy peers.
 """
 

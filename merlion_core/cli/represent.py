@@ -3,42 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-import typing
 from typing import Any
 
-from merlion_core.config import field_docs
-
-
-def config_union_fields(specs: dict[str, tuple[type, dict[str, Any]]]) -> dict[str, tuple[type, str]]:
-    """Every scalar field of every config in ``specs`` (name -> (config class, fixed defaults)):
-    field name -> (type, help naming the first method that has it and its default)."""
-    fields: dict[str, tuple[type, str]] = {}
-    for method, (config_cls, fixed) in specs.items():
-        docs = field_docs(config_cls)
-        hints = typing.get_type_hints(config_cls)
-        for field in dataclasses.fields(config_cls):
-            if hints[field.name] in (int, float, str, bool) and field.name not in fields:
-                default = fixed.get(field.name, field.default)
-                fields[field.name] = (hints[field.name], f"{docs.get(field.name, '')} ({method} default: {default})")
-    return fields
-
-
-def add_config_union_arguments(parser: argparse.ArgumentParser, specs: dict[str, tuple[type, dict[str, Any]]],
-                               title: str) -> None:
-    """One ``--field`` per scalar config field (dest ``cfg_<field>``, unset unless given)."""
-    group = parser.add_argument_group(title)
-    for name, (tp, help_text) in config_union_fields(specs).items():
-        flag = "--" + name.replace("_", "-")
-        kwargs: dict[str, Any] = ({"action": argparse.BooleanOptionalAction} if tp is bool else {"type": tp})
-        group.add_argument(flag, dest=f"cfg_{name}", default=argparse.SUPPRESS, help=help_text.replace("%", "%%"),
-                           **kwargs)
-
-
-def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
+from merlion_core.cli.common import add_config_union_arguments, config_overrides
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -73,7 +42,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_train_encoder(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from merlion_core.pipelines import train_encoder
+    from merlion_core.pipelines.encoder import train_encoder
 
     overrides = config_overrides(args)
     bar = tqdm(total=None, unit="step", desc=f"train {args.method}", disable=args.quiet, file=sys.stderr)
@@ -96,7 +65,7 @@ def cmd_train_encoder(args: argparse.Namespace) -> int:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from merlion_core.pipelines import diagnose_encoder
+    from merlion_core.pipelines.encoder import diagnose_encoder
 
     result: dict[str, Any] = diagnose_encoder(args.encoder, n_states=args.states, n_action_samples=args.actions,
                                               seed=args.seed, dataset_path=args.dataset)

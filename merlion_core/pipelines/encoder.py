@@ -14,6 +14,7 @@ import torch
 
 from merlion_core.checkpoints import encoder_checkpoint
 from merlion_core.data.io import detect_format, load_dataset
+from merlion_core.data.summary import dataset_env_overrides
 from merlion_core.models.mlp import resolve_device
 from merlion_core.models.precision import compute_precision, flush_denormals, resolve_precision
 from merlion_core.representation.artifacts import load_representation, save_representation
@@ -119,15 +120,3 @@ def diagnose_encoder(encoder_dir: str | os.PathLike, *, n_states: int = 64, n_ac
         out["ood_fraction"] = None
         out["ood_separation"] = None
     return out
-
-
-def dataset_env_overrides(dataset: Any) -> dict[str, Any] | None:
-    """The dataset's env config as overrides of that env's defaults (None when it is the default)."""
-    if not dataset.meta.env_id:
-        return None
-    from merlion_core.config import to_dict
-    from merlion_core.envs import make_config
-
-    defaults = to_dict(make_config(dataset.meta.env_id))
-    changed = {k: v for k, v in (dataset.meta.env_config or {}).items() if k in defaults and defaults[k] != v}
-    return changed or None
