@@ -49,11 +49,11 @@ RUN --mount=type=bind,from=wheels,target=/tmp/wheels \
     && python -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda)"
 
 # The other requirements before the source, so that a source change reuses this layer. Left out of
-# the image: the package itself (installed below), pytest, and Ray (the optional sweep backend).
+# the image: the package itself (installed below), pytest, ruff, mypy, and Ray (the optional sweep backend).
 # The constraint keeps the torch above: a requirements.txt pinning another torch fails here.
 COPY requirements.txt /tmp/requirements.txt
 RUN --mount=type=bind,from=wheels,target=/tmp/wheels \
-    grep -vE '^[[:space:]]*(-e|ray|pytest)([^A-Za-z0-9_.-]|$)' /tmp/requirements.txt > /tmp/requirements-image.txt \
+    grep -vE '^[[:space:]]*(-e|ray|pytest|ruff|mypy)([^A-Za-z0-9_.-]|$)' /tmp/requirements.txt > /tmp/requirements-image.txt \
     && echo "torch==${TORCH_VERSION}" > /tmp/constraints.txt \
     && pip install --find-links /tmp/wheels -r /tmp/requirements-image.txt -c /tmp/constraints.txt \
     && rm /tmp/requirements*.txt /tmp/constraints.txt

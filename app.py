@@ -5,6 +5,7 @@ import streamlit as st
 
 from studio.page import PAGES
 
-navigation = st.navigation([st.Page(path, title=title, icon=icon, default=i == 0)
-                            for i, (path, title, icon) in enumerate(PAGES)])
+navigation = st.navigation(
+    [st.Page(path, title=title, icon=icon, default=i == 0) for i, (path, title, icon) in enumerate(PAGES)]
+)
 navigation.run()

@@ -29,10 +29,16 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from browser_support import open_page, scatter_data, server, wait_ready, browser  # noqa: E402
+from browser_support import browser, open_page, scatter_data, server, wait_ready  # noqa: E402
 
-PAGES = [("", "Start with the demo"), ("data", "Generate"), ("train", "Training jobs"),
-         ("embeddings", "Observation"), ("pseudometric", "Spearman (this state)"), ("runs", "Benchmark tables")]
+PAGES = [
+    ("", "Start with the demo"),
+    ("data", "Generate"),
+    ("train", "Training jobs"),
+    ("embeddings", "Observation"),
+    ("pseudometric", "Spearman (this state)"),
+    ("runs", "Benchmark tables"),
+]
 
 
 def demo_jobs(home: Path) -> list:
@@ -48,8 +54,12 @@ def wait_for_demo(home: Path, timeout: float) -> dict:
     while time.monotonic() < deadline:
         jobs = demo_jobs(home)
         if jobs and all(j is not None and j.status == "succeeded" for j in jobs):
-            return {f"{j.kind} {j.config.get('method') or j.config.get('algo') or ''}".strip():
-                    round(j.finished_at - j.started_at, 1) for j in jobs}
+            return {
+                f"{j.kind} {j.config.get('method') or j.config.get('algo') or ''}".strip(): round(
+                    j.finished_at - j.started_at, 1
+                )
+                for j in jobs
+            }
         if any(j is not None and j.status in ("failed", "cancelled") for j in jobs):
             raise RuntimeError(f"demo failed: {[(j.kind, j.status, j.exit_reason) for j in jobs if j]}")
         time.sleep(5)
@@ -97,10 +107,14 @@ def slider_moves(page, url: str, moves: int) -> list[dict]:
         from studio import jobs_client
 
         job = jobs_client.jobs("warm-start")[-1]  # the server side: when the job was recorded and done
-        out.append({"first_reformed_frame_s": None if first is None else round(first, 3),
-                     "last_frame_s": None if last is None else round(last, 3),
-                     "job_recorded_s": round(job.created_at - wall_started, 3),
-                     "job_done_s": round(job.finished_at - wall_started, 3) if job.finished_at else None})
+        out.append(
+            {
+                "first_reformed_frame_s": None if first is None else round(first, 3),
+                "last_frame_s": None if last is None else round(last, 3),
+                "job_recorded_s": round(job.created_at - wall_started, 3),
+                "job_done_s": round(job.finished_at - wall_started, 3) if job.finished_at else None,
+            }
+        )
         time.sleep(1.0)
     return out
 
@@ -110,9 +124,16 @@ def upload_100k(page, url: str, folder: Path) -> float:
     obs = rng.random((n, 3), dtype=np.float32)
     path = folder / "maze-100k.npz"
     buf = io.BytesIO()
-    np.savez(buf, observations=obs, actions=rng.integers(0, 4096, n), rewards=rng.normal(size=n).astype(np.float32),
-             next_observations=obs, terminals=np.arange(n) % 60 == 59, timeouts=np.zeros(n, bool),
-             n_actions=np.array(4096))
+    np.savez(
+        buf,
+        observations=obs,
+        actions=rng.integers(0, 4096, n),
+        rewards=rng.normal(size=n).astype(np.float32),
+        next_observations=obs,
+        terminals=np.arange(n) % 60 == 59,
+        timeouts=np.zeros(n, bool),
+        n_actions=np.array(4096),
+    )
     path.write_bytes(buf.getvalue())
     open_page(page, f"{url}/data", "Generate")
     page.get_by_role("tab", name="Upload").click()
@@ -144,25 +165,37 @@ def main() -> int:
     parser.add_argument("--demo-timeout", type=float, default=1800)
     parser.add_argument("--moves", type=int, default=3)
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "app.json"))
-    parser.add_argument("--after-demo", action="store_true",
-                        help="reuse --home with its finished demo: keep part 1's numbers from --out, rerun 2-4")
+    parser.add_argument(
+        "--after-demo",
+        action="store_true",
+        help="reuse --home with its finished demo: keep part 1's numbers from --out, rerun 2-4",
+    )
     args = parser.parse_args()
     home = Path(args.home or tempfile.mkdtemp(prefix="studio-bench-"))
     home.mkdir(parents=True, exist_ok=True)
     previous = json.loads(Path(args.out).read_text()) if args.after_demo and Path(args.out).is_file() else {}
-    result: dict = {**previous, "machine": {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg(),
-                                "python": platform.python_version(), "browser": "Debian chromium (headless)"},
-                    "home": str(home)}
+    result: dict = {
+        **previous,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average_at_start": os.getloadavg(),
+            "python": platform.python_version(),
+            "browser": "Debian chromium (headless)",
+        },
+        "home": str(home),
+    }
     with browser() as page:
         if args.after_demo:
             wait_for_demo(home, 1.0)  # it must be there already
         else:
             first_start(page, home, args.demo_timeout, result)
         with server(home) as url:
-            result["page_first_paint_cold_s"] = {path or "home": round(open_page(page, f"{url}/{path}", text, 180), 3)
-                                                 for path, text in PAGES}
-            result["page_first_paint_warm_s"] = {path or "home": round(open_page(page, f"{url}/{path}", text, 180), 3)
-                                                 for path, text in PAGES}
+            result["page_first_paint_cold_s"] = {
+                path or "home": round(open_page(page, f"{url}/{path}", text, 180), 3) for path, text in PAGES
+            }
+            result["page_first_paint_warm_s"] = {
+                path or "home": round(open_page(page, f"{url}/{path}", text, 180), 3) for path, text in PAGES
+            }
             print("pages", result["page_first_paint_cold_s"], flush=True)
             result["slider_moves_maze_4096_actions"] = slider_moves(page, url, args.moves)
             print("slider", result["slider_moves_maze_4096_actions"], flush=True)

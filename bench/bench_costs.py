@@ -41,9 +41,9 @@ from speed import time_ours  # noqa: E402  (bench/speed.py: sample + update_tens
 
 from merlion_core.benchmark.methods import bench_method, encoder_overrides, expand_methods  # noqa: E402
 from merlion_core.data.collect import collect, env_normalisers  # noqa: E402
+from merlion_core.data.summary import dataset_env_overrides
 from merlion_core.evaluation import evaluate  # noqa: E402
 from merlion_core.models.precision import compute_precision  # noqa: E402
-from merlion_core.data.summary import dataset_env_overrides
 from merlion_core.pipelines.encoder import representation_config  # noqa: E402
 from merlion_core.representation.registry import get_method  # noqa: E402
 
@@ -56,8 +56,9 @@ def load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def train_representation(method: str, dataset: Any, env_id: str, steps: int, device: str,
-                         precision: str = "fp32") -> tuple[Any, dict]:
+def train_representation(
+    method: str, dataset: Any, env_id: str, steps: int, device: str, precision: str = "fp32"
+) -> tuple[Any, dict]:
     overrides = encoder_overrides(bench_method(f"{method}-cql"), 0, steps, env_id)
     config = representation_config(method, env_id, overrides)
     before = load()
@@ -65,8 +66,15 @@ def train_representation(method: str, dataset: Any, env_id: str, steps: int, dev
     with compute_precision(precision):
         rep, _ = get_method(method).fit(dataset, config, device=device)
     seconds = time.perf_counter() - started
-    return rep, {"method": method, "steps": steps, "dim": int(rep.dim), "seconds": round(seconds, 3),
-                 "seconds_per_1000_steps": round(1000 * seconds / steps, 3), "load_before": before, "load_after": load()}
+    return rep, {
+        "method": method,
+        "steps": steps,
+        "dim": int(rep.dim),
+        "seconds": round(seconds, 3),
+        "seconds_per_1000_steps": round(1000 * seconds / steps, 3),
+        "load_before": before,
+        "load_after": load(),
+    }
 
 
 def time_evaluation(agent: Any, env_id: str, episodes: int, env_overrides: Any) -> dict[str, Any]:
@@ -76,8 +84,14 @@ def time_evaluation(agent: Any, env_id: str, episodes: int, env_overrides: Any) 
     result = evaluate(agent, env_id, episodes, seed=0, env_overrides=env_overrides)
     seconds = time.perf_counter() - started
     agent.train()
-    return {"episodes": episodes, "seconds": round(seconds, 3), "mean_length": float(result.lengths.mean()),
-            "normalised_score": round(result.normalised_score, 2), "load_before": before, "load_after": load()}
+    return {
+        "episodes": episodes,
+        "seconds": round(seconds, 3),
+        "mean_length": float(result.lengths.mean()),
+        "normalised_score": round(result.normalised_score, 2),
+        "load_before": before,
+        "load_after": load(),
+    }
 
 
 def measure_env(env: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -89,34 +103,46 @@ def measure_env(env: str, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"env_id": env_id, "n_transitions": args.n_transitions}
     started = time.perf_counter()
     expert, random = env_normalisers(env_id)
-    out["normalisers"] = {"expert_return": expert, "random_return": random,
-                          "seconds": round(time.perf_counter() - started, 3), "load": load()}
+    out["normalisers"] = {
+        "expert_return": expert,
+        "random_return": random,
+        "seconds": round(time.perf_counter() - started, 3),
+        "load": load(),
+    }
     started = time.perf_counter()
     dataset = collect(env_id, "medium", 0.5, args.n_transitions, 0)
     out["collect_seconds"] = round(time.perf_counter() - started, 3)
     env_overrides = dataset_env_overrides(dataset)
     model = make_model(env_id, env_overrides)
     out.update(n_actions=int(model.n_actions), obs_dim=int(model.obs_dim), max_steps=int(model.max_steps))
-    print(f"{env_id}: normalisers {out['normalisers']['seconds']:.1f} s, collect {out['collect_seconds']:.1f} s",
-          flush=True)
+    print(
+        f"{env_id}: normalisers {out['normalisers']['seconds']:.1f} s, collect {out['collect_seconds']:.1f} s",
+        flush=True,
+    )
 
     encoders, representations = [], {}
     for method in LEARNED:
         rep, record = train_representation(method, dataset, env_id, args.encoder_steps, args.device, args.precision)
         representations[method] = rep
         encoders.append(record)
-        print(f"  encoder {method} (dim {record['dim']}): {record['seconds_per_1000_steps']:.1f} s / 1000 steps",
-              flush=True)
+        print(
+            f"  encoder {method} (dim {record['dim']}): {record['seconds_per_1000_steps']:.1f} s / 1000 steps",
+            flush=True,
+        )
     out["encoders"] = encoders
-    table_rep, _ = get_method("rand1").fit(dataset, representation_config(
-        "rand1", env_id, encoder_overrides(bench_method("rand1-cql"), 0, 0, env_id)), device=args.device)
+    table_rep, _ = get_method("rand1").fit(
+        dataset,
+        representation_config("rand1", env_id, encoder_overrides(bench_method("rand1-cql"), 0, 0, env_id)),
+        device=args.device,
+    )
 
     agents = []
     for algo in AGENTS:
         representation = representations["merlion"] if algo in ("cql", "bcq") else None
         before = load()
-        record = time_ours(algo, algo, dataset, {}, representation, args.steps, args.warmup, args.device,
-                           precision=args.precision)
+        record = time_ours(
+            algo, algo, dataset, {}, representation, args.steps, args.warmup, args.device, precision=args.precision
+        )
         record.update(load_before=before, load_after=load(), representation="merlion" if representation else None)
         agent = make_algorithm(algo, dataset.n_actions, dataset.obs_dim, {}, args.device, representation=representation)
         sampler = BatchSampler(dataset, agent.config.batch_size, seed=0, device=str(agent.device))
@@ -124,9 +150,12 @@ def measure_env(env: str, args: argparse.Namespace) -> dict[str, Any]:
             agent.update_tensors(sampler.sample())
         record["evaluation"] = time_evaluation(agent, env_id, args.eval_episodes, env_overrides)
         agents.append(record)
-        print(f"  {algo:5s} batch {record['batch_size']:4d}: {record['steps_per_second']:7.1f} steps/s, "
-              f"eval {record['evaluation']['seconds']:6.1f} s (mean length {record['evaluation']['mean_length']:.1f}), "
-              f"load {record['load_before']}", flush=True)
+        print(
+            f"  {algo:5s} batch {record['batch_size']:4d}: {record['steps_per_second']:7.1f} steps/s, "
+            f"eval {record['evaluation']['seconds']:6.1f} s (mean length {record['evaluation']['mean_length']:.1f}), "
+            f"load {record['load_before']}",
+            flush=True,
+        )
     cql_table = make_algorithm("cql", dataset.n_actions, dataset.obs_dim, {}, args.device, representation=table_rep)
     sampler = BatchSampler(dataset, cql_table.config.batch_size, seed=0, device=str(cql_table.device))
     for _ in range(args.warmup):
@@ -151,11 +180,16 @@ def run_cost(record: dict[str, Any], algo: str, table: bool, longest: bool) -> t
 
 def estimate(env_id: str, record: dict[str, Any]) -> dict[str, Any]:
     """CPU-hours (one thread per run) of the paper group and of the ablations, 5 seeds each."""
-    encoder_seconds = {e["method"]: e["seconds_per_1000_steps"] * FULL["encoder_steps"] / 1000 for e in record["encoders"]}
+    encoder_seconds = {
+        e["method"]: e["seconds_per_1000_steps"] * FULL["encoder_steps"] / 1000 for e in record["encoders"]
+    }
     encoder_seconds.update({"merlion-no-p": encoder_seconds["merlion"]})
     groups = {}
-    for group, methods, longest in (("paper", "paper", False), ("ablations", "ablations", False),
-                                    ("paper_longest_episodes", "paper", True)):
+    for group, methods, longest in (
+        ("paper", "paper", False),
+        ("ablations", "ablations", False),
+        ("paper_longest_episodes", "paper", True),
+    ):
         total, parts = 0.0, {}
         encoders_done: set[str] = set()
         for name in expand_methods(methods, env_id):  # the group as the bench runs it (no External on dialogue)
@@ -167,15 +201,21 @@ def estimate(env_id: str, record: dict[str, Any]) -> dict[str, Any]:
             if method.representation in encoder_seconds or method.representation_overrides:
                 if key not in encoders_done:
                     encoders_done.add(key)
-                    seconds += FULL["seeds"] * encoder_seconds["merlion" if method.representation_overrides
-                                                                else method.representation]
+                    seconds += (
+                        FULL["seeds"]
+                        * encoder_seconds["merlion" if method.representation_overrides else method.representation]
+                    )
             parts[name] = round(seconds / 3600, 2)
             total += seconds
         groups[group] = {"cpu_hours": round(total / 3600, 1), "per_method_cpu_hours": parts}
-    return {"settings": FULL, "note": "one torch thread per run; latent runs on state-independent tables (rand1, "
-            "rand2, external, transition) use the Rand-1 evaluation time, the others the MERLION one; train steps/s "
-            "of every latent run = the MERLION-encoder one; evaluation time at the measured episode lengths "
-            "(paper_longest_episodes: every episode runs to the step limit)", **groups}
+    return {
+        "settings": FULL,
+        "note": "one torch thread per run; latent runs on state-independent tables (rand1, "
+        "rand2, external, transition) use the Rand-1 evaluation time, the others the MERLION one; train steps/s "
+        "of every latent run = the MERLION-encoder one; evaluation time at the measured episode lengths "
+        "(paper_longest_episodes: every episode runs to the step limit)",
+        **groups,
+    }
 
 
 def main() -> None:
@@ -194,10 +234,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     out_path = Path(args.out)
     document = json.loads(out_path.read_text()) if out_path.exists() else {}
-    document.update({"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                                 "threads": args.threads, "device": args.device,
-                                 "precision": args.precision},
-                     "settings": {k: v for k, v in vars(args).items() if k not in ("envs", "out")}})
+    document.update(
+        {
+            "machine": {
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+                "torch": torch.__version__,
+                "threads": args.threads,
+                "device": args.device,
+                "precision": args.precision,
+            },
+            "settings": {k: v for k, v in vars(args).items() if k not in ("envs", "out")},
+        }
+    )
     document.setdefault("envs", {})
     for env in [e.strip() for e in args.envs.split(",") if e.strip()]:
         record = measure_env(env, args)
@@ -205,8 +254,11 @@ def main() -> None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(document, indent=1) + "\n")
         est = record["estimate"]
-        print(f"  estimate: paper group {est['paper']['cpu_hours']} CPU-h, ablations {est['ablations']['cpu_hours']} "
-              "CPU-h (5 seeds)", flush=True)
+        print(
+            f"  estimate: paper group {est['paper']['cpu_hours']} CPU-h, ablations {est['ablations']['cpu_hours']} "
+            "CPU-h (5 seeds)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-
 from foundation import behaviour_table, collection_entry  # bench/foundation.py: the maze tables
+
 from merlion_core.data.collect import collect
 from merlion_core.data.multiwoz_io import load_multiwoz, read_system_turns
 from merlion_core.envs import make_model
@@ -57,7 +57,8 @@ def coverage_table(n_actions: int) -> dict:
         "unannotated_turns": sum(1 for t in turns if not t),
         "share_of_turns_in_action_set": share,
         "share_of_corpus_counts_in_action_set": float(counts.sum() / total),
-        "share_if_composites_kept_convlab_order_and_value_index": sum(convlab_key(t) in raw_top for t in turns) / n_turns,
+        "share_if_composites_kept_convlab_order_and_value_index": sum(convlab_key(t) in raw_top for t in turns)
+        / n_turns,
         "share_by_action_set_size": by_size,
         "goal": 0.95,
     }
@@ -85,8 +86,13 @@ def main() -> None:
     model = make_model("dialogue")
     results = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "env": {"id": "merlion/Dialogue-v0", "n_actions": model.n_actions, "obs_dim": model.obs_dim,
-                "max_turns": model.max_steps, **model.info()},
+        "env": {
+            "id": "merlion/Dialogue-v0",
+            "n_actions": model.n_actions,
+            "obs_dim": model.obs_dim,
+            "max_turns": model.max_steps,
+            **model.info(),
+        },
         "coverage": coverage_table(model.n_actions),
         "goals": goal_statistics(10_000),
     }

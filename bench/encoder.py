@@ -30,8 +30,11 @@ def main() -> None:
     parser.add_argument("--dataset", help="a saved maze dataset (default: collect medium/0.5/100k/seed 0)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
-    parser.add_argument("--no-flush-denormals", action="store_true",
-                        help="leave subnormal floats on (the training pipelines flush them to zero)")
+    parser.add_argument(
+        "--no-flush-denormals",
+        action="store_true",
+        help="leave subnormal floats on (the training pipelines flush them to zero)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if not args.no_flush_denormals:
@@ -44,8 +47,11 @@ def main() -> None:
         from merlion_core.data.collect import collect
 
         dataset = collect("maze", "medium", 0.5, 100_000, seed=0)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          (args.device if args.device != "auto" else "cpu"))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else (args.device if args.device != "auto" else "cpu")
+    )
     config = config_for_env(dataset.meta.env_id, steps=args.steps, log_every=1000)
     rep = build(config, dataset.n_actions, dataset.obs_dim)
     load_at_start = os.getloadavg()
@@ -68,13 +74,19 @@ def main() -> None:
                 torch.cuda.synchronize()
             timings.append(time.perf_counter() - t0)
     started = time.perf_counter()
-    for _ in warm_start(rep, dataset, p=0.1, tau=0.5, steps=300, yield_every=100, states=dataset.observations[:8],
-                        device=str(device)):
+    for _ in warm_start(
+        rep, dataset, p=0.1, tau=0.5, steps=300, yield_every=100, states=dataset.observations[:8], device=str(device)
+    ):
         pass
     warm_seconds = time.perf_counter() - started
     result = {
-        "machine": {"device": str(device), "cpus": os.cpu_count(), "torch_threads": args.threads, "python": platform.python_version(),
-                    "torch": torch.__version__},
+        "machine": {
+            "device": str(device),
+            "cpus": os.cpu_count(),
+            "torch_threads": args.threads,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
         "precision": args.precision,
         "flush_denormals": not args.no_flush_denormals,
         "load_average": {"start": load_at_start, "end": os.getloadavg()},

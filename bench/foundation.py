@@ -52,10 +52,11 @@ def behaviour_table(env: str, episodes: int) -> dict:
 def collection_entry(env: str, n: int) -> dict:
     """Time a fresh-process collection of n medium transitions (noise 0.5), then summarise that dataset."""
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", TIMED_COLLECT, env, str(n)], check=True,
-                         capture_output=True, text=True)
-    entry = {"collect_seconds_including_startup": time.perf_counter() - started,
-             "collect_seconds": float(out.stdout.strip().splitlines()[-1])}
+    out = subprocess.run([sys.executable, "-c", TIMED_COLLECT, env, str(n)], check=True, capture_output=True, text=True)
+    entry = {
+        "collect_seconds_including_startup": time.perf_counter() - started,
+        "collect_seconds": float(out.stdout.strip().splitlines()[-1]),
+    }
     from merlion_core.data.collect import collect
 
     ds = collect(env, "medium", 0.5, n, seed=0)
@@ -64,8 +65,9 @@ def collection_entry(env: str, n: int) -> dict:
         "n_transitions": ds.n_transitions,
         "n_episodes": ds.n_episodes,
         "mean_return": float(returns.mean()),
-        "behaviour_normalised_score": float(normalised_score(returns.mean(), ds.meta.expert_return,
-                                                             ds.meta.random_return)),
+        "behaviour_normalised_score": float(
+            normalised_score(returns.mean(), ds.meta.expert_return, ds.meta.random_return)
+        ),
         "success_rate": float(ds.terminals[ds.episode_ends].mean()),
         "distinct_actions": ds.distinct_actions(),
     }

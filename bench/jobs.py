@@ -31,14 +31,27 @@ SMALL = {"n_actuators": 6}
 
 
 def collect_spec(seed: int) -> JobSpec:
-    return JobSpec("collect", {"env": "maze", "behaviour": "expert", "noise": 0.0, "n": 3000, "n_envs": 64,
-                               "env_config": SMALL}, seed)
+    return JobSpec(
+        "collect",
+        {"env": "maze", "behaviour": "expert", "noise": 0.0, "n": 3000, "n_envs": 64, "env_config": SMALL},
+        seed,
+    )
 
 
 def train_spec(dataset: str, seed: int) -> JobSpec:
-    return JobSpec("train-agent", {"dataset": dataset, "algo": "bc", "steps": 300, "eval_episodes": 5,
-                                   "checkpoint_every": 0, "device": "cpu",
-                                   "options": {"hidden": [64, 64], "batch_size": 64}}, seed)
+    return JobSpec(
+        "train-agent",
+        {
+            "dataset": dataset,
+            "algo": "bc",
+            "steps": 300,
+            "eval_episodes": 5,
+            "checkpoint_every": 0,
+            "device": "cpu",
+            "options": {"hidden": [64, 64], "batch_size": 64},
+        },
+        seed,
+    )
 
 
 def first_metric_delay(store: JobStore, job_id: int) -> float:
@@ -53,11 +66,15 @@ def batch(backend, store: JobStore, specs: list[JobSpec]) -> dict:
     seconds = max(r.finished_at for r in records) - started
     assert all(r.status == "succeeded" for r in records), [r.exit_reason for r in records]
     delays = [first_metric_delay(store, i) for i in ids]
-    return {"jobs": len(ids), "seconds": round(seconds, 2), "jobs_per_minute": round(60 * len(ids) / seconds, 1),
-            "first_metric_delay_median_s": round(statistics.median(delays), 3),
-            "first_metric_delay_first_job_s": round(delays[0], 3),
-            "job_seconds_median": round(statistics.median(r.finished_at - r.started_at for r in records), 2),
-            "launch_to_start_median_s": round(statistics.median(r.started_at - r.launched_at for r in records), 3)}
+    return {
+        "jobs": len(ids),
+        "seconds": round(seconds, 2),
+        "jobs_per_minute": round(60 * len(ids) / seconds, 1),
+        "first_metric_delay_median_s": round(statistics.median(delays), 3),
+        "first_metric_delay_first_job_s": round(delays[0], 3),
+        "job_seconds_median": round(statistics.median(r.finished_at - r.started_at for r in records), 2),
+        "launch_to_start_median_s": round(statistics.median(r.started_at - r.launched_at for r in records), 3),
+    }
 
 
 def single(backend, store: JobStore, spec: JobSpec) -> float:
@@ -72,11 +89,13 @@ def run_local(root: Path, dataset: str) -> dict:
     cold_id = backend.submit(collect_spec(100))
     ensure_supervisor(root, SupervisorConfig(slots=2, threads=1, idle_exit=60))  # as `merlion jobs submit` does
     backend.wait([cold_id], poll=0.05)
-    out = {"cold_start_first_metric_s": round(first_metric_delay(store, cold_id), 3),
-           "warm_collect_first_metric_s": single(backend, store, collect_spec(101)),
-           "warm_train_first_metric_s": single(backend, store, train_spec(dataset, 101)),
-           "collect_x8": batch(backend, store, [collect_spec(s) for s in range(8)]),
-           "train_x8": batch(backend, store, [train_spec(dataset, s) for s in range(8)])}
+    out = {
+        "cold_start_first_metric_s": round(first_metric_delay(store, cold_id), 3),
+        "warm_collect_first_metric_s": single(backend, store, collect_spec(101)),
+        "warm_train_first_metric_s": single(backend, store, train_spec(dataset, 101)),
+        "collect_x8": batch(backend, store, [collect_spec(s) for s in range(8)]),
+        "train_x8": batch(backend, store, [train_spec(dataset, s) for s in range(8)]),
+    }
     os.kill(supervisor_pid(root), signal.SIGTERM)
     return out
 
@@ -89,11 +108,13 @@ def run_ray(root: Path, dataset: str) -> dict:
     backend = RayBackend(store, num_cpus=2)
     init = time.perf_counter() - started
     try:
-        return {"ray_init_s": round(init, 2),
-                "first_collect_first_metric_s": single(backend, store, collect_spec(101)),
-                "first_train_first_metric_s": single(backend, store, train_spec(dataset, 101)),
-                "collect_x8": batch(backend, store, [collect_spec(s) for s in range(8)]),
-                "train_x8": batch(backend, store, [train_spec(dataset, s) for s in range(8)])}
+        return {
+            "ray_init_s": round(init, 2),
+            "first_collect_first_metric_s": single(backend, store, collect_spec(101)),
+            "first_train_first_metric_s": single(backend, store, train_spec(dataset, 101)),
+            "collect_x8": batch(backend, store, [collect_spec(s) for s in range(8)]),
+            "train_x8": batch(backend, store, [train_spec(dataset, s) for s in range(8)]),
+        }
     finally:
         backend.close()
 
@@ -108,8 +129,13 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="merlion-jobs-bench-"))
     dataset = str(save_dataset(collect("maze", "expert", 0.0, 3000, seed=0, env_overrides=SMALL), work / "data"))
-    results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                           "load_average_at_start": os.getloadavg()}}
+    results = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_at_start": os.getloadavg(),
+        }
+    }
     try:
         for name in args.backends.split(","):
             results[name] = (run_local if name == "local" else run_ray)(work / f"runs-{name}", dataset)

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from speed import time_ours  # bench/speed.py: one timed sample + update loop for every bench
 
 from merlion_core.algos.registry import make_algorithm
 from merlion_core.data.dataset import TransitionDataset
 from merlion_core.representation.random_embeddings import TableRepresentation
-from speed import time_ours  # bench/speed.py: one timed sample + update loop for every bench
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latent-step.json"
 
@@ -37,11 +37,15 @@ RESULTS = Path(__file__).resolve().parent / "results" / "latent-step.json"
 def random_dataset(n: int, obs_dim: int, n_actions: int, seed: int) -> TransitionDataset:
     rng = np.random.default_rng(seed)
     terminals = rng.random(n) < 0.05
-    return TransitionDataset(observations=rng.random((n, obs_dim), dtype=np.float32),
-                             actions=rng.integers(0, n_actions, n).astype(np.int64),
-                             rewards=rng.standard_normal(n).astype(np.float32),
-                             next_observations=rng.random((n, obs_dim), dtype=np.float32),
-                             terminals=terminals, timeouts=np.zeros(n, dtype=bool), n_actions=n_actions)
+    return TransitionDataset(
+        observations=rng.random((n, obs_dim), dtype=np.float32),
+        actions=rng.integers(0, n_actions, n).astype(np.int64),
+        rewards=rng.standard_normal(n).astype(np.float32),
+        next_observations=rng.random((n, obs_dim), dtype=np.float32),
+        terminals=terminals,
+        timeouts=np.zeros(n, dtype=bool),
+        n_actions=n_actions,
+    )
 
 
 def main() -> None:
@@ -60,12 +64,18 @@ def main() -> None:
     dataset = random_dataset(20_000, args.obs_dim, args.n_actions, seed=0)
     table = torch.randn(args.n_actions, args.dim, generator=torch.Generator().manual_seed(0))
     representation = TableRepresentation("rand1", table, args.obs_dim)
-    timings = [time_ours(args.algo, args.algo, dataset, {}, representation, args.steps, args.warmup, args.device)
-               for _ in range(3)]
+    timings = [
+        time_ours(args.algo, args.algo, dataset, {}, representation, args.steps, args.warmup, args.device)
+        for _ in range(3)
+    ]
     seconds = statistics.median(t["seconds"] / t["steps"] for t in timings)
     algo = make_algorithm(args.algo, args.n_actions, args.obs_dim, {}, args.device, representation=representation)
-    algo.fit_latent_bound(algo.embed(torch.as_tensor(dataset.observations[:1000], device=algo.device),
-                                     torch.as_tensor(dataset.actions[:1000], device=algo.device)))
+    algo.fit_latent_bound(
+        algo.embed(
+            torch.as_tensor(dataset.observations[:1000], device=algo.device),
+            torch.as_tensor(dataset.actions[:1000], device=algo.device),
+        )
+    )
     obs_50 = torch.as_tensor(dataset.observations[:50], device=algo.device)  # one evaluation's 50 episodes
     act_seconds = []
     with torch.no_grad():
@@ -74,23 +84,37 @@ def main() -> None:
             algo.greedy(obs_50).cpu()  # .cpu() waits for a GPU to finish
             act_seconds.append(time.perf_counter() - start)
     code = Path(sys.modules[type(algo).__module__].__file__).parent.parent  # the merlion_core timed
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=code).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "merlion_core"], capture_output=True, text=True,
-                           cwd=code).stdout.strip()
-    record = {"seconds_per_step": seconds, "steps_per_second": 1.0 / seconds,
-              "act_seconds_50_states": statistics.median(act_seconds[2:]), "obs_dim": args.obs_dim,
-              "n_actions": args.n_actions, "dim": args.dim, "steps": args.steps, "threads": args.threads,
-              "device": args.device, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-              "commit": commit + ("+changes" if dirty else ""), "code": str(code),
-              "date": time.strftime("%Y-%m-%d %H:%M")}
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=code
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "merlion_core"], capture_output=True, text=True, cwd=code
+    ).stdout.strip()
+    record = {
+        "seconds_per_step": seconds,
+        "steps_per_second": 1.0 / seconds,
+        "act_seconds_50_states": statistics.median(act_seconds[2:]),
+        "obs_dim": args.obs_dim,
+        "n_actions": args.n_actions,
+        "dim": args.dim,
+        "steps": args.steps,
+        "threads": args.threads,
+        "device": args.device,
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "commit": commit + ("+changes" if dirty else ""),
+        "code": str(code),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results[f"{args.algo}/{args.label}"] = {"algo": args.algo, "batch_size": timings[0]["batch_size"], **record}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"{args.algo}/{args.label}: {seconds * 1000:.0f} ms a step ({1.0 / seconds:.2f} steps/s), "
-          f"{record['act_seconds_50_states'] * 1000:.1f} ms to act in 50 states, "
-          f"obs {args.obs_dim}, |E| {args.dim}, {args.threads} thread(s), {args.device}")
+    print(
+        f"{args.algo}/{args.label}: {seconds * 1000:.0f} ms a step ({1.0 / seconds:.2f} steps/s), "
+        f"{record['act_seconds_50_states'] * 1000:.1f} ms to act in 50 states, "
+        f"obs {args.obs_dim}, |E| {args.dim}, {args.threads} thread(s), {args.device}"
+    )
 
 
 if __name__ == "__main__":

@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 
 import torch
+from speed import time_ours  # bench/speed.py: one timed sample + update loop for every bench
 
 from merlion_core.algos.registry import make_algorithm
 from merlion_core.benchmark.methods import LEGACY_LATENT_CQL
 from merlion_core.data.io import load_dataset
 from merlion_core.representation.artifacts import load_representation
-from speed import time_ours  # bench/speed.py: one timed sample + update loop for every bench
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latent-step-real-actions.json"
 VARIANTS = {
@@ -66,15 +66,26 @@ def main() -> None:
                 start = time.perf_counter()
                 algo.greedy(obs[:50])
                 acting.append(time.perf_counter() - start)
-        out[name] = {"overrides": overrides, "seconds_per_step": seconds, "steps_per_second": 1.0 / seconds,
-                     "act_seconds_50_states": statistics.median(acting[1:])}
+        out[name] = {
+            "overrides": overrides,
+            "seconds_per_step": seconds,
+            "steps_per_second": 1.0 / seconds,
+            "act_seconds_50_states": statistics.median(acting[1:]),
+        }
         print(f"{name}: {seconds * 1000:.0f} ms a step, {out[name]['act_seconds_50_states'] * 1000:.0f} ms to act")
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results[args.label] = {"dataset": args.dataset, "encoder": args.encoder, "n_actions": dataset.n_actions,
-                           "dim": rep.dim, "threads": 1, "torch": torch.__version__,
-                           "cpu": platform.processor() or platform.machine(),
-                           "date": time.strftime("%Y-%m-%d %H:%M"), "load_average_1min": os.getloadavg()[0],
-                           "variants": out}
+    results[args.label] = {
+        "dataset": args.dataset,
+        "encoder": args.encoder,
+        "n_actions": dataset.n_actions,
+        "dim": rep.dim,
+        "threads": 1,
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "load_average_1min": os.getloadavg()[0],
+        "variants": out,
+    }
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
 

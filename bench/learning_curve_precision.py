@@ -23,8 +23,8 @@ from test_learning import OPEN_MAZE  # noqa: E402
 
 from merlion_core.data.collect import collect  # noqa: E402
 from merlion_core.data.io import save_dataset  # noqa: E402
-from merlion_core.pipelines.encoder import train_encoder  # noqa: E402
 from merlion_core.pipelines.agent import train_agent  # noqa: E402
+from merlion_core.pipelines.encoder import train_encoder  # noqa: E402
 
 
 def main() -> None:
@@ -36,16 +36,35 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         tmp = Path(scratch)
         save_dataset(collect("maze", "medium", 0.5, 20_000, seed=0, env_overrides=OPEN_MAZE), tmp / "data")
-        train_encoder(tmp / "data", "merlion", tmp / "encoder", overrides={"steps": 1000, "seed": args.seed},
-                      device="cpu", precision=args.precision)
-        train_agent(tmp / "data", "cql", tmp / "agent", steps=2000, encoder_dir=tmp / "encoder",
-                    overrides={"batch_size": 64, "seed": args.seed, "bc_steps": 250}, eval_every=250,
-                    eval_episodes=50, device="cpu", precision=args.precision)
+        train_encoder(
+            tmp / "data",
+            "merlion",
+            tmp / "encoder",
+            overrides={"steps": 1000, "seed": args.seed},
+            device="cpu",
+            precision=args.precision,
+        )
+        train_agent(
+            tmp / "data",
+            "cql",
+            tmp / "agent",
+            steps=2000,
+            encoder_dir=tmp / "encoder",
+            overrides={"batch_size": 64, "seed": args.seed, "bc_steps": 250},
+            eval_every=250,
+            eval_episodes=50,
+            device="cpu",
+            precision=args.precision,
+        )
         curve = json.loads((tmp / "agent" / "metrics.json").read_text())["curve"]
-    record = {"precision": args.precision, "seed": args.seed,
-              "success_rate": [p["success_rate"] for p in curve], "steps": [p["step"] for p in curve],
-              "critic_argmax_score_last": curve[-1].get("diagnostics", {}).get("critic_argmax_score"),
-              "normalised_score": [p["normalised_score"] for p in curve]}
+    record = {
+        "precision": args.precision,
+        "seed": args.seed,
+        "success_rate": [p["success_rate"] for p in curve],
+        "steps": [p["step"] for p in curve],
+        "critic_argmax_score_last": curve[-1].get("diagnostics", {}).get("critic_argmax_score"),
+        "normalised_score": [p["normalised_score"] for p in curve],
+    }
     out = REPO / "bench" / "results" / "learning-curve" / f"{args.precision}-seed{args.seed}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")

@@ -34,7 +34,8 @@ from merlion_core.data.io import load_dataset  # noqa: E402
 
 def quantiles(values: np.ndarray) -> dict[str, float]:
     return {f"q{int(q * 100):02d}": float(np.quantile(values, q)) for q in (0.1, 0.5, 0.9)} | {
-        "mean": float(values.mean())}
+        "mean": float(values.mean())
+    }
 
 
 @torch.no_grad()

@@ -58,13 +58,31 @@ def zoo(args: argparse.Namespace) -> None:
                 continue
             agent_dir = AGENTS / args.env / name
             started = time.perf_counter()
-            train_agent(args.dataset, algo, agent_dir, steps=steps, overrides={"seed": seed}, eval_every=0,
-                        eval_episodes=1, device="cpu", precision="auto")
+            train_agent(
+                args.dataset,
+                algo,
+                agent_dir,
+                steps=steps,
+                overrides={"seed": seed},
+                eval_every=0,
+                eval_episodes=1,
+                device="cpu",
+                precision="auto",
+            )
             truth = evaluate_agent(agent_dir, episodes=TRUTH_EPISODES, seed=0)
-            record = {"env": args.env, "agent": str(agent_dir.relative_to(REPO)), "name": name, "algo": algo,
-                      "steps": steps, "seed": seed, "dataset": args.dataset,
-                      "true_normalised_score": truth["normalised_score"], "true_mean_return": truth["mean_return"],
-                      "truth_episodes": TRUTH_EPISODES, "train_and_truth_seconds": time.perf_counter() - started}
+            record = {
+                "env": args.env,
+                "agent": str(agent_dir.relative_to(REPO)),
+                "name": name,
+                "algo": algo,
+                "steps": steps,
+                "seed": seed,
+                "dataset": args.dataset,
+                "true_normalised_score": truth["normalised_score"],
+                "true_mean_return": truth["mean_return"],
+                "truth_episodes": TRUTH_EPISODES,
+                "train_and_truth_seconds": time.perf_counter() - started,
+            }
             record_path.write_text(json.dumps(record, indent=1))
             print(f"{args.env} {name}: true score {truth['normalised_score']:.1f}", flush=True)
     latent = REPO / LATENT_AGENT_DIRS.get(args.env, "-")
@@ -74,9 +92,16 @@ def zoo(args: argparse.Namespace) -> None:
         if record_path.exists() or not (agent_dir / "weights.pt").exists():
             continue
         truth = evaluate_agent(agent_dir, episodes=TRUTH_EPISODES, seed=0)
-        record = {"env": args.env, "agent": str(agent_dir.relative_to(REPO)), "name": name, "algo": "cql (latent)",
-                  "dataset": args.dataset, "true_normalised_score": truth["normalised_score"],
-                  "true_mean_return": truth["mean_return"], "truth_episodes": TRUTH_EPISODES}
+        record = {
+            "env": args.env,
+            "agent": str(agent_dir.relative_to(REPO)),
+            "name": name,
+            "algo": "cql (latent)",
+            "dataset": args.dataset,
+            "true_normalised_score": truth["normalised_score"],
+            "true_mean_return": truth["mean_return"],
+            "truth_episodes": TRUTH_EPISODES,
+        }
         record_path.write_text(json.dumps(record, indent=1))
         print(f"{args.env} {name}: true score {truth['normalised_score']:.1f}", flush=True)
 
@@ -99,16 +124,25 @@ def estimate(args: argparse.Namespace) -> None:
             continue
         started = time.perf_counter()
         result = ope_agent(REPO / record["agent"], args.heldout, config)
-        record["ope"] = {"setting": OPE_SETTING, "heldout": args.heldout, "seconds": time.perf_counter() - started,
-                         "held_out_episodes": result["held_out_episodes"], "behaviour_source": result["behaviour_source"],
-                         "estimators": {name: {k: e[k] for k in ("value", "ci95", "normalised_score", "normalised_ci95")}
-                                        | {"details": {k: v for k, v in e["details"].items()
-                                                       if isinstance(v, (int, float, str))}}
-                                        for name, e in result["estimators"].items()}}
+        record["ope"] = {
+            "setting": OPE_SETTING,
+            "heldout": args.heldout,
+            "seconds": time.perf_counter() - started,
+            "held_out_episodes": result["held_out_episodes"],
+            "behaviour_source": result["behaviour_source"],
+            "estimators": {
+                name: {k: e[k] for k in ("value", "ci95", "normalised_score", "normalised_ci95")}
+                | {"details": {k: v for k, v in e["details"].items() if isinstance(v, (int, float, str))}}
+                for name, e in result["estimators"].items()
+            },
+        }
         record_path.write_text(json.dumps(record, indent=1))
         scores = ", ".join(f"{n} {e['normalised_score']:.1f}" for n, e in record["ope"]["estimators"].items())
-        print(f"{args.env} {record['name']}: true {record['true_normalised_score']:.1f}; {scores} "
-              f"({record['ope']['seconds']:.0f} s)", flush=True)
+        print(
+            f"{args.env} {record['name']}: true {record['true_normalised_score']:.1f}; {scores} "
+            f"({record['ope']['seconds']:.0f} s)",
+            flush=True,
+        )
 
 
 def coverage(args: argparse.Namespace) -> None:
@@ -131,9 +165,12 @@ def coverage(args: argparse.Namespace) -> None:
         if "coverage" in record or "latent" in record["algo"]:  # latent lookups over every state: minutes each
             continue
         pi = policy_actions(load_agent(REPO / record["agent"]).agent, obs)
-        record["coverage"] = {"heldout": args.heldout, "logged_equals_pi_share": float(np.mean(pi == logged)),
-                              "pi_actions_logged_share": float(np.mean(seen[pi])),
-                              "distinct_pi_actions": int(np.unique(pi).size)}
+        record["coverage"] = {
+            "heldout": args.heldout,
+            "logged_equals_pi_share": float(np.mean(pi == logged)),
+            "pi_actions_logged_share": float(np.mean(seen[pi])),
+            "distinct_pi_actions": int(np.unique(pi).size),
+        }
         record_path.write_text(json.dumps(record, indent=1))
         print(f"{args.env} {record['name']}: {record['coverage']}", flush=True)
 
@@ -151,9 +188,14 @@ def env_report(records: list[dict], n_boot: int = 2_000, seed: int = 0) -> dict:
     truth = np.array([r["true_normalised_score"] for r in records])
     rng = np.random.default_rng(seed)
     boots = rng.integers(0, len(records), size=(n_boot, len(records)))
-    out = {"n_agents": len(records), "true_best": float(truth.max()), "true_range": [float(truth.min()), float(truth.max())],
-           "ope_seconds_median": float(np.median([r["ope"]["seconds"] for r in records])),
-           "held_out_episodes": records[0]["ope"]["held_out_episodes"], "estimators": {}}
+    out = {
+        "n_agents": len(records),
+        "true_best": float(truth.max()),
+        "true_range": [float(truth.min()), float(truth.max())],
+        "ope_seconds_median": float(np.median([r["ope"]["seconds"] for r in records])),
+        "held_out_episodes": records[0]["ope"]["held_out_episodes"],
+        "estimators": {},
+    }
     for name in records[0]["ope"]["estimators"]:
         est = np.array([r["ope"]["estimators"][name]["normalised_score"] for r in records], dtype=np.float64)
         lo = np.array([r["ope"]["estimators"][name]["normalised_ci95"][0] for r in records], dtype=np.float64)
@@ -163,15 +205,21 @@ def env_report(records: list[dict], n_boot: int = 2_000, seed: int = 0) -> dict:
         out["estimators"][name] = {
             "spearman": spearman(est, truth),
             "spearman_ci95": [float(np.percentile(rho_boot, 2.5)), float(np.percentile(rho_boot, 97.5))],
-            "picked": records[pick]["name"], "picked_true_score": float(truth[pick]),
+            "picked": records[pick]["name"],
+            "picked_true_score": float(truth[pick]),
             "regret": float(truth.max() - truth[pick]),
             "truth_in_ci95_share": float(np.mean((truth >= lo) & (truth <= hi))),
-            "mean_abs_error": float(np.mean(np.abs(est - truth)))}
+            "mean_abs_error": float(np.mean(np.abs(est - truth))),
+        }
     covered = [r for r in records if "coverage" in r]
     if covered:
-        out["coverage_median_raw_agents"] = {"n_agents": len(covered), **{
-            k: float(np.median([r["coverage"][k] for r in covered]))
-            for k in ("logged_equals_pi_share", "pi_actions_logged_share")}}
+        out["coverage_median_raw_agents"] = {
+            "n_agents": len(covered),
+            **{
+                k: float(np.median([r["coverage"][k] for r in covered]))
+                for k in ("logged_equals_pi_share", "pi_actions_logged_share")
+            },
+        }
     return out
 
 
@@ -180,14 +228,19 @@ GOALS = {"fqe_spearman_mazes": 0.8, "regret_max": 10.0}
 
 def report() -> None:
     summary = {"setting": OPE_SETTING, "goals": GOALS, "envs": {}}
-    lines = ["# Off-policy evaluation against the truth", "",
-             f"Agents of each env's zoo (bench/ope.py); estimates on a separately collected held-out dataset "
-             f"(20,000 transitions, seed 1, logged propensities); OPE setting {OPE_SETTING}; truth = "
-             f"{TRUTH_EPISODES} simulator episodes. Spearman with a 95% bootstrap interval over agents; regret = "
-             "true score of the best agent - true score of the estimator's top pick; coverage = share of agents "
-             "whose true score lies in the estimator's 95% interval.", "",
-             "| env | agents | true range | estimator | Spearman | regret | picked (true score) | coverage | "
-             "mean abs error |", "| --- | ---: | --- | --- | ---: | ---: | --- | ---: | ---: |"]
+    lines = [
+        "# Off-policy evaluation against the truth",
+        "",
+        f"Agents of each env's zoo (bench/ope.py); estimates on a separately collected held-out dataset "
+        f"(20,000 transitions, seed 1, logged propensities); OPE setting {OPE_SETTING}; truth = "
+        f"{TRUTH_EPISODES} simulator episodes. Spearman with a 95% bootstrap interval over agents; regret = "
+        "true score of the best agent - true score of the estimator's top pick; coverage = share of agents "
+        "whose true score lies in the estimator's 95% interval.",
+        "",
+        "| env | agents | true range | estimator | Spearman | regret | picked (true score) | coverage | "
+        "mean abs error |",
+        "| --- | ---: | --- | --- | ---: | ---: | --- | ---: | ---: |",
+    ]
     for folder in sorted(p for p in OUT.iterdir() if p.is_dir()):
         records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
         records = [r for r in records if "ope" in r and r["ope"].get("setting") == OPE_SETTING]
@@ -196,10 +249,12 @@ def report() -> None:
         env = env_report(records)
         summary["envs"][folder.name] = env
         for name, e in env["estimators"].items():
-            lines.append(f"| {folder.name} | {env['n_agents']} | {env['true_range'][0]:.1f} to {env['true_range'][1]:.1f} "
-                         f"| {name} | {e['spearman']:.2f} [{e['spearman_ci95'][0]:.2f}, {e['spearman_ci95'][1]:.2f}] | "
-                         f"{e['regret']:.1f} | {e['picked']} ({e['picked_true_score']:.1f}) | "
-                         f"{e['truth_in_ci95_share']:.2f} | {e['mean_abs_error']:.1f} |")
+            lines.append(
+                f"| {folder.name} | {env['n_agents']} | {env['true_range'][0]:.1f} to {env['true_range'][1]:.1f} "
+                f"| {name} | {e['spearman']:.2f} [{e['spearman_ci95'][0]:.2f}, {e['spearman_ci95'][1]:.2f}] | "
+                f"{e['regret']:.1f} | {e['picked']} ({e['picked_true_score']:.1f}) | "
+                f"{e['truth_in_ci95_share']:.2f} | {e['mean_abs_error']:.1f} |"
+            )
     (OUT / "summary.json").write_text(json.dumps(summary, indent=1))
     (OUT / "README.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -38,8 +38,14 @@ def trajectory(agent, model, steps: int) -> list[dict]:
     for _ in range(steps):
         action = agent.act(state)
         step = model.true_step(state, action)
-        out.append({"state": np.round(state[0], 3).tolist(), "action": int(action[0]),
-                    "reward": round(float(step.rewards[0]), 3), "done": bool(step.terminated[0])})
+        out.append(
+            {
+                "state": np.round(state[0], 3).tolist(),
+                "action": int(action[0]),
+                "reward": round(float(step.rewards[0]), 3),
+                "done": bool(step.terminated[0]),
+            }
+        )
         if step.terminated[0]:
             break
         state = step.next_states.astype(np.float32)
@@ -51,7 +57,7 @@ def action_quality(agent, model, table, obs_NS: np.ndarray, logged_N: np.ndarray
     agents) the critic's rank agreement with Q* over every action."""
     chosen_N = agent.act(obs_NS)
     rows, spearman = [], []
-    for obs_S, chosen, logged in zip(obs_NS, chosen_N, logged_N):
+    for obs_S, chosen, logged in zip(obs_NS, chosen_N, logged_N, strict=True):
         q_true_A = true_q(model, table, obs_S)
         rows.append((q_true_A[chosen], q_true_A[logged], q_true_A.max(), np.median(q_true_A)))
         if hasattr(agent, "critic") and hasattr(agent, "embed"):
@@ -61,13 +67,22 @@ def action_quality(agent, model, table, obs_NS: np.ndarray, logged_N: np.ndarray
                 q_critic_A = agent.critic(states, e_AD).min(0).values.cpu().numpy()
             spearman.append(spearmanr(q_critic_A, q_true_A)[0])
     means = np.asarray(rows).mean(0)
-    result = {"q_star_chosen": means[0], "q_star_logged": means[1], "q_star_max": means[2], "q_star_median": means[3],
-              "distinct_chosen_actions": int(len(np.unique(chosen_N)))}
+    result = {
+        "q_star_chosen": means[0],
+        "q_star_logged": means[1],
+        "q_star_max": means[2],
+        "q_star_median": means[3],
+        "distinct_chosen_actions": int(len(np.unique(chosen_N))),
+    }
     if spearman:
         result["spearman_critic_q_star"] = float(np.mean(spearman))
     if hasattr(agent, "representation") and hasattr(agent.representation, "relative_behaviour_probs"):
         with torch.no_grad():
-            rel = agent.representation.relative_behaviour_probs(torch.as_tensor(obs_NS, device=agent.device)).cpu().numpy()
+            rel = (
+                agent.representation.relative_behaviour_probs(torch.as_tensor(obs_NS, device=agent.device))
+                .cpu()
+                .numpy()
+            )
         index = np.arange(len(obs_NS))
         result["median_relative_behaviour_prob_chosen"] = float(np.median(rel[index, chosen_N]))
         result["median_relative_behaviour_prob_logged"] = float(np.median(rel[index, logged_N]))
@@ -91,9 +106,14 @@ def main() -> None:
         raise SystemExit(f"{data.meta.env_id}: no true model to plan with (mazes only)")
     rows = np.random.default_rng(0).choice(data.n_transitions, args.states, replace=False)
     obs = np.asarray(data.observations[rows], dtype=np.float32)
-    report = {"agent": args.agent, "dataset": args.dataset, "env_id": data.meta.env_id, "states": args.states,
-              "trajectory": trajectory(loaded.agent, model, args.steps),
-              "actions": action_quality(loaded.agent, model, table, obs, np.asarray(data.actions[rows]))}
+    report = {
+        "agent": args.agent,
+        "dataset": args.dataset,
+        "env_id": data.meta.env_id,
+        "states": args.states,
+        "trajectory": trajectory(loaded.agent, model, args.steps),
+        "actions": action_quality(loaded.agent, model, table, obs, np.asarray(data.actions[rows])),
+    }
     name = args.name or Path(args.agent).name
     out = REPO / "bench" / "results" / f"policy-probe-{name}.json"
     out.write_text(json.dumps(report, indent=1))

@@ -37,22 +37,37 @@ def run(args: argparse.Namespace) -> None:
     if encoder is None:
         encoder = str(REPO / "runs" / "pseudometric-options" / f"{args.env}-{args.reward_target}-s{args.seed}")
         started = time.perf_counter()
-        train_encoder(args.dataset, "merlion", encoder, overrides={"seed": args.seed, "reward_target": args.reward_target},
-                      device="cpu")
+        train_encoder(
+            args.dataset,
+            "merlion",
+            encoder,
+            overrides={"seed": args.seed, "reward_target": args.reward_target},
+            device="cpu",
+        )
         seconds = time.perf_counter() - started
     config = json.loads((Path(encoder) / "config.json").read_text())
     recorded = config.get("config", config)
     if recorded.get("reward_target", "sampled") != args.reward_target or recorded.get("seed") != args.seed:
-        raise SystemExit(f"{encoder}: trained with reward_target {recorded.get('reward_target', 'sampled')!r}, "
-                         f"seed {recorded.get('seed')}; not {args.reward_target!r}, seed {args.seed}")
+        raise SystemExit(
+            f"{encoder}: trained with reward_target {recorded.get('reward_target', 'sampled')!r}, "
+            f"seed {recorded.get('seed')}; not {args.reward_target!r}, seed {args.seed}"
+        )
     result = diagnose_encoder(encoder, dataset_path=args.dataset)
-    record = {"env": args.env, "reward_target": args.reward_target, "seed": args.seed, "encoder": encoder,
-              "train_seconds": seconds, **result}
+    record = {
+        "env": args.env,
+        "reward_target": args.reward_target,
+        "seed": args.seed,
+        "encoder": encoder,
+        "train_seconds": seconds,
+        **result,
+    }
     folder = OUT / args.env
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{args.reward_target}-seed{args.seed}.json").write_text(json.dumps(record, indent=1))
-    print(f"{args.env} {args.reward_target} seed {args.seed}: Spearman {result['spearman_median']:.3f}, "
-          f"class separation {result['class_separation']:.3f}")
+    print(
+        f"{args.env} {args.reward_target} seed {args.seed}: Spearman {result['spearman_median']:.3f}, "
+        f"class separation {result['class_separation']:.3f}"
+    )
 
 
 def report(env: str) -> None:
@@ -65,14 +80,25 @@ def report(env: str) -> None:
             continue
         summary[target] = {
             "seeds": sorted(r["seed"] for r in rows),
-            **{key: {"mean": float(np.mean([r[key] for r in rows])), "sd": float(np.std([r[key] for r in rows], ddof=1))
-                     if len(rows) > 1 else None} for key in ("spearman_median", "class_separation", "ood_fraction")},
-            "ood_separation": [{"tau": item["tau"],
-                                "uniform_actions_flagged": float(np.mean([r["ood_separation"][i]["uniform_actions_flagged"]
-                                                                          for r in rows])),
-                                "logged_actions_flagged": float(np.mean([r["ood_separation"][i]["logged_actions_flagged"]
-                                                                         for r in rows]))}
-                               for i, item in enumerate(rows[0]["ood_separation"])],
+            **{
+                key: {
+                    "mean": float(np.mean([r[key] for r in rows])),
+                    "sd": float(np.std([r[key] for r in rows], ddof=1)) if len(rows) > 1 else None,
+                }
+                for key in ("spearman_median", "class_separation", "ood_fraction")
+            },
+            "ood_separation": [
+                {
+                    "tau": item["tau"],
+                    "uniform_actions_flagged": float(
+                        np.mean([r["ood_separation"][i]["uniform_actions_flagged"] for r in rows])
+                    ),
+                    "logged_actions_flagged": float(
+                        np.mean([r["ood_separation"][i]["logged_actions_flagged"] for r in rows])
+                    ),
+                }
+                for i, item in enumerate(rows[0]["ood_separation"])
+            ],
         }
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from foundation import behaviour_table  # bench/ is on sys.path when this script runs
 from scipy.stats import ks_2samp
 
 from merlion_core.data.collect import collect
@@ -27,8 +28,6 @@ from merlion_core.envs import make_model
 from merlion_core.envs.behaviours import make_behaviour
 from merlion_core.envs.recommender.recsim_env import RecSimRecommenderEnv
 from merlion_core.envs.rollout import rollout_episodes
-
-from foundation import behaviour_table  # bench/ is on sys.path when this script runs
 
 TIMED_COLLECT = """
 import time, sys
@@ -67,8 +66,12 @@ def collect_with_recsim(n: int, noise: float, seed: int) -> dict:
             obs, _ = env.reset()
             episode_return, episode_length = 0.0, 0
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "returns": np.array(returns), "lengths": np.array(lengths),
-            "distinct_actions": int(len(np.unique(actions)))}
+    return {
+        "seconds": seconds,
+        "returns": np.array(returns),
+        "lengths": np.array(lengths),
+        "distinct_actions": int(len(np.unique(actions))),
+    }
 
 
 def ks(a: np.ndarray, b: np.ndarray) -> dict:
@@ -83,13 +86,18 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/recommender.json")
     args = parser.parse_args()
     model = make_model("recommender")
-    results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                           "load_average_at_start": list(os.getloadavg())},
-               "env": "merlion/Recommender-v0", **behaviour_table("recommender", args.episodes)}
+    results = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_at_start": list(os.getloadavg()),
+        },
+        "env": "merlion/Recommender-v0",
+        **behaviour_table("recommender", args.episodes),
+    }
 
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", TIMED_COLLECT, str(args.n)], check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", TIMED_COLLECT, str(args.n)], check=True, capture_output=True, text=True)
     twin_total = time.perf_counter() - started
     started = time.perf_counter()  # the normalisers are cached by now: stepping only
     dataset = collect("recommender", "medium", 0.5, args.n, seed=0)
@@ -118,14 +126,17 @@ def main() -> None:
     medium = make_behaviour(model, "medium")
     twin = rollout_episodes(model, medium, n_episodes, np.random.default_rng(7), noise=0.5)
     perturbed_model = make_model("recommender", {"no_click_penalty": 0.6})
-    perturbed = rollout_episodes(perturbed_model, make_behaviour(perturbed_model, "medium"), n_episodes,
-                                 np.random.default_rng(7), noise=0.5)
+    perturbed = rollout_episodes(
+        perturbed_model, make_behaviour(perturbed_model, "medium"), n_episodes, np.random.default_rng(7), noise=0.5
+    )
     results["ks_recsim_vs_twin"] = {
         "note": "the RecSim collection's complete episodes vs as many twin episodes (medium, 50% noise)",
         "n_episodes": n_episodes,
-        "return": ks(recsim["returns"], twin.returns), "length": ks(recsim["lengths"], twin.lengths),
+        "return": ks(recsim["returns"], twin.returns),
+        "length": ks(recsim["lengths"], twin.lengths),
         "perturbed_twin_no_click_penalty_0.6": {
-            "return": ks(recsim["returns"], perturbed.returns), "length": ks(recsim["lengths"], perturbed.lengths),
+            "return": ks(recsim["returns"], perturbed.returns),
+            "length": ks(recsim["lengths"], perturbed.lengths),
         },
     }
     print(json.dumps(results, indent=2))

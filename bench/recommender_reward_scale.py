@@ -33,8 +33,10 @@ def structure(rep: merlion.MerlionRepresentation, observations: np.ndarray, type
     table = external.features("recommender", len(types))
     feature_l1 = np.abs(table[:, None, :] - table[None, :, :]).sum(-1)[upper]
     rho = [spearmanr(d[i][upper], feature_l1).statistic for i in range(len(d))]
-    return {"within_over_across_type_l1": float(d[:, same].mean() / d[:, other].mean()),
-            "spearman_vs_external_median": float(np.median(rho))}
+    return {
+        "within_over_across_type_l1": float(d[:, same].mean() / d[:, other].mean()),
+        "spearman_vs_external_median": float(np.median(rho)),
+    }
 
 
 def main() -> None:
@@ -50,11 +52,15 @@ def main() -> None:
     results = {"steps": args.steps, "dataset": "recommender medium noise 0.5 n 100000 seed 0", "scales": {}}
     for scale in (float(s) for s in args.scales.split(",")):
         started = time.perf_counter()
-        config = merlion.config_for_env("merlion/Recommender-v0", steps=args.steps, log_every=args.steps,
-                                        reward_scale=scale)
+        config = merlion.config_for_env(
+            "merlion/Recommender-v0", steps=args.steps, log_every=args.steps, reward_scale=scale
+        )
         rep, metrics = merlion.fit(dataset, config, device="cpu")
-        results["scales"][str(scale)] = {**structure(rep, observations, types), "final_metrics": metrics,
-                                         "train_seconds": time.perf_counter() - started}
+        results["scales"][str(scale)] = {
+            **structure(rep, observations, types),
+            "final_metrics": metrics,
+            "train_seconds": time.perf_counter() - started,
+        }
         print(scale, json.dumps(results["scales"][str(scale)]), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

@@ -61,9 +61,15 @@ def main() -> None:
             rep, metrics = get_method(method).fit(dataset, config, device="cpu")
             seconds = time.perf_counter() - started
             result = evaluate(rep, model, dataset)
-            record = {"env": env_id, "method": method, "seed": seed, "train_seconds": seconds,
-                      "spearman_median": result["spearman_median"], "class_separation": result["class_separation"],
-                      "final_metrics": {k: float(v) for k, v in metrics.items()}}
+            record = {
+                "env": env_id,
+                "method": method,
+                "seed": seed,
+                "train_seconds": seconds,
+                "spearman_median": result["spearman_median"],
+                "class_separation": result["class_separation"],
+                "final_metrics": {k: float(v) for k, v in metrics.items()},
+            }
             records.append(record)
             out.write_text(json.dumps(records, indent=2) + "\n")
             print(json.dumps(record), flush=True)
@@ -71,15 +77,19 @@ def main() -> None:
 
 
 def markdown_table(records: list[dict]) -> str:
-    rows = ["| method | seeds | median Spearman (mean +- sd) | class separation (mean +- sd) | train s |",
-            "| --- | ---: | ---: | ---: | ---: |"]
+    rows = [
+        "| method | seeds | median Spearman (mean +- sd) | class separation (mean +- sd) | train s |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for method in dict.fromkeys(r["method"] for r in records):
         rs = [r for r in records if r["method"] == method]
         sp = np.array([r["spearman_median"] for r in rs], dtype=float)
         cs = np.array([r["class_separation"] for r in rs], dtype=float)
         secs = np.mean([r["train_seconds"] for r in rs])
-        rows.append(f"| {method} | {len(rs)} | {np.nanmean(sp):.3f} +- {np.nanstd(sp):.3f} | "
-                    f"{np.nanmean(cs):.3f} +- {np.nanstd(cs):.3f} | {secs:.0f} |")
+        rows.append(
+            f"| {method} | {len(rs)} | {np.nanmean(sp):.3f} +- {np.nanstd(sp):.3f} | "
+            f"{np.nanmean(cs):.3f} +- {np.nanstd(cs):.3f} | {secs:.0f} |"
+        )
     return "\n".join(rows)
 
 

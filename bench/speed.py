@@ -48,14 +48,15 @@ from merlion_core.data import collect as collect_module
 from merlion_core.data.collect import collect
 from merlion_core.data.io import load_dataset, save_dataset
 from merlion_core.data.sampler import BatchSampler
+from merlion_core.data.summary import dataset_env_overrides
 from merlion_core.evaluation import evaluate
 from merlion_core.models.mlp import compile_networks, compile_status, resolve_device
 from merlion_core.models.precision import PRECISIONS, compute_precision, flush_denormals, resolve_precision
 from merlion_core.peers import d3rlpy_peer
-from merlion_core.representation import merlion as merlion_method
-from merlion_core.data.summary import dataset_env_overrides
 from merlion_core.pipelines.encoder import representation_config
-from merlion_core.representation.external import ExternalConfig, build as build_external
+from merlion_core.representation import merlion as merlion_method
+from merlion_core.representation.external import ExternalConfig
+from merlion_core.representation.external import build as build_external
 from merlion_core.representation.registry import get_method
 
 EQUAL_BATCH = 64
@@ -68,9 +69,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_ours(label: str, algo: str, dataset: Any, overrides: dict, representation: Any, steps: int, warmup: int,
-              device: str, cuda_graph: bool = True, precision: str = "fp32",
-              compiled: bool = False) -> dict[str, Any]:
+def time_ours(
+    label: str,
+    algo: str,
+    dataset: Any,
+    overrides: dict,
+    representation: Any,
+    steps: int,
+    warmup: int,
+    device: str,
+    cuda_graph: bool = True,
+    precision: str = "fp32",
+    compiled: bool = False,
+) -> dict[str, Any]:
     """Steps/s of one of our algorithms: sample + update_tensors (no host sync per step, as training runs)."""
     agent = make_algorithm(algo, dataset.n_actions, dataset.obs_dim, overrides, device, representation=representation)
     agent.cuda_graph = cuda_graph
@@ -87,11 +98,20 @@ def time_ours(label: str, algo: str, dataset: Any, overrides: dict, representati
     float(parts["loss"])  # wait for the last step
     sync(agent.device)
     seconds = time.perf_counter() - started
-    return {"label": label, "algo": algo, "batch_size": int(agent.config.batch_size),
-            "default_batch": "batch_size" not in overrides, "steps": steps, "precision": precision,
-            "compiled": compile_status(agent) if compiled else "eager",
-            "warmup": warmup, "seconds": seconds, "steps_per_second": steps / seconds, "device": str(agent.device),
-            "step_mode": agent.step_mode}
+    return {
+        "label": label,
+        "algo": algo,
+        "batch_size": int(agent.config.batch_size),
+        "default_batch": "batch_size" not in overrides,
+        "steps": steps,
+        "precision": precision,
+        "compiled": compile_status(agent) if compiled else "eager",
+        "warmup": warmup,
+        "seconds": seconds,
+        "steps_per_second": steps / seconds,
+        "device": str(agent.device),
+        "step_mode": agent.step_mode,
+    }
 
 
 def time_encoder(dataset: Any, steps: int, warmup: int, device: str, precision: str) -> dict[str, Any]:
@@ -105,14 +125,33 @@ def time_encoder(dataset: Any, steps: int, warmup: int, device: str, precision: 
             marks.append((step, time.perf_counter()))
     (first, t0), (last, t1) = marks[0], marks[-1]
     rate = (last - first) / (t1 - t0)
-    return {"label": "encoder/merlion", "algo": "merlion", "batch_size": int(config.batch_size),
-            "default_batch": True, "steps": last - first, "precision": precision, "compiled": "eager",
-            "warmup": first, "seconds": t1 - t0, "steps_per_second": rate,
-            "seconds_per_10k_steps": 10_000 / rate, "device": device, "step_mode": rep.step_mode}
+    return {
+        "label": "encoder/merlion",
+        "algo": "merlion",
+        "batch_size": int(config.batch_size),
+        "default_batch": True,
+        "steps": last - first,
+        "precision": precision,
+        "compiled": "eager",
+        "warmup": first,
+        "seconds": t1 - t0,
+        "steps_per_second": rate,
+        "seconds_per_10k_steps": 10_000 / rate,
+        "device": device,
+        "step_mode": rep.step_mode,
+    }
 
 
-def time_peer(label: str, dataset_path: Path, overrides: dict, steps: int, warmup: int, device: str, threads: int,
-              python: str | None) -> dict[str, Any]:
+def time_peer(
+    label: str,
+    dataset_path: Path,
+    overrides: dict,
+    steps: int,
+    warmup: int,
+    device: str,
+    threads: int,
+    python: str | None,
+) -> dict[str, Any]:
     kwargs = dict(steps=steps, warmup=warmup, seed=0, device=device, overrides=overrides)
     if python == sys.executable:
         record = d3rlpy_peer.time_d3rlpy("dcql", dataset_path, **kwargs)
@@ -138,16 +177,62 @@ def speed_part(args: argparse.Namespace, dataset: Any, dataset_path: Path) -> di
     for precision in args.precisions:
         for name, rep in reps.items():
             for overrides in ({}, {"batch_size": EQUAL_BATCH}):
-                add(time_ours(f"latent-cql/{name}", "cql", dataset, overrides, rep, args.steps, args.warmup,
-                              args.device, precision=precision))
+                add(
+                    time_ours(
+                        f"latent-cql/{name}",
+                        "cql",
+                        dataset,
+                        overrides,
+                        rep,
+                        args.steps,
+                        args.warmup,
+                        args.device,
+                        precision=precision,
+                    )
+                )
             if args.compiled:
-                add(time_ours(f"latent-cql/{name}/compiled", "cql", dataset, {}, rep, args.steps, args.warmup,
-                              args.device, precision=precision, compiled=True))
+                add(
+                    time_ours(
+                        f"latent-cql/{name}/compiled",
+                        "cql",
+                        dataset,
+                        {},
+                        rep,
+                        args.steps,
+                        args.warmup,
+                        args.device,
+                        precision=precision,
+                        compiled=True,
+                    )
+                )
             if torch.device(args.device).type == "cuda":  # the same without CUDA graphs, for comparison
-                add(time_ours(f"latent-cql/{name}/eager", "cql", dataset, {}, rep, args.steps, args.warmup,
-                              args.device, cuda_graph=False, precision=precision))
-            add(time_ours(f"latent-bcq/{name}", "bcq", dataset, {}, rep, args.steps, args.warmup, args.device,
-                          precision=precision))
+                add(
+                    time_ours(
+                        f"latent-cql/{name}/eager",
+                        "cql",
+                        dataset,
+                        {},
+                        rep,
+                        args.steps,
+                        args.warmup,
+                        args.device,
+                        cuda_graph=False,
+                        precision=precision,
+                    )
+                )
+            add(
+                time_ours(
+                    f"latent-bcq/{name}",
+                    "bcq",
+                    dataset,
+                    {},
+                    rep,
+                    args.steps,
+                    args.warmup,
+                    args.device,
+                    precision=precision,
+                )
+            )
         add(time_ours("dcql", "dcql", dataset, {}, None, args.steps, args.warmup, args.device, precision=precision))
         add(time_encoder(dataset, args.steps, args.warmup, args.device, precision))
     python = args.d3rlpy_python or d3rlpy_peer.d3rlpy_python() or (VENV_PYTHON if Path(VENV_PYTHON).exists() else None)
@@ -155,17 +240,25 @@ def speed_part(args: argparse.Namespace, dataset: Any, dataset_path: Path) -> di
         print(f"d3rlpy: skipped ({d3rlpy_peer.INSTALL_HINT})", file=sys.stderr)
     else:
         for overrides in ({}, {"batch_size": EQUAL_BATCH}):
-            add(time_peer("d3rlpy-dcql", dataset_path, overrides, args.steps, args.warmup, args.device,
-                          args.threads, python))
+            add(
+                time_peer(
+                    "d3rlpy-dcql", dataset_path, overrides, args.steps, args.warmup, args.device, args.threads, python
+                )
+            )
     return {"records": records, "ratios": ratios(records), "d3rlpy_python": python}
 
 
 def ratios(records: list[dict]) -> dict[str, float]:
     """Our steps/s over d3rlpy DiscreteCQL's, at default batches and at EQUAL_BATCH (goal for latent CQL: >= 2)."""
+
     def rate(label: str, default: bool, precision: str | None = None) -> float | None:
-        rows = [r for r in records if r["label"] == label
-                and (r["default_batch"] if default else r["batch_size"] == EQUAL_BATCH)
-                and (precision is None or r.get("precision") == precision)]
+        rows = [
+            r
+            for r in records
+            if r["label"] == label
+            and (r["default_batch"] if default else r["batch_size"] == EQUAL_BATCH)
+            and (precision is None or r.get("precision") == precision)
+        ]
         return rows[0]["steps_per_second"] if rows else None
 
     out = {}
@@ -177,16 +270,28 @@ def ratios(records: list[dict]) -> dict[str, float]:
                 if a is not None and b is not None:
                     out[f"{mine} {precision} / d3rlpy-dcql ({tag})"] = a / b
     if "bf16" in precisions and "fp32" in precisions:
-        for mine in ("latent-cql/external", "latent-cql/merlion", "latent-bcq/external", "latent-bcq/merlion",
-                     "dcql", "encoder/merlion"):
+        for mine in (
+            "latent-cql/external",
+            "latent-cql/merlion",
+            "latent-bcq/external",
+            "latent-bcq/merlion",
+            "dcql",
+            "encoder/merlion",
+        ):
             a, b = rate(mine, True, "bf16"), rate(mine, True, "fp32")
             if a is not None and b is not None:
                 out[f"{mine} bf16 / fp32 (default batch)"] = a / b
     return out
 
 
-def end_to_end(device: str, n: int = 100_000, encoder_overrides: dict | None = None, cql_steps: int = 20_000,
-               episodes: int = 50, precision: str = "auto") -> dict[str, Any]:
+def end_to_end(
+    device: str,
+    n: int = 100_000,
+    encoder_overrides: dict | None = None,
+    cql_steps: int = 20_000,
+    episodes: int = 50,
+    precision: str = "auto",
+) -> dict[str, Any]:
     """The maze pipeline, stage by stage, from a cold normaliser cache (smaller sizes: smoke runs only)."""
     precision = resolve_precision(precision, resolve_device(device))
     collect_module._normalisers.cache_clear()
@@ -212,10 +317,17 @@ def end_to_end(device: str, n: int = 100_000, encoder_overrides: dict | None = N
     result = evaluate(agent, dataset.meta.env_id, episodes, seed=0, env_overrides=dataset_env_overrides(dataset))
     stages[f"evaluate_{episodes}_episodes"] = time.perf_counter() - t
     total = time.perf_counter() - started
-    return {"stages_seconds": stages, "total_seconds": total, "goal_seconds": E2E_GOAL_SECONDS,
-            "meets_goal": total <= E2E_GOAL_SECONDS, "precision": precision,
-            "normalised_score": result.normalised_score, "success_rate": result.success_rate, "device": device,
-            "step_modes": step_modes}
+    return {
+        "stages_seconds": stages,
+        "total_seconds": total,
+        "goal_seconds": E2E_GOAL_SECONDS,
+        "meets_goal": total <= E2E_GOAL_SECONDS,
+        "precision": precision,
+        "normalised_score": result.normalised_score,
+        "success_rate": result.success_rate,
+        "device": device,
+        "step_modes": step_modes,
+    }
 
 
 def main() -> None:
@@ -242,12 +354,20 @@ def main() -> None:
     flush_denormals()  # as the training pipelines do
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.exists() else {}
-    host = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
-            "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    host = {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
     if not args.skip_speed:  # the host block describes the speed part; the pipeline keeps its own
-        report.update({"host": host, "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                                                  "numpy": np.__version__}})
+        report.update(
+            {
+                "host": host,
+                "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
+            }
+        )
         load_at_start = os.getloadavg()
         with tempfile.TemporaryDirectory(prefix="merlion-speed-") as scratch:
             if args.dataset:
@@ -259,15 +379,24 @@ def main() -> None:
             part = speed_part(args, dataset, dataset_path)
         d3rlpy_versions = {r["d3rlpy_version"] for r in part["records"] if "d3rlpy_version" in r}
         report["versions"]["d3rlpy"] = d3rlpy_versions.pop() if d3rlpy_versions else None
-        report["speed"] = {"dataset": args.dataset or "collect('maze', 'medium', 0.5, 100_000, seed=0)",
-                           "n_transitions": dataset.n_transitions, "n_actions": dataset.n_actions,
-                           "device": args.device, "steps": args.steps, "warmup": args.warmup,
-                           "equal_batch": EQUAL_BATCH, **part,
-                           "load_average": {"start": load_at_start, "end": os.getloadavg()}}
+        report["speed"] = {
+            "dataset": args.dataset or "collect('maze', 'medium', 0.5, 100_000, seed=0)",
+            "n_transitions": dataset.n_transitions,
+            "n_actions": dataset.n_actions,
+            "device": args.device,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "equal_batch": EQUAL_BATCH,
+            **part,
+            "load_average": {"start": load_at_start, "end": os.getloadavg()},
+        }
     if args.end_to_end:
         load_at_start = os.getloadavg()
-        report["end_to_end"] = {**end_to_end(args.device, precision=args.e2e_precision), "host": host,
-                                "load_average": {"start": load_at_start, "end": os.getloadavg()}}
+        report["end_to_end"] = {
+            **end_to_end(args.device, precision=args.e2e_precision),
+            "host": host,
+            "load_average": {"start": load_at_start, "end": os.getloadavg()},
+        }
         print(json.dumps(report["end_to_end"]), flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -277,13 +406,17 @@ def main() -> None:
 def markdown_table(report: dict) -> str:
     rows = ["| run | precision | batch | steps/s |", "| --- | --- | ---: | ---: |"]
     for r in report.get("speed", {}).get("records", []):
-        rows.append(f"| {r['label']} | {r.get('precision', 'fp32')} | {r['batch_size']} | {r['steps_per_second']:.1f} |")
+        rows.append(
+            f"| {r['label']} | {r.get('precision', 'fp32')} | {r['batch_size']} | {r['steps_per_second']:.1f} |"
+        )
     for name, value in report.get("speed", {}).get("ratios", {}).items():
         rows.append(f"| ratio {name} | | | {value:.2f}x |")
     if "end_to_end" in report:
         e2e = report["end_to_end"]
-        rows += [f"| end-to-end {k} | {e2e.get('precision', 'fp32')} | | {v:.1f} s |"
-                 for k, v in e2e["stages_seconds"].items()]
+        rows += [
+            f"| end-to-end {k} | {e2e.get('precision', 'fp32')} | | {v:.1f} s |"
+            for k, v in e2e["stages_seconds"].items()
+        ]
         rows.append(f"| end-to-end total (goal {e2e['goal_seconds']} s) | | | {e2e['total_seconds']:.1f} s |")
     return "\n".join(rows)
 

@@ -44,8 +44,9 @@ class LossOfOneSeed(nn.Module):
 
     def forward(self, idx: torch.Tensor, act_j: torch.Tensor) -> torch.Tensor:
         d = self.data
-        terms = merlion_method.merlion_losses(self.rep, d["obs"][idx], d["act"][idx], d["rew"][idx],
-                                              d["next_obs"][idx], act_j, self.config)
+        terms = merlion_method.merlion_losses(
+            self.rep, d["obs"][idx], d["act"][idx], d["rew"][idx], d["next_obs"][idx], act_j, self.config
+        )
         return sum(v for k, v in terms.items() if k.endswith("_loss"))
 
 
@@ -72,11 +73,14 @@ def separate_losses(dataset, config, data, steps: int, precision: str) -> tuple[
     return losses, (time.perf_counter() - started) / steps
 
 
-def vmapped_losses(dataset, config, data, seeds: int, steps: int, warmup: int,
-                   precision: str) -> tuple[list[list[float]], float]:
+def vmapped_losses(
+    dataset, config, data, seeds: int, steps: int, warmup: int, precision: str
+) -> tuple[list[list[float]], float]:
     """``seeds`` seeds as one vmapped model: each step's losses per seed and the seconds per timed step."""
-    reps = [merlion_method.build(dataclasses.replace(config, seed=s), dataset.n_actions, dataset.obs_dim)
-            for s in range(seeds)]
+    reps = [
+        merlion_method.build(dataclasses.replace(config, seed=s), dataset.n_actions, dataset.obs_dim)
+        for s in range(seeds)
+    ]
     params, buffers = stack_module_state(reps)
     model = LossOfOneSeed(reps[0], data, config)
     prefix = "rep."
@@ -120,39 +124,60 @@ def main() -> None:
     rows = []
     for precision in [p.strip() for p in args.precisions.split(",") if p.strip()]:
         total = args.warmup + args.steps
-        sep = {s: separate_losses(dataset, dataclasses.replace(config, seed=s), data, total, precision)
-               for s in range(args.seeds)}
+        sep = {
+            s: separate_losses(dataset, dataclasses.replace(config, seed=s), data, total, precision)
+            for s in range(args.seeds)
+        }
         one_losses, one_seconds = vmapped_losses(dataset, config, data, 1, args.steps, args.warmup, precision)
-        many_losses, many_seconds = vmapped_losses(dataset, config, data, args.seeds, args.steps, args.warmup,
-                                                   precision)
+        many_losses, many_seconds = vmapped_losses(
+            dataset, config, data, args.seeds, args.steps, args.warmup, precision
+        )
         separate_seconds = sum(v[1] for v in sep.values()) / args.seeds
         gap = max(abs(many_losses[t][s] - sep[s][0][t]) for s in range(args.seeds) for t in range(total))
         first_gap = max(abs(many_losses[0][s] - sep[s][0][0]) for s in range(args.seeds))
-        rows.append({"precision": precision, "seeds": args.seeds, "steps": args.steps, "warmup": args.warmup,
-                     "separate_ms_per_step_one_seed": 1000 * separate_seconds,
-                     "vmapped_ms_per_step_one_seed": 1000 * one_seconds,
-                     "vmapped_ms_per_step_all_seeds": 1000 * many_seconds,
-                     "all_seeds_vmapped_over_one_separate": many_seconds / separate_seconds,
-                     "all_seeds_separate_over_vmapped": args.seeds * separate_seconds / many_seconds,
-                     "max_loss_gap_vmapped_vs_separate_first_step": first_gap,
-                     "max_loss_gap_vmapped_vs_separate_all_steps": gap,
-                     "final_losses_vmapped": many_losses[-1],
-                     "final_losses_separate": [sep[s][0][-1] for s in range(args.seeds)]})
+        rows.append(
+            {
+                "precision": precision,
+                "seeds": args.seeds,
+                "steps": args.steps,
+                "warmup": args.warmup,
+                "separate_ms_per_step_one_seed": 1000 * separate_seconds,
+                "vmapped_ms_per_step_one_seed": 1000 * one_seconds,
+                "vmapped_ms_per_step_all_seeds": 1000 * many_seconds,
+                "all_seeds_vmapped_over_one_separate": many_seconds / separate_seconds,
+                "all_seeds_separate_over_vmapped": args.seeds * separate_seconds / many_seconds,
+                "max_loss_gap_vmapped_vs_separate_first_step": first_gap,
+                "max_loss_gap_vmapped_vs_separate_all_steps": gap,
+                "final_losses_vmapped": many_losses[-1],
+                "final_losses_separate": [sep[s][0][-1] for s in range(args.seeds)],
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
-    report = {"what": "MERLION encoder step (Algorithm 2, maze paper config, batch 128), S seeds vmapped",
-              "host": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                       "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
-              "dataset": args.dataset or "collect('maze', 'medium', 0.5, 100_000, seed=0)",
-              "rows": rows, "load_average": {"start": load_at_start, "end": os.getloadavg()}}
+    report = {
+        "what": "MERLION encoder step (Algorithm 2, maze paper config, batch 128), S seeds vmapped",
+        "host": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
+        "dataset": args.dataset or "collect('maze', 'medium', 0.5, 100_000, seed=0)",
+        "rows": rows,
+        "load_average": {"start": load_at_start, "end": os.getloadavg()},
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print("| precision | one seed, separate (ms) | one seed, vmapped (ms) | "
-          f"{args.seeds} seeds, vmapped (ms) | vmapped / one separate |")
+    print(
+        "| precision | one seed, separate (ms) | one seed, vmapped (ms) | "
+        f"{args.seeds} seeds, vmapped (ms) | vmapped / one separate |"
+    )
     print("| --- | ---: | ---: | ---: | ---: |")
     for r in rows:
-        print(f"| {r['precision']} | {r['separate_ms_per_step_one_seed']:.1f} | {r['vmapped_ms_per_step_one_seed']:.1f} "
-              f"| {r['vmapped_ms_per_step_all_seeds']:.1f} | {r['all_seeds_vmapped_over_one_separate']:.2f}x |")
+        print(
+            f"| {r['precision']} | {r['separate_ms_per_step_one_seed']:.1f} | {r['vmapped_ms_per_step_one_seed']:.1f} "
+            f"| {r['vmapped_ms_per_step_all_seeds']:.1f} | {r['all_seeds_vmapped_over_one_separate']:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

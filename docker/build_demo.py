@@ -40,11 +40,22 @@ TAG = "demo"
 
 DEFAULT_STEPS: list[dict[str, Any]] = [
     {"kind": "collect", "config": {"env": "maze", "behaviour": "medium", "noise": 0.5, "n": 20_000}, "inputs": {}},
-    {"kind": "train-encoder", "config": {"method": "merlion", "options": {"steps": 2_000, "batch_size": 64}},
-     "inputs": {"dataset": (0, "dataset")}},
-    {"kind": "train-agent", "config": {"algo": "cql", "steps": 2_000, "eval_every": 250, "eval_episodes": 10,
-                                       "options": {"batch_size": 64}},
-     "inputs": {"dataset": (0, "dataset"), "encoder": (1, "encoder")}},
+    {
+        "kind": "train-encoder",
+        "config": {"method": "merlion", "options": {"steps": 2_000, "batch_size": 64}},
+        "inputs": {"dataset": (0, "dataset")},
+    },
+    {
+        "kind": "train-agent",
+        "config": {
+            "algo": "cql",
+            "steps": 2_000,
+            "eval_every": 250,
+            "eval_episodes": 10,
+            "options": {"batch_size": 64},
+        },
+        "inputs": {"dataset": (0, "dataset"), "encoder": (1, "encoder")},
+    },
 ]
 """Used when the app has no demo chain of its own (the same sizes as the app's demo)."""
 
@@ -59,8 +70,9 @@ def app_chains() -> Any | None:
         return None
     for name in ("DEMO", "demo_steps", "Chain", "save"):
         if not hasattr(chains, name):
-            raise SystemExit(f"build_demo: studio.chains has no {name}: the app's demo API changed, "
-                             "update docker/build_demo.py")
+            raise SystemExit(
+                f"build_demo: studio.chains has no {name}: the app's demo API changed, update docker/build_demo.py"
+            )
     return chains
 
 
@@ -69,8 +81,10 @@ def demo_steps(chains: Any | None, env: str) -> list[dict[str, Any]]:
     if chains is None:
         steps = copy.deepcopy(DEFAULT_STEPS)
     else:
-        steps = [{"kind": s.kind, "config": copy.deepcopy(s.config), "seed": s.seed, "inputs": dict(s.inputs)}
-                 for s in chains.demo_steps()]
+        steps = [
+            {"kind": s.kind, "config": copy.deepcopy(s.config), "seed": s.seed, "inputs": dict(s.inputs)}
+            for s in chains.demo_steps()
+        ]
     for step in steps:
         if step["kind"] == "collect":
             step["config"]["env"] = env
@@ -111,8 +125,10 @@ def run_chains(store: JobStore, chains_by_env: dict[str, list[dict[str, Any]]], 
         if len(records) == total and all(r.status == "succeeded" for r in records):
             return
         if time.monotonic() > deadline:
-            raise SystemExit(f"build_demo: not done after {timeout:.0f} s: "
-                             + ", ".join(f"{r.id} {r.kind} {r.status}" for r in records))
+            raise SystemExit(
+                f"build_demo: not done after {timeout:.0f} s: "
+                + ", ".join(f"{r.id} {r.kind} {r.status}" for r in records)
+            )
         time.sleep(1.0)
 
 
@@ -127,8 +143,11 @@ def record_app_demo(chains: Any, steps: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--envs", default="maze,multistep-maze", help="environments, comma-separated; the first "
-                        "one's chain becomes the app's demo chain")
+    parser.add_argument(
+        "--envs",
+        default="maze,multistep-maze",
+        help="environments, comma-separated; the first one's chain becomes the app's demo chain",
+    )
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before giving up")
     args = parser.parse_args(argv)
 
@@ -137,8 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     envs = [e.strip() for e in args.envs.split(",") if e.strip()]
     chains_by_env = {env: demo_steps(chains, env) for env in envs}
     log = open(store.root / "supervisor.log", "ab")
-    supervisor = subprocess.Popen([sys.executable, "-m", "merlion_core.cli", "supervisor", "--runs", str(store.root)],
-                                  stdout=log, stderr=subprocess.STDOUT, cwd=str(store.root))
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "merlion_core.cli", "supervisor", "--runs", str(store.root)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=str(store.root),
+    )
     started = time.monotonic()
     try:
         run_chains(store, chains_by_env, args.timeout)
@@ -149,8 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     if chains is not None:
         record_app_demo(chains, chains_by_env[envs[0]])
         print(f"build_demo: recorded the {envs[0]} chain as the app's demo chain", flush=True)
-    print(f"build_demo: {sum(map(len, chains_by_env.values()))} jobs succeeded in {time.monotonic() - started:.0f} s "
-          f"(runs folder {store.root}, uid {os.getuid()})", flush=True)
+    print(
+        f"build_demo: {sum(map(len, chains_by_env.values()))} jobs succeeded in {time.monotonic() - started:.0f} s "
+        f"(runs folder {store.root}, uid {os.getuid()})",
+        flush=True,
+    )
     return 0
 
 

@@ -14,8 +14,9 @@ WEIGHTS, CONFIG, METRICS = "weights.pt", "config.json", "metrics.json"
 MAX_JSON_BYTES = 16 * 1024**2
 
 
-def write_folder(out_dir: str | Path, module: nn.Module, document: dict[str, Any],
-                 metrics: dict[str, Any] | None) -> Path:
+def write_folder(
+    out_dir: str | Path, module: nn.Module, document: dict[str, Any], metrics: dict[str, Any] | None
+) -> Path:
     """Write the module's state_dict, ``document`` as config.json and ``metrics``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -40,9 +40,17 @@ def checkpoint_path(folder: str | os.PathLike, step: int) -> Path:
 class TrainingCheckpoint:
     """Save every ``every`` steps into ``folder`` (keeping the last ``keep``); restore the latest."""
 
-    def __init__(self, folder: str | os.PathLike, every: int, *, fingerprint: dict[str, Any], resume: bool = False,
-                 states: dict[str, Any] | None = None, generators: dict[str, torch.Generator | None] | None = None,
-                 keep: int = 2) -> None:
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        every: int,
+        *,
+        fingerprint: dict[str, Any],
+        resume: bool = False,
+        states: dict[str, Any] | None = None,
+        generators: dict[str, torch.Generator | None] | None = None,
+        keep: int = 2,
+    ) -> None:
         if every < 0:
             raise ValueError(f"checkpoint_every: must be >= 0, got {every}")
         self.folder, self.every, self.keep = Path(folder), int(every), max(1, int(keep))
@@ -57,14 +65,18 @@ class TrainingCheckpoint:
 
     def save(self, step: int, extra: dict[str, Any]) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
-        document = {"step": int(step), "fingerprint": self.fingerprint, "extra": extra,
-                    "states": {name: obj.state_dict() for name, obj in self.states.items()},
-                    "generators": {name: gen.get_state() for name, gen in self.generators.items()}}
+        document = {
+            "step": int(step),
+            "fingerprint": self.fingerprint,
+            "extra": extra,
+            "states": {name: obj.state_dict() for name, obj in self.states.items()},
+            "generators": {name: gen.get_state() for name, gen in self.generators.items()},
+        }
         path = checkpoint_path(self.folder, step)
         tmp = path.with_suffix(".tmp")
         torch.save(document, tmp)
         os.replace(tmp, path)  # a kill mid-write never leaves a half checkpoint under the real name
-        for old in checkpoint_steps(self.folder)[:-self.keep]:
+        for old in checkpoint_steps(self.folder)[: -self.keep]:
             checkpoint_path(self.folder, old).unlink(missing_ok=True)
         self.last_saved = int(step)
         return path
@@ -97,24 +109,48 @@ class TrainingCheckpoint:
         return self.last_saved, document.get("extra", {})
 
 
-def agent_checkpoint(folder: str | os.PathLike, every: int, resume: bool, agent: Any, sampler: Any, algo: str,
-                     config: Any, n_transitions: int, steps: int, eval_every: int) -> TrainingCheckpoint:
+def agent_checkpoint(
+    folder: str | os.PathLike,
+    every: int,
+    resume: bool,
+    agent: Any,
+    sampler: Any,
+    algo: str,
+    config: Any,
+    n_transitions: int,
+    steps: int,
+    eval_every: int,
+) -> TrainingCheckpoint:
     """The checkpoint of an offline RL run: the agent (its networks, targets included), its
     optimizer, the batch sampler's generator and the agent's own noise generator, if any."""
     from merlion_core.config import to_dict
 
     return TrainingCheckpoint(
-        folder, every, resume=resume, states={"agent": agent, "optimizer": agent.optimizer},
+        folder,
+        every,
+        resume=resume,
+        states={"agent": agent, "optimizer": agent.optimizer},
         generators={"sampler": sampler.generator, "agent": getattr(agent, "generator", None)},
-        fingerprint={"algo": algo, "config": to_dict(config), "n_transitions": int(n_transitions),
-                     "steps": int(steps), "eval_every": int(eval_every)})
+        fingerprint={
+            "algo": algo,
+            "config": to_dict(config),
+            "n_transitions": int(n_transitions),
+            "steps": int(steps),
+            "eval_every": int(eval_every),
+        },
+    )
 
 
-def encoder_checkpoint(folder: str | os.PathLike, every: int, resume: bool, method: str, config: Any,
-                       n_transitions: int) -> TrainingCheckpoint:
+def encoder_checkpoint(
+    folder: str | os.PathLike, every: int, resume: bool, method: str, config: Any, n_transitions: int
+) -> TrainingCheckpoint:
     """The checkpoint of a representation run; its training loop attaches the model, optimizer,
     learning-rate schedule and batch generator it builds."""
     from merlion_core.config import to_dict
 
-    return TrainingCheckpoint(folder, every, resume=resume, fingerprint={
-        "method": method, "config": to_dict(config), "n_transitions": int(n_transitions)})
+    return TrainingCheckpoint(
+        folder,
+        every,
+        resume=resume,
+        fingerprint={"method": method, "config": to_dict(config), "n_transitions": int(n_transitions)},
+    )

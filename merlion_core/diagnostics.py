@@ -13,8 +13,9 @@ dims, S state dims. Distances d[B, K, K] are float32; pairs are the upper triang
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,12 +68,12 @@ def ood_indicator(relative_probs: np.ndarray, tau: float) -> np.ndarray:
     return rel <= tau
 
 
-def _check_states_actions(
-    model: Any, states: np.ndarray, actions: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
+def _check_states_actions(model: Any, states: np.ndarray, actions: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     if callable(getattr(model, "observe", None)):
-        raise ValueError(f"diagnostics: {type(model).__name__} keeps hidden state, so observations are not "
-                         "states; the true pseudometric needs a model stepped from its observations")
+        raise ValueError(
+            f"diagnostics: {type(model).__name__} keeps hidden state, so observations are not "
+            "states; the true pseudometric needs a model stepped from its observations"
+        )
     states = np.asarray(states, dtype=np.float32)
     if states.ndim != 2 or states.shape[1] != model.obs_dim:
         raise ValueError(f"states must be [B, {model.obs_dim}], got {states.shape}")

@@ -69,8 +69,9 @@ class EvalResult:
         return out
 
 
-def evaluate(policy: Policy, env: str, episodes: int = 50, seed: int = 0,
-             env_overrides: dict[str, Any] | None = None) -> EvalResult:
+def evaluate(
+    policy: Policy, env: str, episodes: int = 50, seed: int = 0, env_overrides: dict[str, Any] | None = None
+) -> EvalResult:
     """Run ``episodes`` episodes of ``policy`` on ``env`` (short name or id) side by side."""
     if episodes < 1:
         raise ValueError(f"evaluate: episodes must be >= 1, got {episodes}")
@@ -82,8 +83,9 @@ def evaluate(policy: Policy, env: str, episodes: int = 50, seed: int = 0,
     def act(states: np.ndarray, _rng: np.random.Generator) -> np.ndarray:
         actions = np.asarray(policy.act(states))
         if actions.shape != (states.shape[0],) or not np.issubdtype(actions.dtype, np.integer):
-            raise ValueError(f"evaluate: policy.act must return int[{states.shape[0]}], "
-                             f"got {actions.dtype}{list(actions.shape)}")
+            raise ValueError(
+                f"evaluate: policy.act must return int[{states.shape[0]}], got {actions.dtype}{list(actions.shape)}"
+            )
         if actions.size and (actions.min() < 0 or actions.max() >= model.n_actions):
             raise ValueError(f"evaluate: policy.act returned actions outside [0, {model.n_actions})")
         return actions.astype(np.int64, copy=False)
@@ -92,8 +94,14 @@ def evaluate(policy: Policy, env: str, episodes: int = 50, seed: int = 0,
     return _eval_result(result, env_id, env_overrides)
 
 
-def evaluate_behaviour(behaviour: str, env: str, episodes: int = 50, seed: int = 0,
-                       env_overrides: dict[str, Any] | None = None, policy_seed: int = 0) -> EvalResult:
+def evaluate_behaviour(
+    behaviour: str,
+    env: str,
+    episodes: int = 50,
+    seed: int = 0,
+    env_overrides: dict[str, Any] | None = None,
+    policy_seed: int = 0,
+) -> EvalResult:
     """Run the env's behaviour policy ``behaviour`` (expert, medium or random) without the
     collection's action noise, on the episodes ``evaluate`` plays with the same ``seed``: the
     reference an agent that only imitates the logged policy would reach. The behaviour draws from
@@ -105,8 +113,9 @@ def evaluate_behaviour(behaviour: str, env: str, episodes: int = 50, seed: int =
     env_id = resolve_env_id(env)
     model = make_model(env_id, env_overrides)
     policy, policy_rng = make_behaviour(model, behaviour), np.random.default_rng(policy_seed)
-    result = rollout_episodes(model, lambda states, _env_rng: policy(states, policy_rng), episodes,
-                              np.random.default_rng(seed))
+    result = rollout_episodes(
+        model, lambda states, _env_rng: policy(states, policy_rng), episodes, np.random.default_rng(seed)
+    )
     return _eval_result(result, env_id, env_overrides)
 
 

@@ -13,15 +13,16 @@ then by index, so the output is deterministic and independent of ``chunk``.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 from merlion_core.representation.base import DEFAULT_CHUNK, Representation
 
 
-def _merge(best_d: torch.Tensor | None, best_i: torch.Tensor | None, dist_BC: torch.Tensor,
-           idx_C: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _merge(
+    best_d: torch.Tensor | None, best_i: torch.Tensor | None, dist_BC: torch.Tensor, idx_C: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Running top-k: keep the k smallest of (kept, new chunk), ordered by (distance, index)."""
     idx_BC = idx_C[None, :].expand_as(dist_BC)
     if best_d is None:
@@ -80,7 +81,8 @@ def l1_nearest(
             raise ValueError(f"l1_nearest: query dim {d} != representation dim {representation.dim}")
         n_actions = representation.n_actions
         get_chunk = lambda start, stop: representation.embed_chunk(  # noqa: E731
-            obs_BS, torch.arange(start, stop, device=obs_BS.device))
+            obs_BS, torch.arange(start, stop, device=obs_BS.device)
+        )
     if not 1 <= k <= n_actions:
         raise ValueError(f"l1_nearest: k must be in [1, {n_actions}], got {k}")
 
@@ -92,8 +94,10 @@ def l1_nearest(
             actions_C = torch.arange(start, stop, device=query_BD.device)
             e_BCD = get_chunk(start, stop)
             if e_BCD.shape[1:] != (actions_C.shape[0], d) or e_BCD.shape[0] not in (1, b):
-                raise ValueError(f"l1_nearest: embeddings of a chunk have shape {tuple(e_BCD.shape)}, "
-                                 f"expected [{b}, {actions_C.shape[0]}, {d}]")
+                raise ValueError(
+                    f"l1_nearest: embeddings of a chunk have shape {tuple(e_BCD.shape)}, "
+                    f"expected [{b}, {actions_C.shape[0]}, {d}]"
+                )
             dist_BC = (query_BD[:, None, :] - e_BCD).abs().sum(dim=-1)
             best_d, best_i = _merge(best_d, best_i, dist_BC, actions_C, k)
     assert best_d is not None and best_i is not None

@@ -7,7 +7,8 @@ nearest neighbour of e_hat among phi(a; s) for every action a at that state.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -32,8 +33,13 @@ class LatentPolicy:
     use dropout or batch norm should call ``.eval()`` on them first.
     """
 
-    def __init__(self, actor: Callable[[torch.Tensor], torch.Tensor], representation: Representation,
-                 device: str | torch.device = "cpu", chunk: int = DEFAULT_CHUNK) -> None:
+    def __init__(
+        self,
+        actor: Callable[[torch.Tensor], torch.Tensor],
+        representation: Representation,
+        device: str | torch.device = "cpu",
+        chunk: int = DEFAULT_CHUNK,
+    ) -> None:
         self.actor = actor
         self.representation = representation
         self.device = torch.device(device)
@@ -52,8 +58,10 @@ class LatentPolicy:
             obs_BS = torch.as_tensor(obs, device=self.device)
             e_hat_BD = self.actor(obs_BS)
             if tuple(e_hat_BD.shape) != (obs.shape[0], self.representation.dim):
-                raise ValueError(f"LatentPolicy.act: actor output must be [{obs.shape[0]}, "
-                                 f"{self.representation.dim}], got {tuple(e_hat_BD.shape)}")
+                raise ValueError(
+                    f"LatentPolicy.act: actor output must be [{obs.shape[0]}, "
+                    f"{self.representation.dim}], got {tuple(e_hat_BD.shape)}"
+                )
             idx_BK, _ = l1_nearest(e_hat_BD, representation=self.representation, obs_BS=obs_BS, chunk=self.chunk)
         return idx_BK[:, 0].cpu().numpy().astype(np.int64, copy=False)
 

@@ -25,8 +25,9 @@ ARCHIVE = "umap.npz"
 CONFIG = "config.json"
 
 
-def umap_projection(points_ND: np.ndarray, *, n_neighbors: int = 15, min_dist: float = 0.1,
-                    seed: int = 0) -> np.ndarray:
+def umap_projection(
+    points_ND: np.ndarray, *, n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0
+) -> np.ndarray:
     """f32[N, 2]: the UMAP embedding of ``points_ND`` (Euclidean), deterministic for a seed (umap's
     random_state; it then runs on one thread). Needs at least n_neighbors + 1 distinct finite
     points; copies of a point share its coordinates."""
@@ -46,23 +47,28 @@ def umap_projection(points_ND: np.ndarray, *, n_neighbors: int = 15, min_dist: f
         raise ValueError(f"umap_projection: {n} points; at most {MAX_POINTS}")
     bad = ~np.isfinite(points).all(axis=1)
     if bad.any():
-        raise ValueError(f"umap_projection: points must be finite; row {int(np.flatnonzero(bad)[0])} is not "
-                         f"({int(bad.sum())} rows in all)")
+        raise ValueError(
+            f"umap_projection: points must be finite; row {int(np.flatnonzero(bad)[0])} is not "
+            f"({int(bad.sum())} rows in all)"
+        )
     # UMAP is not deterministic on repeated points (ties among neighbours): project each distinct
     # point once and give its copies the same place
     distinct, inverse = np.unique(points.astype(np.float32), axis=0, return_inverse=True)
     if len(distinct) < n_neighbors + 1:
-        raise ValueError(f"umap_projection: {len(distinct)} distinct points; need at least n_neighbors + 1 = "
-                         f"{n_neighbors + 1}")
+        raise ValueError(
+            f"umap_projection: {len(distinct)} distinct points; need at least n_neighbors + 1 = {n_neighbors + 1}"
+        )
     import umap  # numba-compiled: imported (and compiled) only when a projection is asked for
 
-    reducer = umap.UMAP(n_components=2, n_neighbors=int(n_neighbors), min_dist=float(min_dist),
-                        random_state=int(seed), n_jobs=1)
+    reducer = umap.UMAP(
+        n_components=2, n_neighbors=int(n_neighbors), min_dist=float(min_dist), random_state=int(seed), n_jobs=1
+    )
     return np.asarray(reducer.fit_transform(distinct), dtype=np.float32)[inverse.reshape(-1)]
 
 
-def save_projection(out_dir: str | os.PathLike, coords_RA2: np.ndarray, rows_R: np.ndarray,
-                    config: dict[str, Any]) -> Path:
+def save_projection(
+    out_dir: str | os.PathLike, coords_RA2: np.ndarray, rows_R: np.ndarray, config: dict[str, Any]
+) -> Path:
     """Write the coordinates and their config (both atomically); returns the .npz path."""
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -90,8 +96,10 @@ def load_projection(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, di
     except (OSError, KeyError, ValueError) as exc:
         raise ValueError(f"{archive}: not a projection archive ({exc})") from None
     if coords.ndim != 3 or coords.shape[2] != 2 or rows.shape != (coords.shape[0],) or coords.dtype != np.float32:
-        raise ValueError(f"{archive}: coords must be float32 [R, A, 2] with rows [R], got {coords.dtype} "
-                         f"{coords.shape} and rows {rows.shape}")
+        raise ValueError(
+            f"{archive}: coords must be float32 [R, A, 2] with rows [R], got {coords.dtype} "
+            f"{coords.shape} and rows {rows.shape}"
+        )
     config_path = archive.parent / CONFIG
     try:
         config = json.loads(config_path.read_text()) if config_path.is_file() else {}

@@ -16,14 +16,21 @@ st.title("Data")
 generate, upload, browse = st.tabs(["Generate", "Upload", "Summary"])
 
 with generate:
-    st.caption("Collect a logged dataset with one of the environment's behaviour policies (runs as a background "
-               "job; expert and random normalisers are measured too).")
+    st.caption(
+        "Collect a logged dataset with one of the environment's behaviour policies (runs as a background "
+        "job; expert and random normalisers are measured too)."
+    )
     env_names = [spec.short_name for spec in ENV_SPECS.values()]
-    env = st.selectbox("Environment", env_names, key="data.env",
-                       format_func=lambda n: f"{n}: {next(s.description for s in ENV_SPECS.values() if s.short_name == n)}")
+    env = st.selectbox(
+        "Environment",
+        env_names,
+        key="data.env",
+        format_func=lambda n: f"{n}: {next(s.description for s in ENV_SPECS.values() if s.short_name == n)}",
+    )
     behaviour = st.selectbox("Behaviour", ["medium", "expert", "random"], key="data.behaviour")
-    options = config_form(CollectJob, CollectJob(n=settings.DEMO_TRANSITIONS), "data.collect",
-                          skip=("env", "behaviour", "env_config"))
+    options = config_form(
+        CollectJob, CollectJob(n=settings.DEMO_TRANSITIONS), "data.collect", skip=("env", "behaviour", "env_config")
+    )
     seed = st.number_input("Seed", value=0, min_value=0, step=1, key="data.seed")
     if st.button("Generate", type="primary", key="data.generate"):
         config = {"env": env, "behaviour": behaviour, "n": settings.DEMO_TRANSITIONS, **options}
@@ -37,8 +44,10 @@ with generate:
     live_fragment(lambda: progress_lines(jobs_client.jobs("collect")[-5:][::-1]), lambda: any_active(("collect",)))
 
 with upload:
-    st.caption(f"npz (D4RL keys), D4RL HDF5, d3rlpy HDF5 (.h5) or a Minari dataset folder as a .zip; at most "
-               f"{settings.MAX_UPLOAD_MB} MB. Saved under `{settings.data_dir() / 'uploads'}` with a safe name.")
+    st.caption(
+        f"npz (D4RL keys), D4RL HDF5, d3rlpy HDF5 (.h5) or a Minari dataset folder as a .zip; at most "
+        f"{settings.MAX_UPLOAD_MB} MB. Saved under `{settings.data_dir() / 'uploads'}` with a safe name."
+    )
     file = st.file_uploader("Dataset file", type=["npz", "h5", "hdf5", "zip"], key="data.upload")
     if file is not None:
         token = (file.name, file.size, getattr(file, "file_id", ""))
@@ -52,8 +61,10 @@ with upload:
                 st.session_state["data.upload_result"] = ("error", str(exc), "")
         status, text, fmt = st.session_state["data.upload_result"]
         if status == "ok":
-            st.success(f"{file.name}: valid {fmt} dataset, saved as `{text}`. Its summary is in the Summary tab"
-                       + ("." if loaders.dataset(text).meta.env_id else "; it names no simulator (see there)."))
+            st.success(
+                f"{file.name}: valid {fmt} dataset, saved as `{text}`. Its summary is in the Summary tab"
+                + ("." if loaders.dataset(text).meta.env_id else "; it names no simulator (see there).")
+            )
         else:
             st.error(text)
 
@@ -75,19 +86,30 @@ def simulator_panel(path: str, summary: dict) -> None:
     problem = simulator.editable_problem(path)
     choices = {s.env_id: s for s in simulator.matching_envs(summary["obs_dim"], summary["n_actions"])}
     if problem or not choices:
-        st.caption(problem or simulator.no_match_text(summary["obs_dim"], summary["n_actions"],
-                                                      bool(meta.extra.get("n_actions_inferred"))))
+        st.caption(
+            problem
+            or simulator.no_match_text(
+                summary["obs_dim"], summary["n_actions"], bool(meta.extra.get("n_actions_inferred"))
+            )
+        )
         return
     options = ["none", *choices]
     if st.session_state.get("data.simulator") not in options:
         st.session_state.pop("data.simulator", None)
-    pick = st.radio(f"Simulator (registered environments with {summary['obs_dim']} observation values and "
-                    f"{summary['n_actions']:,} actions, as this dataset)", options, key="data.simulator",
-                    format_func=lambda i: "none: keep it as it is" if i == "none" else choices[i].label)
+    pick = st.radio(
+        f"Simulator (registered environments with {summary['obs_dim']} observation values and "
+        f"{summary['n_actions']:,} actions, as this dataset)",
+        options,
+        key="data.simulator",
+        format_func=lambda i: "none: keep it as it is" if i == "none" else choices[i].label,
+    )
     if st.button("Name this simulator", key="data.sim_go", disabled=pick == "none"):
         with st.spinner(f"Measuring {pick}'s expert and random returns (1000 episodes each) ..."):
-            act(lambda p: simulator.name_env(p, pick), path, f"Simulator `{pick}` recorded in the dataset; "
-                "jobs on it now evaluate agents in it.")
+            act(
+                lambda p: simulator.name_env(p, pick),
+                path,
+                f"Simulator `{pick}` recorded in the dataset; jobs on it now evaluate agents in it.",
+            )
 
 
 def act(change, path: str, done: str) -> None:
@@ -120,10 +142,12 @@ with browse:
             cols[2].metric("Actions used", f"{summary['distinct_actions']:,} / {summary['n_actions']:,}")
             cols[3].metric("Mean return", f"{summary['mean_return']:.2f}")
             score = summary["behaviour_normalised_score"]
-            cols[4].metric("Behaviour score", f"{score:.1f}" if score is not None else
-                           "—" if summary["env_id"] is None else "n/a",
-                           help="100 (R - R_random) / (R_expert - R_random), R_expert and R_random measured in the "
-                                "dataset's simulator" + ("" if summary["env_id"] else ": it names none"))
+            cols[4].metric(
+                "Behaviour score",
+                f"{score:.1f}" if score is not None else "—" if summary["env_id"] is None else "n/a",
+                help="100 (R - R_random) / (R_expert - R_random), R_expert and R_random measured in the "
+                "dataset's simulator" + ("" if summary["env_id"] else ": it names none"),
+            )
             simulator_panel(path, summary)
             left, right = st.columns(2)
             left.plotly_chart(charts.return_histogram(returns), key="data.returns")

@@ -16,8 +16,10 @@ COLOURS = ("Q from the trained critic", "true value Q*(s, a)", "none")
 
 setup("Embeddings")
 st.title("Embeddings")
-st.caption("Every action's embedding phi(a; s) at one state (the paper's Fig. 4). Crosses: actions the "
-           "behaviour model calls out of distribution (Eq. 7, G(a|s) / max G <= tau).")
+st.caption(
+    "Every action's embedding phi(a; s) at one state (the paper's Fig. 4). Crosses: actions the "
+    "behaviour model calls out of distribution (Eq. 7, G(a|s) / max G <= tau)."
+)
 
 encoders = catalog.encoders()
 if not encoders:
@@ -26,8 +28,13 @@ if not encoders:
 by_path = {e.path: e for e in encoders}
 left_default = catalog.preferred_encoder(encoders)
 top = st.columns(2)
-left_path = top[0].selectbox("Representation", list(by_path), index=list(by_path).index(left_default),
-                             format_func=lambda p: by_path[p].label, key="emb.left")
+left_path = top[0].selectbox(
+    "Representation",
+    list(by_path),
+    index=list(by_path).index(left_default),
+    format_func=lambda p: by_path[p].label,
+    key="emb.left",
+)
 # side by side only with encoders of the same observation size and action count (the right one is
 # shown at the left one's state), and not of another recorded simulator
 pairable, hidden = simulator.pairable(left_path, [p for p in by_path if p != left_path])
@@ -35,12 +42,18 @@ right_choices = ["none"] + pairable
 others = [p for p in pairable if by_path[p].method != by_path[left_path].method]
 if st.session_state.get("emb.right") not in right_choices:
     st.session_state.pop("emb.right", None)
-right_path = top[1].selectbox("Side by side with", right_choices,
-                              index=right_choices.index(others[-1]) if others else 0,
-                              format_func=lambda p: "nothing" if p == "none" else by_path[p].label, key="emb.right")
+right_path = top[1].selectbox(
+    "Side by side with",
+    right_choices,
+    index=right_choices.index(others[-1]) if others else 0,
+    format_func=lambda p: "nothing" if p == "none" else by_path[p].label,
+    key="emb.right",
+)
 if hidden:
-    top[1].caption(f"{len(hidden)} other encoder(s) not offered: trained on data with another observation size, "
-                   "action count or simulator, so they cannot be shown at this encoder's state.")
+    top[1].caption(
+        f"{len(hidden)} other encoder(s) not offered: trained on data with another observation size, "
+        "action count or simulator, so they cannot be shown at this encoder's state."
+    )
 dataset_path = by_path[left_path].dataset
 try:
     ds = loaders.dataset(dataset_path or "")
@@ -49,10 +62,13 @@ except DatasetError as exc:
     st.stop()
 model = loaders.model_for(ds)
 if not ds.meta.env_id:
-    st.info(simulator.needs_true_model_text(
-        "the true value Q*(s, a) to colour by, the maze map to pick a state on and what each action means (the "
-        "hover shows its id). Shown: every action's embedding at a dataset row, Q from a critic trained on this "
-        "encoder and, for a MERLION encoder, the OOD marks and the p / tau sliders"))
+    st.info(
+        simulator.needs_true_model_text(
+            "the true value Q*(s, a) to colour by, the maze map to pick a state on and what each action means (the "
+            "hover shows its id). Shown: every action's embedding at a dataset row, Q from a critic trained on this "
+            "encoder and, for a MERLION encoder, the OOD marks and the p / tau sliders"
+        )
+    )
 env_key = loaders.env_key(ds) if model is not None else None
 observations = np.asarray(ds.observations)
 
@@ -74,8 +90,12 @@ if model is not None and hasattr(model.config, "walls"):
     st.session_state["emb.map_rows"] = rows
     map_col, info_col = st.columns([3, 2])
     with map_col:
-        st.plotly_chart(maze_map(states, model.config, observations[row]), on_select=on_map_select,
-                        selection_mode="points", key="emb.map")
+        st.plotly_chart(
+            maze_map(states, model.config, observations[row]),
+            on_select=on_map_select,
+            selection_mode="points",
+            key="emb.map",
+        )
         st.caption("Click a point on the map to pick that dataset state.")
 else:
     info_col = st.container()
@@ -83,8 +103,9 @@ with info_col:
     st.number_input("Dataset row", 0, len(observations) - 1, step=1, key="emb.row")
     obs = observations[int(st.session_state["emb.row"])].astype(np.float32)
     st.markdown("Observation: `" + ", ".join(f"{v:.3f}" for v in obs) + "`")
-    colour_mode = st.radio("Colour by", COLOURS if explore.has_true_model(model) else (COLOURS[0], COLOURS[2]),
-                           key="emb.colour")
+    colour_mode = st.radio(
+        "Colour by", COLOURS if explore.has_true_model(model) else (COLOURS[0], COLOURS[2]), key="emb.colour"
+    )
 state_key = tuple(float(v) for v in obs)
 
 
@@ -98,17 +119,27 @@ def colour_values(entry: catalog.Entry, e: np.ndarray, side: str) -> tuple[np.nd
         if not agents:
             st.caption("No agent trained on this encoder yet: no critic to colour by.")
             return None, ""
-        picked = st.selectbox("Critic", [a.path for a in agents], index=len(agents) - 1, key=f"emb.agent.{side}",
-                              format_func=lambda p: next(a.label for a in agents if a.path == p))
+        picked = st.selectbox(
+            "Critic",
+            [a.path for a in agents],
+            index=len(agents) - 1,
+            key=f"emb.agent.{side}",
+            format_func=lambda p: next(a.label for a in agents if a.path == p),
+        )
         loaded = loaders.agent(picked)
         return explore.q_values(loaded.agent, loaded.algo, obs, e), f"Q ({loaded.algo})"
     return None, ""
 
 
 def start_warm_start(side: str, entry_path: str) -> None:
-    job = warmstart.slider_job(entry_path, by_path[entry_path].dataset, p=float(st.session_state[f"emb.p.{side}"]),
-                               tau=float(st.session_state[f"emb.tau.{side}"]),
-                               steps=int(st.session_state.get(f"emb.steps.{side}", 60)), state=state_key)
+    job = warmstart.slider_job(
+        entry_path,
+        by_path[entry_path].dataset,
+        p=float(st.session_state[f"emb.p.{side}"]),
+        tau=float(st.session_state[f"emb.tau.{side}"]),
+        steps=int(st.session_state.get(f"emb.steps.{side}", 60)),
+        state=state_key,
+    )
     try:
         st.session_state[f"emb.warm.{side}"] = (warmstart.submit(job), state_key)
     except ValueError as exc:
@@ -136,10 +167,22 @@ def panel(side: str, path: str) -> None:
         if warm_startable:
             p0 = float(getattr(loaded.config, "p", 0.01))
             cols = st.columns(3)
-            cols[0].select_slider("p (OOD penalty)", sorted(set(P_VALUES) | {p0}), value=p0, key=f"emb.p.{side}",
-                                  on_change=start_warm_start, args=(side, path))
-            cols[1].select_slider("tau (OOD threshold)", sorted(set(TAU_VALUES) | {tau}), value=tau,
-                                  key=f"emb.tau.{side}", on_change=start_warm_start, args=(side, path))
+            cols[0].select_slider(
+                "p (OOD penalty)",
+                sorted(set(P_VALUES) | {p0}),
+                value=p0,
+                key=f"emb.p.{side}",
+                on_change=start_warm_start,
+                args=(side, path),
+            )
+            cols[1].select_slider(
+                "tau (OOD threshold)",
+                sorted(set(TAU_VALUES) | {tau}),
+                value=tau,
+                key=f"emb.tau.{side}",
+                on_change=start_warm_start,
+                args=(side, path),
+            )
             cols[2].selectbox("Warm-start steps", (60, 150, 300), key=f"emb.steps.{side}")
             if st.session_state.get(f"emb.warm_error.{side}"):
                 st.error(st.session_state.pop(f"emb.warm_error.{side}"))
@@ -152,8 +195,11 @@ def panel(side: str, path: str) -> None:
         chart_slot, caption_slot = st.empty(), st.empty()
 
         def draw(shown: np.ndarray, caption: str) -> None:
-            chart_slot.plotly_chart(embedding_scatter(projection(shown), colour, colour_label, info.customdata,
-                                                      info.hovertemplate, ood, title, axis))
+            chart_slot.plotly_chart(
+                embedding_scatter(
+                    projection(shown), colour, colour_label, info.customdata, info.hovertemplate, ood, title, axis
+                )
+            )
             caption_slot.caption(caption)
 
         if warm is None:
@@ -161,23 +207,27 @@ def panel(side: str, path: str) -> None:
         else:  # the job's frames stream into the chart while it runs
             warmstart.follow(warm[0], e, draw, caption_slot.caption)
         if ood is not None:
-            st.caption(f"Out of distribution at this state: {int(ood.sum()):,} of {len(ood):,} actions "
-                       f"(G(a|s) / max G <= tau = {tau}).")
+            st.caption(
+                f"Out of distribution at this state: {int(ood.sum()):,} of {len(ood):,} actions "
+                f"(G(a|s) / max G <= tau = {tau})."
+            )
 
     st.fragment(body)()
     if rep.dim > 2:
         umap_view(side, path, loaded, colour, colour_label, info)
 
 
-def umap_view(side: str, path: str, loaded, colour: np.ndarray | None, colour_label: str,
-              info: explore.ActionInfo) -> None:
+def umap_view(
+    side: str, path: str, loaded, colour: np.ndarray | None, colour_label: str, info: explore.ActionInfo
+) -> None:
     """d > 2: UMAP of the same embeddings, computed by a job of the runner's umap kind (the store
     caches it per encoder, state and settings); polled every 2 s while the job runs."""
     cols = st.columns([1, 1, 1])
     n_neighbors = cols[0].number_input("UMAP n_neighbors", 2, 200, 15, key=f"emb.umap.k.{side}")
     min_dist = cols[1].number_input("UMAP min_dist", 0.0, 1.0, 0.1, step=0.05, key=f"emb.umap.md.{side}")
-    request = projections.Request(path, dataset_path, int(st.session_state["emb.row"]), int(n_neighbors),
-                                  float(min_dist))
+    request = projections.Request(
+        path, dataset_path, int(st.session_state["emb.row"]), int(n_neighbors), float(min_dist)
+    )
     if cols[2].button("Compute UMAP", key=f"emb.umap.go.{side}"):
         try:
             projections.submit(request)
@@ -189,8 +239,9 @@ def umap_view(side: str, path: str, loaded, colour: np.ndarray | None, colour_la
     def show() -> None:
         job = projections.latest(request)
         if job is None:
-            st.caption("UMAP for this state and these settings: not computed yet (a background job, seconds "
-                       "to a minute).")
+            st.caption(
+                "UMAP for this state and these settings: not computed yet (a background job, seconds to a minute)."
+            )
             return
         archive = projections.archive(job)
         if archive is None:
@@ -200,16 +251,27 @@ def umap_view(side: str, path: str, loaded, colour: np.ndarray | None, colour_la
                 st.error(projections.status_text(job))
             return
         xy = loaders.projection(archive, rep.n_actions)
-        st.plotly_chart(embedding_scatter(xy, colour, colour_label, info.customdata, info.hovertemplate, ood,
-                                          f"{loaded.method}, d = {rep.dim}: UMAP (n_neighbors {request.n_neighbors}, "
-                                          f"min_dist {request.min_dist})", ("UMAP 1", "UMAP 2")),
-                        key=f"emb.umap.chart.{side}")
+        st.plotly_chart(
+            embedding_scatter(
+                xy,
+                colour,
+                colour_label,
+                info.customdata,
+                info.hovertemplate,
+                ood,
+                f"{loaded.method}, d = {rep.dim}: UMAP (n_neighbors {request.n_neighbors}, "
+                f"min_dist {request.min_dist})",
+                ("UMAP 1", "UMAP 2"),
+            ),
+            key=f"emb.umap.chart.{side}",
+        )
         st.caption(projections.status_text(job))
 
     live_fragment(show, lambda: projections.running(request))
 
 
+# one column (no right encoder): the left panel only
 columns = st.columns(2) if right_path != "none" else [st.container()]
-for side, path, column in zip(("left", "right"), (left_path, right_path), columns):
+for side, path, column in zip(("left", "right"), (left_path, right_path), columns, strict=False):
     with column:
         panel(side, path)

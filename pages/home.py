@@ -13,15 +13,18 @@ st.markdown(
     "MERLION learns a state-conditional action encoder phi(a; s) whose L1 distances follow a "
     "behavioural pseudometric (reward difference + W2 distance of next states, with a penalty p "
     "for actions the data never shows), runs a continuous offline RL algorithm (CQL) in that "
-    "latent space, and maps its output back to a real action by L1 nearest neighbour.")
+    "latent space, and maps its output back to a real action by L1 nearest neighbour."
+)
 st.image(str(settings.ASSETS / "merlion_overview.svg"), width="stretch")
 
 st.subheader("Start with the demo")
-st.caption(f"The demo: a maze dataset of {settings.DEMO_TRANSITIONS:,} transitions (medium behaviour, 50% noise), "
-           f"a MERLION encoder ({settings.DEMO_ENCODER_STEPS:,} steps, batch {settings.DEMO_BATCH}), a Transition "
-           "encoder to compare it with, and a short "
-           f"MERLION-CQL run ({settings.DEMO_AGENT_STEPS:,} steps, batch {settings.DEMO_BATCH}): small enough to "
-           "build in a few minutes on 2 CPU cores, as background jobs. The paper's runs are 10x longer.")
+st.caption(
+    f"The demo: a maze dataset of {settings.DEMO_TRANSITIONS:,} transitions (medium behaviour, 50% noise), "
+    f"a MERLION encoder ({settings.DEMO_ENCODER_STEPS:,} steps, batch {settings.DEMO_BATCH}), a Transition "
+    "encoder to compare it with, and a short "
+    f"MERLION-CQL run ({settings.DEMO_AGENT_STEPS:,} steps, batch {settings.DEMO_BATCH}): small enough to "
+    "build in a few minutes on 2 CPU cores, as background jobs. The paper's runs are 10x longer."
+)
 
 
 def demo_status() -> None:

@@ -9,24 +9,31 @@ from merlion_core.data.dataset import DatasetError
 from merlion_core.pipelines.encoder import diagnose_encoder
 from studio import catalog, explore, loaders, simulator
 from studio.charts import HEATMAP_MAX, distance_heatmap
-from studio.png import matrix_png
 from studio.page import setup
+from studio.png import matrix_png
 
 SIZES = (64, 128, 256, 512, 1024)
 
 setup("Pseudometric")
 st.title("Pseudometric")
-st.caption("Learned ||phi(a_i; s) - phi(a_j; s)||_1 against the true d(a_i, a_j | s) = |R_i - R_j| + gamma W2(P_i, P_j) "
-           "(Eq. 3, from the env's true model, action noise included), actions ordered by equivalence class "
-           "(the mazes) or video type (the recommender).")
+st.caption(
+    "Learned ||phi(a_i; s) - phi(a_j; s)||_1 against the true d(a_i, a_j | s) = |R_i - R_j| + gamma W2(P_i, P_j) "
+    "(Eq. 3, from the env's true model, action noise included), actions ordered by equivalence class "
+    "(the mazes) or video type (the recommender)."
+)
 
 encoders = catalog.encoders()
 if not encoders:
     st.info("No trained encoder yet: train one on the Train page, or wait for the demo (Home).")
     st.stop()
 by_path = {e.path: e for e in encoders}
-path = st.selectbox("Representation", list(by_path), index=list(by_path).index(catalog.preferred_encoder(encoders)),
-                    format_func=lambda p: by_path[p].label, key="pm.encoder")
+path = st.selectbox(
+    "Representation",
+    list(by_path),
+    index=list(by_path).index(catalog.preferred_encoder(encoders)),
+    format_func=lambda p: by_path[p].label,
+    key="pm.encoder",
+)
 try:
     ds = loaders.dataset(by_path[path].dataset or "")
 except DatasetError as exc:
@@ -35,10 +42,13 @@ except DatasetError as exc:
 model = loaders.model_for(ds)
 env = loaders.env_key(ds) if model is not None else None
 if not ds.meta.env_id:
-    st.info(simulator.needs_true_model_text(
-        "the true pseudometric d(a_i, a_j | s) beside the learned distances, their Spearman correlation, the "
-        "class separation (the equivalence classes are the simulator's) and the diagnostics over many states. "
-        "Shown: the learned distances and, for a MERLION encoder, the OOD share (its own behaviour model)"))
+    st.info(
+        simulator.needs_true_model_text(
+            "the true pseudometric d(a_i, a_j | s) beside the learned distances, their Spearman correlation, the "
+            "class separation (the equivalence classes are the simulator's) and the diagnostics over many states. "
+            "Shown: the learned distances and, for a MERLION encoder, the OOD share (its own behaviour model)"
+        )
+    )
 observations = np.asarray(ds.observations)
 cols = st.columns(3)
 row = int(cols[0].number_input("Dataset row (the state)", 0, len(observations) - 1, 0, step=1, key="pm.row"))
@@ -55,16 +65,18 @@ st.markdown("State: `" + ", ".join(f"{v:.3f}" for v in obs) + "`")
 
 
 @st.cache_data(max_entries=16, show_spinner="Computing the distance matrices ...")
-def matrices(path: str, mtime: float, state: tuple, k: int, seed: int,
-             env: tuple | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def matrices(
+    path: str, mtime: float, state: tuple, k: int, seed: int, env: tuple | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(actions int[K] in class order, learned f32[K, K], true f32[K, K] or None); ``env`` (the
     dataset's env key) is in the cache key: a simulator named later brings the true matrix."""
     e = loaders.embeddings(path, mtime, state)
     classes = loaders.action_info(*env).classes if env is not None else None
     actions = explore.ordered_actions(len(e), classes, k, np.random.default_rng(seed))
     learned = explore.learned_distances(e[actions])
-    true = (explore.true_distances(model, np.asarray(state, np.float32), actions)
-            if explore.has_true_model(model) else None)
+    true = (
+        explore.true_distances(model, np.asarray(state, np.float32), actions) if explore.has_true_model(model) else None
+    )
     return actions, learned, true
 
 
@@ -74,14 +86,31 @@ classes = None if all_classes is None else np.asarray(all_classes)[actions]
 stats = explore.state_diagnostics(learned, true, classes)
 rep = loaders.representation(path).representation
 ood = explore.ood_mask(rep, obs, float(getattr(loaders.representation(path).config, "tau", 0.3)))
-metrics = [("Spearman (this state)", stats["spearman"], "{:.3f}", true is not None,
-            "rank correlation of learned and true distances over the action pairs shown"),
-           ("Class separation", stats["class_separation"], "{:.3f}", classes is not None,
-            "mean distance within an equivalence class / between classes (0 is ideal)"),
-           ("OOD share", None if ood is None else float(ood.mean()), "{:.1%}", ood is not None,
-            "actions with G(a|s) / max G <= tau")]
+metrics = [
+    (
+        "Spearman (this state)",
+        stats["spearman"],
+        "{:.3f}",
+        true is not None,
+        "rank correlation of learned and true distances over the action pairs shown",
+    ),
+    (
+        "Class separation",
+        stats["class_separation"],
+        "{:.3f}",
+        classes is not None,
+        "mean distance within an equivalence class / between classes (0 is ideal)",
+    ),
+    (
+        "OOD share",
+        None if ood is None else float(ood.mean()),
+        "{:.1%}",
+        ood is not None,
+        "actions with G(a|s) / max G <= tau",
+    ),
+]
 metrics = [m for m in metrics if m[3]]  # only what this encoder and its dataset allow
-for column, (label, value, fmt, _, help_text) in zip(st.columns(len(metrics)) if metrics else [], metrics):
+for column, (label, value, fmt, _, help_text) in zip(st.columns(len(metrics)) if metrics else [], metrics, strict=True):
     column.metric(label, "n/a" if value is None else fmt.format(value), help=help_text)
 if ood is None:
     st.caption(f"No OOD share: a {loaders.representation(path).method} encoder has no behaviour model.")
@@ -94,20 +123,33 @@ if len(actions) <= HEATMAP_MAX:
     if classes is not None:
         text = np.char.add("class ", classes.astype(str))
         hover = np.char.add(np.char.add(text[:, None], " / "), text[None, :])
-    for column, (name, matrix, label) in zip(st.columns(len(panels)), panels):
-        column.plotly_chart(distance_heatmap(matrix, actions, f"{label} ({len(actions)} actions)", label, hover),
-                            key=f"pm.heat.{name}")
+    for column, (name, matrix, label) in zip(st.columns(len(panels)), panels, strict=True):
+        column.plotly_chart(
+            distance_heatmap(matrix, actions, f"{label} ({len(actions)} actions)", label, hover), key=f"pm.heat.{name}"
+        )
 else:
     st.caption(f"{len(actions)} actions: PNG overviews (no hover); pick a block below to zoom in with hover.")
-    for column, (name, matrix, label) in zip(st.columns(len(panels)), panels):
-        column.image(matrix_png(matrix), caption=f"{label}, {len(actions)} x {len(actions)}", width="stretch",
-                     output_format="PNG")
-    block = st.slider("Zoom block (first action index, in class order)", 0, len(actions) - HEATMAP_MAX, 0,
-                      step=HEATMAP_MAX // 2, key="pm.block")
+    for column, (_, matrix, label) in zip(st.columns(len(panels)), panels, strict=True):
+        column.image(
+            matrix_png(matrix),
+            caption=f"{label}, {len(actions)} x {len(actions)}",
+            width="stretch",
+            output_format="PNG",
+        )
+    block = st.slider(
+        "Zoom block (first action index, in class order)",
+        0,
+        len(actions) - HEATMAP_MAX,
+        0,
+        step=HEATMAP_MAX // 2,
+        key="pm.block",
+    )
     sl = slice(block, block + HEATMAP_MAX)
-    for column, (name, matrix, label) in zip(st.columns(len(panels)), panels):
-        column.plotly_chart(distance_heatmap(matrix[sl, sl], actions[sl], f"{label}: block {block}..{block + HEATMAP_MAX - 1}",
-                                             label), key=f"pm.zoom.{name}")
+    for column, (name, matrix, label) in zip(st.columns(len(panels)), panels, strict=True):
+        column.plotly_chart(
+            distance_heatmap(matrix[sl, sl], actions[sl], f"{label}: block {block}..{block + HEATMAP_MAX - 1}", label),
+            key=f"pm.zoom.{name}",
+        )
 
 if not ds.meta.env_id:
     st.stop()  # the diagnostics compare with the true pseudometric: said up front

@@ -39,8 +39,9 @@ def _is_dataset(p: Path) -> bool:
         return False
     if p.is_file():
         return p.suffix.lower() in DATASET_SUFFIXES
-    return p.is_dir() and ((p / "meta.json").is_file() or (p / "data" / "metadata.json").is_file()
-                           or (p / "metadata.json").is_file())
+    return p.is_dir() and (
+        (p / "meta.json").is_file() or (p / "data" / "metadata.json").is_file() or (p / "metadata.json").is_file()
+    )
 
 
 def datasets() -> list[Entry]:
@@ -64,8 +65,16 @@ def encoders() -> list[Entry]:
     for job in jobs_client.jobs("train-encoder", "succeeded"):
         path = jobs_client.output_path(job)
         if path is not None and path.exists():
-            out.append(Entry(f"#{job.id} {jobs_client.describe(job)}", str(path), "encoder",
-                             method=str(job.config.get("method")), job=job.id, dataset=job.config.get("dataset")))
+            out.append(
+                Entry(
+                    f"#{job.id} {jobs_client.describe(job)}",
+                    str(path),
+                    "encoder",
+                    method=str(job.config.get("method")),
+                    job=job.id,
+                    dataset=job.config.get("dataset"),
+                )
+            )
     return out
 
 
@@ -80,7 +89,15 @@ def agents() -> list[Entry]:
     for job in jobs_client.jobs("train-agent", "succeeded"):
         path = jobs_client.output_path(job)
         if path is not None and path.exists():
-            out.append(Entry(f"#{job.id} {jobs_client.describe(job)}", str(path), "agent",
-                             method=str(job.config.get("algo")), job=job.id, encoder=job.config.get("encoder"),
-                             dataset=job.config.get("dataset")))
+            out.append(
+                Entry(
+                    f"#{job.id} {jobs_client.describe(job)}",
+                    str(path),
+                    "agent",
+                    method=str(job.config.get("algo")),
+                    job=job.id,
+                    encoder=job.config.get("encoder"),
+                    dataset=job.config.get("dataset"),
+                )
+            )
     return out

@@ -16,10 +16,11 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from studio import jobs_client, settings
 
@@ -81,8 +82,17 @@ def load(name: str) -> Chain | None:
     if not path.is_file():
         return None
     doc = json.loads(path.read_text())
-    steps = [Step(s["kind"], s["config"], s.get("seed", 0), {k: (int(v[0]), str(v[1])) for k, v in s["inputs"].items()},
-                  s.get("job"), s.get("error")) for s in doc["steps"]]
+    steps = [
+        Step(
+            s["kind"],
+            s["config"],
+            s.get("seed", 0),
+            {k: (int(v[0]), str(v[1])) for k, v in s["inputs"].items()},
+            s.get("job"),
+            s.get("error"),
+        )
+        for s in doc["steps"]
+    ]
     return Chain(doc["name"], steps, doc.get("created", 0.0))
 
 
@@ -137,8 +147,9 @@ def status(chain: Chain | None) -> str:
     if chain is None:
         return "missing"
     jobs = {job.id: job for job in jobs_client.jobs()}
-    states = [("error" if step.error else jobs[step.job].status if step.job in jobs else "waiting")
-              for step in chain.steps]
+    states = [
+        ("error" if step.error else jobs[step.job].status if step.job in jobs else "waiting") for step in chain.steps
+    ]
     if all(s == "succeeded" for s in states):
         return "done"
     if any(s in ("error", "failed", "cancelled") for s in states):
@@ -157,18 +168,34 @@ def demo_steps() -> list[Step]:
     """Maze medium dataset -> MERLION encoder -> short MERLION-CQL run, and a Transition encoder
     (Chandak et al.'s inverse dynamics) to show beside MERLION (sizes in studio.settings)."""
     return [
-        Step("collect", {"env": settings.DEMO_ENV_NAME, "behaviour": "medium", "noise": 0.5,
-                         "n": settings.DEMO_TRANSITIONS}),
-        Step("train-encoder", {"method": "merlion", "options": {"steps": settings.DEMO_ENCODER_STEPS,
-                                                                "batch_size": settings.DEMO_BATCH}},
-             inputs={"dataset": (0, "dataset")}),
-        Step("train-agent", {"algo": "cql", "steps": settings.DEMO_AGENT_STEPS,
-                             "eval_every": settings.DEMO_EVAL_EVERY, "eval_episodes": settings.DEMO_EVAL_EPISODES,
-                             "options": {"batch_size": settings.DEMO_BATCH}},
-             inputs={"dataset": (0, "dataset"), "encoder": (1, "encoder")}),
-        Step("train-encoder", {"method": "transition", "options": {"steps": settings.DEMO_ENCODER_STEPS,
-                                                                   "batch_size": settings.DEMO_BATCH}},
-             inputs={"dataset": (0, "dataset")}),
+        Step(
+            "collect",
+            {"env": settings.DEMO_ENV_NAME, "behaviour": "medium", "noise": 0.5, "n": settings.DEMO_TRANSITIONS},
+        ),
+        Step(
+            "train-encoder",
+            {"method": "merlion", "options": {"steps": settings.DEMO_ENCODER_STEPS, "batch_size": settings.DEMO_BATCH}},
+            inputs={"dataset": (0, "dataset")},
+        ),
+        Step(
+            "train-agent",
+            {
+                "algo": "cql",
+                "steps": settings.DEMO_AGENT_STEPS,
+                "eval_every": settings.DEMO_EVAL_EVERY,
+                "eval_episodes": settings.DEMO_EVAL_EPISODES,
+                "options": {"batch_size": settings.DEMO_BATCH},
+            },
+            inputs={"dataset": (0, "dataset"), "encoder": (1, "encoder")},
+        ),
+        Step(
+            "train-encoder",
+            {
+                "method": "transition",
+                "options": {"steps": settings.DEMO_ENCODER_STEPS, "batch_size": settings.DEMO_BATCH},
+            },
+            inputs={"dataset": (0, "dataset")},
+        ),
     ]
 
 

@@ -6,8 +6,9 @@ HEATMAP_MAX per side (larger matrices become a PNG overview, see studio.png).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -19,10 +20,17 @@ OOD_COLOUR = "rgba(214,39,40,0.9)"
 _LAYOUT = dict(margin=dict(l=40, r=10, t=40, b=40), template="plotly_white")
 
 
-def embedding_scatter(xy_A2: np.ndarray, colour_A: np.ndarray | None, colour_label: str, customdata: np.ndarray,
-                      hovertemplate: str, ood_A: np.ndarray | None = None, title: str = "",
-                      axis_titles: tuple[str, str] = ("e1", "e2"), colour_range: tuple[float, float] | None = None,
-                      ) -> go.Figure:
+def embedding_scatter(
+    xy_A2: np.ndarray,
+    colour_A: np.ndarray | None,
+    colour_label: str,
+    customdata: np.ndarray,
+    hovertemplate: str,
+    ood_A: np.ndarray | None = None,
+    title: str = "",
+    axis_titles: tuple[str, str] = ("e1", "e2"),
+    colour_range: tuple[float, float] | None = None,
+) -> go.Figure:
     """Every action's embedding at one state (the paper's Fig. 4): WebGL points coloured by
     ``colour_A`` (Q or true value), hover = the action's meaning, OOD actions drawn as crosses."""
     xy = np.asarray(xy_A2, dtype=np.float32)
@@ -33,42 +41,87 @@ def embedding_scatter(xy_A2: np.ndarray, colour_A: np.ndarray | None, colour_lab
             continue
         marker: dict[str, Any] = dict(size=6 if symbol == "circle" else 7, symbol=symbol, opacity=0.85)
         if colour_A is not None:
-            marker.update(color=np.asarray(colour_A, dtype=np.float32)[mask], colorscale=SCORE_COLOURS,
-                          showscale=name == "in distribution" or not (~ood).any(),
-                          colorbar=dict(title=colour_label))
+            marker.update(
+                color=np.asarray(colour_A, dtype=np.float32)[mask],
+                colorscale=SCORE_COLOURS,
+                showscale=name == "in distribution" or not (~ood).any(),
+                colorbar=dict(title=colour_label),
+            )
             if colour_range is not None:
                 marker.update(cmin=colour_range[0], cmax=colour_range[1])
         elif symbol == "x":
             marker.update(color=OOD_COLOUR)
-        fig.add_trace(go.Scattergl(x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=name, marker=marker,
-                                   customdata=customdata[mask], hovertemplate=hovertemplate + "<extra></extra>"))
-    fig.update_layout(title=title, xaxis_title=axis_titles[0], yaxis_title=axis_titles[1], height=460,
-                      legend=dict(orientation="h", y=-0.15), **_LAYOUT)
+        fig.add_trace(
+            go.Scattergl(
+                x=xy[mask, 0],
+                y=xy[mask, 1],
+                mode="markers",
+                name=name,
+                marker=marker,
+                customdata=customdata[mask],
+                hovertemplate=hovertemplate + "<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title=title,
+        xaxis_title=axis_titles[0],
+        yaxis_title=axis_titles[1],
+        height=460,
+        legend=dict(orientation="h", y=-0.15),
+        **_LAYOUT,
+    )
     return fig
 
 
 def _rect_shapes(rects: Sequence[Sequence[float]], fill: str) -> list[dict[str, Any]]:
-    return [dict(type="rect", x0=r[0], y0=r[1], x1=r[2], y1=r[3], fillcolor=fill, line=dict(width=0), layer="below")
-            for r in rects]
+    return [
+        dict(type="rect", x0=r[0], y0=r[1], x1=r[2], y1=r[3], fillcolor=fill, line=dict(width=0), layer="below")
+        for r in rects
+    ]
 
 
 def maze_map(states_N3: np.ndarray, config: Any, selected: np.ndarray | None = None) -> go.Figure:
     """The maze with dataset states as clickable points (walls grey, goal green, bonus blue,
     penalty red); ``selected`` is the chosen state."""
     s = np.asarray(states_N3, dtype=np.float32)
-    fig = go.Figure(go.Scattergl(
-        x=s[:, 0], y=s[:, 1], mode="markers", name="dataset states",
-        marker=dict(size=5, color=s[:, 2], colorscale=[[0, "#7f7f7f"], [1, "#1f77b4"]], cmin=0, cmax=1, opacity=0.6),
-        customdata=np.arange(len(s)), hovertemplate="(%{x:.3f}, %{y:.3f})<extra>click to pick</extra>"))
+    fig = go.Figure(
+        go.Scattergl(
+            x=s[:, 0],
+            y=s[:, 1],
+            mode="markers",
+            name="dataset states",
+            marker=dict(
+                size=5, color=s[:, 2], colorscale=[[0, "#7f7f7f"], [1, "#1f77b4"]], cmin=0, cmax=1, opacity=0.6
+            ),
+            customdata=np.arange(len(s)),
+            hovertemplate="(%{x:.3f}, %{y:.3f})<extra>click to pick</extra>",
+        )
+    )
     if selected is not None:
-        fig.add_trace(go.Scatter(x=[float(selected[0])], y=[float(selected[1])], mode="markers", name="chosen state",
-                                 marker=dict(size=16, color="rgba(0,0,0,0)", line=dict(color="black", width=3))))
-    shapes = (_rect_shapes(config.walls, "rgba(60,60,60,0.85)") + _rect_shapes([config.goal], "rgba(44,160,44,0.6)")
-              + _rect_shapes(config.bonus_regions, "rgba(31,119,180,0.25)")
-              + _rect_shapes(config.penalty_regions, "rgba(214,39,40,0.25)"))
-    fig.update_layout(shapes=shapes, height=420, xaxis=dict(range=[0, 1], constrain="domain"),
-                      yaxis=dict(range=[0, 1], scaleanchor="x"), showlegend=False, clickmode="event+select",
-                      **_LAYOUT)
+        fig.add_trace(
+            go.Scatter(
+                x=[float(selected[0])],
+                y=[float(selected[1])],
+                mode="markers",
+                name="chosen state",
+                marker=dict(size=16, color="rgba(0,0,0,0)", line=dict(color="black", width=3)),
+            )
+        )
+    shapes = (
+        _rect_shapes(config.walls, "rgba(60,60,60,0.85)")
+        + _rect_shapes([config.goal], "rgba(44,160,44,0.6)")
+        + _rect_shapes(config.bonus_regions, "rgba(31,119,180,0.25)")
+        + _rect_shapes(config.penalty_regions, "rgba(214,39,40,0.25)")
+    )
+    fig.update_layout(
+        shapes=shapes,
+        height=420,
+        xaxis=dict(range=[0, 1], constrain="domain"),
+        yaxis=dict(range=[0, 1], scaleanchor="x"),
+        showlegend=False,
+        clickmode="event+select",
+        **_LAYOUT,
+    )
     return fig
 
 
@@ -82,26 +135,54 @@ def action_frequency(counts_A: np.ndarray) -> go.Figure:
     """Actions ranked by how often they were logged (log y: the long tail)."""
     counts = np.sort(np.asarray(counts_A))[::-1]
     used = counts[counts > 0]
-    fig = go.Figure(go.Scattergl(x=np.arange(1, len(used) + 1, dtype=np.float32), y=used.astype(np.float32),
-                                 mode="lines", line=dict(color="#d62728"),
-                                 hovertemplate="rank %{x}: %{y} times<extra></extra>"))
-    fig.update_layout(title=f"Action frequency ({len(used)} of {len(counts)} actions logged)",
-                      xaxis_title="action rank", yaxis_title="count", yaxis_type="log", height=320, **_LAYOUT)
+    fig = go.Figure(
+        go.Scattergl(
+            x=np.arange(1, len(used) + 1, dtype=np.float32),
+            y=used.astype(np.float32),
+            mode="lines",
+            line=dict(color="#d62728"),
+            hovertemplate="rank %{x}: %{y} times<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=f"Action frequency ({len(used)} of {len(counts)} actions logged)",
+        xaxis_title="action rank",
+        yaxis_title="count",
+        yaxis_type="log",
+        height=320,
+        **_LAYOUT,
+    )
     return fig
 
 
-def distance_heatmap(matrix_KK: np.ndarray, labels: np.ndarray, title: str, colour_label: str,
-                     hover_text: np.ndarray | None = None) -> go.Figure:
+def distance_heatmap(
+    matrix_KK: np.ndarray, labels: np.ndarray, title: str, colour_label: str, hover_text: np.ndarray | None = None
+) -> go.Figure:
     """A K x K heatmap with per-cell hover (K <= HEATMAP_MAX); ``labels`` name the rows/columns."""
     m = np.asarray(matrix_KK, dtype=np.float32)
     if m.shape[0] > HEATMAP_MAX or m.shape[1] > HEATMAP_MAX:
         raise ValueError(f"heatmap: {m.shape} is larger than {HEATMAP_MAX} per side; use the PNG overview")
     axis = [str(v) for v in labels]
-    fig = go.Figure(go.Heatmap(z=m, x=axis, y=axis, colorscale=SCORE_COLOURS, colorbar=dict(title=colour_label),
-                               text=hover_text, hovertemplate="a_i %{y}<br>a_j %{x}<br>d = %{z:.4f}"
-                               + ("<br>%{text}" if hover_text is not None else "") + "<extra></extra>"))
-    fig.update_layout(title=title, height=520, xaxis=dict(type="category", showticklabels=False, title="a_j"),
-                      yaxis=dict(type="category", showticklabels=False, autorange="reversed", title="a_i"), **_LAYOUT)
+    fig = go.Figure(
+        go.Heatmap(
+            z=m,
+            x=axis,
+            y=axis,
+            colorscale=SCORE_COLOURS,
+            colorbar=dict(title=colour_label),
+            text=hover_text,
+            hovertemplate="a_i %{y}<br>a_j %{x}<br>d = %{z:.4f}"
+            + ("<br>%{text}" if hover_text is not None else "")
+            + "<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        height=520,
+        xaxis=dict(type="category", showticklabels=False, title="a_j"),
+        yaxis=dict(type="category", showticklabels=False, autorange="reversed", title="a_i"),
+        **_LAYOUT,
+    )
     return fig
 
 
@@ -126,13 +207,30 @@ def learning_curves(groups: Sequence[CurveGroup], y_title: str = "normalised sco
         colour = palette[i % len(palette)]
         steps = np.asarray(g.steps, dtype=np.float32)
         if g.n_seeds > 1 or g.band:
-            fig.add_trace(go.Scatter(x=np.concatenate([steps, steps[::-1]]),
-                                     y=np.concatenate([g.high, g.low[::-1]]).astype(np.float32), fill="toself",
-                                     fillcolor=colour, opacity=0.2, line=dict(width=0), hoverinfo="skip",
-                                     showlegend=False, name=f"{g.label} {g.band or '95% CI'}"))
+            fig.add_trace(
+                go.Scatter(
+                    x=np.concatenate([steps, steps[::-1]]),
+                    y=np.concatenate([g.high, g.low[::-1]]).astype(np.float32),
+                    fill="toself",
+                    fillcolor=colour,
+                    opacity=0.2,
+                    line=dict(width=0),
+                    hoverinfo="skip",
+                    showlegend=False,
+                    name=f"{g.label} {g.band or '95% CI'}",
+                )
+            )
         name = f"{g.label} ({g.band})" if g.band else f"{g.label} ({g.n_seeds} seed{'s' * (g.n_seeds > 1)})"
-        fig.add_trace(go.Scatter(x=steps, y=np.asarray(g.mean, dtype=np.float32), mode="lines+markers",
-                                 line=dict(color=colour), name=name))
-    fig.update_layout(xaxis_title="gradient step", yaxis_title=y_title, height=420,
-                      legend=dict(orientation="h", y=-0.2), **_LAYOUT)
+        fig.add_trace(
+            go.Scatter(
+                x=steps,
+                y=np.asarray(g.mean, dtype=np.float32),
+                mode="lines+markers",
+                line=dict(color=colour),
+                name=name,
+            )
+        )
+    fig.update_layout(
+        xaxis_title="gradient step", yaxis_title=y_title, height=420, legend=dict(orientation="h", y=-0.2), **_LAYOUT
+    )
     return fig

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import stats
@@ -47,10 +47,12 @@ def group_curves(jobs: Sequence[JobRecord], series: SeriesFn, label: Callable[[J
             common = np.intersect1d(common, steps)
         if not len(common):
             continue
-        values = np.stack([v[np.searchsorted(s, common)] for s, v in ((s[np.argsort(s)], v[np.argsort(s)])
-                                                                         for s, v in data)])
+        values = np.stack(
+            [v[np.searchsorted(s, common)] for s, v in ((s[np.argsort(s)], v[np.argsort(s)]) for s, v in data)]
+        )
         mean, low, high = mean_ci95(values)
         seeds = sorted(job.seed for job in members)
-        out.append(CurveGroup(f"{label(members[0]).split(' (seed')[0]} seeds {seeds}", common, mean, low, high,
-                              len(data)))
+        out.append(
+            CurveGroup(f"{label(members[0]).split(' (seed')[0]} seeds {seeds}", common, mean, low, high, len(data))
+        )
     return out

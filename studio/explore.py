@@ -58,8 +58,14 @@ def planner_table(model: Any) -> ValueTable | None:
     class, with the env's action noise; multi-step maze: over base moves). None for other envs."""
     if isinstance(model, MazeModel):
         members, sizes = class_members(model.action_classes)
-        return value_iteration(model.true_step, members[:, 0], grid=TRUE_VALUE_GRID, gamma=0.99,
-                               noise=model.config.action_noise, noise_weights=sizes.astype(np.float64))
+        return value_iteration(
+            model.true_step,
+            members[:, 0],
+            grid=TRUE_VALUE_GRID,
+            gamma=0.99,
+            noise=model.config.action_noise,
+            noise_weights=sizes.astype(np.float64),
+        )
     if isinstance(model, MultiStepMazeModel):
         return value_iteration(model.move_step, np.arange(4), grid=TRUE_VALUE_GRID, gamma=0.99)
     return None
@@ -101,23 +107,32 @@ def action_info(model: Any) -> ActionInfo:
         data[:, 0], data[:, 1] = ids, _digits_as_text(bits, b"01")
         data[:, 2], data[:, 3] = model.displacements[:, 0].round(3), model.displacements[:, 1].round(3)
         data[:, 4] = model.action_classes
-        template = ("action %{customdata[0]}<br>actuators %{customdata[1]}<br>move (%{customdata[2]}, "
-                    "%{customdata[3]})<br>class %{customdata[4]}")
+        template = (
+            "action %{customdata[0]}<br>actuators %{customdata[1]}<br>move (%{customdata[2]}, "
+            "%{customdata[3]})<br>class %{customdata[4]}"
+        )
         return ActionInfo(data, template, np.asarray(model.action_classes))
     if isinstance(model, MultiStepMazeModel):
         data = np.empty((a, 5), dtype=object)
-        data[:, 0], data[:, 1] = ids, _digits_as_text(model.moves, "".join(m[0].upper() for m in BASE_MOVE_NAMES).encode())
+        data[:, 0], data[:, 1] = (
+            ids,
+            _digits_as_text(model.moves, "".join(m[0].upper() for m in BASE_MOVE_NAMES).encode()),
+        )
         data[:, 2], data[:, 3] = model.displacements[:, 0], model.displacements[:, 1]
         data[:, 4] = model.action_classes
-        template = ("plan %{customdata[0]}: %{customdata[1]}<br>net move (%{customdata[2]}, %{customdata[3]})"
-                    "<br>class %{customdata[4]}")
+        template = (
+            "plan %{customdata[0]}: %{customdata[1]}<br>net move (%{customdata[2]}, %{customdata[3]})"
+            "<br>class %{customdata[4]}"
+        )
         return ActionInfo(data, template, np.asarray(model.action_classes))
     catalogue = getattr(model, "catalogue", None)
     if catalogue is not None:  # the recommender: a video of a type, with a quality and a length
         data = np.empty((a, 4), dtype=object)
         data[:, 0], data[:, 1] = ids, catalogue.types
         data[:, 2], data[:, 3] = np.round(catalogue.qualities, 3), np.round(catalogue.lengths, 2)
-        template = "video %{customdata[0]}<br>type %{customdata[1]}<br>quality %{customdata[2]}<br>length %{customdata[3]}"
+        template = (
+            "video %{customdata[0]}<br>type %{customdata[1]}<br>quality %{customdata[2]}<br>length %{customdata[3]}"
+        )
         return ActionInfo(data, template, np.asarray(catalogue.types, dtype=np.int64))
     table = getattr(model, "actions", None)
     if table is not None and hasattr(table, "composites"):  # the dialogue: a composite system act
@@ -158,7 +173,9 @@ def pca_projection(e_AD: np.ndarray) -> Projection:
     d = e.shape[1]
     if d <= 2:
         axes = np.eye(d, 2, dtype=np.float32)
-        return Projection(np.zeros(d, np.float32), axes, np.ones(2, np.float32) if d == 2 else np.array([1, 0], np.float32))
+        return Projection(
+            np.zeros(d, np.float32), axes, np.ones(2, np.float32) if d == 2 else np.array([1, 0], np.float32)
+        )
     mean = e.mean(0)
     _, s, vt = np.linalg.svd(e - mean, full_matrices=False)
     axes = vt[:2].T.copy()
@@ -188,7 +205,9 @@ def true_distances(model: Any, obs_S: np.ndarray, actions: np.ndarray, gamma: fl
     return diagnostics.true_pseudometric(model, np.asarray(obs_S, dtype=np.float32)[None], actions, gamma)[0]
 
 
-def state_diagnostics(learned: np.ndarray, true: np.ndarray | None, classes: np.ndarray | None) -> dict[str, float | None]:
+def state_diagnostics(
+    learned: np.ndarray, true: np.ndarray | None, classes: np.ndarray | None
+) -> dict[str, float | None]:
     """Spearman of learned vs true distances at this state, and the class separation (same-class
     mean distance / different-class mean distance)."""
     out: dict[str, float | None] = {"spearman": None, "class_separation": None}

@@ -19,8 +19,9 @@ def _scalar_type(tp: Any) -> Any:
     return tp if tp in (int, float, bool, str) else None
 
 
-def config_form(cls: type, defaults: Any, key: str, skip: tuple[str, ...] = ("seed",),
-                columns: int = 3) -> dict[str, Any]:
+def config_form(
+    cls: type, defaults: Any, key: str, skip: tuple[str, ...] = ("seed",), columns: int = 3
+) -> dict[str, Any]:
     """Inputs for every field of ``cls`` (except ``skip``), filled with ``defaults`` (an instance);
     returns {field: value} for the fields the user changed. Non-scalar fields are JSON text."""
     docs = field_docs(cls)
@@ -38,13 +39,13 @@ def config_form(cls: type, defaults: Any, key: str, skip: tuple[str, ...] = ("se
             elif tp is int:
                 value = int(st.number_input(label, value=int(default), step=1, help=help_text, key=widget_key))
             elif tp is float:
-                value = float(st.number_input(label, value=float(default), format="%g", help=help_text,
-                                              key=widget_key))
+                value = float(st.number_input(label, value=float(default), format="%g", help=help_text, key=widget_key))
             elif tp is str:
                 value = st.text_input(label, value=str(default), help=help_text, key=widget_key)
             else:
-                text = st.text_input(label, value=json.dumps(default), help=(help_text or "") + " (JSON)",
-                                     key=widget_key)
+                text = st.text_input(
+                    label, value=json.dumps(default), help=(help_text or "") + " (JSON)", key=widget_key
+                )
                 try:
                     value = json.loads(text)
                 except json.JSONDecodeError:

@@ -8,10 +8,11 @@ so the demo's jobs can be told apart.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -77,8 +78,9 @@ def metric_series(job_id: int, name: str) -> tuple[np.ndarray, np.ndarray]:
     with open_store() as store:
         rows = store.metrics(job_id, name)
     steps = np.fromiter((row["step"] for row in rows), dtype=np.int64, count=len(rows))
-    values = np.fromiter((np.nan if row["value"] is None else row["value"] for row in rows), dtype=np.float64,
-                         count=len(rows))
+    values = np.fromiter(
+        (np.nan if row["value"] is None else row["value"] for row in rows), dtype=np.float64, count=len(rows)
+    )
     return steps, values
 
 
@@ -138,8 +140,10 @@ def describe(job: JobRecord) -> str:
     if job.kind == "warm-start":
         return f"warm start p={cfg.get('p')} tau={cfg.get('tau')}"
     if job.kind == "umap":
-        return (f"UMAP of encoder #{_job_of(str(cfg.get('encoder', '')))} at rows {cfg.get('rows')} "
-                f"(n_neighbors {cfg.get('n_neighbors')}, min_dist {cfg.get('min_dist')})")
+        return (
+            f"UMAP of encoder #{_job_of(str(cfg.get('encoder', '')))} at rows {cfg.get('rows')} "
+            f"(n_neighbors {cfg.get('n_neighbors')}, min_dist {cfg.get('min_dist')})"
+        )
     return job.kind
 
 

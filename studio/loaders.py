@@ -98,8 +98,10 @@ def model_for(ds: Any) -> Any | None:
     return model
 
 
-@st.cache_resource(max_entries=4, show_spinner="Computing the planner's value table (once per environment, "
-                                                 "about 20 s on 2 busy cores) ...")
+@st.cache_resource(
+    max_entries=4,
+    show_spinner="Computing the planner's value table (once per environment, about 20 s on 2 busy cores) ...",
+)
 def planner_table(env_id: str, overrides_json: str = "null") -> Any:
     """The planner's V* table, kept on disk under RUNS/studio/cache so later servers load it at once."""
     import hashlib

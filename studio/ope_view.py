@@ -4,7 +4,8 @@ score where there is one). Pure functions of job records and metric series; no s
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -15,8 +16,9 @@ OPE_ESTIMATORS = {"fqe": "FQE", "wis": "weighted IS", "dr": "doubly robust", "pd
 SeriesFn = Callable[[int, str], tuple[np.ndarray, np.ndarray]]
 
 
-def ope_curves(jobs: Sequence[JobRecord], estimator: str, series: SeriesFn,
-               label: Callable[[JobRecord], str]) -> list[CurveGroup]:
+def ope_curves(
+    jobs: Sequence[JobRecord], estimator: str, series: SeriesFn, label: Callable[[JobRecord], str]
+) -> list[CurveGroup]:
     """One line per run (no pooling over seeds): the estimate at each checkpoint and its own 95% interval
     (ope_NAME, ope_NAME_lo, ope_NAME_hi); runs without OPE points are left out."""
     out = []
@@ -37,8 +39,12 @@ def dataset_of(job: JobRecord) -> str | None:
     return job.config.get("dataset")
 
 
-def ranking_rows(agent_jobs: Sequence[JobRecord], ope_jobs: Sequence[JobRecord],
-                 latest: Callable[[int], dict[str, float]], label: Callable[[JobRecord], str]) -> list[dict[str, Any]]:
+def ranking_rows(
+    agent_jobs: Sequence[JobRecord],
+    ope_jobs: Sequence[JobRecord],
+    latest: Callable[[int], dict[str, float]],
+    label: Callable[[JobRecord], str],
+) -> list[dict[str, Any]]:
     """One row per finished agent: its last checkpoint's off-policy estimates (from training, on its held-out
     episodes) or, where an ope job evaluated the agent, that job's estimates; the simulator's normalised score
     beside them where the run had one. Sorted by the FQE estimate, best first (rows without one last)."""
@@ -51,8 +57,12 @@ def ranking_rows(agent_jobs: Sequence[JobRecord], ope_jobs: Sequence[JobRecord],
         if job.status != "succeeded":
             continue
         metrics = latest(job.id)
-        row: dict[str, Any] = {"job": job.id, "agent": label(job), "source": "-",
-                               "simulator score": metrics.get("normalised_score")}
+        row: dict[str, Any] = {
+            "job": job.id,
+            "agent": label(job),
+            "source": "-",
+            "simulator score": metrics.get("normalised_score"),
+        }
         ope_job = by_agent.get(str((job.result or {}).get("agent")))
         if ope_job is not None:
             row["source"] = f"ope job #{ope_job.id}"

@@ -36,8 +36,13 @@ class Request:
 
     def config(self) -> dict[str, Any]:
         """The job's config, validated by the runner (one-line ValueError; absolute paths)."""
-        job = UmapJob(encoder=self.encoder, dataset=self.dataset, rows=(int(self.row),),
-                      n_neighbors=int(self.n_neighbors), min_dist=float(self.min_dist))
+        job = UmapJob(
+            encoder=self.encoder,
+            dataset=self.dataset,
+            rows=(int(self.row),),
+            n_neighbors=int(self.n_neighbors),
+            min_dist=float(self.min_dist),
+        )
         return validate(JobSpec(KIND, to_dict(job), SEED)).config
 
 
@@ -74,7 +79,9 @@ def coordinates(path: str, n_actions: int) -> np.ndarray:
     not fit the encoder."""
     coords, _, _ = load_projection(path)
     if coords.shape[0] != 1 or coords.shape[1] != n_actions:
-        raise ValueError(f"{path}: holds {coords.shape[0]} state(s) x {coords.shape[1]} actions; expected 1 x {n_actions}")
+        raise ValueError(
+            f"{path}: holds {coords.shape[0]} state(s) x {coords.shape[1]} actions; expected 1 x {n_actions}"
+        )
     return coords[0]
 
 

@@ -32,12 +32,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from merlion_core.data.dataset import DatasetError, DatasetMeta, TransitionDataset
-from merlion_core.data.io import (MAX_JSON_BYTES, atomic_write, detect_format, dump_json, load_dataset,
-                                  merlion_json, read_json, save_dataset)
+from merlion_core.data.io import (
+    MAX_JSON_BYTES,
+    atomic_write,
+    detect_format,
+    dump_json,
+    load_dataset,
+    merlion_json,
+    read_json,
+    save_dataset,
+)
 from studio import settings
 
-NO_SIMULATOR_NOTE = ("This dataset names no simulator: agents trained on it are scored by off-policy "
-                     "evaluation on held-out episodes, not by running them")
+NO_SIMULATOR_NOTE = (
+    "This dataset names no simulator: agents trained on it are scored by off-policy "
+    "evaluation on held-out episodes, not by running them"
+)
 NAMED_KEY = "studio_named_env"
 """meta.extra key of a simulator named in the app: {"env_id": ..., "previous": {the values replaced}}."""
 RESTORED = ("env_config", "expert_return", "random_return")
@@ -83,21 +93,28 @@ def env_shapes() -> tuple[EnvShape, ...]:
 
 def matching_envs(obs_dim: int, n_actions: int, shapes: tuple[EnvShape, ...] | None = None) -> list[EnvShape]:
     """The registered environments whose observation size and action count are the dataset's."""
-    return [s for s in (env_shapes() if shapes is None else shapes)
-            if s.obs_dim == int(obs_dim) and s.n_actions == int(n_actions)]
+    return [
+        s
+        for s in (env_shapes() if shapes is None else shapes)
+        if s.obs_dim == int(obs_dim) and s.n_actions == int(n_actions)
+    ]
 
 
 def no_match_text(obs_dim: int, n_actions: int, inferred: bool = False) -> str:
     """Why no simulator is offered: the registered shapes, side by side with the dataset's."""
     known = ", ".join(f"{s.short_name} ({s.obs_dim}, {s.n_actions})" for s in env_shapes() if s.problem is None)
-    text = (f"No registered environment has this dataset's observation size {obs_dim} and {n_actions} actions "
-            f"(registered, as (observation size, actions): {known}), so none can be named.")
+    text = (
+        f"No registered environment has this dataset's observation size {obs_dim} and {n_actions} actions "
+        f"(registered, as (observation size, actions): {known}), so none can be named."
+    )
     missing = [s.short_name for s in env_shapes() if s.problem is not None]
     if missing:
         text += f" Not checked, as their models cannot be built here: {', '.join(missing)}."
     if inferred:
-        text += (f" The action count {n_actions} was inferred from the largest action id in the file; a file "
-                 "that records its action count could match an environment with more actions.")
+        text += (
+            f" The action count {n_actions} was inferred from the largest action id in the file; a file "
+            "that records its action count could match an environment with more actions."
+        )
     return text
 
 
@@ -113,8 +130,10 @@ def editable_problem(path: str | os.PathLike) -> str | None:
     if p.is_symlink() or not p.exists():
         return f"{p.name}: not there or a link; its metadata is left alone"
     if not p.resolve().is_relative_to(root):
-        return (f"{p.name}: only datasets in the data folder ({root}) are edited here; "
-                "a job's output keeps what its job recorded")
+        return (
+            f"{p.name}: only datasets in the data folder ({root}) are edited here; "
+            "a job's output keeps what its job recorded"
+        )
     return None
 
 
@@ -132,16 +151,23 @@ def name_env(path: str | os.PathLike, env_id: str) -> DatasetMeta:
     except ValueError as exc:
         raise SimulatorError(str(exc)) from None
     if env_id not in {s.env_id for s in matching_envs(ds.obs_dim, ds.n_actions)}:
-        raise SimulatorError(f"{env_id}: its observations or action count differ from this dataset's "
-                             f"({ds.obs_dim} values, {ds.n_actions} actions); not named")
+        raise SimulatorError(
+            f"{env_id}: its observations or action count differ from this dataset's "
+            f"({ds.obs_dim} values, {ds.n_actions} actions); not named"
+        )
     try:
         expert, random = env_normalisers(env_id)
     except (ValueError, OSError) as exc:
         raise SimulatorError(f"{env_id}: cannot measure its expert and random returns here ({exc})") from None
     previous = {name: getattr(ds.meta, name) for name in RESTORED}
-    meta = dataclasses.replace(ds.meta, env_id=env_id, env_config={}, expert_return=float(expert),
-                               random_return=float(random),
-                               extra={**ds.meta.extra, NAMED_KEY: {"env_id": env_id, "previous": previous}})
+    meta = dataclasses.replace(
+        ds.meta,
+        env_id=env_id,
+        env_config={},
+        expert_return=float(expert),
+        random_return=float(random),
+        extra={**ds.meta.extra, NAMED_KEY: {"env_id": env_id, "previous": previous}},
+    )
     return _rewrite(Path(path), ds, fmt, meta)
 
 
@@ -184,8 +210,9 @@ def _check(path: Path, fmt: str, digest: str, meta: DatasetMeta, shown: str) -> 
     except DatasetError as exc:
         raise SimulatorError(f"{shown}: the rewritten {fmt} dataset does not load ({exc}); left as it was") from None
     if ds.content_digest() != digest:
-        raise SimulatorError(f"{shown}: its {fmt} format cannot record a simulator without changing its "
-                             "transitions; left as it was")
+        raise SimulatorError(
+            f"{shown}: its {fmt} format cannot record a simulator without changing its transitions; left as it was"
+        )
     if ds.meta.env_id != meta.env_id or ds.meta.extra.get(NAMED_KEY) != meta.extra.get(NAMED_KEY):
         raise SimulatorError(f"{shown}: the rewritten {fmt} dataset does not read back its simulator; left as it was")
 
@@ -263,13 +290,19 @@ def pairable(first: str | os.PathLike, others: list[str]) -> tuple[list[str], li
     keep, hidden = [], []
     for path in others:
         shape = shape_of_encoder(path)
-        same = (ref is not None and shape is not None and shape[:2] == ref[:2]
-                and (ref[2] is None or shape[2] is None or ref[2] == shape[2]))
+        same = (
+            ref is not None
+            and shape is not None
+            and shape[:2] == ref[:2]
+            and (ref[2] is None or shape[2] is None or ref[2] == shape[2])
+        )
         (keep if same else hidden).append(path)
     return keep, hidden
 
 
 def needs_true_model_text(what: str) -> str:
     """The up-front note of a page whose encoder's dataset names no simulator."""
-    return (f"This encoder's dataset names no simulator, so what needs a true model is not shown: {what}. "
-            "Name the simulator on the Data page if the data came from a registered environment.")
+    return (
+        f"This encoder's dataset names no simulator, so what needs a true model is not shown: {what}. "
+        "Name the simulator on the Data page if the data came from a registered environment."
+    )

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from merlion_core.data.summary import dataset_summary
 from merlion_core.data.dataset import DatasetError
 from merlion_core.data.io import detect_format, load_dataset
+from merlion_core.data.summary import dataset_summary
 from studio import settings
 
 ALLOWED_SUFFIXES = (".npz", ".h5", ".hdf5", ".zip")

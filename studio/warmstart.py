@@ -20,8 +20,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -38,8 +38,9 @@ BACKEND = "studio"
 TAG = "studio:warm-start"
 
 
-def slider_job(encoder: str, dataset: str | None, p: float, tau: float, steps: int,
-               state: tuple[float, ...]) -> WarmStartJob:
+def slider_job(
+    encoder: str, dataset: str | None, p: float, tau: float, steps: int, state: tuple[float, ...]
+) -> WarmStartJob:
     """The config of a slider move: frames only (the warm-started encoder is not saved)."""
     return WarmStartJob(encoder=encoder, dataset=dataset, p=p, tau=tau, steps=steps, state=state, save_encoder=False)
 
@@ -73,12 +74,20 @@ def frame_and_caption(job_id: int, base: np.ndarray) -> tuple[int | None, np.nda
     final = not jobs_client.is_active(job)
     if frame is None:
         return None, base, f"warm start job #{job.id}: {job.status}", final
-    return frame[0], frame[1], (f"warm start job #{job.id} (p = {job.config['p']}, tau = {job.config['tau']}): "
-                                f"step {frame[0]}/{job.config['steps']}, {job.status}"), final
+    return (
+        frame[0],
+        frame[1],
+        (
+            f"warm start job #{job.id} (p = {job.config['p']}, tau = {job.config['tau']}): "
+            f"step {frame[0]}/{job.config['steps']}, {job.status}"
+        ),
+        final,
+    )
 
 
-def follow(job_id: int, base: np.ndarray, draw: Callable[[np.ndarray, str], None],
-           caption: Callable[[str], None]) -> None:
+def follow(
+    job_id: int, base: np.ndarray, draw: Callable[[np.ndarray, str], None], caption: Callable[[str], None]
+) -> None:
     """Stream a warm-start job's frames into a chart while a worker runs it: ``draw(embeddings,
     text)`` redraws the chart (at most every REDRAW_SECONDS, and always for the last frame),
     ``caption(text)`` updates the text in between. The first redraw waits up to FIRST_DRAW_WAIT
@@ -139,11 +148,18 @@ def ensure_worker() -> int:
     folder = settings.studio_dir()
     folder.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([str(settings.REPO_ROOT),
-                                                       *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]))
+    env["PYTHONPATH"] = os.pathsep.join(
+        dict.fromkeys([str(settings.REPO_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))])
+    )
     env[settings.RUNS_ENV] = str(settings.runs_dir())
     with open(folder / "warmstart.log", "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "studio.warmstart_worker"], stdin=subprocess.DEVNULL,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
-                                   cwd=str(settings.REPO_ROOT))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "studio.warmstart_worker"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            cwd=str(settings.REPO_ROOT),
+        )
     return process.pid

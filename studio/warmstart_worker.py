@@ -59,7 +59,9 @@ def run(store: JobStore, job: JobRecord, models: Models) -> None:
         if metrics:
             store.add_metrics(job.id, step, metrics)
         store.beat(job.id, step, total)
-        if step and (store.cancel_requested(job.id) or any(q.kind == KIND for q in store.list("queued", backend=BACKEND))):
+        if step and (
+            store.cancel_requested(job.id) or any(q.kind == KIND for q in store.list("queued", backend=BACKEND))
+        ):
             raise Superseded(f"superseded or cancelled at step {step}")
 
     try:
@@ -82,9 +84,17 @@ def warm_up() -> None:
     from merlion_core.representation.merlion import MerlionConfig, build, warm_start
 
     n = 16
-    dataset = from_arrays(dict(observations=np.zeros((n, 3), np.float32), actions=np.arange(n) % 4,
-                               rewards=np.zeros(n, np.float32), next_observations=np.zeros((n, 3), np.float32),
-                               terminals=np.zeros(n, bool), timeouts=np.arange(n) == n - 1), n_actions=4)
+    dataset = from_arrays(
+        dict(
+            observations=np.zeros((n, 3), np.float32),
+            actions=np.arange(n) % 4,
+            rewards=np.zeros(n, np.float32),
+            next_observations=np.zeros((n, 3), np.float32),
+            terminals=np.zeros(n, bool),
+            timeouts=np.arange(n) == n - 1,
+        ),
+        n_actions=4,
+    )
     rep = build(MerlionConfig(batch_size=4, hidden=8, action_embed_dim=4), 4, 3)
     for _ in warm_start(rep, dataset, p=0.1, tau=0.3, steps=2, yield_every=1, device="cpu"):
         pass

@@ -10,14 +10,22 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("MERLION_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 READY = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 
 
@@ -31,15 +39,38 @@ def free_port() -> int:
 def server(home: Path, *, demo: bool = False, extra_env: dict | None = None) -> Iterator[str]:
     """``streamlit run app.py`` on a free port with its files under ``home``; yields the base URL."""
     port = free_port()
-    env = dict(os.environ, MERLION_STUDIO_HOME=str(home), MERLION_STUDIO_DEMO="1" if demo else "0",
-               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), **(extra_env or {}))
+    env = dict(
+        os.environ,
+        MERLION_STUDIO_HOME=str(home),
+        MERLION_STUDIO_DEMO="1" if demo else "0",
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        **(extra_env or {}),
+    )
     env.pop("MERLION_RUNS_DIR", None)
     env.pop("MERLION_DATA_DIR", None)
     log = open(home / f"streamlit-{port}.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"),
-                                "--server.port", str(port), "--server.headless", "true",
-                                "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
-                               cwd=str(REPO), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(REPO / "app.py"),
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--server.fileWatcherType",
+            "none",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=str(REPO),
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -121,7 +152,10 @@ def open_page(page, url: str, text: str, timeout: float = 60.0) -> float:
 
 def scatter_data(page, index: int = 0) -> list:
     """The x values of every trace of the index-th scatter chart on the page (read from plotly's graph div)."""
-    return page.evaluate("""(i) => { const plots = [...document.querySelectorAll('.js-plotly-plot')]
+    return page.evaluate(
+        """(i) => { const plots = [...document.querySelectorAll('.js-plotly-plot')]
         .filter(p => p.data && p.data.some(t => t.type === 'scattergl'));
         const gd = plots[i]; return gd ? (gd._fullData || gd.data).filter(t => t.type === 'scattergl')
-            .map(t => Array.from(t.x || [])) : null; }""", index)
+            .map(t => Array.from(t.x || [])) : null; }""",
+        index,
+    )

@@ -17,21 +17,31 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlparse
 
 REPO = Path(__file__).resolve().parents[1]
 CI_DIR = REPO / ".ci" / "container"
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 CHROMIUM = os.environ.get("MERLION_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 READY = '[data-testid="stApp"][data-test-script-state="notRunning"]'
-NAV_LINKS = ('a[data-testid="stSidebarNavLink"], a[data-testid="stTopNavLink"], '
-             'a[data-testid="stTopNavDropdownLink"], a[data-testid="stPageLink-NavLink"]')
+NAV_LINKS = (
+    'a[data-testid="stSidebarNavLink"], a[data-testid="stTopNavLink"], '
+    'a[data-testid="stTopNavDropdownLink"], a[data-testid="stPageLink-NavLink"]'
+)
 """Links to the app's pages: Streamlit's navigation (sidebar or top) and st.page_link (an app that
 hides the sidebar navigation draws its own with page links)."""
 
@@ -48,11 +58,12 @@ class Podman:
     env: dict[str, str]
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-        result = subprocess.run([*self.command, *args], env=self.env, capture_output=True, text=True,
-                                timeout=timeout)
+        result = subprocess.run([*self.command, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
-            raise RuntimeError(f"podman {' '.join(args[:3])}: exit {result.returncode}: "
-                               f"{(result.stderr or result.stdout).strip()[-2000:]}")
+            raise RuntimeError(
+                f"podman {' '.join(args[:3])}: exit {result.returncode}: "
+                f"{(result.stderr or result.stdout).strip()[-2000:]}"
+            )
         return result
 
     def exec(self, container: str, *args: str, timeout: float = 120) -> str:
@@ -69,9 +80,16 @@ def podman() -> Podman:
         raise PodmanUnavailable(f"podman could not be installed: {base.stderr.strip()[-500:]}")
     if base.returncode != 0:
         raise RuntimeError(f"make-base.sh failed (the stand-in for python:3.11-slim): {base.stderr.strip()[-2000:]}")
-    settings = subprocess.run(["bash", "-c", f'. {shlex.quote(str(CI_DIR / "podman-env.sh"))} >/dev/null; '
-                               'printf "%s\\n%s" "$CONTAINERS_CONF" "$PODMAN"'],
-                              capture_output=True, text=True, check=True).stdout.splitlines()
+    settings = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f'. {shlex.quote(str(CI_DIR / "podman-env.sh"))} >/dev/null; printf "%s\\n%s" "$CONTAINERS_CONF" "$PODMAN"',
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     tool = Podman(settings[1].split(), dict(os.environ, CONTAINERS_CONF=settings[0]))
     info = tool("info", check=False, timeout=120)
     if info.returncode != 0:
@@ -112,10 +130,21 @@ def torch_build_args(version: str) -> tuple[list[str], str]:
     for folder in pip_find_links():
         wheels = sorted(folder.glob(f"torch-{version}-cp311-*.whl"))
         if wheels:
-            return (["--build-arg", f"TORCH_VERSION={version}", "--build-arg", "TORCH_INDEX_URL=",
-                     "--build-context", f"wheels={folder}"], str(wheels[0]))
-    raise RuntimeError(f"no CPU torch {version} for the image: {CPU_INDEX} is unreachable and pip's find-links "
-                       f"({[str(f) for f in pip_find_links()]}) hold no torch-{version}-cp311 wheel")
+            return (
+                [
+                    "--build-arg",
+                    f"TORCH_VERSION={version}",
+                    "--build-arg",
+                    "TORCH_INDEX_URL=",
+                    "--build-context",
+                    f"wheels={folder}",
+                ],
+                str(wheels[0]),
+            )
+    raise RuntimeError(
+        f"no CPU torch {version} for the image: {CPU_INDEX} is unreachable and pip's find-links "
+        f"({[str(f) for f in pip_find_links()]}) hold no torch-{version}-cp311 wheel"
+    )
 
 
 # ---------------------------------------------------------------------------- build and run
@@ -132,16 +161,36 @@ def build(tool: Podman, tag: str, extra: list[str], log_path: Path, timeout: flo
     """``podman build`` of the repository (docker format keeps HEALTHCHECK; no registry: --pull=never)."""
     started = time.perf_counter()
     with open(log_path, "w") as log:
-        process = subprocess.run([*tool.command, "build", "--format", "docker", "--pull=never", "--network", "host",
-                                  "-t", tag, *extra, str(REPO)], env=tool.env, stdout=log, stderr=subprocess.STDOUT,
-                                 timeout=timeout)
+        process = subprocess.run(
+            [
+                *tool.command,
+                "build",
+                "--format",
+                "docker",
+                "--pull=never",
+                "--network",
+                "host",
+                "-t",
+                tag,
+                *extra,
+                str(REPO),
+            ],
+            env=tool.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+        )
     seconds = time.perf_counter() - started
     text = log_path.read_text()
     if process.returncode != 0:
         raise RuntimeError(f"podman build failed (exit {process.returncode}); log {log_path}:\n{text[-4000:]}")
     demo = re.search(r"build_demo: \d+ jobs succeeded in (\d+) s", text)
-    return Build(round(seconds, 1), len(re.findall(r"^\[\d+/\d+\] STEP ", text, flags=re.M)),
-                 text.count("--> Using cache"), float(demo.group(1)) if demo else None)
+    return Build(
+        round(seconds, 1),
+        len(re.findall(r"^\[\d+/\d+\] STEP ", text, flags=re.M)),
+        text.count("--> Using cache"),
+        float(demo.group(1)) if demo else None,
+    )
 
 
 def health(url: str) -> bool:
@@ -151,8 +200,9 @@ def health(url: str) -> bool:
         return False
 
 
-def start(tool: Podman, image: str, name: str, port: int, volume: str, env: dict[str, str] | None = None,
-          timeout: float = 300) -> float:
+def start(
+    tool: Podman, image: str, name: str, port: int, volume: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> float:
     """``podman run`` with the runs folder on a named volume; seconds from run to a healthy answer."""
     started = time.perf_counter()
     options = [f"--env={key}={value}" for key, value in (env or {}).items()]
@@ -272,7 +322,9 @@ def render_pages(urls: list[str], timeout_s: float = 240) -> list[PageCheck]:
         return [_render(page, url, timeout_s) for url in urls]
 
 
-def check_pages_in_browser(base_url: str, repo: Path = REPO, timeout_s: float = 240) -> tuple[list[PageCheck], list[str]]:
+def check_pages_in_browser(
+    base_url: str, repo: Path = REPO, timeout_s: float = 240
+) -> tuple[list[PageCheck], list[str]]:
     """Open the app, collect every page from its navigation, load each by its URL. Returns the checks
     and the page files that have no URL in the navigation."""
     with chromium_page() as page:

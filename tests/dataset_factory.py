@@ -24,6 +24,11 @@ def make_fields(seed: int = 0) -> dict[str, np.ndarray]:
         term.append(flags[0])
         tout.append(flags[1])
     n = 15
-    return {"observations": np.concatenate(obs), "actions": rng.integers(0, N_ACTIONS, n).astype(np.int64),
-            "rewards": rng.normal(size=n).astype(np.float32), "next_observations": np.concatenate(nxt),
-            "terminals": np.concatenate(term), "timeouts": np.concatenate(tout)}
+    return {
+        "observations": np.concatenate(obs),
+        "actions": rng.integers(0, N_ACTIONS, n).astype(np.int64),
+        "rewards": rng.normal(size=n).astype(np.float32),
+        "next_observations": np.concatenate(nxt),
+        "terminals": np.concatenate(term),
+        "timeouts": np.concatenate(tout),
+    }

@@ -35,11 +35,11 @@ def synthetic_model():
 def goals_from(schema, specs: list[dict]) -> Goals:
     """Goals written by name, one dict per dialogue::
 
-        {"order": ["restaurant", "police"],
-         "info": {"restaurant": {"area": "centre"}},          # initial constraints
-         "final": {"restaurant": {"area": "north"}},          # after a no-match (default: = info)
-         "requests": {"police": ["phone"]},
-         "book": {"restaurant": {"day": "monday", "people": "2", "time": "12:00"}}}
+    {"order": ["restaurant", "police"],
+     "info": {"restaurant": {"area": "centre"}},          # initial constraints
+     "final": {"restaurant": {"area": "north"}},          # after a no-match (default: = info)
+     "requests": {"police": ["phone"]},
+     "book": {"restaurant": {"day": "monday", "people": "2", "time": "12:00"}}}
     """
     n, d = len(specs), len(schema.domains)
     rank = np.full((n, d), -1, dtype=np.int64)
@@ -50,10 +50,16 @@ def goals_from(schema, specs: list[dict]) -> Goals:
     for row, spec in enumerate(specs):
         for k, domain in enumerate(spec["order"]):
             rank[row, schema.domains.index(domain)] = k
-        final_spec = {dom: {**spec.get("info", {}).get(dom, {}), **spec.get("final", {}).get(dom, {})}
-                      for dom in set(spec.get("info", {})) | set(spec.get("final", {}))}
-        for values, target, book in ((spec.get("info", {}), initial, False), (final_spec, final, False),
-                                     (spec.get("book", {}), initial, True), (spec.get("book", {}), final, True)):
+        final_spec = {
+            dom: {**spec.get("info", {}).get(dom, {}), **spec.get("final", {}).get(dom, {})}
+            for dom in set(spec.get("info", {})) | set(spec.get("final", {}))
+        }
+        for values, target, book in (
+            (spec.get("info", {}), initial, False),
+            (final_spec, final, False),
+            (spec.get("book", {}), initial, True),
+            (spec.get("book", {}), final, True),
+        ):
             for domain, slots in values.items():
                 for slot, value in slots.items():
                     s = schema.inform_index(domain, slot, book=book)

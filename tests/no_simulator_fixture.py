@@ -7,16 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from studio_fixture import record
 
 from merlion_core.data.dataset import TransitionDataset, from_arrays
 from merlion_core.data.io import save_dataset
 from merlion_core.jobs.store import JobStore
 from merlion_core.pipelines.encoder import train_encoder
-from studio_fixture import record
 
 
-def no_env_dataset(n: int = 400, obs_dim: int = 3, n_actions: int = 64, seed: int = 0,
-                   episode: int = 20) -> TransitionDataset:
+def no_env_dataset(
+    n: int = 400, obs_dim: int = 3, n_actions: int = 64, seed: int = 0, episode: int = 20
+) -> TransitionDataset:
     """Random transitions in episodes of ``episode`` steps (next_obs chained inside an episode,
     every episode ends terminal), recorded without an environment."""
     rng = np.random.default_rng(seed)
@@ -25,8 +26,14 @@ def no_env_dataset(n: int = 400, obs_dim: int = 3, n_actions: int = 64, seed: in
     nxt = np.empty_like(obs)
     nxt[:-1] = obs[1:]
     nxt[terminals] = obs[terminals]
-    fields = dict(observations=obs, actions=rng.integers(0, n_actions, n), rewards=rng.normal(size=n),
-                  next_observations=nxt, terminals=terminals, timeouts=np.zeros(n, bool))
+    fields = dict(
+        observations=obs,
+        actions=rng.integers(0, n_actions, n),
+        rewards=rng.normal(size=n),
+        next_observations=nxt,
+        terminals=terminals,
+        timeouts=np.zeros(n, bool),
+    )
     return from_arrays(fields, n_actions, {"behaviour": "logged"})
 
 
@@ -44,11 +51,18 @@ def build_no_sim_home(home: Path) -> dict:
     art = home / "runs" / "fixture"
     out: dict = {"home": home, "nosim": str(nosim), "wide": str(wide), "maze_like": str(maze_like)}
     quick = {"steps": 30, "batch_size": 32}
-    for name, data, method, options in (("wide", wide, "merlion", quick), ("merlion", nosim, "merlion", quick),
-                                        ("rand1", nosim, "rand1", {})):  # the nosim MERLION encoder is the newest
+    for name, data, method, options in (
+        ("wide", wide, "merlion", quick),
+        ("merlion", nosim, "merlion", quick),
+        ("rand1", nosim, "rand1", {}),
+    ):  # the nosim MERLION encoder is the newest
         enc = train_encoder(data, method, art / name, overrides=options)
         out[name] = enc["out"]
-        out[f"{name}_job"] = record(store, "train-encoder", {"dataset": str(data), "method": method,
-                                                             "options": options}, {"encoder": enc["out"]})
+        out[f"{name}_job"] = record(
+            store,
+            "train-encoder",
+            {"dataset": str(data), "method": method, "options": options},
+            {"encoder": enc["out"]},
+        )
     store.close()
     return out

@@ -22,8 +22,7 @@ def dataset_path(tmp_path_factory):
 
 
 def test_bc_learning_curve_and_reload(dataset_path, tmp_path):
-    result = train_agent(dataset_path, "bc", tmp_path / "bc", steps=600, eval_every=300, eval_episodes=30,
-                         device="cpu")
+    result = train_agent(dataset_path, "bc", tmp_path / "bc", steps=600, eval_every=300, eval_episodes=30, device="cpu")
     curve = json.loads((tmp_path / "bc" / "metrics.json").read_text())["curve"]
     assert [p["step"] for p in curve] == [300, 600]
     assert all("normalised_score" in p and "loss" in p for p in curve)
@@ -62,8 +61,22 @@ def test_cli_train_agent_and_evaluate(dataset_path, tmp_path):
         return proc.stdout
 
     out = tmp_path / "dcql"
-    run("train-agent", "--dataset", str(dataset_path), "--algo", "dcql", "--steps", "100", "--alpha", "0.7",
-        "--out", str(out), "--quiet", "--eval-episodes", "5")
+    run(
+        "train-agent",
+        "--dataset",
+        str(dataset_path),
+        "--algo",
+        "dcql",
+        "--steps",
+        "100",
+        "--alpha",
+        "0.7",
+        "--out",
+        str(out),
+        "--quiet",
+        "--eval-episodes",
+        "5",
+    )
     saved = json.loads((out / "config.json").read_text())
     assert saved["algo"] == "dcql" and saved["config"]["alpha"] == 0.7 and saved["env_id"] == "merlion/Maze-v0"
     assert saved["env_overrides"] == {"n_actuators": 6}
@@ -77,8 +90,16 @@ def test_latent_cql_through_an_encoder_folder(dataset_path, tmp_path):
     train_encoder(dataset_path, "external", tmp_path / "enc")
     with pytest.raises(ValueError, match="cql: needs --encoder"):
         train_agent(dataset_path, "cql", tmp_path / "x", steps=1)
-    train_agent(dataset_path, "cql", tmp_path / "cql", steps=60, encoder_dir=tmp_path / "enc", eval_episodes=5,
-                overrides={"batch_size": 64, "hidden": (32, 32)}, device="cpu")
+    train_agent(
+        dataset_path,
+        "cql",
+        tmp_path / "cql",
+        steps=60,
+        encoder_dir=tmp_path / "enc",
+        eval_episodes=5,
+        overrides={"batch_size": 64, "hidden": (32, 32)},
+        device="cpu",
+    )
     loaded = load_agent(tmp_path / "cql")
     assert loaded.info["encoder"] == str(tmp_path / "enc")
     obs = np.random.default_rng(0).random((8, 3), dtype=np.float32)

@@ -65,8 +65,9 @@ def representation_for(dataset: TransitionDataset):
 
 def build(name: str, dataset: TransitionDataset, **overrides) -> OfflineAlgorithm:
     rep = representation_for(dataset) if name in LATENT_ALGORITHMS else None
-    return make_algorithm(name, dataset.n_actions, dataset.obs_dim, small(name, **overrides), device="cpu",
-                          representation=rep)
+    return make_algorithm(
+        name, dataset.n_actions, dataset.obs_dim, small(name, **overrides), device="cpu", representation=rep
+    )
 
 
 def trainable(algo: OfflineAlgorithm) -> dict[str, torch.Tensor]:
@@ -92,8 +93,12 @@ def test_sampler_batches_shapes_dtypes_and_rows(dataset):
     with pytest.raises(dataclasses.FrozenInstanceError):
         batch.obs = batch.next_obs  # type: ignore[misc]
     # every sampled row is a dataset row, fields kept together
-    rows = {tuple(r) for r in np.concatenate([dataset.observations, dataset.actions[:, None],
-                                              dataset.rewards[:, None], dataset.next_observations], 1)}
+    rows = {
+        tuple(r)
+        for r in np.concatenate(
+            [dataset.observations, dataset.actions[:, None], dataset.rewards[:, None], dataset.next_observations], 1
+        )
+    }
     got = torch.cat([batch.obs, batch.act[:, None].float(), batch.rew[:, None], batch.next_obs], 1).numpy()
     assert all(tuple(r) in rows for r in got)
 
@@ -132,8 +137,14 @@ def test_make_algorithm_config_types():
 def test_paper_defaults():
     assert DiscreteCQLConfig().alpha == 0.5 and DiscreteCQLConfig().gamma == 0.99
     bcq = DiscreteBCQConfig()
-    assert (bcq.threshold, bcq.lr, bcq.gamma, bcq.tau, bcq.batch_size, bcq.logit_reg) == \
-        (0.3, 3e-4, 0.99, 0.005, 64, 1e-2)
+    assert (bcq.threshold, bcq.lr, bcq.gamma, bcq.tau, bcq.batch_size, bcq.logit_reg) == (
+        0.3,
+        3e-4,
+        0.99,
+        0.005,
+        64,
+        1e-2,
+    )
 
 
 # --- the harness: every registered algorithm -----------------------------------------------------
@@ -191,7 +202,7 @@ def test_save_load_round_trip_gives_identical_actions(name, dataset, tmp_path):
     fresh.load_state_dict(torch.load(path, weights_only=True))
     obs = dataset.observations[:500]
     np.testing.assert_array_equal(fresh.act(obs), algo.act(obs))
-    for (k, a), (_, b) in zip(algo.state_dict().items(), fresh.state_dict().items()):
+    for (k, a), (_, b) in zip(algo.state_dict().items(), fresh.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
 
 
@@ -219,10 +230,10 @@ def test_same_seed_same_parameters(name, dataset):
     torch.manual_seed(5)  # the global RNG must not matter
     b = build(name, dataset)
     run_updates(b, dataset, 8, seed=4)
-    for (k, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items()):
+    for (k, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert torch.equal(pa, pb), k
     c = build(name, dataset, seed=1)
-    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()))
+    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters(), strict=True))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -295,8 +306,15 @@ def test_dcql_is_conservative_towards_the_logged_action():
     obs = rng.normal(size=(n, 2)).astype(np.float32)
     terminals = np.zeros(n, bool)
     terminals[::8] = True
-    ds = TransitionDataset(obs, np.full(n, logged, np.int64), np.zeros(n, np.float32),
-                           rng.normal(size=(n, 2)).astype(np.float32), terminals, np.zeros(n, bool), 8)
+    ds = TransitionDataset(
+        obs,
+        np.full(n, logged, np.int64),
+        np.zeros(n, np.float32),
+        rng.normal(size=(n, 2)).astype(np.float32),
+        terminals,
+        np.zeros(n, bool),
+        8,
+    )
     algo = make_algorithm("dcql", 8, 2, small("dcql", lr=1e-3), device="cpu")
     assert (algo.act(obs) != logged).any()  # not already there at init
     for _ in algo.train_steps(BatchSampler(ds, 64, seed=0), steps=150, log_every=150):
@@ -308,7 +326,7 @@ def test_dcql_target_network_is_polyak_averaged(dataset):
     algo = build("dcql", dataset, tau=0.25)
     old_target = [p.clone() for p in algo.q_target.parameters()]
     run_updates(algo, dataset, 1)
-    for t_old, t_new, p in zip(old_target, algo.q_target.parameters(), algo.q.parameters()):
+    for t_old, t_new, p in zip(old_target, algo.q_target.parameters(), algo.q.parameters(), strict=True):
         torch.testing.assert_close(t_new, 0.75 * t_old + 0.25 * p.detach())
     assert not any(p.requires_grad for p in algo.q_target.parameters())
 

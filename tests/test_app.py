@@ -18,17 +18,22 @@ import numpy as np
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
+from studio_fixture import ENV_OVERRIDES
 
 from merlion_core import diagnostics
 from merlion_core.algos.artifacts import load_agent
-from merlion_core.data.io import load_dataset
 from merlion_core.envs import make_model
 from merlion_core.representation.artifacts import load_representation
-from studio_fixture import ENV_OVERRIDES
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = {"home": "MERLION Studio", "data": "Data", "train": "Train", "embeddings": "Embeddings",
-         "pseudometric": "Pseudometric", "runs": "Runs"}
+PAGES = {
+    "home": "MERLION Studio",
+    "data": "Data",
+    "train": "Train",
+    "embeddings": "Embeddings",
+    "pseudometric": "Pseudometric",
+    "runs": "Runs",
+}
 
 
 def page(name: str) -> AppTest:
@@ -45,8 +50,11 @@ def array(value) -> np.ndarray:
 
 
 def chart(at: AppTest, title_part: str) -> dict:
-    found = [json.loads(c.proto.spec) for c in at.get("plotly_chart")
-             if title_part in json.dumps(json.loads(c.proto.spec)["layout"].get("title", ""))]
+    found = [
+        json.loads(c.proto.spec)
+        for c in at.get("plotly_chart")
+        if title_part in json.dumps(json.loads(c.proto.spec)["layout"].get("title", ""))
+    ]
     assert found, f"no chart titled {title_part!r}"
     return found[0]
 
@@ -85,9 +93,15 @@ def _npz(n: int = 8, nan: bool = False, pad: int = 0) -> bytes:
     rewards = np.arange(n, dtype=np.float32)
     if nan:
         rewards[2] = np.nan
-    fields = dict(observations=np.zeros((n, 3), np.float32), actions=np.arange(n, dtype=np.int64) % 5,
-                  rewards=rewards, next_observations=np.zeros((n, 3), np.float32),
-                  terminals=(np.arange(n) % 4 == 3), timeouts=np.zeros(n, bool), n_actions=np.array(16))
+    fields = dict(
+        observations=np.zeros((n, 3), np.float32),
+        actions=np.arange(n, dtype=np.int64) % 5,
+        rewards=rewards,
+        next_observations=np.zeros((n, 3), np.float32),
+        terminals=(np.arange(n) % 4 == 3),
+        timeouts=np.zeros(n, bool),
+        n_actions=np.array(16),
+    )
     if pad:
         fields["padding"] = np.zeros(pad, np.uint8)
     buf = io.BytesIO()
@@ -216,8 +230,11 @@ def _in_distribution_points(spec: dict) -> tuple[np.ndarray, np.ndarray, np.ndar
     for trace in spec["data"]:
         xs.append(array(trace["x"]))
         ys.append(array(trace["y"]))
-        colours.append(array(trace["marker"]["color"]) if "color" in trace["marker"] and
-                       not isinstance(trace["marker"]["color"], str) else np.full(len(xs[-1]), np.nan))
+        colours.append(
+            array(trace["marker"]["color"])
+            if "color" in trace["marker"] and not isinstance(trace["marker"]["color"], str)
+            else np.full(len(xs[-1]), np.nan)
+        )
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(colours)
 
 
@@ -378,8 +395,11 @@ def test_pseudometric_png_overview_beyond_the_heatmap_limit(studio_env, monkeypa
 def test_runs_curves_average_the_seeds_with_a_ci_band(studio_env):
     at = page("runs").run()
     no_exception(at)
-    spec = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
-                if "gradient step" in json.dumps(json.loads(c.proto.spec)["layout"]))
+    spec = next(
+        json.loads(c.proto.spec)
+        for c in at.get("plotly_chart")
+        if "gradient step" in json.dumps(json.loads(c.proto.spec)["layout"])
+    )
     band, line = spec["data"][0], spec["data"][1]
     curve = json.loads((Path(studio_env["agent"]) / "metrics.json").read_text())["curve"]
     base = np.array([p["normalised_score"] for p in curve])

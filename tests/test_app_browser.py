@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +16,14 @@ pytestmark = pytest.mark.slow
 from browser_support import REPO, browser, open_page, scatter_data, server, wait_ready  # noqa: E402
 
 SHOTS = REPO / "test-artifacts" / "screenshots"
-PAGES = [("", "Start with the demo"), ("data", "Generate"), ("train", "Training jobs"),
-         ("embeddings", "Observation"), ("pseudometric", "Spearman (this state)"), ("runs", "Benchmark tables")]
+PAGES = [
+    ("", "Start with the demo"),
+    ("data", "Generate"),
+    ("train", "Training jobs"),
+    ("embeddings", "Observation"),
+    ("pseudometric", "Spearman (this state)"),
+    ("runs", "Benchmark tables"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +53,16 @@ def test_every_page_by_direct_url_on_a_fresh_server(home):
 def test_upload_then_summary(home, tmp_path):
     n = 500
     buf = io.BytesIO()
-    np.savez(buf, observations=np.zeros((n, 3), np.float32), actions=np.arange(n) % 37,
-             rewards=np.ones(n, np.float32), next_observations=np.zeros((n, 3), np.float32),
-             terminals=np.arange(n) % 50 == 49, timeouts=np.zeros(n, bool), n_actions=np.array(64))
+    np.savez(
+        buf,
+        observations=np.zeros((n, 3), np.float32),
+        actions=np.arange(n) % 37,
+        rewards=np.ones(n, np.float32),
+        next_observations=np.zeros((n, 3), np.float32),
+        terminals=np.arange(n) % 50 == 49,
+        timeouts=np.zeros(n, bool),
+        n_actions=np.array(64),
+    )
     upload = tmp_path / "browser upload.npz"
     upload.write_bytes(buf.getvalue())
     with server(home["home"]) as url, browser() as page:
@@ -142,8 +154,8 @@ def test_umap_view_of_a_d3_encoder(home):
         wait_ready(page)
         charts = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
             .filter(p => p.data && p.data.some(t => t.type === 'scattergl'))
-            .map(p => [((p._fullLayout || p.layout).title || {}).text || '', (p._fullData || p.data).filter(t => t.type === 'scattergl')
-                .reduce((n, t) => n + t.x.length, 0)])""")
+            .map(p => [((p._fullLayout || p.layout).title || {}).text || '',
+                (p._fullData || p.data).filter(t => t.type === 'scattergl').reduce((n, t) => n + t.x.length, 0)])""")
         shot(page, "embeddings-umap")
     umap = [n for title, n in charts if "UMAP (" in title]
     pca = [n for title, n in charts if "d = 3 (PCA" in title]

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from no_simulator_fixture import build_no_sim_home, no_env_dataset
 from streamlit.testing.v1 import AppTest
 
 from merlion_core.data.io import load_dataset, save_dataset
 from merlion_core.jobs.spec import TrainAgentJob
-from no_simulator_fixture import build_no_sim_home, no_env_dataset
 from studio.simulator import NO_SIMULATOR_NOTE
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -40,16 +40,28 @@ RANKS = [
     ("merlion_core.jobs", 7),  # background jobs: store (its file formats), workers, supervisor, sweeps, Ray
     ("merlion_core.cli", 9),  # the command line: one module per command group, common helpers, main
 ]
-NUMERIC = ("merlion_core.envs", "merlion_core.data.dataset", "merlion_core.data.collect", "merlion_core.config",
-           "merlion_core.models", "merlion_core.representation.merlion", "merlion_core.representation.losses",
-           "merlion_core.representation.base", "merlion_core.diagnostics", "merlion_core.lookup",
-           "merlion_core.algos", "merlion_core.policy", "merlion_core.evaluation", "merlion_core.data.sampler",
-           "merlion_core.ope", "merlion_core.data.validation")
+NUMERIC = (
+    "merlion_core.envs",
+    "merlion_core.data.dataset",
+    "merlion_core.data.collect",
+    "merlion_core.config",
+    "merlion_core.models",
+    "merlion_core.representation.merlion",
+    "merlion_core.representation.losses",
+    "merlion_core.representation.base",
+    "merlion_core.diagnostics",
+    "merlion_core.lookup",
+    "merlion_core.algos",
+    "merlion_core.policy",
+    "merlion_core.evaluation",
+    "merlion_core.data.sampler",
+    "merlion_core.ope",
+    "merlion_core.data.validation",
+)
 
 
 def rank_of(module: str) -> int | None:
-    matches = [(len(prefix), rank) for prefix, rank in RANKS
-               if module == prefix or module.startswith(prefix + ".")]
+    matches = [(len(prefix), rank) for prefix, rank in RANKS if module == prefix or module.startswith(prefix + ".")]
     return max(matches)[1] if matches else None
 
 
@@ -71,8 +83,9 @@ def imported(tree: ast.AST) -> set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names
-                         if f"{node.module}.{alias.name}" in MODULES)
+            names.update(
+                f"{node.module}.{alias.name}" for alias in node.names if f"{node.module}.{alias.name}" in MODULES
+            )
     return names
 
 
@@ -112,10 +125,8 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_no_import_cycles():
-    """No two modules import each other, directly or through others, not even inside a function.
-    """
-    graph = {name: {t for t in imported(tree) if t in MODULES and t != name}
-             for name, tree in MODULES.items()}
+    """No two modules import each other, directly or through others, not even inside a function."""
+    graph = {name: {t for t in imported(tree) if t in MODULES and t != name} for name, tree in MODULES.items()}
     assert import_cycles(graph) == []
 
 
@@ -138,8 +149,9 @@ def test_imports_point_down(name, tree):
             assert rank_of(target) <= own, f"{name} (layer {own}) imports {target} (layer {rank_of(target)})"
 
 
-@pytest.mark.parametrize("name, tree", [m for m in modules() if m[0].startswith(NUMERIC)],
-                         ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "name, tree", [m for m in modules() if m[0].startswith(NUMERIC)], ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_numeric_core_does_not_print_or_read_the_environment(name, tree):
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
@@ -175,8 +187,11 @@ def readme_layout() -> dict[str, str]:
 
 def test_readme_layout_matches_the_package():
     entries = readme_layout()
-    actual = {p.name + ("/" if p.is_dir() else "") for p in PACKAGE.iterdir()
-              if p.name not in ("__init__.py", "__pycache__") and (p.suffix == ".py" or (p / "__init__.py").exists())}
+    actual = {
+        p.name + ("/" if p.is_dir() else "")
+        for p in PACKAGE.iterdir()
+        if p.name not in ("__init__.py", "__pycache__") and (p.suffix == ".py" or (p / "__init__.py").exists())
+    }
     assert set(entries) == actual
     for name, text in entries.items():  # the files a folder's lines name exist in that folder
         if name.endswith("/"):

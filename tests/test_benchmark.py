@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-import dataclasses
-
-import numpy as np
-
 from merlion_core.benchmark import runner as benchmark
+from merlion_core.benchmark.methods import (
+    PAPER_METHODS,
+    bench_method,
+    encoder_overrides,
+    env_has_task_success,
+    expand_methods,
+)
 from merlion_core.benchmark.report import markdown_table, mean_ci95, summarise_method
-from merlion_core.benchmark.methods import PAPER_METHODS, bench_method, expand_methods
 from merlion_core.benchmark.runner import run_benchmark
-from merlion_core.benchmark.methods import encoder_overrides, env_has_task_success
 from merlion_core.data.collect import collect, env_normalisers
 from merlion_core.data.io import load_dataset, save_dataset
 
@@ -32,7 +35,11 @@ def one_torch_thread():
 
 def test_method_names():
     ablation = bench_method("merlion-p0.3-cql")
-    assert (ablation.representation, dict(ablation.representation_overrides), ablation.algo) == ("merlion", {"p": 0.3}, "cql")
+    assert (ablation.representation, dict(ablation.representation_overrides), ablation.algo) == (
+        "merlion",
+        {"p": 0.3},
+        "cql",
+    )
     assert bench_method("dcql").representation is None
     assert bench_method("transition-bcq").algo == "bcq"
     assert bench_method("d3rlpy-dbcq").peer
@@ -52,23 +59,45 @@ def test_mean_ci95_by_hand():
 
 def test_summary_of_runs_with_a_failure():
     def record(seed, scores):
-        curve = [{"step": 10 * (i + 1), "normalised_score": s, "mean_return": s, "success_rate": 0.5}
-                 for i, s in enumerate(scores)]
-        return {"seed": seed, "curve": curve, "last_score": scores[-1], "best_score": max(scores),
-                "last_success_rate": 0.5, "train_seconds": 2.0}
+        curve = [
+            {"step": 10 * (i + 1), "normalised_score": s, "mean_return": s, "success_rate": 0.5}
+            for i, s in enumerate(scores)
+        ]
+        return {
+            "seed": seed,
+            "curve": curve,
+            "last_score": scores[-1],
+            "best_score": max(scores),
+            "last_success_rate": 0.5,
+            "train_seconds": 2.0,
+        }
 
-    rows = summarise_method([record(0, [0.0, 10.0, 30.0, 20.0]),
-                             {**record(1, [90.0, 20.0, 40.0, 60.0]), "precision": "bf16"},
-                             {"seed": 2, "curve": [], "last_score": None, "best_score": None, "error": "boom"}])
+    rows = summarise_method(
+        [
+            record(0, [0.0, 10.0, 30.0, 20.0]),
+            {**record(1, [90.0, 20.0, 40.0, 60.0]), "precision": "bf16"},
+            {"seed": 2, "curve": [], "last_score": None, "best_score": None, "error": "boom"},
+        ]
+    )
     assert rows["seeds"] == 2 and rows["failed"] == [{"seed": 2, "error": "boom"}]
     assert rows["last_mean"] == 40.0 and rows["best_mean"] == 60.0
     # the steady score: each run's last three evaluations, (10 + 30 + 20) / 3 and (20 + 40 + 60) / 3
     assert rows["last3_mean"] == pytest.approx((20.0 + 40.0) / 2)
     assert [p["mean"] for p in rows["curve"]] == [45.0, 15.0, 35.0, 40.0]
-    table = markdown_table({"env_id": "x", "settings": {"dataset": "d"}, "behaviour_score": 1.0,
-                            "config": {"steps": 40, "eval_every": 10, "eval_episodes": 5, "encoder_steps": 1},
-                            "methods": {"m": rows}})
-    assert "| m | 2 (1 failed) | 40.0 +- 254.1 | 30.0 +- 127.1 |" in table and "| last 3 |" in table and "| best |" not in table
+    table = markdown_table(
+        {
+            "env_id": "x",
+            "settings": {"dataset": "d"},
+            "behaviour_score": 1.0,
+            "config": {"steps": 40, "eval_every": 10, "eval_episodes": 5, "encoder_steps": 1},
+            "methods": {"m": rows},
+        }
+    )
+    assert (
+        "| m | 2 (1 failed) | 40.0 +- 254.1 | 30.0 +- 127.1 |" in table
+        and "| last 3 |" in table
+        and "| best |" not in table
+    )
     # a record from before the precision option counts as fp32
     assert rows["precisions"] == ["bf16", "fp32"] and "precisions: bf16, fp32." in table
 
@@ -80,8 +109,9 @@ def test_tiny_benchmark_runs_and_resumes(tmp_path, monkeypatch):
     save_dataset(collect("maze", "medium", 0.5, 2000, seed=0, env_overrides={"n_actuators": 6}), data_path)
     events = []
     options = dict(eval_every=15, eval_episodes=3, encoder_steps=20, workers=1, dataset=str(data_path))
-    summary = run_benchmark("maze", "bc,rand1-cql,d3rlpy-bc", 2, 30, tmp_path,
-                            lambda event, info: events.append((event, info)), **options)
+    summary = run_benchmark(
+        "maze", "bc,rand1-cql,d3rlpy-bc", 2, 30, tmp_path, lambda event, info: events.append((event, info)), **options
+    )
     rows = summary["methods"]
     assert set(rows) == {"bc", "rand1-cql", "d3rlpy-bc"}
     for name in ("bc", "rand1-cql"):
@@ -112,22 +142,41 @@ def test_tiny_benchmark_runs_and_resumes(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "work" / "encoders").iterdir()) == ["rand1-seed0", "rand1-seed1"]
     # one worker: seed-major, each encoder just before its first run (an interrupted benchmark has
     # every method at its first seeds)
-    order = [(e, i.get("method"), i.get("seed"), Path(i.get("folder", "")).name) for e, i in events
-             if e in ("run", "encoder")]
+    order = [
+        (e, i.get("method"), i.get("seed"), Path(i.get("folder", "")).name)
+        for e, i in events
+        if e in ("run", "encoder")
+    ]
     assert [(e, m, s) for e, m, s, _ in order if e == "run"] == [
-        ("run", m, s) for s in (0, 1) for m in ("bc", "rand1-cql", "d3rlpy-bc")]
+        ("run", m, s) for s in (0, 1) for m in ("bc", "rand1-cql", "d3rlpy-bc")
+    ]
     assert [f for e, _, _, f in order if e == "encoder"] == ["rand1-seed0", "rand1-seed1"]
     assert order.index(("encoder", None, None, "rand1-seed1")) > order.index(("run", "d3rlpy-bc", 0, ""))
 
     # a second call finds every finished run and trains nothing (failed runs are retried), also
     # when it is executed differently (workers, device are not part of a run's settings)
     events.clear()
-    run_benchmark("maze", "bc,rand1-cql", 2, 30, tmp_path, lambda event, info: events.append((event, info)),
-                  **{**options, "workers": 2, "device": "cpu"})
+    run_benchmark(
+        "maze",
+        "bc,rand1-cql",
+        2,
+        30,
+        tmp_path,
+        lambda event, info: events.append((event, info)),
+        **{**options, "workers": 2, "device": "cpu"},
+    )
     assert [e for e, _ in events if e == "run"] == []
     # report only: nothing is trained, methods without records show no seeds
-    report = run_benchmark("maze", "bc,dcql", 2, 30, tmp_path, lambda event, info: events.append((event, info)),
-                           report_only=True, **options)
+    report = run_benchmark(
+        "maze",
+        "bc,dcql",
+        2,
+        30,
+        tmp_path,
+        lambda event, info: events.append((event, info)),
+        report_only=True,
+        **options,
+    )
     assert [e for e, _ in events if e == "run"] == []
     assert report["methods"]["bc"]["seeds"] == 2 and report["methods"]["dcql"]["seeds"] == 0
     assert not (tmp_path / "runs" / "dcql").exists()
@@ -140,8 +189,15 @@ def test_tiny_benchmark_runs_and_resumes(tmp_path, monkeypatch):
     assert run_benchmark("maze", "bc", 1, 30, tmp_path, report_only=True, **options)["methods"]["bc"]["seeds"] == 1
     # a setting that changes what is computed (the evaluation) does rerun
     events.clear()
-    run_benchmark("maze", "bc", 1, 30, tmp_path, lambda event, info: events.append((event, info)),
-                  **{**options, "eval_episodes": 2})
+    run_benchmark(
+        "maze",
+        "bc",
+        1,
+        30,
+        tmp_path,
+        lambda event, info: events.append((event, info)),
+        **{**options, "eval_episodes": 2},
+    )
     assert [e for e, _ in events if e == "run"] == ["run"]
 
 
@@ -188,13 +244,25 @@ def test_every_representation_gets_the_paper_dim_of_the_env():
 def test_success_rate_only_where_the_env_defines_success():
     assert not env_has_task_success("recommender")  # an episode ends when the user's budget runs out
     assert env_has_task_success("maze") and env_has_task_success("dialogue")
-    records = [{"seed": s, "curve": [{"step": 10, "normalised_score": 10.0 * s}], "last_score": 10.0 * s,
-                "best_score": 10.0 * s, "last_success_rate": None} for s in range(2)]
+    records = [
+        {
+            "seed": s,
+            "curve": [{"step": 10, "normalised_score": 10.0 * s}],
+            "last_score": 10.0 * s,
+            "best_score": 10.0 * s,
+            "last_success_rate": None,
+        }
+        for s in range(2)
+    ]
     row = summarise_method(records)
     assert row["last_mean"] == 5.0 and math.isnan(row["last_success_rate"])
-    summary = {"env_id": "merlion/Recommender-v0", "settings": {"dataset": "d"}, "behaviour_score": 20.0,
-               "config": {"steps": 10, "eval_every": 10, "eval_episodes": 5, "encoder_steps": 5},
-               "methods": {"bc": {**row, "last_success_rate": None}}}
+    summary = {
+        "env_id": "merlion/Recommender-v0",
+        "settings": {"dataset": "d"},
+        "behaviour_score": 20.0,
+        "config": {"steps": 10, "eval_every": 10, "eval_episodes": 5, "encoder_steps": 5},
+        "methods": {"bc": {**row, "last_success_rate": None}},
+    }
     assert "| bc | 2 | 5.0 +- 63.5 | 5.0 +- 63.5 | - |" in markdown_table(summary)
 
 
@@ -218,8 +286,9 @@ def test_records_are_written_as_runs_finish_and_encoder_failures_are_recorded(tm
     assert len(failed) == 1 and "encoder rand1-seed0" in failed[0]["error"] and "no encoder" in failed[0]["error"]
     monkeypatch.undo()
     events = []
-    summary = run_benchmark("maze", "rand1-cql,bc", 1, 10, tmp_path / "a", lambda e, i: events.append((e, i)),
-                            **options)
+    summary = run_benchmark(
+        "maze", "rand1-cql,bc", 1, 10, tmp_path / "a", lambda e, i: events.append((e, i)), **options
+    )
     assert [i["method"] for e, i in events if e == "run"] == ["rand1-cql"]  # the failed run is retried, bc kept
     assert summary["methods"]["rand1-cql"]["seeds"] == 1 and summary["methods"]["rand1-cql"]["failed"] == []
     # a record whose encoder had other settings (an older version's defaults) is stale: run again
@@ -254,8 +323,17 @@ def test_scores_use_the_env_normalisers_and_the_summary_shows_them(tmp_path):
     # a dataset whose metadata carries other normalisers (another env version, an import)
     stale = dataclasses.replace(data, meta=dataclasses.replace(data.meta, expert_return=500.0))
     save_dataset(stale, tmp_path / "stale")
-    summary = run_benchmark("maze", "bc", 1, 10, tmp_path / "out", dataset=str(tmp_path / "stale"), eval_every=10,
-                            eval_episodes=2, workers=1)
+    summary = run_benchmark(
+        "maze",
+        "bc",
+        1,
+        10,
+        tmp_path / "out",
+        dataset=str(tmp_path / "stale"),
+        eval_every=10,
+        eval_episodes=2,
+        workers=1,
+    )
     expert, random = env_normalisers("maze", {"n_actuators": 6})
     assert expert != 500.0 and summary["normalisers"]["expert_return"] == expert
     assert summary["normalisers"]["random_return"] == random and not summary["normalisers"]["dataset_agrees"]
@@ -300,8 +378,18 @@ def test_a_pool_keeps_at_most_workers_encoders_in_flight(tmp_path, monkeypatch):
     monkeypatch.setattr(benchmark.concurrent.futures, "ProcessPoolExecutor", RecordingPool)
     data_path = tmp_path / "data"
     save_dataset(collect("maze", "medium", 0.5, 1000, seed=0, env_overrides={"n_actuators": 6}), data_path)
-    summary = run_benchmark("maze", "rand1-cql,rand2-cql", 3, 4, tmp_path / "out", eval_every=4, eval_episodes=1,
-                            encoder_steps=2, workers=2, dataset=str(data_path))
+    summary = run_benchmark(
+        "maze",
+        "rand1-cql,rand2-cql",
+        3,
+        4,
+        tmp_path / "out",
+        eval_every=4,
+        eval_episodes=1,
+        encoder_steps=2,
+        workers=2,
+        dataset=str(data_path),
+    )
     assert all(summary["methods"][m]["seeds"] == 3 for m in ("rand1-cql", "rand2-cql"))
     encoders = [in_flight for name, in_flight in submissions if name == "train_bench_encoder"]
     assert len(encoders) == 6 and max(encoders) < 2  # a new encoder only while fewer than 2 train
@@ -320,8 +408,16 @@ def test_a_dataset_is_recognised_by_its_content_not_its_path(tmp_path, monkeypat
 
     def runs(dataset):
         events.clear()
-        run_benchmark("maze", "bc,rand1-cql", 1, 10, out, lambda event, info: events.append((event, info)),
-                      dataset=str(dataset), **options)
+        run_benchmark(
+            "maze",
+            "bc,rand1-cql",
+            1,
+            10,
+            out,
+            lambda event, info: events.append((event, info)),
+            dataset=str(dataset),
+            **options,
+        )
         return sorted(info["method"] for event, info in events if event == "run")
 
     assert runs(data_path) == ["bc", "rand1-cql"]
@@ -357,7 +453,11 @@ def test_merlion_cql_before_trains_latent_cql_with_the_earlier_settings(tmp_path
     for name, backup, samples in (("merlion-cql-before", True, "box"), ("merlion-cql", False, "both")):
         record = run_one(str(data_path), name, 1, config, encoder, str(tmp_path / name))
         agent_config = json.loads((tmp_path / name / "config.json").read_text())["config"]
-        assert (agent_config["backup_entropy"], agent_config["cql_samples"], agent_config["seed"]) == (backup, samples, 1)
+        assert (agent_config["backup_entropy"], agent_config["cql_samples"], agent_config["seed"]) == (
+            backup,
+            samples,
+            1,
+        )
         assert agent_config["latent_normalise"] is (name == "merlion-cql")
         assert record["steps"] == 4
     assert bench_method("merlion-cql-before").representation == "merlion"
@@ -383,14 +483,34 @@ def test_refresh_summary_rewrites_the_table_from_the_records(tmp_path):
     settings = {"env_id": "merlion/Maze-v0", "config": {"steps": 30}, "dataset": "d"}
     for seed, scores in enumerate(([10.0, 20.0, 60.0], [0.0, 40.0, 20.0])):
         curve = [{"step": 10 * (i + 1), "normalised_score": s} for i, s in enumerate(scores)]
-        write_run_record(tmp_path, {"method": "bc", "seed": seed, "curve": curve, "last_score": scores[-1],
-                                    "best_score": max(scores), "last_success_rate": None, "settings": settings})
-    reference = {"behaviour": "medium", "curve": [{"step": 10, "normalised_score": 5.0},
-                                                  {"step": 20, "normalised_score": 7.0}],
-                 "last_score": 7.0, "best_score": 7.0, "last_success_rate": None}
-    old = {"env_id": "merlion/Maze-v0", "settings": settings, "behaviour_score": 3.0, "normalisers": None,
-           "behaviour_reference": reference, "methods": {"bc": {}},
-           "config": {"seeds": 2, "steps": 30, "eval_every": 10, "eval_episodes": 5, "encoder_steps": 1}}
+        write_run_record(
+            tmp_path,
+            {
+                "method": "bc",
+                "seed": seed,
+                "curve": curve,
+                "last_score": scores[-1],
+                "best_score": max(scores),
+                "last_success_rate": None,
+                "settings": settings,
+            },
+        )
+    reference = {
+        "behaviour": "medium",
+        "curve": [{"step": 10, "normalised_score": 5.0}, {"step": 20, "normalised_score": 7.0}],
+        "last_score": 7.0,
+        "best_score": 7.0,
+        "last_success_rate": None,
+    }
+    old = {
+        "env_id": "merlion/Maze-v0",
+        "settings": settings,
+        "behaviour_score": 3.0,
+        "normalisers": None,
+        "behaviour_reference": reference,
+        "methods": {"bc": {}},
+        "config": {"seeds": 2, "steps": 30, "eval_every": 10, "eval_episodes": 5, "encoder_steps": 1},
+    }
     (tmp_path / "summary.json").write_text(json.dumps(old))
     summary = refresh_summary(tmp_path)
     row = summary["methods"]["bc"]

@@ -20,8 +20,22 @@ def run(*args, check=True):
 @pytest.fixture(scope="module")
 def collected(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "maze-medium"
-    proc = run("collect", "--env", "maze", "--behaviour", "medium", "--noise", "0.5", "--n", "3000",
-               "--seed", "0", "--out", str(out), "--json")
+    proc = run(
+        "collect",
+        "--env",
+        "maze",
+        "--behaviour",
+        "medium",
+        "--noise",
+        "0.5",
+        "--n",
+        "3000",
+        "--seed",
+        "0",
+        "--out",
+        str(out),
+        "--json",
+    )
     return out, json.loads(proc.stdout)
 
 
@@ -29,8 +43,12 @@ def test_envs_lists_every_environment():
     proc = run("envs")
     assert "merlion/Maze-v0" in proc.stdout and "merlion/MultiStepMaze-v0" in proc.stdout
     rows = json.loads(run("envs", "--json").stdout)  # the dialogue env is listed with or without its data
-    assert {r["id"]: r["n_actions"] for r in rows} == {"merlion/Maze-v0": 4096, "merlion/MultiStepMaze-v0": 4096,
-                                                       "merlion/Recommender-v0": 1000, "merlion/Dialogue-v0": 1500}
+    assert {r["id"]: r["n_actions"] for r in rows} == {
+        "merlion/Maze-v0": 4096,
+        "merlion/MultiStepMaze-v0": 4096,
+        "merlion/Recommender-v0": 1000,
+        "merlion/Dialogue-v0": 1500,
+    }
 
 
 @pytest.mark.parametrize("name", ["maze", "merlion/Maze-v0"])

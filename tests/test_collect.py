@@ -131,8 +131,9 @@ def test_noise_share_of_logged_actions():
 
 
 def test_noisy_medium_dataset_keeps_good_behaviour(maze_small):
-    score = normalised_score(maze_small.episode_returns().mean(), maze_small.meta.expert_return,
-                             maze_small.meta.random_return)
+    score = normalised_score(
+        maze_small.episode_returns().mean(), maze_small.meta.expert_return, maze_small.meta.random_return
+    )
     assert 30 < score < 65
     assert maze_small.terminals[maze_small.episode_ends].mean() > 0.9
 

@@ -21,10 +21,22 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from container_support import (REPO, Podman, PodmanUnavailable, browser_missing, build, check_pages_in_browser,
-                               check_pages_with_apptest, exec_json, health, page_files, podman, render_pages, start,
-                               torch_build_args, torch_version)
+from container_support import (
+    REPO,
+    Podman,
+    PodmanUnavailable,
+    browser_missing,
+    build,
+    check_pages_in_browser,
+    check_pages_with_apptest,
+    exec_json,
+    page_files,
+    podman,
+    render_pages,
+    start,
+    torch_build_args,
+    torch_version,
+)
 
 pytestmark = pytest.mark.container
 
@@ -43,8 +55,12 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def numbers(request):
     """What the run measured; written to $MERLION_CONTAINER_RESULTS at the end."""
-    data: dict = {"date": datetime.date.today().isoformat(), "cpu_count": os.cpu_count(),
-                  "load_average_1min_at_start": round(os.getloadavg()[0], 2), "host": platform.platform()}
+    data: dict = {
+        "date": datetime.date.today().isoformat(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min_at_start": round(os.getloadavg()[0], 2),
+        "host": platform.platform(),
+    }
     yield data
     data["tests_failed"] = request.session.testsfailed
     path = os.environ.get("MERLION_CONTAINER_RESULTS")
@@ -73,13 +89,21 @@ def image(tool, numbers, tmp_path_factory) -> str:
     if previous and previous != current:
         tool("rmi", previous, check=False)  # the last CI image; its layers stay as long as the new one shares them
     size = int(tool("image", "inspect", "-f", "{{.Size}}", IMAGE).stdout.strip())
-    numbers.update({
-        "image": IMAGE, "image_size_bytes": size, "image_size_mb": round(size / 1e6, 1),
-        "build_seconds": result.seconds, "build_steps": result.steps, "build_steps_from_cache": result.cached_steps,
-        "demo_build_seconds": result.demo_seconds, "torch": version, "torch_source": torch_source,
-        "podman": tool("--version").stdout.strip(),
-        "base_image": "stand-in for python:3.11-slim (Debian bookworm, python3.11) from .ci/container/make-base.sh",
-    })
+    numbers.update(
+        {
+            "image": IMAGE,
+            "image_size_bytes": size,
+            "image_size_mb": round(size / 1e6, 1),
+            "build_seconds": result.seconds,
+            "build_steps": result.steps,
+            "build_steps_from_cache": result.cached_steps,
+            "demo_build_seconds": result.demo_seconds,
+            "torch": version,
+            "torch_source": torch_source,
+            "podman": tool("--version").stdout.strip(),
+            "base_image": "stand-in for python:3.11-slim (Debian bookworm, python3.11) from .ci/container/make-base.sh",
+        }
+    )
     return IMAGE
 
 
@@ -118,7 +142,9 @@ def test_the_app_runs_as_the_non_root_user(tool, container):
     assert {int(real), int(effective), int(saved), int(fs)} == {uid}
     command = tool.exec(container["name"], "cat", "/proc/1/cmdline").split("\0")
     assert "streamlit" in command[1] and command[2:4] == ["run", "app.py"], command
-    environ = dict(v.split("=", 1) for v in tool.exec(container["name"], "cat", "/proc/1/environ").split("\0") if "=" in v)
+    environ = dict(
+        v.split("=", 1) for v in tool.exec(container["name"], "cat", "/proc/1/environ").split("\0") if "=" in v
+    )
     assert environ["STREAMLIT_SERVER_MAX_UPLOAD_SIZE"] == str(UPLOAD_CAP_MB)
     assert environ["MERLION_RUNS_DIR"] == "/app/runs"
     volumes = tool("image", "inspect", "-f", "{{json .Config.Volumes}}", IMAGE).stdout
@@ -131,8 +157,10 @@ def test_every_page_renders(tool, container, numbers):
     if missing is None:
         checks, uncovered = check_pages_in_browser(container["url"])
         container["page_checks"] = checks
-        numbers["pages"] = [{"url": c.url.removeprefix(container["url"]) or "/", "seconds": c.seconds,
-                             "heading": c.heading} for c in checks]
+        numbers["pages"] = [
+            {"url": c.url.removeprefix(container["url"]) or "/", "seconds": c.seconds, "heading": c.heading}
+            for c in checks
+        ]
         numbers["page_check"] = "chromium (playwright), every navigation entry by its URL"
         assert not [(c.url, c.problems) for c in checks if c.problems]
         assert all(c.heading for c in checks), [c.url for c in checks if not c.heading]
@@ -163,7 +191,9 @@ def test_the_demo_is_in_the_image(tool, container):
         dataset = collect["result"]["dataset"]
         encoder = next(j for j in jobs if j["kind"] == "train-encoder" and j["config"]["dataset"] == dataset)
         assert encoder["config"]["method"] == "merlion"
-        agent = next(j for j in jobs if j["kind"] == "train-agent" and j["config"]["encoder"] == encoder["result"]["encoder"])
+        agent = next(
+            j for j in jobs if j["kind"] == "train-agent" and j["config"]["encoder"] == encoder["result"]["encoder"]
+        )
         assert agent["config"]["algo"] == "cql" and agent["config"]["dataset"] == dataset
         assert dataset.startswith("/app/runs/jobs/")
         info = exec_json(tool, container["name"], "merlion", "dataset", "info", dataset, "--json")
@@ -175,15 +205,20 @@ def test_the_demo_is_in_the_image(tool, container):
     owners = tool.exec(container["name"], "find", "/app/runs", "!", "-user", "merlion", "-print").split()
     assert owners == [], f"files in the runs folder the app's user does not own: {owners[:5]}"
     if (REPO / "studio" / "chains.py").is_file():  # the app's own demo chain: built, not rebuilt at start
-        state = tool.exec(container["name"], "python", "-c",
-                          "from studio import chains; print(chains.status(chains.load(chains.DEMO)))")
+        state = tool.exec(
+            container["name"],
+            "python",
+            "-c",
+            "from studio import chains; print(chains.status(chains.load(chains.DEMO)))",
+        )
         assert state.strip() == "done"
 
 
 def test_a_job_started_in_the_container_finishes(tool, container, numbers):
     config = json.dumps({"env": "maze", "behaviour": "medium", "n": 2000, "n_envs": 64})
-    job = exec_json(tool, container["name"], "merlion", "jobs", "submit", "collect", "--config", config, "--seed", "7",
-                    "--json")
+    job = exec_json(
+        tool, container["name"], "merlion", "jobs", "submit", "collect", "--config", config, "--seed", "7", "--json"
+    )
     started, deadline = time.perf_counter(), time.monotonic() + 600
     while job["status"] not in FINAL and time.monotonic() < deadline:
         time.sleep(2)
@@ -200,8 +235,14 @@ def test_a_new_container_on_the_same_volume_keeps_the_jobs_and_takes_another_upl
     assert any(job_id == container.get("job") for job_id, _ in before)
     tool("rm", "-f", "-v", "-t", "2", container["name"])
     container["name"] += "-2"
-    numbers["restart_to_healthy_seconds"] = start(tool, IMAGE, container["name"], container["port"],
-                                                  container["volume"], env={"STREAMLIT_SERVER_MAX_UPLOAD_SIZE": "64"})
+    numbers["restart_to_healthy_seconds"] = start(
+        tool,
+        IMAGE,
+        container["name"],
+        container["port"],
+        container["volume"],
+        env={"STREAMLIT_SERVER_MAX_UPLOAD_SIZE": "64"},
+    )
     assert {(j["id"], j["status"]) for j in jobs_in(tool, container)} == before
     with_uploader = [c.url for c in container.get("page_checks") or [] if c.upload_limits]
     if with_uploader:  # the server takes its cap from the environment (Streamlit's own default is 200 MB too)

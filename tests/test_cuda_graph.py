@@ -59,14 +59,21 @@ def test_captured_step_on_cpu_is_a_plain_call():
 
 
 def test_a_failed_capture_falls_back_and_refreshes_generators(dataset):
-    agent = make_algorithm("cql", dataset.n_actions, dataset.obs_dim, small_config("cql"), device="cpu",
-                           representation=external_rep(dataset))
+    agent = make_algorithm(
+        "cql",
+        dataset.n_actions,
+        dataset.obs_dim,
+        small_config("cql"),
+        device="cpu",
+        representation=external_rep(dataset),
+    )
     old = agent.generator
     expected = torch.rand(4, generator=fresh_generator(old))
     step = CapturedStep(lambda inputs: inputs, torch.device("cpu"), on_failure=agent._fresh_generators)
     step._give_up(RuntimeError("operation not permitted when stream is capturing\nmore"))
-    assert step.status == ("eager (CUDA graph capture failed: RuntimeError: operation not permitted when stream "
-                           "is capturing)")
+    assert step.status == (
+        "eager (CUDA graph capture failed: RuntimeError: operation not permitted when stream is capturing)"
+    )
     assert agent.generator is not old and torch.equal(torch.rand(4, generator=agent.generator), expected)
     assert not step.enabled and step({"x": torch.ones(1)})["x"] == 1  # eager from now on
 
@@ -104,7 +111,9 @@ def test_plas_phases_follow_the_host_step_count(dataset):
     assert phases == [True] * 5 + [False] * 2  # vae_warmup = 5
     assert keys == [False] * 5 + [True] * 2
     assert int(agent.step) == 7 and agent._steps_done == 7
-    moved = any(not torch.equal(a, b.detach()) for a, b in zip(actor_target, agent.actor_target.parameters()))
+    moved = any(
+        not torch.equal(a, b.detach()) for a, b in zip(actor_target, agent.actor_target.parameters(), strict=True)
+    )
     assert moved  # target updates began after the warm-up
 
 
@@ -114,8 +123,9 @@ def test_graph_steps_match_eager_steps(name, dataset):
     rep = external_rep(dataset) if name in LATENT_ALGORITHMS else None
     agents = {}
     for graph in (False, True):
-        agent = make_algorithm(name, dataset.n_actions, dataset.obs_dim, small_config(name), device="cuda",
-                               representation=rep)
+        agent = make_algorithm(
+            name, dataset.n_actions, dataset.obs_dim, small_config(name), device="cuda", representation=rep
+        )
         agent.cuda_graph = graph
         sampler = BatchSampler(dataset, 32, seed=0, device="cuda")
         losses = [agent.update(sampler.sample())["loss"] for _ in range(12)]
@@ -124,7 +134,7 @@ def test_graph_steps_match_eager_steps(name, dataset):
     assert eager.step_mode == "eager"
     assert graphed.step_mode.startswith("graph") and "failed" not in graphed.step_mode, graphed.step_mode
     assert graph_losses == pytest.approx(eager_losses, rel=1e-3, abs=1e-4)
-    for (key, a), b in zip(eager.state_dict().items(), graphed.state_dict().values()):
+    for (key, a), b in zip(eager.state_dict().items(), graphed.state_dict().values(), strict=True):
         assert torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4), key
     obs = dataset.observations[:64]
     assert (eager.act(obs) == graphed.act(obs)).mean() >= 0.95
@@ -136,10 +146,11 @@ def test_merlion_encoder_graph_steps_match_eager(dataset):
     reps, curves = {}, {}
     for graph in (False, True):
         rep = merlion.build(config, dataset.n_actions, dataset.obs_dim)
-        curves[graph] = [m["encoder_loss"] for _, m in merlion.train_steps(rep, dataset, config, device="cuda",
-                                                                           cuda_graph=graph)]
+        curves[graph] = [
+            m["encoder_loss"] for _, m in merlion.train_steps(rep, dataset, config, device="cuda", cuda_graph=graph)
+        ]
         reps[graph] = rep
     assert reps[True].step_mode == "graph" and reps[False].step_mode == "eager"
     assert curves[True] == pytest.approx(curves[False], rel=1e-3, abs=1e-5)
-    for (key, a), b in zip(reps[False].state_dict().items(), reps[True].state_dict().values()):
+    for (key, a), b in zip(reps[False].state_dict().items(), reps[True].state_dict().values(), strict=True):
         assert torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-5), key

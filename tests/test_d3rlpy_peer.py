@@ -38,17 +38,27 @@ def d3rlpy_transitions(arrays: dict) -> list[tuple]:
         for i in range(start, end + 1 if terminated else end):
             last = terminated and i == end
             nxt = np.zeros_like(arrays["observations"][i]) if last else arrays["observations"][i + 1]
-            out.append((tuple(arrays["observations"][i]), int(arrays["actions"][i]), float(arrays["rewards"][i]),
-                        tuple(nxt), last))
+            out.append(
+                (
+                    tuple(arrays["observations"][i]),
+                    int(arrays["actions"][i]),
+                    float(arrays["rewards"][i]),
+                    tuple(nxt),
+                    last,
+                )
+            )
         start = end + 1
     return out
 
 
 def our_transitions(f: dict) -> list[tuple]:
     """Ours, with s' zeroed after a terminal (it is never bootstrapped from)."""
-    return [(tuple(s), int(a), float(r), tuple(np.zeros_like(s2) if t else s2), bool(t))
-            for s, a, r, s2, t in zip(f["observations"], f["actions"], f["rewards"], f["next_observations"],
-                                      f["terminals"])]
+    return [
+        (tuple(s), int(a), float(r), tuple(np.zeros_like(s2) if t else s2), bool(t))
+        for s, a, r, s2, t in zip(
+            f["observations"], f["actions"], f["rewards"], f["next_observations"], f["terminals"], strict=True
+        )
+    ]
 
 
 HAND = {  # ends: terminal at 1; timeout at 3; a break at 4 (s' [21] != next s [30]); row 5 unflagged
@@ -143,8 +153,9 @@ def test_missing_d3rlpy_is_a_clear_error_and_the_module_still_imports(no_d3rlpy,
 
 def test_cli_reports_missing_d3rlpy_in_one_line(no_d3rlpy, tmp_path, capsys):
     out = tmp_path / "r.json"
-    code = d3rlpy_peer.main(["--algo", "dcql", "--dataset", str(tmp_path / "absent"), "--steps", "5",
-                             "--out", str(out)])
+    code = d3rlpy_peer.main(
+        ["--algo", "dcql", "--dataset", str(tmp_path / "absent"), "--steps", "5", "--out", str(out)]
+    )
     err = capsys.readouterr().err
     assert code == 1 and not out.exists()
     assert err.count("\n") == 1 and err.startswith("d3rlpy_peer: error: d3rlpy is not importable")
@@ -163,9 +174,17 @@ def tiny_dataset_path(tmp_path_factory):
 
 @(pytest.mark.peer if PEER_PYTHON is None else (lambda test: test))
 def test_real_d3rlpy_run_through_the_peer_cli(tiny_dataset_path):
-    result = d3rlpy_peer.run_d3rlpy_isolated("dcql", tiny_dataset_path, python=PEER_PYTHON or sys.executable,
-                                             steps=50, seed=0, eval_every=20, eval_episodes=3, device="cpu",
-                                             timeout=300)
+    result = d3rlpy_peer.run_d3rlpy_isolated(
+        "dcql",
+        tiny_dataset_path,
+        python=PEER_PYTHON or sys.executable,
+        steps=50,
+        seed=0,
+        eval_every=20,
+        eval_episodes=3,
+        device="cpu",
+        timeout=300,
+    )
     assert result["algo"] == "d3rlpy-dcql" and result["d3rlpy_version"] == "2.8.1"
     assert [p["step"] for p in result["curve"]] == [20, 40, 50]
     for point in result["curve"]:

@@ -6,13 +6,18 @@ import dataclasses
 
 import numpy as np
 import pytest
+from dataset_factory import N_ACTIONS, make_fields
 
 from merlion_core.data import dataset as dmod
 from merlion_core.data import validation as vmod  # the caps live (and are patched) there
-from merlion_core.data.dataset import (SCHEMA_VERSION, DatasetError, DatasetMeta, TransitionDataset,
-                                       from_arrays, validate)
-
-from dataset_factory import N_ACTIONS, make_fields
+from merlion_core.data.dataset import (
+    SCHEMA_VERSION,
+    DatasetError,
+    DatasetMeta,
+    TransitionDataset,
+    from_arrays,
+    validate,
+)
 
 
 def make(**overrides) -> TransitionDataset:
@@ -24,11 +29,11 @@ def make(**overrides) -> TransitionDataset:
 
 # ----------------------------------------------------------------------------- statistics
 
+
 def test_episode_statistics_match_hand_computation():
     f = make_fields()
     f["rewards"] = np.array([1, 1, 1, 1, 1, 2, 2, 2, 2, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], np.float32)
-    ds = TransitionDataset(**f, n_actions=N_ACTIONS,
-                           meta=DatasetMeta(expert_return=10.0, random_return=2.0))
+    ds = TransitionDataset(**f, n_actions=N_ACTIONS, meta=DatasetMeta(expert_return=10.0, random_return=2.0))
     assert ds.n_transitions == 15 and ds.obs_dim == 3 and ds.n_episodes == 3
     np.testing.assert_array_equal(ds.episode_ends, [4, 8, 14])
     assert ds.episode_ends.dtype == np.int64
@@ -89,27 +94,39 @@ def test_equals_and_subset():
 
 # ----------------------------------------------------------------------------- validation
 
+
 def _object_obs() -> np.ndarray:
     arr = np.empty((15, 3), dtype=object)
     arr[:] = 0.0
     return arr
 
 
-@pytest.mark.parametrize("overrides, match", [
-    ({"observations": np.zeros((0, 3), np.float32), "next_observations": np.zeros((0, 3), np.float32),
-      "actions": np.zeros(0, np.int64), "rewards": np.zeros(0, np.float32), "terminals": np.zeros(0, bool),
-      "timeouts": np.zeros(0, bool)}, r"observations: empty dataset"),
-    ({"observations": np.zeros(15, np.float32)}, r"observations: expected a 2-D"),
-    ({"next_observations": np.zeros((15, 4), np.float32)}, r"next_observations: shape \(15, 4\) differs"),
-    ({"rewards": np.zeros(14, np.float32)}, r"rewards: length 14 differs from observations length 15"),
-    ({"observations": np.zeros((15, 3), np.float64)}, r"observations: dtype float64, expected float32"),
-    ({"actions": np.zeros(15, np.int32)}, r"actions: dtype int32, expected int64"),
-    ({"terminals": np.zeros(15, np.uint8)}, r"terminals: dtype uint8, expected bool"),
-    ({"observations": _object_obs()}, r"observations: dtype object is not allowed"),
-    ({"n_actions": 3.0}, r"n_actions: expected an int"),
-    ({"n_actions": 1}, r"n_actions: must be >= 2"),
-    ({"n_actions": True}, r"n_actions: expected an int"),
-])
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (
+            {
+                "observations": np.zeros((0, 3), np.float32),
+                "next_observations": np.zeros((0, 3), np.float32),
+                "actions": np.zeros(0, np.int64),
+                "rewards": np.zeros(0, np.float32),
+                "terminals": np.zeros(0, bool),
+                "timeouts": np.zeros(0, bool),
+            },
+            r"observations: empty dataset",
+        ),
+        ({"observations": np.zeros(15, np.float32)}, r"observations: expected a 2-D"),
+        ({"next_observations": np.zeros((15, 4), np.float32)}, r"next_observations: shape \(15, 4\) differs"),
+        ({"rewards": np.zeros(14, np.float32)}, r"rewards: length 14 differs from observations length 15"),
+        ({"observations": np.zeros((15, 3), np.float64)}, r"observations: dtype float64, expected float32"),
+        ({"actions": np.zeros(15, np.int32)}, r"actions: dtype int32, expected int64"),
+        ({"terminals": np.zeros(15, np.uint8)}, r"terminals: dtype uint8, expected bool"),
+        ({"observations": _object_obs()}, r"observations: dtype object is not allowed"),
+        ({"n_actions": 3.0}, r"n_actions: expected an int"),
+        ({"n_actions": 1}, r"n_actions: must be >= 2"),
+        ({"n_actions": True}, r"n_actions: expected an int"),
+    ],
+)
 def test_constructor_rejects(overrides, match):
     with pytest.raises(DatasetError, match=match):
         make(**overrides)
@@ -134,7 +151,9 @@ def test_nonfinite_values_report_count_and_first_index():
 def test_action_range():
     f = make_fields()
     f["actions"][[3, 8]] = [16, 40]
-    with pytest.raises(DatasetError, match=r"actions: 2 ids out of range \[0, 16\) \(first at index 3: 16\).*max id \+ 1 = 41"):
+    with pytest.raises(
+        DatasetError, match=r"actions: 2 ids out of range \[0, 16\) \(first at index 3: 16\).*max id \+ 1 = 41"
+    ):
         TransitionDataset(**f, n_actions=N_ACTIONS)
     f = make_fields()
     f["actions"][5] = -1
@@ -150,7 +169,9 @@ def test_episode_boundaries():
         TransitionDataset(**f, n_actions=N_ACTIONS)
     f = make_fields()
     f["timeouts"][4] = True  # also terminal
-    with pytest.raises(DatasetError, match=r"timeouts: 1 transition\(s\) both terminal and timeout \(first at index 4\)"):
+    with pytest.raises(
+        DatasetError, match=r"timeouts: 1 transition\(s\) both terminal and timeout \(first at index 4\)"
+    ):
         TransitionDataset(**f, n_actions=N_ACTIONS)
 
 
@@ -175,6 +196,7 @@ def test_messages_are_single_line():
 
 # ----------------------------------------------------------------------------- from_arrays
 
+
 def test_from_arrays_coerces_safe_cases():
     f = make_fields()
     raw = dict(f)
@@ -198,14 +220,17 @@ def test_from_arrays_infers_n_actions_only_when_allowed():
     assert ds.meta.extra == {"n_actions_inferred": True}
 
 
-@pytest.mark.parametrize("name, value, match", [
-    ("actions", np.full(15, 1.5), r"actions: 15 non-integral value\(s\)"),
-    ("actions", np.array(["a"] * 15), r"actions: dtype <U1 is not allowed"),
-    ("terminals", np.full(15, 2, np.int8), r"terminals: 15 value\(s\) not 0/1"),
-    ("observations", np.full((15, 3), np.nan), r"observations: 45 non-finite"),
-    ("rewards", np.array(3.0), r"rewards: expected an array with a leading \[N\] axis"),
-    ("timeouts", np.zeros(12, bool), r"timeouts: length 12 differs"),
-])
+@pytest.mark.parametrize(
+    "name, value, match",
+    [
+        ("actions", np.full(15, 1.5), r"actions: 15 non-integral value\(s\)"),
+        ("actions", np.array(["a"] * 15), r"actions: dtype <U1 is not allowed"),
+        ("terminals", np.full(15, 2, np.int8), r"terminals: 15 value\(s\) not 0/1"),
+        ("observations", np.full((15, 3), np.nan), r"observations: 45 non-finite"),
+        ("rewards", np.array(3.0), r"rewards: expected an array with a leading \[N\] axis"),
+        ("timeouts", np.zeros(12, bool), r"timeouts: length 12 differs"),
+    ],
+)
 def test_from_arrays_rejects(name, value, match):
     with pytest.raises(DatasetError, match=match):
         from_arrays(dict(make_fields(), **{name: value}), N_ACTIONS)
@@ -228,9 +253,18 @@ def test_float64_overflowing_float32_is_reported():
 
 # ----------------------------------------------------------------------------- DatasetMeta
 
+
 def test_meta_round_trip_and_strictness():
-    meta = DatasetMeta(env_id="merlion/Maze-v0", env_config={"size": 7}, behaviour="expert", noise=0.1, seed=3,
-                       expert_return=10.0, random_return=-2.5, extra={"k": [1, 2]})
+    meta = DatasetMeta(
+        env_id="merlion/Maze-v0",
+        env_config={"size": 7},
+        behaviour="expert",
+        noise=0.1,
+        seed=3,
+        expert_return=10.0,
+        random_return=-2.5,
+        extra={"k": [1, 2]},
+    )
     assert DatasetMeta.from_dict(meta.to_dict()) == meta
     with pytest.raises(DatasetError, match="meta: unknown key"):
         DatasetMeta.from_dict({**meta.to_dict(), "colour": "red"})
@@ -247,6 +281,7 @@ def test_meta_round_trip_and_strictness():
 
 
 # ----------------------------------------------------------------------------- content digest
+
 
 def test_content_digest_identifies_the_transitions_not_the_meta(tmp_path):
     from merlion_core.data.io import load_dataset, save_dataset
@@ -299,14 +334,20 @@ def test_propensities_in_equals_subset_and_digest():
     assert ds.content_digest() == make().content_digest() == make(propensities=other).content_digest()
 
 
-@pytest.mark.parametrize("values, match", [
-    ({3: 0.0, 9: 0.0, 12: 0.0}, r"^propensities: 3 value\(s\) are 0 \(first at index 3\); the logged action was taken, "
-                                r"so its probability cannot be 0$"),
-    ({4: 1.5}, r"^propensities: 1 value\(s\) outside \[0, 1\] \(first at index 4: 1\.5\)$"),
-    ({6: -0.25, 7: 2.0}, r"^propensities: 2 value\(s\) outside \[0, 1\] \(first at index 6: -0\.25\)$"),
-    ({8: np.nan}, r"^propensities: 1 non-finite value\(s\) \(NaN or inf\), first at index 8$"),
-    ({1: np.inf}, r"^propensities: 1 non-finite value\(s\) \(NaN or inf\), first at index 1$"),
-])
+@pytest.mark.parametrize(
+    "values, match",
+    [
+        (
+            {3: 0.0, 9: 0.0, 12: 0.0},
+            r"^propensities: 3 value\(s\) are 0 \(first at index 3\); the logged action was taken, "
+            r"so its probability cannot be 0$",
+        ),
+        ({4: 1.5}, r"^propensities: 1 value\(s\) outside \[0, 1\] \(first at index 4: 1\.5\)$"),
+        ({6: -0.25, 7: 2.0}, r"^propensities: 2 value\(s\) outside \[0, 1\] \(first at index 6: -0\.25\)$"),
+        ({8: np.nan}, r"^propensities: 1 non-finite value\(s\) \(NaN or inf\), first at index 8$"),
+        ({1: np.inf}, r"^propensities: 1 non-finite value\(s\) \(NaN or inf\), first at index 1$"),
+    ],
+)
 def test_propensity_values_are_checked(values, match):
     probs = PROBS.copy()
     for index, value in values.items():
@@ -317,12 +358,15 @@ def test_propensity_values_are_checked(values, match):
         from_arrays(dict(make_fields(), propensities=probs.astype(np.float64)), N_ACTIONS)
 
 
-@pytest.mark.parametrize("value, match", [
-    (np.full(14, 0.5, np.float32), r"^propensities: length 14 differs from observations length 15$"),
-    (np.full((15, 2), 0.5, np.float32), r"^propensities: expected a 1-D array \[N\], got shape \(15, 2\)$"),
-    (np.full(15, 0.5, np.float64), r"^propensities: dtype float64, expected float32$"),
-    ([0.5] * 15, r"^propensities: expected a numpy array or None, got list$"),
-])
+@pytest.mark.parametrize(
+    "value, match",
+    [
+        (np.full(14, 0.5, np.float32), r"^propensities: length 14 differs from observations length 15$"),
+        (np.full((15, 2), 0.5, np.float32), r"^propensities: expected a 1-D array \[N\], got shape \(15, 2\)$"),
+        (np.full(15, 0.5, np.float64), r"^propensities: dtype float64, expected float32$"),
+        ([0.5] * 15, r"^propensities: expected a numpy array or None, got list$"),
+    ],
+)
 def test_propensity_shape_and_type_are_checked(value, match):
     with pytest.raises(DatasetError, match=match):
         make(propensities=value)
@@ -347,20 +391,26 @@ def test_from_arrays_coerces_propensities():
 
 # ----------------------------------------------------------------------------- action-count cap, dropped rows
 
+
 def test_action_count_cap_refuses_given_and_inferred_n_actions():
     assert dmod.MAX_ACTIONS == 10_000_000  # a module constant of dataset.py (defined in validation.py)
     f = make_fields()
     f["actions"][3] = 10**12
     with pytest.raises(DatasetError) as info:
         from_arrays(f, None, infer_n_actions=True)
-    assert str(info.value) == ("actions: id 1000000000000 at index 3 implies n_actions >= 1000000000001, which "
-                               "exceeds the action-count cap max_actions=10000000 (MAX_ACTIONS); pass "
-                               "max_actions=1000000000001 (or more: load_dataset(max_actions=...), --max-actions on "
-                               "the command line) if that many actions is intended")
+    assert str(info.value) == (
+        "actions: id 1000000000000 at index 3 implies n_actions >= 1000000000001, which "
+        "exceeds the action-count cap max_actions=10000000 (MAX_ACTIONS); pass "
+        "max_actions=1000000000001 (or more: load_dataset(max_actions=...), --max-actions on "
+        "the command line) if that many actions is intended"
+    )
     ds = from_arrays(f, None, infer_n_actions=True, max_actions=10**12 + 1)  # raised: accepted
     assert ds.n_actions == 10**12 + 1
-    with pytest.raises(DatasetError, match=r"^n_actions: 1000000000001 exceeds the action-count cap "
-                                           r"max_actions=10000000 \(MAX_ACTIONS\); pass max_actions="):
+    with pytest.raises(
+        DatasetError,
+        match=r"^n_actions: 1000000000001 exceeds the action-count cap "
+        r"max_actions=10000000 \(MAX_ACTIONS\); pass max_actions=",
+    ):
         validate(ds)  # validate applies the default cap too
     validate(ds, max_actions=None)
     with pytest.raises(DatasetError, match=r"^n_actions: 40 exceeds the action-count cap max_actions=20; pass "):
@@ -377,10 +427,12 @@ def test_from_arrays_keep_checks_every_row_before_dropping():
     keep[[8, 14]] = False
     ds = from_arrays(f, N_ACTIONS, keep=keep)
     assert ds.n_transitions == 13 and np.array_equal(ds.rewards, f["rewards"][keep])
-    cases = [("observations", (14, 1), np.nan, r"^observations: 1 non-finite value\(s\) \(NaN or inf\), first at index 14$"),
-             ("rewards", 8, np.inf, r"^rewards: 1 non-finite value\(s\) \(NaN or inf\), first at index 8$"),
-             ("actions", 8, -2, r"^actions: 1 negative ids out of range \[0, 16\) \(first at index 8: -2\)$"),
-             ("actions", 14, 99, r"^actions: 1 ids out of range \[0, 16\) \(first at index 14: 99\)")]
+    cases = [
+        ("observations", (14, 1), np.nan, r"^observations: 1 non-finite value\(s\) \(NaN or inf\), first at index 14$"),
+        ("rewards", 8, np.inf, r"^rewards: 1 non-finite value\(s\) \(NaN or inf\), first at index 8$"),
+        ("actions", 8, -2, r"^actions: 1 negative ids out of range \[0, 16\) \(first at index 8: -2\)$"),
+        ("actions", 14, 99, r"^actions: 1 ids out of range \[0, 16\) \(first at index 14: 99\)"),
+    ]
     for name, where, value, match in cases:
         arr = f[name].copy()
         arr[where] = value

@@ -57,8 +57,11 @@ def test_the_app_runs_unprivileged_on_all_interfaces_with_a_capped_upload_and_a_
 
 
 def test_dockerignore_keeps_local_state_out_of_the_context():
-    patterns = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")}
+    patterns = {
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert {".git", "runs", "data", "results/*/work", ".venv", "**/__pycache__", "tests"} <= patterns
     assert not {"docker", "app.py", "pages", "merlion_core", "README.md"} & patterns
 
@@ -132,6 +135,8 @@ def test_build_demo_submits_each_step_once_its_inputs_succeeded():
     build_demo.advance(runner, runner, steps)
     agent = runner.specs[3][0]
     assert agent.kind == "train-agent" and agent.config["algo"] == "cql"
-    assert (agent.config["dataset"], agent.config["encoder"]) == ("/runs/jobs/1/artifacts/dataset",
-                                                                  "/runs/jobs/2/artifacts/encoder")
+    assert (agent.config["dataset"], agent.config["encoder"]) == (
+        "/runs/jobs/1/artifacts/dataset",
+        "/runs/jobs/2/artifacts/encoder",
+    )
     assert build_demo.demo_steps(None, "maze")[0]["config"]["env"] == "maze"  # steps are copies

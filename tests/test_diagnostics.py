@@ -30,8 +30,7 @@ TRAVEL = 0.045 * 4  # substep_length * n_substeps: free-space travel of a unit d
 # Positions where every one of the 64 actions of the 6-actuator maze moves freely (no wall,
 # border, goal or reward region within 0.18); the brief's (0.8, 0.15) is not: moving down
 # by 0.156 crosses y = 0 there.
-OPEN_POSITIONS = [(0.8, 0.2), (0.75, 0.2), (0.7, 0.2), (0.2, 0.55), (0.25, 0.7), (0.3, 0.65), (0.8, 0.7),
-                  (0.2, 0.8)]
+OPEN_POSITIONS = [(0.8, 0.2), (0.75, 0.2), (0.7, 0.2), (0.2, 0.55), (0.25, 0.7), (0.3, 0.65), (0.8, 0.7), (0.2, 0.8)]
 
 
 @pytest.fixture(scope="module")
@@ -256,6 +255,7 @@ def test_diagnose_end_to_end(small_maze):
     json.dumps(res.to_dict(), allow_nan=False)
 
     rng = np.random.default_rng(1)
+
     def random_embedding(s, a):
         return rng.normal(size=(len(s), len(a), 8))
 
@@ -271,8 +271,11 @@ def test_diagnose_end_to_end(small_maze):
 def test_to_dict_maps_nan_to_none():
     res = DiagnosticsResult(float("nan"), np.array([np.nan, 0.5]), float("nan"), 2, 4)
     assert res.to_dict() == {
-        "spearman_median": None, "spearman_per_state": [None, 0.5], "class_separation": None,
-        "n_states": 2, "n_actions_used": 4,
+        "spearman_median": None,
+        "spearman_per_state": [None, 0.5],
+        "class_separation": None,
+        "n_states": 2,
+        "n_actions_used": 4,
     }
 
 

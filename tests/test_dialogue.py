@@ -9,6 +9,7 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
+from dialogue_support import SYNTHETIC, SYNTHETIC_ENV, hidden, say, start, synthetic_model, user_said  # noqa: F401
 from gymnasium.utils.env_checker import check_env
 
 from merlion_core.data.collect import collect, normalised_score
@@ -20,17 +21,22 @@ from merlion_core.envs.dialogue.model import DialogueEnv
 from merlion_core.envs.dialogue.schema import DONTCARE, match_entities
 from merlion_core.envs.rollout import rollout_episodes
 
-from dialogue_support import SYNTHETIC, SYNTHETIC_ENV, hidden, say, start, synthetic_model, user_said  # noqa: F401
-
-RESTAURANT_PHONE = {"order": ["restaurant"], "info": {"restaurant": {"area": "centre", "food": "italian"}},
-                    "requests": {"restaurant": ["phone"]}}
+RESTAURANT_PHONE = {
+    "order": ["restaurant"],
+    "info": {"restaurant": {"area": "centre", "food": "italian"}},
+    "requests": {"restaurant": ["phone"]},
+}
 
 
 # ---------------------------------------------------------------- composites and the action set
 def test_composites_merge_orders_and_value_indices_and_rank_by_count():
-    counts = [("A-Inform-Name-1;A-Inform-Addr-1", 3), ("A-Inform-Addr-1;A-Inform-Name-1", 2),
-              ("A-Inform-Addr-1;A-Inform-Name-1;A-Inform-Name-2", 1), ("general-bye-none-none", 5),
-              ("B-Request-Area-?", 6)]
+    counts = [
+        ("A-Inform-Name-1;A-Inform-Addr-1", 3),
+        ("A-Inform-Addr-1;A-Inform-Name-1", 2),
+        ("A-Inform-Addr-1;A-Inform-Name-1;A-Inform-Name-2", 1),
+        ("general-bye-none-none", 5),
+        ("B-Request-Area-?", 6),
+    ]
     composites, merged = top_composites(counts, 3)
     # 3 + 2 + 1 = 6 ties with B's 6: ties go by the string
     assert composites == ("A-Inform-Addr;A-Inform-Name", "B-Request-Area-?".rsplit("-", 1)[0], "general-bye-none")
@@ -41,9 +47,12 @@ def test_composites_merge_orders_and_value_indices_and_rank_by_count():
 
 def test_act_coverage_counts_turns_whose_composite_is_an_action():
     actions = ("A-Inform-Addr;A-Inform-Name", "general-bye-none")
-    turns = [[("A", "Inform", "Name"), ("A", "Inform", "Addr"), ("A", "Inform", "Name")],  # repeat: same set
-             [],  # unannotated: not covered
-             [("C", "Inform", "X")], [("general", "bye", "none")]]
+    turns = [
+        [("A", "Inform", "Name"), ("A", "Inform", "Addr"), ("A", "Inform", "Name")],  # repeat: same set
+        [],  # unannotated: not covered
+        [("C", "Inform", "X")],
+        [("general", "bye", "none")],
+    ]
     assert act_coverage(turns, actions) == (0.5, 4)
     assert canonical_composite(["general-bye-none-none", "A-Inform-Addr-2"]) == "A-Inform-Addr;general-bye-none"
 
@@ -120,8 +129,12 @@ def test_a_request_gets_answered_and_the_dialogue_ends_in_success(synthetic_mode
 def test_no_offer_makes_the_user_change_or_drop_a_constraint(synthetic_model):
     m = synthetic_model
     restaurant = m.schema.domains.index("restaurant")
-    changing = {"order": ["restaurant"], "info": {"restaurant": {"area": "centre", "food": "chinese"}},
-                "final": {"restaurant": {"food": "italian"}}, "requests": {"restaurant": ["address"]}}
+    changing = {
+        "order": ["restaurant"],
+        "info": {"restaurant": {"area": "centre", "food": "chinese"}},
+        "final": {"restaurant": {"food": "italian"}},
+        "requests": {"restaurant": ["address"]},
+    }
     dropping = {**changing, "final": {"restaurant": {"area": "dontcare"}}}
     states = start(m, [changing, dropping])
     assert (hidden(m, states)["count"][:, restaurant] == 0).all()  # centre + chinese: nothing
@@ -143,9 +156,12 @@ def test_no_offer_makes_the_user_change_or_drop_a_constraint(synthetic_model):
 
 def test_a_completed_booking_ends_the_domain(synthetic_model):
     m = synthetic_model
-    spec = {"order": ["restaurant", "police"], "info": {"restaurant": {"area": "south"}},
-            "book": {"restaurant": {"day": "monday", "people": "2", "time": "12:00"}},
-            "requests": {"police": ["phone"]}}
+    spec = {
+        "order": ["restaurant", "police"],
+        "info": {"restaurant": {"area": "south"}},
+        "book": {"restaurant": {"day": "monday", "people": "2", "time": "12:00"}},
+        "requests": {"police": ["phone"]},
+    }
     states = start(m, [spec])
     said = user_said(m, states)
     assert "inform restaurant-area" in said and len(said) == 3  # the area and two booking details
@@ -165,8 +181,11 @@ def test_a_completed_booking_ends_the_domain(synthetic_model):
 
 def test_an_entity_that_violates_the_goal_answers_nothing(synthetic_model):
     m = make_model("dialogue", {**SYNTHETIC_ENV, "max_user_acts": 1})
-    spec = {"order": ["restaurant"], "info": {"restaurant": {"area": "north", "food": "chinese"}},
-            "requests": {"restaurant": ["phone"]}}
+    spec = {
+        "order": ["restaurant"],
+        "info": {"restaurant": {"area": "north", "food": "chinese"}},
+        "requests": {"restaurant": ["phone"]},
+    }
     states = start(m, [spec])
     first = user_said(m, states)
     assert first in ({"inform restaurant-area"}, {"inform restaurant-food"})
@@ -264,9 +283,12 @@ def test_missing_data_gives_one_clear_error(monkeypatch, tmp_path):
         make_model("dialogue")
     with pytest.raises(MultiWOZDataMissing, match="lacks goal_model.json"):
         make_model("dialogue", {"data_dir": str(tmp_path)})
-    proc = subprocess.run([sys.executable, "-m", "merlion_core.cli", "env-info", "dialogue"],
-                          capture_output=True, text=True, env={k: v for k, v in __import__("os").environ.items()
-                                                               if k != ENV_VAR})
+    proc = subprocess.run(
+        [sys.executable, "-m", "merlion_core.cli", "env-info", "dialogue"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in __import__("os").environ.items() if k != ENV_VAR},
+    )
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and ENV_VAR in proc.stderr
 
 
@@ -274,9 +296,13 @@ def test_real_data_tests_skip_with_the_reason_when_the_data_is_absent(tmp_path):
     import os
 
     env = {**os.environ, ENV_VAR: str(tmp_path / "nowhere")}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-                           "tests/test_dialogue_multiwoz.py"], capture_output=True, text=True, env=env,
-                          cwd=SYNTHETIC.parents[2])
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/test_dialogue_multiwoz.py"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=SYNTHETIC.parents[2],
+    )
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert "4 skipped" in proc.stdout and "real MultiWOZ data not found" in proc.stdout and ENV_VAR in proc.stdout
 
@@ -292,8 +318,22 @@ def test_broken_file_is_reported_with_its_path(tmp_path):
 
 
 def test_cli_option_points_at_the_data():
-    proc = subprocess.run([sys.executable, "-m", "merlion_core.cli", "--multiwoz-dir", str(SYNTHETIC), "env-info",
-                           "dialogue", "--env-config", '{"n_actions": 60}', "--json"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "merlion_core.cli",
+            "--multiwoz-dir",
+            str(SYNTHETIC),
+            "env-info",
+            "dialogue",
+            "--env-config",
+            '{"n_actions": 60}',
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["n_actions"] == 60 and info["max_steps"] == 20 and info["expert_return"] > info["random_return"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dialogue_support import real_dir  # noqa: F401  (fixture)
 
 from merlion_core.data.multiwoz_io import read_system_turns
 from merlion_core.envs import make_model
@@ -20,8 +21,6 @@ from merlion_core.envs.dialogue.actions import act_coverage
 from merlion_core.envs.dialogue.goals import sample_goals
 from merlion_core.envs.dialogue.schema import DB_DOMAINS, match_entities, ontology_key, parse_minutes
 from merlion_core.envs.rollout import rollout_episodes
-
-from dialogue_support import real_dir  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.multiwoz
 
@@ -69,7 +68,9 @@ def test_matching_agrees_with_a_direct_reading_of_the_database(model, real_dir):
             s = schema.inform_index(domain, slot, book=False)
             c[0, s] = schema.value_id(s, value)
         entities = _json(real_dir, f"db/{domain}_db.json")
-        return sorted(entities[e][key] for e in np.flatnonzero(match_entities(schema, schema.domains.index(domain), c)[0]))
+        return sorted(
+            entities[e][key] for e in np.flatnonzero(match_entities(schema, schema.domains.index(domain), c)[0])
+        )
 
     restaurants = _json(real_dir, "db/restaurant_db.json")
     wanted = {"area": "centre", "food": "italian", "pricerange": "cheap"}
@@ -77,8 +78,11 @@ def test_matching_agrees_with_a_direct_reading_of_the_database(model, real_dir):
     assert "pizza hut city centre" in expected and matched("restaurant", wanted, "name") == expected
     trains = _json(real_dir, "db/train_db.json")
     route = {"day": "monday", "departure": "cambridge", "destination": "london kings cross"}
-    expected = sorted(t["trainID"] for t in trains if all(t[k] == v for k, v in route.items())
-                      and parse_minutes(t["leaveAt"]) >= parse_minutes("15:15"))
+    expected = sorted(
+        t["trainID"]
+        for t in trains
+        if all(t[k] == v for k, v in route.items()) and parse_minutes(t["leaveAt"]) >= parse_minutes("15:15")
+    )
     assert 0 < len(expected) < 12 and matched("train", {**route, "leaveAt": "15:15"}, "trainID") == expected
     hotels = _json(real_dir, "db/hotel_db.json")
     wanted = {"type": "guesthouse", "parking": "yes", "stars": "4", "area": "north"}
@@ -106,8 +110,10 @@ def test_action_set_and_coverage_of_the_real_dialogues(model, real_dir):  # noqa
 
 
 def test_rule_policy_meets_the_success_goal_and_behaviours_are_ordered(model):
-    results = {name: rollout_episodes(model, make_behaviour(model, name), 1000, np.random.default_rng(7))
-               for name in ("expert", "medium", "random")}
+    results = {
+        name: rollout_episodes(model, make_behaviour(model, name), 1000, np.random.default_rng(7))
+        for name in ("expert", "medium", "random")
+    }
     assert results["expert"].successes.mean() >= 0.6  # the goal for the rule policy
     returns = {name: r.returns.mean() for name, r in results.items()}
     assert returns["expert"] > returns["medium"] + 10 > returns["random"] + 20
@@ -127,8 +133,14 @@ def test_merlion_encoder_trains_on_a_dialogue_dataset(model, real_dir, tmp_path)
     dataset = collect("dialogue", "medium", 0.5, 3000, seed=0, n_envs=64, env_overrides={"data_dir": real_dir})
     path = save_dataset(dataset, tmp_path / "dialogue")
     seen = []
-    out = train_encoder(path, "merlion", tmp_path / "enc", overrides={"steps": 300, "log_every": 50},
-                        device="cpu", progress=lambda step, metrics: seen.append(metrics["encoder_loss"]))
+    out = train_encoder(
+        path,
+        "merlion",
+        tmp_path / "enc",
+        overrides={"steps": 300, "log_every": 50},
+        device="cpu",
+        progress=lambda step, metrics: seen.append(metrics["encoder_loss"]),
+    )
     rep = load_representation(out["out"]).representation
     assert rep.config.dim == 30 and rep.config.p == pytest.approx(0.3)  # the paper's dialogue defaults
     assert len(seen) == 6 and all(np.isfinite(seen))

@@ -138,7 +138,7 @@ def test_action_noise_rate_is_ten_percent():
     env.reset(seed=0)
     replaced = 0
     n = 4000
-    for i in range(n):
+    for _i in range(n):
         _, _, term, trunc, info = env.step(0)
         replaced += info["executed_action"] != 0
         if term or trunc:

@@ -16,15 +16,22 @@ import h5py
 import numpy as np
 import numpy.lib.format as npformat
 import pytest
+from dataset_factory import N_ACTIONS, make_fields
 
 from merlion_core.data import validation as vmod  # the caps live (and are patched) there
 from merlion_core.data.dataset import DatasetError, DatasetMeta, TransitionDataset
-from merlion_core.data.io import (FORMATS, convert, detect_format, load_dataset, save_dataset)
+from merlion_core.data.io import FORMATS, convert, detect_format, load_dataset, save_dataset
 
-from dataset_factory import N_ACTIONS, make_fields
-
-META = DatasetMeta(env_id="merlion/Maze-v0", env_config={"size": 7}, behaviour="medium", noise=0.25, seed=11,
-                   expert_return=10.0, random_return=-1.0, extra={"note": "test"})
+META = DatasetMeta(
+    env_id="merlion/Maze-v0",
+    env_config={"size": 7},
+    behaviour="medium",
+    noise=0.25,
+    seed=11,
+    expert_return=10.0,
+    random_return=-1.0,
+    extra={"note": "test"},
+)
 
 
 @pytest.fixture
@@ -36,8 +43,13 @@ def as_read(ds: TransitionDataset, fmt: str) -> TransitionDataset:
     return dataclasses.replace(ds, meta=dataclasses.replace(ds.meta, source_format=fmt))
 
 
-MISLEADING = {"native": "data.npz", "npz": "data.hdf5", "d4rl": "data.npz", "d3rlpy": "data.json",
-              "minari": "merlion/data-v0"}
+MISLEADING = {
+    "native": "data.npz",
+    "npz": "data.hdf5",
+    "d4rl": "data.npz",
+    "d3rlpy": "data.json",
+    "minari": "merlion/data-v0",
+}
 
 
 def _load_raises(path, match, **kw):
@@ -50,6 +62,7 @@ def _load_raises(path, match, **kw):
 
 
 # ----------------------------------------------------------------------------- round trips
+
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_round_trip_is_exact_and_detected_from_content(ds, fmt, tmp_path):
@@ -131,6 +144,7 @@ def test_save_rejects_bad_arguments(ds, tmp_path):
 
 # ----------------------------------------------------------------------------- validation via the npz loader
 
+
 def write_npz(path: Path, **arrays) -> Path:
     with open(path, "wb") as f:  # a plain numpy npz, as a user would write it
         np.savez(f, **arrays)
@@ -146,6 +160,7 @@ def _mut(**changes):
             else:
                 f[k] = v(f) if callable(v) else v
         return f
+
     return apply
 
 
@@ -154,6 +169,7 @@ def _with_nan(name, row):
         arr = f[name].copy()
         arr[row] = np.nan
         return arr
+
     return set_nan
 
 
@@ -164,16 +180,30 @@ CASES = {
     "next_shape": (_mut(next_observations=lambda f: f["next_observations"][:, :2]), r"next_observations: shape"),
     "lengths": (_mut(rewards=lambda f: f["rewards"][:10]), r"rewards: length 10 differs from observations length 15"),
     "nan_obs": (_mut(observations=_with_nan("observations", 6)), r"observations: 3 non-finite.*index 6"),
-    "nan_next": (_mut(next_observations=_with_nan("next_observations", 2)), r"next_observations: 3 non-finite.*index 2"),
+    "nan_next": (
+        _mut(next_observations=_with_nan("next_observations", 2)),
+        r"next_observations: 3 non-finite.*index 2",
+    ),
     "nan_reward": (_mut(rewards=_with_nan("rewards", 12)), r"rewards: 1 non-finite.*index 12"),
     "non_integral": (_mut(actions=lambda f: f["actions"] + 0.5), r"actions: 15 non-integral"),
-    "negative": (_mut(actions=lambda f: np.where(np.arange(15) == 9, -3, f["actions"])), r"actions: 1 negative ids.*index 9: -3"),
-    "too_big": (_mut(actions=lambda f: np.where(np.arange(15) == 4, 99, f["actions"]), n_actions=np.int64(16)),
-                r"actions: 1 ids out of range \[0, 16\) \(first at index 4: 99\)"),
-    "n_actions_small": (_mut(n_actions=np.int64(1), actions=lambda f: np.zeros(15, np.int64)), r"n_actions: must be >= 2"),
+    "negative": (
+        _mut(actions=lambda f: np.where(np.arange(15) == 9, -3, f["actions"])),
+        r"actions: 1 negative ids.*index 9: -3",
+    ),
+    "too_big": (
+        _mut(actions=lambda f: np.where(np.arange(15) == 4, 99, f["actions"]), n_actions=np.int64(16)),
+        r"actions: 1 ids out of range \[0, 16\) \(first at index 4: 99\)",
+    ),
+    "n_actions_small": (
+        _mut(n_actions=np.int64(1), actions=lambda f: np.zeros(15, np.int64)),
+        r"n_actions: must be >= 2",
+    ),
     "n_actions_float": (_mut(n_actions=np.float64(16.0)), r"n_actions: dtype float64 is not allowed"),
     "no_boundary": (_mut(terminals=np.zeros(15, bool), timeouts=np.zeros(15, bool)), r"terminals: no episode boundary"),
-    "both": (_mut(timeouts=lambda f: f["timeouts"] | f["terminals"]), r"timeouts: 2 transition\(s\) both terminal and timeout"),
+    "both": (
+        _mut(timeouts=lambda f: f["timeouts"] | f["terminals"]),
+        r"timeouts: 2 transition\(s\) both terminal and timeout",
+    ),
     "bad_flag": (_mut(terminals=lambda f: f["terminals"].astype(np.int8) * 3), r"terminals: 2 value\(s\) not 0/1"),
     "string": (_mut(actions=np.array(["a"] * 15)), r"actions: dtype <U1 is not allowed"),
     "complex": (_mut(rewards=lambda f: f["rewards"].astype(np.complex64)), r"rewards: dtype complex64 is not allowed"),
@@ -208,10 +238,16 @@ def test_npz_without_n_actions_infers_it(tmp_path):
 
 def test_npz_next_observations_are_derived_d4rl_style(tmp_path):
     obs = np.arange(8, dtype=np.float32).reshape(8, 1) * np.ones((1, 2), np.float32)
-    term = np.array([0, 0, 1, 0, 0, 0, 0, 0], bool)    # episode A: 0..2 terminal
-    tout = np.array([0, 0, 0, 0, 1, 1, 0, 0], bool)    # B: 3..4 timeout; C: 5 (timeout, length 1); D: 6..7 trailing
-    path = write_npz(tmp_path / "d4rl_style.npz", observations=obs, actions=np.arange(8) % 4,
-                     rewards=np.arange(8, dtype=np.float32), terminals=term, timeouts=tout)
+    term = np.array([0, 0, 1, 0, 0, 0, 0, 0], bool)  # episode A: 0..2 terminal
+    tout = np.array([0, 0, 0, 0, 1, 1, 0, 0], bool)  # B: 3..4 timeout; C: 5 (timeout, length 1); D: 6..7 trailing
+    path = write_npz(
+        tmp_path / "d4rl_style.npz",
+        observations=obs,
+        actions=np.arange(8) % 4,
+        rewards=np.arange(8, dtype=np.float32),
+        terminals=term,
+        timeouts=tout,
+    )
     ds = load_dataset(path, n_actions=4)
     # kept: 0,1,2 (terminal, next = itself), 3 (now the timeout), 6 (now the timeout); dropped: 4, 5, 7
     np.testing.assert_array_equal(ds.observations[:, 0], [0, 1, 2, 3, 6])
@@ -219,10 +255,13 @@ def test_npz_next_observations_are_derived_d4rl_style(tmp_path):
     np.testing.assert_array_equal(ds.rewards, [0, 1, 2, 3, 6])
     np.testing.assert_array_equal(ds.terminals, [0, 0, 1, 0, 0])
     np.testing.assert_array_equal(ds.timeouts, [0, 0, 0, 1, 1])
-    assert ds.meta.extra == {"next_observations_derived": True, "dropped_rows": 3, "dropped_reason":
-                             "the last row of each of 2 episode(s) ending in a timeout (the next row starts a new "
-                             "episode) and the file's final row (it ends no episode): no next observation in the "
-                             "file (next_observations derived from observations)"}
+    assert ds.meta.extra == {
+        "next_observations_derived": True,
+        "dropped_rows": 3,
+        "dropped_reason": "the last row of each of 2 episode(s) ending in a timeout (the next row starts a new "
+        "episode) and the file's final row (it ends no episode): no next observation in the "
+        "file (next_observations derived from observations)",
+    }
 
 
 # ----------------------------------------------------------------------------- hostile npz files
@@ -296,8 +335,8 @@ def _forge_sizes(path: Path, member: str, size: int) -> None:
     struct.pack_into("<I", data, offset + 22, size)
     pos = data.find(b"PK\x01\x02")
     while pos >= 0:
-        name_len, = struct.unpack_from("<H", data, pos + 28)
-        if data[pos + 46:pos + 46 + name_len] == member.encode():
+        (name_len,) = struct.unpack_from("<H", data, pos + 28)
+        if data[pos + 46 : pos + 46 + name_len] == member.encode():
             struct.pack_into("<I", data, pos + 24, size)
         pos = data.find(b"PK\x01\x02", pos + 4)
     path.write_bytes(bytes(data))
@@ -312,8 +351,8 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
 def test_zip_bomb_with_forged_size_is_refused_while_streaming(tmp_path):
     f = make_fields()
     path = tmp_path / "bomb.npz"
-    header = _npy_bytes(f["rewards"])               # a valid 15-float32 .npy (header + 60 data bytes)
-    bomb_size = 256 << 20                           # 256 MiB of zeros after a 60-byte array
+    header = _npy_bytes(f["rewards"])  # a valid 15-float32 .npy (header + 60 data bytes)
+    bomb_size = 256 << 20  # 256 MiB of zeros after a 60-byte array
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name, arr in f.items():
             if name == "rewards":
@@ -333,7 +372,7 @@ def test_zip_bomb_with_forged_size_is_refused_while_streaming(tmp_path):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < 16 << 20, peak                   # never more than a few inflate blocks in memory
+    assert peak < 16 << 20, peak  # never more than a few inflate blocks in memory
     assert time.perf_counter() - t0 < 5
 
 
@@ -347,7 +386,7 @@ def test_member_whose_npy_header_disagrees_with_zip_entry(tmp_path):
     _forge_sizes(path, "observations.npy", true_size - 64)
     _load_raises(path, r"observations: zip member inflates past its declared size of 244 bytes")
     path = write_npz(tmp_path / "lie2.npz", **f)
-    _forge_sizes(path, "actions.npy", 10**9)          # claims 1 GB: refused from the directory alone
+    _forge_sizes(path, "actions.npy", 10**9)  # claims 1 GB: refused from the directory alone
     _load_raises(path, r"actions: declared uncompressed size 1000000000 bytes exceeds the cap", max_bytes=10**6)
 
 
@@ -386,6 +425,7 @@ def test_truncated_and_garbled_files_only_raise_dataset_error(ds, fmt, tmp_path)
 
 # ----------------------------------------------------------------------------- native directory checks
 
+
 def test_native_directory_problems(ds, tmp_path):
     root = save_dataset(ds, tmp_path / "n")
     meta = json.loads((root / "meta.json").read_text())
@@ -411,6 +451,7 @@ def test_native_directory_problems(ds, tmp_path):
 
 # ----------------------------------------------------------------------------- D4RL HDF5
 
+
 def write_h5(path: Path, **arrays) -> Path:
     with h5py.File(path, "w") as h5:
         for name, arr in arrays.items():
@@ -420,7 +461,9 @@ def write_h5(path: Path, **arrays) -> Path:
 
 def test_d4rl_float_column_actions_and_external_files(tmp_path):
     f = make_fields()
-    raw = dict(f, actions=f["actions"].astype(np.float32).reshape(-1, 1), observations=f["observations"].astype(np.float64))
+    raw = dict(
+        f, actions=f["actions"].astype(np.float32).reshape(-1, 1), observations=f["observations"].astype(np.float64)
+    )
     path = write_h5(tmp_path / "d4rl.hdf5", **raw)
     with h5py.File(path, "a") as h5:
         h5.create_group("infos").create_dataset("qpos", data=np.zeros((15, 2)))
@@ -436,8 +479,14 @@ def test_d4rl_without_next_observations_and_d3rlpy_v1_flags(tmp_path):
     f = make_fields()
     term = f["terminals"]
     episode_terminals = f["terminals"] | f["timeouts"]
-    path = write_h5(tmp_path / "v1.h5", observations=f["observations"], actions=f["actions"], rewards=f["rewards"],
-                    terminals=term.astype(np.float32), episode_terminals=episode_terminals.astype(np.float32))
+    path = write_h5(
+        tmp_path / "v1.h5",
+        observations=f["observations"],
+        actions=f["actions"],
+        rewards=f["rewards"],
+        terminals=term.astype(np.float32),
+        episode_terminals=episode_terminals.astype(np.float32),
+    )
     ds = load_dataset(path)
     assert ds.meta.extra["dropped_rows"] == 1 and ds.n_transitions == 14
     assert ds.meta.extra["dropped_reason"].startswith("the last row of each of 1 episode(s) ending in a timeout")
@@ -468,6 +517,7 @@ def test_hdf5_without_known_keys_is_not_a_dataset(tmp_path):
 
 
 # ----------------------------------------------------------------------------- d3rlpy
+
 
 def d3rlpy_dump(episodes: list[dict], path: Path) -> None:
     """Transcription of d3rlpy 2.x ``d3rlpy/dataset/io.py::dump`` (DATASET_VERSION 2.1)."""
@@ -505,37 +555,57 @@ def test_our_d3rlpy_file_reads_with_d3rlpy_logic(ds, tmp_path):
     np.testing.assert_array_equal(eps[0]["actions"][:, 0], ds.actions[:5])
     # an unterminated episode keeps its successor observation as an extra (unused) final step,
     # so d3rlpy's transition_count (size - 1) covers exactly our 4 transitions
-    np.testing.assert_array_equal(eps[1]["observations"], np.concatenate([ds.observations[5:9], ds.next_observations[8:9]]))
+    np.testing.assert_array_equal(
+        eps[1]["observations"], np.concatenate([ds.observations[5:9], ds.next_observations[8:9]])
+    )
     assert len(eps[1]["actions"]) - 1 == 4
 
 
 def test_d3rlpy_written_file_is_read(tmp_path):
     f = make_fields()
     eps = []
-    for a, b in ((0, 5), (5, 9), (9, 15)):   # as d3rlpy's EpisodeGenerator slices D4RL arrays
-        eps.append({"observations": f["observations"][a:b], "actions": f["actions"][a:b].astype(np.int32).reshape(-1, 1),
-                    "rewards": f["rewards"][a:b].reshape(-1, 1), "terminated": bool(f["terminals"][b - 1])})
+    for a, b in ((0, 5), (5, 9), (9, 15)):  # as d3rlpy's EpisodeGenerator slices D4RL arrays
+        eps.append(
+            {
+                "observations": f["observations"][a:b],
+                "actions": f["actions"][a:b].astype(np.int32).reshape(-1, 1),
+                "rewards": f["rewards"][a:b].reshape(-1, 1),
+                "terminated": bool(f["terminals"][b - 1]),
+            }
+        )
     path = tmp_path / "from_d3rlpy.h5"
     d3rlpy_dump(eps, path)
     assert detect_format(path) == "d3rlpy"
     ds = load_dataset(path, n_actions=N_ACTIONS)
-    keep = np.r_[0:8, 9:15]                   # the timeout episode's last step has no successor: dropped
+    keep = np.r_[0:8, 9:15]  # the timeout episode's last step has no successor: dropped
     for name in ("observations", "actions", "rewards", "terminals"):
         np.testing.assert_array_equal(getattr(ds, name), f[name][keep], err_msg=name)
     np.testing.assert_array_equal(ds.timeouts.nonzero()[0], [7])
     np.testing.assert_array_equal(ds.next_observations[[0, 1, 5]], f["next_observations"][[0, 1, 5]])
     np.testing.assert_array_equal(ds.next_observations[[4, 13]], ds.observations[[4, 13]])  # terminal: itself
     np.testing.assert_array_equal(ds.next_observations[7], f["observations"][8])
-    assert ds.meta == DatasetMeta(source_format="d3rlpy", extra={"dropped_rows": 1, "dropped_reason": (
-        "the final step of each of 1 episode(s) that did not terminate: it has no next observation, so no transition "
-        "(d3rlpy counts T - 1 transitions in such an episode of T steps; the step's observation is kept as the "
-        "previous transition's next observation, its action and reward are unused)")})
+    assert ds.meta == DatasetMeta(
+        source_format="d3rlpy",
+        extra={
+            "dropped_rows": 1,
+            "dropped_reason": (
+                "the final step of each of 1 episode(s) that did not terminate: it has no next observation, "
+                "so no transition "
+                "(d3rlpy counts T - 1 transitions in such an episode of T steps; the step's observation is kept as the "
+                "previous transition's next observation, its action and reward are unused)"
+            ),
+        },
+    )
 
 
 def test_d3rlpy_problems(tmp_path):
     f = make_fields()
-    ep = {"observations": f["observations"][:5], "actions": f["actions"][:5].reshape(-1, 1),
-          "rewards": f["rewards"][:5].reshape(-1, 1), "terminated": True}
+    ep = {
+        "observations": f["observations"][:5],
+        "actions": f["actions"][:5].reshape(-1, 1),
+        "rewards": f["rewards"][:5].reshape(-1, 1),
+        "terminated": True,
+    }
     path = tmp_path / "a.h5"
     d3rlpy_dump([ep, dict(ep, actions=ep["actions"][:3])], path)
     _load_raises(path, r"observations_1: shapes .* do not line up")
@@ -549,6 +619,7 @@ def test_d3rlpy_problems(tmp_path):
 
 
 # ----------------------------------------------------------------------------- Minari interop
+
 
 @pytest.fixture
 def minari_root(tmp_path, monkeypatch):
@@ -567,16 +638,23 @@ def test_minari_reads_our_minari_dataset(ds, minari_root):
     assert mds.action_space == minari_space_discrete(16)
     assert mds.observation_space.shape == (3,) and mds.observation_space.dtype == np.float32
     episodes = list(mds.iterate_episodes())
-    for ep, (a, b) in zip(episodes, ((0, 5), (5, 9), (9, 15))):
-        np.testing.assert_array_equal(ep.observations, np.concatenate([ds.observations[a:b], ds.next_observations[b - 1:b]]))
-        for ours, theirs in ((ds.actions, ep.actions), (ds.rewards, ep.rewards),
-                             (ds.terminals, ep.terminations), (ds.timeouts, ep.truncations)):
+    for ep, (a, b) in zip(episodes, ((0, 5), (5, 9), (9, 15)), strict=True):
+        np.testing.assert_array_equal(
+            ep.observations, np.concatenate([ds.observations[a:b], ds.next_observations[b - 1 : b]])
+        )
+        for ours, theirs in (
+            (ds.actions, ep.actions),
+            (ds.rewards, ep.rewards),
+            (ds.terminals, ep.terminations),
+            (ds.timeouts, ep.truncations),
+        ):
             assert theirs.dtype == ours.dtype and np.array_equal(theirs, ours[a:b])
     assert minari.get_normalized_score(mds, np.array([10.0, -1.0])).tolist() == [1.0, 0.0]
 
 
 def minari_space_discrete(n):
     import gymnasium as gym
+
     return gym.spaces.Discrete(n)
 
 
@@ -584,15 +662,26 @@ def minari_space_discrete(n):
 def test_we_read_a_dataset_created_by_minari(minari_root):
     import gymnasium as gym
     from minari.data_collector import EpisodeBuffer
+
     f = make_fields()
     buffers = []
     for a, b in ((0, 5), (5, 9), (9, 15)):
-        obs = np.concatenate([f["observations"][a:b], f["next_observations"][b - 1:b]])
-        buffers.append(EpisodeBuffer(observations=obs, actions=f["actions"][a:b], rewards=f["rewards"][a:b].astype(np.float64),
-                                     terminations=f["terminals"][a:b], truncations=f["timeouts"][a:b]))
+        obs = np.concatenate([f["observations"][a:b], f["next_observations"][b - 1 : b]])
+        buffers.append(
+            EpisodeBuffer(
+                observations=obs,
+                actions=f["actions"][a:b],
+                rewards=f["rewards"][a:b].astype(np.float64),
+                terminations=f["terminals"][a:b],
+                truncations=f["timeouts"][a:b],
+            )
+        )
     minari.create_dataset_from_buffers(
-        "tests/made-v0", buffers, action_space=gym.spaces.Discrete(N_ACTIONS),
-        observation_space=gym.spaces.Box(-np.inf, np.inf, (3,), np.float32))
+        "tests/made-v0",
+        buffers,
+        action_space=gym.spaces.Discrete(N_ACTIONS),
+        observation_space=gym.spaces.Box(-np.inf, np.inf, (3,), np.float32),
+    )
     path = minari_root / "tests" / "made-v0"
     assert detect_format(path) == "minari"
     ds = load_dataset(path)
@@ -613,10 +702,20 @@ def test_we_read_a_dataset_created_by_minari(minari_root):
 def test_minari_unsupported_spaces(minari_root):
     import gymnasium as gym
     from minari.data_collector import EpisodeBuffer
-    buf = EpisodeBuffer(observations=np.zeros((3, 2), np.float32), actions=np.zeros((2, 2), np.float32),
-                        rewards=np.zeros(2), terminations=np.array([False, True]), truncations=np.zeros(2, bool))
-    minari.create_dataset_from_buffers("tests/box-v0", [buf], action_space=gym.spaces.Box(-1, 1, (2,)),
-                                       observation_space=gym.spaces.Box(-1, 1, (2,), np.float32))
+
+    buf = EpisodeBuffer(
+        observations=np.zeros((3, 2), np.float32),
+        actions=np.zeros((2, 2), np.float32),
+        rewards=np.zeros(2),
+        terminations=np.array([False, True]),
+        truncations=np.zeros(2, bool),
+    )
+    minari.create_dataset_from_buffers(
+        "tests/box-v0",
+        [buf],
+        action_space=gym.spaces.Box(-1, 1, (2,)),
+        observation_space=gym.spaces.Box(-1, 1, (2,), np.float32),
+    )
     _load_raises(minari_root / "tests" / "box-v0", r"action_space: only Discrete\(n\) with start 0")
 
 
@@ -659,8 +758,7 @@ def test_propensity_files_in_each_layout(pds, tmp_path):
         for i, (a, b) in enumerate(((0, 5), (5, 9), (9, 15))):
             np.testing.assert_array_equal(h5[f"episode_{i}/infos/propensities"][()], PROBS[a:b])
     # d3rlpy's own reader still sees exactly its four columns
-    assert all(set(e) == {"observations", "actions", "rewards", "terminated"}
-               for e in d3rlpy_load(tmp_path / "d3.h5"))
+    assert all(set(e) == {"observations", "actions", "rewards", "terminated"} for e in d3rlpy_load(tmp_path / "d3.h5"))
 
 
 def test_native_resave_without_propensities_drops_the_file(pds, tmp_path):
@@ -680,14 +778,21 @@ def test_propensity_problems_are_reported_per_format(tmp_path):
     f = make_fields()
     bad = PROBS.copy()
     bad[6] = 0.0
-    _load_raises(write_npz(tmp_path / "zero.npz", **f, propensities=bad),
-                 r"propensities: 1 value\(s\) are 0 \(first at index 6\)")
-    _load_raises(write_npz(tmp_path / "big.npz", **f, propensities=PROBS * 2),
-                 r"propensities: 8 value\(s\) outside \[0, 1\]")
-    _load_raises(write_npz(tmp_path / "str.npz", **f, propensities=np.array(["x"] * 15)),
-                 r"propensities: dtype <U1 is not allowed")
-    _load_raises(write_npz(tmp_path / "obj.npz", **f, propensities=np.array([None] * 15, dtype=object)),
-                 r"propensities: dtype object is not allowed")
+    _load_raises(
+        write_npz(tmp_path / "zero.npz", **f, propensities=bad),
+        r"propensities: 1 value\(s\) are 0 \(first at index 6\)",
+    )
+    _load_raises(
+        write_npz(tmp_path / "big.npz", **f, propensities=PROBS * 2), r"propensities: 8 value\(s\) outside \[0, 1\]"
+    )
+    _load_raises(
+        write_npz(tmp_path / "str.npz", **f, propensities=np.array(["x"] * 15)),
+        r"propensities: dtype <U1 is not allowed",
+    )
+    _load_raises(
+        write_npz(tmp_path / "obj.npz", **f, propensities=np.array([None] * 15, dtype=object)),
+        r"propensities: dtype object is not allowed",
+    )
     path = write_h5(tmp_path / "nan.h5", **f)
     with h5py.File(path, "a") as h5:
         h5.create_group("infos").create_dataset("propensities", data=np.where(np.arange(15) == 2, np.nan, 0.5))
@@ -765,7 +870,7 @@ def test_minari_propensity_lengths_and_gaps(pds, tmp_path):
 def test_minari_reads_our_propensities(pds, minari_root):
     save_dataset(pds, minari_root / "merlion" / "probs-v0", format="minari", dataset_id="merlion/probs-v0")
     episodes = list(minari.load_dataset("merlion/probs-v0").iterate_episodes())
-    for ep, (a, b) in zip(episodes, ((0, 5), (5, 9), (9, 15))):
+    for ep, (a, b) in zip(episodes, ((0, 5), (5, 9), (9, 15)), strict=True):
         np.testing.assert_array_equal(ep.infos["propensities"], PROBS[a:b])
 
 
@@ -773,22 +878,32 @@ def test_minari_reads_our_propensities(pds, minari_root):
 def test_we_read_propensities_recorded_by_minari(minari_root):
     import gymnasium as gym
     from minari.data_collector import EpisodeBuffer
+
     f = make_fields()
     buffers = []
     for a, b in ((0, 5), (5, 9), (9, 15)):  # infos as its DataCollector records them: reset first, T + 1
-        obs = np.concatenate([f["observations"][a:b], f["next_observations"][b - 1:b]])
-        buffers.append(EpisodeBuffer(observations=obs, actions=f["actions"][a:b],
-                                     rewards=f["rewards"][a:b].astype(np.float64),
-                                     terminations=f["terminals"][a:b], truncations=f["timeouts"][a:b],
-                                     infos={"propensities": np.concatenate([[1.0], PROBS[a:b]])}))
+        obs = np.concatenate([f["observations"][a:b], f["next_observations"][b - 1 : b]])
+        buffers.append(
+            EpisodeBuffer(
+                observations=obs,
+                actions=f["actions"][a:b],
+                rewards=f["rewards"][a:b].astype(np.float64),
+                terminations=f["terminals"][a:b],
+                truncations=f["timeouts"][a:b],
+                infos={"propensities": np.concatenate([[1.0], PROBS[a:b]])},
+            )
+        )
     minari.create_dataset_from_buffers(
-        "tests/probs-v0", buffers, action_space=gym.spaces.Discrete(N_ACTIONS),
-        observation_space=gym.spaces.Box(-np.inf, np.inf, (3,), np.float32))
+        "tests/probs-v0",
+        buffers,
+        action_space=gym.spaces.Discrete(N_ACTIONS),
+        observation_space=gym.spaces.Box(-np.inf, np.inf, (3,), np.float32),
+    )
     ds = load_dataset(minari_root / "tests" / "probs-v0")
     np.testing.assert_array_equal(ds.propensities, PROBS)
 
 
-# ----------------------------------------------------------------------------- action-count cap, every row, dropped rows
+# ------------------------------------------------------------------ action-count cap, every row, dropped rows
 
 BIG = 10**12
 
@@ -827,12 +942,14 @@ def _store_n_actions(path: Path, fmt: str, n: int) -> None:
 def test_a_stored_action_count_above_the_cap_is_refused_in_every_format(ds, fmt, tmp_path):
     path = save_dataset(ds, tmp_path / MISLEADING[fmt], format=fmt)
     _store_n_actions(path, fmt, BIG + 1)
-    msg = _load_raises(path, r"n_actions: 1000000000001 exceeds the action-count cap max_actions=10000000 "
-                             r"\(MAX_ACTIONS\); pass max_actions=1000000000001 \(or more: load_dataset")
+    msg = _load_raises(
+        path,
+        r"n_actions: 1000000000001 exceeds the action-count cap max_actions=10000000 "
+        r"\(MAX_ACTIONS\); pass max_actions=1000000000001 \(or more: load_dataset",
+    )
     assert msg.startswith(f"{path}: n_actions: ")
     assert load_dataset(path, max_actions=BIG + 1).n_actions == BIG + 1  # the argument raises the cap
-    _load_raises(path, r"n_actions: 1000000000001 exceeds the action-count cap max_actions=50; pass",
-                 max_actions=50)
+    _load_raises(path, r"n_actions: 1000000000001 exceeds the action-count cap max_actions=50; pass", max_actions=50)
     _load_raises(path, r"max_actions: expected an int >= 2, got 1", max_actions=1)
 
 
@@ -841,16 +958,24 @@ def test_an_inferred_action_count_above_the_cap_is_refused_in_every_reader(tmp_p
     f = make_fields()
     acts = f["actions"].copy()
     acts[6] = BIG
-    expect = (r"actions{}: id 1000000000000 at index {} implies n_actions >= 1000000000001, which exceeds the "
-              r"action-count cap max_actions=10000000 \(MAX_ACTIONS\); pass max_actions=1000000000001")
+    expect = (
+        r"actions{}: id 1000000000000 at index {} implies n_actions >= 1000000000001, which exceeds the "
+        r"action-count cap max_actions=10000000 \(MAX_ACTIONS\); pass max_actions=1000000000001"
+    )
     npz = write_npz(tmp_path / "x.npz", **dict(f, actions=acts))
     d4rl = write_h5(tmp_path / "x.h5", **dict(f, actions=acts))
     for path in (npz, d4rl):
         _load_raises(path, expect.format("", 6))
         assert load_dataset(path, max_actions=BIG + 1).n_actions == BIG + 1
-    eps = [{"observations": f["observations"][a:b], "actions": acts[a:b].reshape(-1, 1),
-            "rewards": f["rewards"][a:b].reshape(-1, 1), "terminated": bool(f["terminals"][b - 1])}
-           for a, b in ((0, 5), (5, 9), (9, 15))]
+    eps = [
+        {
+            "observations": f["observations"][a:b],
+            "actions": acts[a:b].reshape(-1, 1),
+            "rewards": f["rewards"][a:b].reshape(-1, 1),
+            "terminated": bool(f["terminals"][b - 1]),
+        }
+        for a, b in ((0, 5), (5, 9), (9, 15))
+    ]
     d3rlpy_dump(eps, tmp_path / "d3.h5")
     _load_raises(tmp_path / "d3.h5", expect.format("_1", 1))
     root = save_dataset(TransitionDataset(**f, n_actions=N_ACTIONS), tmp_path / "m", format="minari")
@@ -875,14 +1000,16 @@ def test_bad_values_in_rows_a_reader_drops_are_refused_npz_d4rl(fmt, tmp_path):
     write = (lambda p, **a: write_npz(p.with_suffix(".npz"), **a)) if fmt == "npz" else write_h5
     ok = load_dataset(write(tmp_path / "ok", **base))
     assert ok.n_transitions == 13 and ok.meta.extra["dropped_rows"] == 2
-    cases = [("observations", (14, 2), np.nan, r"observations: 1 non-finite value\(s\) \(NaN or inf\), first at index 14"),
-             ("observations", (8, 0), -np.inf, r"observations: 1 non-finite value\(s\) \(NaN or inf\), first at index 8"),
-             ("rewards", 8, np.nan, r"rewards: 1 non-finite value\(s\) \(NaN or inf\), first at index 8"),
-             ("rewards", 14, 1e300, r"rewards: 1 value\(s\) beyond the float32 range .*first at index 14"),
-             ("actions", 14, np.nan, r"actions: 1 non-integral value\(s\).*first at index 14"),
-             ("actions", 8, -3, r"actions: 1 negative ids.*first at index 8: -3"),
-             ("propensities", 14, np.inf, r"propensities: 1 non-finite value\(s\) \(NaN or inf\), first at index 14"),
-             ("propensities", 8, 0.0, r"propensities: 1 value\(s\) outside \(0, 1\] \(first at index 8: 0.0\)")]
+    cases = [
+        ("observations", (14, 2), np.nan, r"observations: 1 non-finite value\(s\) \(NaN or inf\), first at index 14"),
+        ("observations", (8, 0), -np.inf, r"observations: 1 non-finite value\(s\) \(NaN or inf\), first at index 8"),
+        ("rewards", 8, np.nan, r"rewards: 1 non-finite value\(s\) \(NaN or inf\), first at index 8"),
+        ("rewards", 14, 1e300, r"rewards: 1 value\(s\) beyond the float32 range .*first at index 14"),
+        ("actions", 14, np.nan, r"actions: 1 non-integral value\(s\).*first at index 14"),
+        ("actions", 8, -3, r"actions: 1 negative ids.*first at index 8: -3"),
+        ("propensities", 14, np.inf, r"propensities: 1 non-finite value\(s\) \(NaN or inf\), first at index 14"),
+        ("propensities", 8, 0.0, r"propensities: 1 value\(s\) outside \(0, 1\] \(first at index 8: 0.0\)"),
+    ]
     for i, (name, where, value, match) in enumerate(cases):
         fields = dict(base, propensities=np.full(15, 0.5))
         arr = fields[name].astype(np.float64)
@@ -899,15 +1026,23 @@ def test_bad_values_in_rows_a_reader_drops_are_refused_npz_d4rl(fmt, tmp_path):
 
 def test_bad_values_in_steps_d3rlpy_and_minari_drop_are_refused(ds, pds, tmp_path):
     f = make_fields()
-    eps = [{"observations": f["observations"][a:b], "actions": f["actions"][a:b].reshape(-1, 1),
-            "rewards": f["rewards"][a:b].reshape(-1, 1), "terminated": bool(f["terminals"][b - 1])}
-           for a, b in ((0, 5), (5, 9), (9, 15))]
+    eps = [
+        {
+            "observations": f["observations"][a:b],
+            "actions": f["actions"][a:b].reshape(-1, 1),
+            "rewards": f["rewards"][a:b].reshape(-1, 1),
+            "terminated": bool(f["terminals"][b - 1]),
+        }
+        for a, b in ((0, 5), (5, 9), (9, 15))
+    ]
     path = tmp_path / "theirs.h5"
     d3rlpy_dump(eps, path)  # episode 1 (4 steps) did not terminate: its step 3 is no transition
     assert load_dataset(path).meta.extra["dropped_rows"] == 1
-    for name, value, match in (("rewards_1", np.nan, r"rewards_1: 1 non-finite value\(s\) \(NaN or inf\), first at index 3"),
-                               ("actions_1", -1, r"actions_1: 1 negative ids.*first at index 3: -1"),
-                               ("observations_1", np.inf, r"observations_1: 3 non-finite.*first at index 3")):
+    for name, value, match in (
+        ("rewards_1", np.nan, r"rewards_1: 1 non-finite value\(s\) \(NaN or inf\), first at index 3"),
+        ("actions_1", -1, r"actions_1: 1 negative ids.*first at index 3: -1"),
+        ("observations_1", np.inf, r"observations_1: 3 non-finite.*first at index 3"),
+    ):
         d3rlpy_dump(eps, path)
         with h5py.File(path, "a") as h5:
             data = h5[name][()].astype(np.int64 if isinstance(value, int) else np.float64)
@@ -936,8 +1071,11 @@ def test_flags_not_0_1_and_wide_columns_are_refused_by_every_reader(ds, tmp_path
     root = save_dataset(ds, tmp_path / "m", format="minari")
     main = root / "data" / "main_data.hdf5"
     _h5_replace(main, "episode_0/terminations", np.array([0, 2, 0, 0, 1], np.int8))
-    _load_raises(root, r"episode_0/terminations: 1 value\(s\) not 0/1 \(first at index 1: np.int8\(2\)\)|"
-                       r"episode_0/terminations: 1 value\(s\) not 0/1 \(first at index 1: 2\)")
+    _load_raises(
+        root,
+        r"episode_0/terminations: 1 value\(s\) not 0/1 \(first at index 1: np.int8\(2\)\)|"
+        r"episode_0/terminations: 1 value\(s\) not 0/1 \(first at index 1: 2\)",
+    )
     _h5_replace(main, "episode_0/terminations", ds.terminals[:5])
     _h5_replace(main, "episode_2/truncations", np.full(6, np.nan))
     _load_raises(root, r"episode_2/truncations: 6 value\(s\) not 0/1 \(first at index 0")
@@ -951,12 +1089,20 @@ def test_flags_not_0_1_and_wide_columns_are_refused_by_every_reader(ds, tmp_path
     _load_raises(d3, r"terminated_2: nan is not a 0/1 flag")
     _h5_replace(d3, "terminated_2", True)
     _h5_replace(d3, "actions_0", np.zeros((5, 2), np.int64))
-    _load_raises(d3, r"observations_0: shapes \(5, 3\)/\(5, 2\)/\(5, 1\) of observations/actions/rewards do not line up")
+    _load_raises(
+        d3, r"observations_0: shapes \(5, 3\)/\(5, 2\)/\(5, 1\) of observations/actions/rewards do not line up"
+    )
     f = make_fields()
-    v1 = write_h5(tmp_path / "v1.h5", **{k: v for k, v in f.items() if k not in ("timeouts", "next_observations")},
-                  episode_terminals=np.where(f["terminals"] | f["timeouts"], 0.5, 0.0))
-    _load_raises(v1, r"episode_terminals: 3 value\(s\) not 0/1 \(first at index 4: np.float64\(0.5\)\)|"
-                     r"episode_terminals: 3 value\(s\) not 0/1 \(first at index 4: 0.5\)")
+    v1 = write_h5(
+        tmp_path / "v1.h5",
+        **{k: v for k, v in f.items() if k not in ("timeouts", "next_observations")},
+        episode_terminals=np.where(f["terminals"] | f["timeouts"], 0.5, 0.0),
+    )
+    _load_raises(
+        v1,
+        r"episode_terminals: 3 value\(s\) not 0/1 \(first at index 4: np.float64\(0.5\)\)|"
+        r"episode_terminals: 3 value\(s\) not 0/1 \(first at index 4: 0.5\)",
+    )
 
 
 def _timeout_episodes(n_eps: int, length: int) -> dict:
@@ -964,9 +1110,14 @@ def _timeout_episodes(n_eps: int, length: int) -> dict:
     rng = np.random.default_rng(3)
     n = n_eps * length
     tout = np.zeros(n, bool)
-    tout[length - 1::length] = True
-    return {"observations": rng.normal(size=(n, 2)).astype(np.float32), "actions": rng.integers(0, 4, n),
-            "rewards": rng.normal(size=n).astype(np.float32), "terminals": np.zeros(n, bool), "timeouts": tout}
+    tout[length - 1 :: length] = True
+    return {
+        "observations": rng.normal(size=(n, 2)).astype(np.float32),
+        "actions": rng.integers(0, 4, n),
+        "rewards": rng.normal(size=n).astype(np.float32),
+        "terminals": np.zeros(n, bool),
+        "timeouts": tout,
+    }
 
 
 def test_dropped_rows_are_recorded_and_summarised(ds, tmp_path, capsys):
@@ -974,18 +1125,23 @@ def test_dropped_rows_are_recorded_and_summarised(ds, tmp_path, capsys):
 
     from merlion_core.cli.data import cmd_dataset_validate
     from merlion_core.data.summary import dataset_summary
+
     path = write_h5(tmp_path / "d4rl.hdf5", **_timeout_episodes(10, 100))
     loaded = load_dataset(path)
-    reason = ("the last row of each of 10 episode(s) ending in a timeout (the next row starts a new episode): "
-              "no next observation in the file (next_observations derived from observations)")
+    reason = (
+        "the last row of each of 10 episode(s) ending in a timeout (the next row starts a new episode): "
+        "no next observation in the file (next_observations derived from observations)"
+    )
     assert loaded.n_transitions == 990
     assert loaded.meta.extra["dropped_rows"] == 10 and loaded.meta.extra["dropped_reason"] == reason
     summary = dataset_summary(loaded, "d4rl")
     assert summary["n_transitions"] == 990 and summary["dropped_rows"] == 10 and summary["dropped_reason"] == reason
     assert cmd_dataset_validate(argparse.Namespace(path=str(path))) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"valid: {path}: d4rl, 990 transitions, 10 episodes, 4 actions, obs_dim 2, "
-                          f"propensities no, 10 rows dropped: {reason}; names no simulator"), out
+    assert out.startswith(
+        f"valid: {path}: d4rl, 990 transitions, 10 episodes, 4 actions, obs_dim 2, "
+        f"propensities no, 10 rows dropped: {reason}; names no simulator"
+    ), out
     assert len(out.splitlines()) == 1
     # nothing dropped: nothing said
     plain = save_dataset(ds, tmp_path / "plain")
@@ -997,8 +1153,12 @@ def test_dropped_rows_are_recorded_and_summarised(ds, tmp_path, capsys):
     with h5py.File(root / "data" / "main_data.hdf5", "a") as h5:
         g = h5.create_group("episode_3")
         g.create_dataset("observations", data=np.zeros((1, 3), np.float32))
-        for name, dtype in (("actions", np.int64), ("rewards", np.float32), ("terminations", bool),
-                            ("truncations", bool)):
+        for name, dtype in (
+            ("actions", np.int64),
+            ("rewards", np.float32),
+            ("terminations", bool),
+            ("truncations", bool),
+        ):
             g.create_dataset(name, data=np.zeros(0, dtype))
     md = json.loads((root / "data" / "metadata.json").read_text())
     (root / "data" / "metadata.json").write_text(json.dumps({**md, "total_episodes": 4}))

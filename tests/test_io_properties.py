@@ -36,8 +36,13 @@ from merlion_core.data.io import FORMATS, load_dataset, save_dataset
 
 MEMORY_BOUND = 50 * 2**20
 BIG = 10**12
-FEW = settings(max_examples=30, deadline=None, database=None, derandomize=True,
-               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FEW = settings(
+    max_examples=30,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 # ----------------------------------------------------------------------------- generated datasets
 
@@ -51,7 +56,7 @@ def datasets(draw: Callable) -> TransitionDataset:
     dim, n_actions = draw(st.integers(1, 3)), draw(st.integers(2, 6))
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     obs, nxt, term, tout = [], [], [], []
-    for length, end in [*zip(lengths, ends), *([(tail, "open")] if tail else [])]:
+    for length, end in [*zip(lengths, ends, strict=True), *([(tail, "open")] if tail else [])]:
         traj = rng.normal(size=(length + 1, dim)).astype(np.float32)
         obs.append(traj[:-1])
         nxt.append(traj[1:])
@@ -62,12 +67,22 @@ def datasets(draw: Callable) -> TransitionDataset:
         tout.append(flags[1])
     n = sum(map(len, term))
     probs = rng.uniform(0.05, 1.0, n).astype(np.float32) if draw(st.booleans()) else None
-    meta = DatasetMeta(env_id=draw(st.sampled_from([None, "merlion/Maze-v0"])), seed=draw(st.integers(0, 9)),
-                       extra={"note": "generated"})
-    return TransitionDataset(observations=np.concatenate(obs), actions=rng.integers(0, n_actions, n),
-                             rewards=rng.normal(size=n).astype(np.float32), next_observations=np.concatenate(nxt),
-                             terminals=np.concatenate(term), timeouts=np.concatenate(tout), n_actions=n_actions,
-                             meta=meta, propensities=probs)
+    meta = DatasetMeta(
+        env_id=draw(st.sampled_from([None, "merlion/Maze-v0"])),
+        seed=draw(st.integers(0, 9)),
+        extra={"note": "generated"},
+    )
+    return TransitionDataset(
+        observations=np.concatenate(obs),
+        actions=rng.integers(0, n_actions, n),
+        rewards=rng.normal(size=n).astype(np.float32),
+        next_observations=np.concatenate(nxt),
+        terminals=np.concatenate(term),
+        timeouts=np.concatenate(tout),
+        n_actions=n_actions,
+        meta=meta,
+        propensities=probs,
+    )
 
 
 def _has_open_tail(ds: TransitionDataset) -> bool:
@@ -80,6 +95,7 @@ def _exact(fmt: str, ds: TransitionDataset) -> bool:
 
 
 # ----------------------------------------------------------------------------- loading, bounded and checked
+
 
 def load_checked(path: Path, **kw: Any) -> TransitionDataset | str:
     """The dataset, or the DatasetError message; anything else fails the test (with its traceback)."""
@@ -107,6 +123,7 @@ def load_checked(path: Path, **kw: Any) -> TransitionDataset | str:
 
 # ----------------------------------------------------------------------------- the arrays of a file
 
+
 def _h5_file(root: Path, fmt: str) -> Path:
     return root / "data" / "main_data.hdf5" if fmt == "minari" else root
 
@@ -127,9 +144,11 @@ def read_arrays(root: Path, fmt: str) -> dict[str, np.ndarray]:
                 out.update({k: z[k] for k in z.files if z[k].dtype.kind in "biuf"})
         else:
             with h5py.File(_h5_file(root, fmt), "r") as h5:
+
                 def visit(name: str, obj: Any) -> None:
                     if isinstance(obj, h5py.Dataset) and obj.dtype.kind in "biuf":
                         out[name] = obj[()]
+
                 h5.visititems(visit)
     except Exception:  # noqa: BLE001 - the whole file garbled by an earlier mutation
         return {}
@@ -192,8 +211,11 @@ def test_every_generated_dataset_round_trips(fmt, ds, compressed):
         assert isinstance(back, TransitionDataset), back
         assert back.n_actions == ds.n_actions and back.meta.extra.get("dropped_rows") is None
         if _exact(fmt, ds):
-            expected = TransitionDataset(**ds.arrays(optional=True), n_actions=ds.n_actions,
-                                         meta=DatasetMeta(**{**ds.meta.to_dict(), "source_format": fmt}))
+            expected = TransitionDataset(
+                **ds.arrays(optional=True),
+                n_actions=ds.n_actions,
+                meta=DatasetMeta(**{**ds.meta.to_dict(), "source_format": fmt}),
+            )
             assert back.equals(expected)
         else:
             assert back.n_transitions == ds.n_transitions
@@ -202,8 +224,17 @@ def test_every_generated_dataset_round_trips(fmt, ds, compressed):
 
 # ----------------------------------------------------------------------------- mutations that must be refused
 
-MUST_REFUSE = ("nonfinite", "huge", "negative", "flag", "propensity", "non_numeric", "dropped_nonfinite",
-               "uncapped", "declared_larger")
+MUST_REFUSE = (
+    "nonfinite",
+    "huge",
+    "negative",
+    "flag",
+    "propensity",
+    "non_numeric",
+    "dropped_nonfinite",
+    "uncapped",
+    "declared_larger",
+)
 
 
 def mutate_must_refuse(root: Path, fmt: str, ds: TransitionDataset, how: str, data: Any) -> str:
@@ -254,9 +285,13 @@ def _nonfinite_in_a_dropped_row(root: Path, fmt: str, ds: TransitionDataset, arr
         last = np.arange(ds.n_transitions) == ds.n_transitions - 1
         dropped = np.flatnonzero(ds.timeouts | (last & ~ds.terminals))
         row = int(data.draw(st.sampled_from(dropped.tolist() or [0]), label="row"))
-        name = data.draw(st.sampled_from(["observations", "rewards", "actions"]
-                                         + (["propensities" if fmt == "npz" else "infos/propensities"]
-                                            if ds.has_propensities else [])), label="array")
+        name = data.draw(
+            st.sampled_from(
+                ["observations", "rewards", "actions"]
+                + (["propensities" if fmt == "npz" else "infos/propensities"] if ds.has_propensities else [])
+            ),
+            label="array",
+        )
         arr = np.array(arrays[name], np.float64)
         arr[row] = value
         write_array(root, fmt, name, arr)
@@ -269,8 +304,7 @@ def _nonfinite_in_a_dropped_row(root: Path, fmt: str, ds: TransitionDataset, arr
         write_array(root, fmt, name, arr)
         return f"{name}[-1]"
     if fmt == "minari" and ds.has_propensities:  # Minari's [T+1] propensities: the reset's entry is unused
-        name = data.draw(st.sampled_from(sorted(n for n in arrays if n.endswith("infos/propensities"))),
-                         label="array")
+        name = data.draw(st.sampled_from(sorted(n for n in arrays if n.endswith("infos/propensities"))), label="array")
         write_array(root, fmt, name, np.concatenate([[value], arrays[name]]))
         return f"{name}[0]"
     if fmt == "minari":  # an episode of 0 steps: one observation, no transition
@@ -278,16 +312,22 @@ def _nonfinite_in_a_dropped_row(root: Path, fmt: str, ds: TransitionDataset, arr
         md = json.loads(md_path.read_text())
         e = md["total_episodes"]
         write_array(root, fmt, f"episode_{e}/observations", np.full((1, ds.obs_dim), value))
-        for leaf, dtype in (("actions", np.int64), ("rewards", np.float32), ("terminations", bool),
-                            ("truncations", bool)):
+        for leaf, dtype in (
+            ("actions", np.int64),
+            ("rewards", np.float32),
+            ("terminations", bool),
+            ("truncations", bool),
+        ):
             write_array(root, fmt, f"episode_{e}/{leaf}", np.zeros(0, dtype))
         md_path.write_text(json.dumps({**md, "total_episodes": e + 1}))
         return f"episode_{e}/observations"
     # native, or a d3rlpy file whose episodes all terminated, drops nothing: any row of any float array
-    name = data.draw(st.sampled_from(sorted(n for n, a in arrays.items() if a.size and kind_of(n) == "float")),
-                     label="array")
-    write_array(root, fmt, name, _set(arrays[name], data.draw(st.integers(0, 10**6), label="position"), value,
-                                      np.float64))
+    name = data.draw(
+        st.sampled_from(sorted(n for n, a in arrays.items() if a.size and kind_of(n) == "float")), label="array"
+    )
+    write_array(
+        root, fmt, name, _set(arrays[name], data.draw(st.integers(0, 10**6), label="position"), value, np.float64)
+    )
     return name
 
 
@@ -297,8 +337,9 @@ def _declare_larger(root: Path, fmt: str, name: str, arr: np.ndarray) -> None:
     shape = (10**7, *arr.shape[1:])
     if fmt in ("native", "npz"):
         buf = io.BytesIO()
-        npformat.write_array_header_1_0(buf, {"descr": npformat.dtype_to_descr(arr.dtype), "fortran_order": False,
-                                              "shape": shape})
+        npformat.write_array_header_1_0(
+            buf, {"descr": npformat.dtype_to_descr(arr.dtype), "fortran_order": False, "shape": shape}
+        )
         raw = buf.getvalue() + np.ascontiguousarray(arr).tobytes()
         if fmt == "native":
             (root / f"{name}.npy").write_bytes(raw)
@@ -348,16 +389,16 @@ def test_malformed_files_are_refused_with_one_line(fmt, ds, how, data):
 
 # ----------------------------------------------------------------------------- any mutation: refused or valid
 
+
 def mutate_any(root: Path, fmt: str, data: Any) -> str:
     """One arbitrary change: the outcome may be either, but never a crash, a traceback or a memory blow-up."""
-    how = data.draw(st.sampled_from(["dtype", "length", "delete", "empty", "truncate", "garble", "value"]),
-                    label="how")
+    how = data.draw(st.sampled_from(["dtype", "length", "delete", "empty", "truncate", "garble", "value"]), label="how")
     if how in ("truncate", "garble"):
         files = sorted(p for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file())
         victim = data.draw(st.sampled_from(files), label="file")
         raw = bytearray(victim.read_bytes())
         if how == "truncate":
-            raw = raw[:data.draw(st.integers(0, max(0, len(raw) - 1)), label="cut")]
+            raw = raw[: data.draw(st.integers(0, max(0, len(raw) - 1)), label="cut")]
         elif raw:
             for _ in range(data.draw(st.integers(1, 8), label="flips")):
                 raw[data.draw(st.integers(0, len(raw) - 1), label="at")] = data.draw(st.integers(0, 255))
@@ -369,8 +410,9 @@ def mutate_any(root: Path, fmt: str, data: Any) -> str:
     name = data.draw(st.sampled_from(sorted(arrays)), label="array")
     arr = arrays[name]
     if how == "dtype":
-        dtype = data.draw(st.sampled_from([np.float16, np.float64, np.int8, np.uint8, np.int64, np.uint64,
-                                           np.bool_]), label="dtype")
+        dtype = data.draw(
+            st.sampled_from([np.float16, np.float64, np.int8, np.uint8, np.int64, np.uint64, np.bool_]), label="dtype"
+        )
         with np.errstate(all="ignore"):
             new = arr.astype(dtype)
     elif how == "length":
@@ -422,4 +464,3 @@ def test_derived_next_observations_drop_exactly_the_rows_without_a_successor(fmt
         assert result.meta.extra.get("dropped_rows", 0) == dropped
         if dropped:
             assert "no next observation in the file" in result.meta.extra["dropped_reason"]
-

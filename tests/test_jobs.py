@@ -3,7 +3,6 @@ checkpoints that resume bit for bit, worker environments."""
 
 import json
 import os
-import sys
 import threading
 
 import numpy as np
@@ -72,11 +71,18 @@ def test_store_state_machine(store):
         store.requeue(store.submit("collect", {}, 0), resume=True)
     store.add_metrics(job, 10, {"loss": 1.5, "flag": True, "name": "x", "n": 3})
     store.add_metrics(job, 20, {"loss": 1.0})
-    assert [(m["step"], m["name"], m["value"]) for m in store.metrics(job)] == [(10, "loss", 1.5), (10, "n", 3.0),
-                                                                               (20, "loss", 1.0)]
+    assert [(m["step"], m["name"], m["value"]) for m in store.metrics(job)] == [
+        (10, "loss", 1.5),
+        (10, "n", 3.0),
+        (20, "loss", 1.0),
+    ]
     assert store.drop_metrics_after(job, 10) == 1 and len(store.metrics(job)) == 2
     assert [e["event"] for e in store.events() if e["job_id"] == job] == [
-        "submit", "cancel-requested", "cancelled", "requeue"]
+        "submit",
+        "cancel-requested",
+        "cancelled",
+        "requeue",
+    ]
     assert [j.id for j in store.list("queued")] == [job, 3]
     assert JobStore(store.root).get(job).config == {"n": 5}  # another connection sees it (WAL)
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -114,18 +120,27 @@ def test_reporter_turns_progress_into_metrics_and_cancels(store):
 
 
 def test_sweep_grid_expands_every_combination_once_per_seed():
-    sweep = expand({"name": "s", "kind": "train-agent", "config": {"dataset": "d", "options": {"lr": 0.1}},
-                    "grid": {"algo": ["bc", "dcql"], "options.alpha": [0.5, 1.0]}, "seeds": [0, 1]})
+    sweep = expand(
+        {
+            "name": "s",
+            "kind": "train-agent",
+            "config": {"dataset": "d", "options": {"lr": 0.1}},
+            "grid": {"algo": ["bc", "dcql"], "options.alpha": [0.5, 1.0]},
+            "seeds": [0, 1],
+        }
+    )
     assert sweep.name == "s" and len(sweep.specs) == 8
     combos = [(s.config["algo"], s.config["options"]["alpha"], s.seed) for s in sweep.specs]
     assert combos == [(a, x, seed) for a in ("bc", "dcql") for x in (0.5, 1.0) for seed in (0, 1)]
     assert all(s.config["options"]["lr"] == 0.1 and s.config["dataset"] == "d" for s in sweep.specs)
     assert expand({"kind": "collect"}, "file").specs == [JobSpec("collect", {}, 0)]
-    for bad, message in [({"kind": "x"}, "kind: 'x' is not one of"), ({"kind": "collect", "grd": {}}, "unknown key"),
-                         ({"kind": "collect", "grid": {"n": []}}, "non-empty list"),
-                         ({"kind": "collect", "seeds": [0.5]}, "list of integers"),
-                         ({"kind": "collect", "grid": {"n": list(range(101)), "noise": list(range(100))}},
-                          "10100 runs; at most 10000")]:
+    for bad, message in [
+        ({"kind": "x"}, "kind: 'x' is not one of"),
+        ({"kind": "collect", "grd": {}}, "unknown key"),
+        ({"kind": "collect", "grid": {"n": []}}, "non-empty list"),
+        ({"kind": "collect", "seeds": [0.5]}, "list of integers"),
+        ({"kind": "collect", "grid": {"n": list(range(101)), "noise": list(range(100))}}, "10100 runs; at most 10000"),
+    ]:
         with pytest.raises(ValueError, match=message):
             expand(bad)
 
@@ -135,24 +150,32 @@ def tiny_dataset(tmp_path_factory):
     from merlion_core.data.collect import collect
     from merlion_core.data.io import save_dataset
 
-    return save_dataset(collect("maze", "expert", 0.0, 2000, seed=0, env_overrides={"n_actuators": 6}),
-                        tmp_path_factory.mktemp("jobs") / "data")
+    return save_dataset(
+        collect("maze", "expert", 0.0, 2000, seed=0, env_overrides={"n_actuators": 6}),
+        tmp_path_factory.mktemp("jobs") / "data",
+    )
 
 
 @pytest.mark.parametrize("algo", ["cql"])
 def test_resumed_training_equals_uninterrupted_training(algo, tiny_dataset, tmp_path):
     """Stop after the step-40 checkpoint, resume: same weights, optimizer moments and curve as one run."""
     from merlion_core.algos.artifacts import load_agent
-    from merlion_core.pipelines.encoder import train_encoder
     from merlion_core.pipelines.agent import train_agent
+    from merlion_core.pipelines.encoder import train_encoder
 
     torch.set_num_threads(1)
     encoder = None
     if algo == "cql":  # latent CQL also draws its own noise from a generator that must be restored
         encoder = tmp_path / "enc"
         train_encoder(tiny_dataset, "external", encoder)
-    kwargs = dict(steps=60, eval_every=20, eval_episodes=1, device="cpu", encoder_dir=encoder,
-                  overrides={"hidden": (16, 16), "batch_size": 32})
+    kwargs = dict(
+        steps=60,
+        eval_every=20,
+        eval_episodes=1,
+        device="cpu",
+        encoder_dir=encoder,
+        overrides={"hidden": (16, 16), "batch_size": 32},
+    )
     full = train_agent(tiny_dataset, algo, tmp_path / "full", **kwargs)
 
     class Stop(Exception):
@@ -163,12 +186,27 @@ def test_resumed_training_equals_uninterrupted_training(algo, tiny_dataset, tmp_
             raise Stop
 
     with pytest.raises(Stop):
-        train_agent(tiny_dataset, algo, tmp_path / "part", progress=stop_at_40, checkpoint_dir=tmp_path / "ck",
-                    checkpoint_every=20, **kwargs)
+        train_agent(
+            tiny_dataset,
+            algo,
+            tmp_path / "part",
+            progress=stop_at_40,
+            checkpoint_dir=tmp_path / "ck",
+            checkpoint_every=20,
+            **kwargs,
+        )
     assert checkpoint_steps(tmp_path / "ck") == [20, 40]  # the last two are kept
     seen = []
-    resumed = train_agent(tiny_dataset, algo, tmp_path / "part", progress=lambda s, p: seen.append(s),
-                          checkpoint_dir=tmp_path / "ck", checkpoint_every=20, resume=True, **kwargs)
+    resumed = train_agent(
+        tiny_dataset,
+        algo,
+        tmp_path / "part",
+        progress=lambda s, p: seen.append(s),
+        checkpoint_dir=tmp_path / "ck",
+        checkpoint_every=20,
+        resume=True,
+        **kwargs,
+    )
     assert seen == [60]  # continued at the saved step, not from 0
     a, b = load_agent(tmp_path / "full").agent.state_dict(), load_agent(tmp_path / "part").agent.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -176,14 +214,24 @@ def test_resumed_training_equals_uninterrupted_training(algo, tiny_dataset, tmp_
     curve = json.loads((tmp_path / "part" / "metrics.json").read_text())["curve"]
     assert [p["step"] for p in curve] == [20, 40, 60]
     with pytest.raises(CheckpointError, match="belongs to a different run"):
-        train_agent(tiny_dataset, algo, tmp_path / "other", checkpoint_dir=tmp_path / "ck", checkpoint_every=20,
-                    resume=True, **{**kwargs, "steps": 80})
+        train_agent(
+            tiny_dataset,
+            algo,
+            tmp_path / "other",
+            checkpoint_dir=tmp_path / "ck",
+            checkpoint_every=20,
+            resume=True,
+            **{**kwargs, "steps": 80},
+        )
 
 
-@pytest.mark.parametrize("method, options", [
-    ("merlion", {"steps": 60, "log_every": 20, "batch_size": 32, "hidden": 16, "action_embed_dim": 8}),
-    ("transition", {"steps": 300, "batch_size": 32}),  # the shared train_loop (reports every 100 steps)
-])
+@pytest.mark.parametrize(
+    "method, options",
+    [
+        ("merlion", {"steps": 60, "log_every": 20, "batch_size": 32, "hidden": 16, "action_embed_dim": 8}),
+        ("transition", {"steps": 300, "batch_size": 32}),  # the shared train_loop (reports every 100 steps)
+    ],
+)
 def test_resumed_encoder_training_equals_uninterrupted_training(method, options, tiny_dataset, tmp_path):
     from merlion_core.pipelines.encoder import train_encoder
     from merlion_core.representation.artifacts import load_representation
@@ -201,12 +249,27 @@ def test_resumed_encoder_training_equals_uninterrupted_training(method, options,
             raise Stop
 
     with pytest.raises(Stop):
-        train_encoder(tiny_dataset, method, tmp_path / "part", progress=stop, checkpoint_dir=tmp_path / "ck",
-                      checkpoint_every=every, **kwargs)
+        train_encoder(
+            tiny_dataset,
+            method,
+            tmp_path / "part",
+            progress=stop,
+            checkpoint_dir=tmp_path / "ck",
+            checkpoint_every=every,
+            **kwargs,
+        )
     assert checkpoint_steps(tmp_path / "ck") == [every, 2 * every]
     seen = []
-    train_encoder(tiny_dataset, method, tmp_path / "part", progress=lambda step, m: seen.append(step),
-                  checkpoint_dir=tmp_path / "ck", checkpoint_every=every, resume=True, **kwargs)
+    train_encoder(
+        tiny_dataset,
+        method,
+        tmp_path / "part",
+        progress=lambda step, m: seen.append(step),
+        checkpoint_dir=tmp_path / "ck",
+        checkpoint_every=every,
+        resume=True,
+        **kwargs,
+    )
     assert seen == [3 * every]  # continued at the saved step (optimizer, schedule, batch stream restored)
     a = load_representation(tmp_path / "full").representation.state_dict()
     b = load_representation(tmp_path / "part").representation.state_dict()
@@ -215,10 +278,16 @@ def test_resumed_encoder_training_equals_uninterrupted_training(method, options,
 
 def test_bench_job_reports_each_finished_run(tiny_dataset, tmp_path):
     calls = []
-    config = {"env": "maze", "methods": ["bc", "dcql"], "seeds": 1, "steps": 20,
-              "options": {"dataset": str(tiny_dataset), "eval_every": 10, "eval_episodes": 2, "workers": 1}}
-    result = run_job("bench", config, 0, tmp_path / "a", lambda *a, **k: calls.append((a, k)),
-                     checkpoint_dir=tmp_path / "c")
+    config = {
+        "env": "maze",
+        "methods": ["bc", "dcql"],
+        "seeds": 1,
+        "steps": 20,
+        "options": {"dataset": str(tiny_dataset), "eval_every": 10, "eval_episodes": 2, "workers": 1},
+    }
+    result = run_job(
+        "bench", config, 0, tmp_path / "a", lambda *a, **k: calls.append((a, k)), checkpoint_dir=tmp_path / "c"
+    )
     assert set(result["methods"]) == {"bc", "dcql"} and result["methods"]["bc"]["seeds"] == 1
     finished = [a[1]["runs_finished"] for a, _ in calls if len(a) > 1 and isinstance(a[1], dict)]
     assert finished == [1, 2] and all(k.get("total") == 2 for a, k in calls if len(a) > 1 and isinstance(a[1], dict))
@@ -237,8 +306,9 @@ def test_worker_environment_and_liveness():
 
 
 def test_collect_job_runs_in_process(store):
-    job = store.submit("collect", validate(JobSpec("collect", {"n": 500, "n_envs": 8,
-                                                               "env_config": {"n_actuators": 6}}, 2)).config, 2)
+    job = store.submit(
+        "collect", validate(JobSpec("collect", {"n": 500, "n_envs": 8, "env_config": {"n_actuators": 6}}, 2)).config, 2
+    )
     store.claim(job)
     from merlion_core.jobs.worker import run_worker
 

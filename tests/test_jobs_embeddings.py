@@ -30,16 +30,23 @@ def tiny(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("embedding-jobs")
     data = save_dataset(collect("maze", "medium", 0.5, 2000, seed=0, env_overrides={"n_actuators": 6}), root / "data")
-    merlion = train_encoder(data, "merlion", root / "merlion", device="cpu",
-                            overrides={"steps": 20, "batch_size": 32, "hidden": 16, "action_embed_dim": 8, "dim": 4})
+    merlion = train_encoder(
+        data,
+        "merlion",
+        root / "merlion",
+        device="cpu",
+        overrides={"steps": 20, "batch_size": 32, "hidden": 16, "action_embed_dim": 8, "dim": 4},
+    )
     rand = train_encoder(data, "rand1", root / "rand1", overrides={"dim": 3})
     return {"dataset": str(data), "merlion": merlion["out"], "rand1": rand["out"], "root": root}
 
 
 # ---------------------------------------------------------------------------- specs (no UMAP)
 def test_specs_round_trip_and_validate(tiny):
-    for kind, config in (("umap", {"encoder": tiny["rand1"], "rows": [3, 7], "n_neighbors": 5}),
-                         ("warm-start", {"encoder": tiny["merlion"], "p": 1, "state": [0.5, 0.5, 0.0]})):
+    for kind, config in (
+        ("umap", {"encoder": tiny["rand1"], "rows": [3, 7], "n_neighbors": 5}),
+        ("warm-start", {"encoder": tiny["merlion"], "p": 1, "state": [0.5, 0.5, 0.0]}),
+    ):
         spec = validate(JobSpec(kind, config, 2))
         parsed = from_dict(KINDS[kind], json.loads(json.dumps(spec.config)))
         assert to_dict(parsed) == spec.config and spec.seed == 2
@@ -48,16 +55,17 @@ def test_specs_round_trip_and_validate(tiny):
     warm = from_dict(WarmStartJob, validate(JobSpec("warm-start", {"encoder": tiny["merlion"], "p": 1})).config)
     assert warm.p == 1.0 and isinstance(warm.p, float) and warm.save_encoder and warm.state == ()
     for kind, config, message in [
-            ("umap", {"encoder": tiny["rand1"], "rows": []}, "rows: need at least one"),
-            ("umap", {"encoder": tiny["rand1"], "rows": [-1]}, "rows: need at least one dataset row index >= 0"),
-            ("umap", {"encoder": tiny["rand1"], "n_neighbors": 1}, "n_neighbors: must be >= 2, got 1"),
-            ("umap", {"encoder": tiny["rand1"], "min_dist": float("nan")}, "min_dist: must be >= 0, got nan"),
-            ("umap", {"encoder": tiny["rand1"], "nneighbors": 5}, "unknown key"),
-            ("umap", {}, "encoder: required"),
-            ("umap", {"encoder": str(tiny["root"] / "missing")}, "encoder: .*missing does not exist"),
-            ("warm-start", {"encoder": tiny["merlion"], "tau": 1.5}, "tau: must be <= 1, got 1.5"),
-            ("warm-start", {"encoder": tiny["merlion"], "p": -0.1}, "p: must be >= 0"),
-            ("warm-start", {"encoder": tiny["merlion"], "frame_every": 0}, "frame_every: must be >= 1")]:
+        ("umap", {"encoder": tiny["rand1"], "rows": []}, "rows: need at least one"),
+        ("umap", {"encoder": tiny["rand1"], "rows": [-1]}, "rows: need at least one dataset row index >= 0"),
+        ("umap", {"encoder": tiny["rand1"], "n_neighbors": 1}, "n_neighbors: must be >= 2, got 1"),
+        ("umap", {"encoder": tiny["rand1"], "min_dist": float("nan")}, "min_dist: must be >= 0, got nan"),
+        ("umap", {"encoder": tiny["rand1"], "nneighbors": 5}, "unknown key"),
+        ("umap", {}, "encoder: required"),
+        ("umap", {"encoder": str(tiny["root"] / "missing")}, "encoder: .*missing does not exist"),
+        ("warm-start", {"encoder": tiny["merlion"], "tau": 1.5}, "tau: must be <= 1, got 1.5"),
+        ("warm-start", {"encoder": tiny["merlion"], "p": -0.1}, "p: must be >= 0"),
+        ("warm-start", {"encoder": tiny["merlion"], "frame_every": 0}, "frame_every: must be >= 1"),
+    ]:
         with pytest.raises((ValueError, FileNotFoundError), match=message):
             validate(JobSpec(kind, config))
 
@@ -66,11 +74,42 @@ def test_cli_submits_both_kinds(tiny, tmp_path, capsys):
     from merlion_core.cli.main import main
 
     runs = tmp_path / "runs"
-    for kind, config in (("umap", {"encoder": tiny["rand1"], "rows": [1]}), ("warm-start", {"encoder": tiny["merlion"]})):
-        assert main(["jobs", "submit", kind, "--config", json.dumps(config), "--seed", "4", "--no-supervisor",
-                     "--runs", str(runs)]) == 0
-    assert main(["jobs", "submit", "umap", "--config", json.dumps({"encoder": tiny["rand1"], "min_dist": -1}),
-                 "--no-supervisor", "--runs", str(runs)]) == 1
+    for kind, config in (
+        ("umap", {"encoder": tiny["rand1"], "rows": [1]}),
+        ("warm-start", {"encoder": tiny["merlion"]}),
+    ):
+        assert (
+            main(
+                [
+                    "jobs",
+                    "submit",
+                    kind,
+                    "--config",
+                    json.dumps(config),
+                    "--seed",
+                    "4",
+                    "--no-supervisor",
+                    "--runs",
+                    str(runs),
+                ]
+            )
+            == 0
+        )
+    assert (
+        main(
+            [
+                "jobs",
+                "submit",
+                "umap",
+                "--config",
+                json.dumps({"encoder": tiny["rand1"], "min_dist": -1}),
+                "--no-supervisor",
+                "--runs",
+                str(runs),
+            ]
+        )
+        == 1
+    )
     assert "min_dist: must be >= 0" in capsys.readouterr().err
     store = JobStore(runs)
     jobs = store.list("queued")
@@ -95,15 +134,18 @@ def test_projection_archive_round_trip_and_errors(tmp_path):
         save_projection(tmp_path / "q", coords, np.arange(3), {})
 
 
-@pytest.mark.parametrize("points, kwargs, message", [
-    (np.zeros(10), {}, "must be a 2-D array"),
-    (np.zeros((5, 3)), {"n_neighbors": 5}, "5 points; need at least n_neighbors \\+ 1 = 6"),
-    (np.where(np.arange(30).reshape(10, 3) == 13, np.nan, 1.0), {"n_neighbors": 4}, "row 4 is not"),
-    (np.zeros((10, 3)), {"n_neighbors": 4}, "1 distinct points; need at least n_neighbors \\+ 1 = 5"),
-    (np.zeros((10, 3)), {"n_neighbors": 1}, "n_neighbors must be an integer >= 2"),
-    (np.zeros((10, 3)), {"n_neighbors": 4, "min_dist": -0.5}, "min_dist must be a finite number >= 0"),
-    (np.array([["a", "b"]] * 10), {"n_neighbors": 4}, "must be real numbers"),
-])
+@pytest.mark.parametrize(
+    "points, kwargs, message",
+    [
+        (np.zeros(10), {}, "must be a 2-D array"),
+        (np.zeros((5, 3)), {"n_neighbors": 5}, "5 points; need at least n_neighbors \\+ 1 = 6"),
+        (np.where(np.arange(30).reshape(10, 3) == 13, np.nan, 1.0), {"n_neighbors": 4}, "row 4 is not"),
+        (np.zeros((10, 3)), {"n_neighbors": 4}, "1 distinct points; need at least n_neighbors \\+ 1 = 5"),
+        (np.zeros((10, 3)), {"n_neighbors": 1}, "n_neighbors must be an integer >= 2"),
+        (np.zeros((10, 3)), {"n_neighbors": 4, "min_dist": -0.5}, "min_dist must be a finite number >= 0"),
+        (np.array([["a", "b"]] * 10), {"n_neighbors": 4}, "must be real numbers"),
+    ],
+)
 def test_umap_projection_rejects_bad_input_before_importing_umap(points, kwargs, message):
     with pytest.raises(ValueError, match=message):
         umap_projection(points, **kwargs)
@@ -119,10 +161,20 @@ def test_warm_start_kind_through_the_worker_changes_the_encoder_and_p_matters(ti
     torch.set_num_threads(1)
     store = JobStore(tmp_path / "runs")
     state = [0.2, 0.3, 0.0]  # tau = 1: every action but the most likely one is out of distribution, so p acts
-    ids = [store.submit("warm-start", validate(JobSpec("warm-start", {"encoder": tiny["merlion"], "p": p, "tau": 1.0,
-                                                                        "steps": 10, "frame_every": 5,
-                                                                        "state": state}, 1)).config, 1)
-           for p in (0.0, 1.0)]
+    ids = [
+        store.submit(
+            "warm-start",
+            validate(
+                JobSpec(
+                    "warm-start",
+                    {"encoder": tiny["merlion"], "p": p, "tau": 1.0, "steps": 10, "frame_every": 5, "state": state},
+                    1,
+                )
+            ).config,
+            1,
+        )
+        for p in (0.0, 1.0)
+    ]
     for job_id in ids:
         assert store.claim(job_id)
         assert run_worker(store, job_id, threads=1) == 0
@@ -134,8 +186,11 @@ def test_warm_start_kind_through_the_worker_changes_the_encoder_and_p_matters(ti
     assert (after[0] - before).abs().max() > 1e-5  # the warm start trained the encoder
     assert (after[1] - after[0]).abs().max() > 1e-6  # and p changes what it learns
     frames = store.artifacts_dir(ids[1]) / "frames"
-    assert sorted(f.name for f in frames.glob("step-*.npy")) == ["step-000000.npy", "step-000005.npy",
-                                                                   "step-000010.npy"]
+    assert sorted(f.name for f in frames.glob("step-*.npy")) == [
+        "step-000000.npy",
+        "step-000005.npy",
+        "step-000010.npy",
+    ]
     rep = load_representation(records[1].result["encoder"])
     with torch.no_grad():
         final = rep.representation.embed_all(torch.tensor([state]))[0].numpy()
@@ -150,14 +205,26 @@ def test_warm_start_kind_refuses_other_encoders_and_bad_states(tiny, tmp_path):
     with pytest.raises(ValueError, match="warm starts need a MERLION encoder, got rand1"):
         run_job("warm-start", {"encoder": tiny["rand1"]}, 0, tmp_path / "a", progress, checkpoint_dir=tmp_path)
     with pytest.raises(ValueError, match="state must be 3 finite numbers .* got 2"):
-        run_job("warm-start", {"encoder": tiny["merlion"], "state": [0.1, 0.2]}, 0, tmp_path / "b", progress,
-                checkpoint_dir=tmp_path)
+        run_job(
+            "warm-start",
+            {"encoder": tiny["merlion"], "state": [0.1, 0.2]},
+            0,
+            tmp_path / "b",
+            progress,
+            checkpoint_dir=tmp_path,
+        )
 
 
 def test_umap_kind_checks_rows_before_projecting(tiny, tmp_path):
     with pytest.raises(ValueError, match="rows: every row must be in 0..1999 .* got \\[2000\\]"):
-        run_job("umap", {"encoder": tiny["rand1"], "rows": [2000]}, 0, tmp_path / "a", lambda *a, **k: None,
-                checkpoint_dir=tmp_path)
+        run_job(
+            "umap",
+            {"encoder": tiny["rand1"], "rows": [2000]},
+            0,
+            tmp_path / "a",
+            lambda *a, **k: None,
+            checkpoint_dir=tmp_path,
+        )
 
 
 # ---------------------------------------------------------------------------- UMAP itself (slow)

@@ -27,8 +27,9 @@ SMALL = {"n_actuators": 6}
 
 
 def short(seed=0, n=3000):
-    return JobSpec("collect", {"env": "maze", "behaviour": "expert", "noise": 0.0, "n": n, "n_envs": 64,
-                               "env_config": SMALL}, seed)
+    return JobSpec(
+        "collect", {"env": "maze", "behaviour": "expert", "noise": 0.0, "n": n, "n_envs": 64, "env_config": SMALL}, seed
+    )
 
 
 def long(seed=0, n=200_000):
@@ -58,11 +59,25 @@ class Harness:
     def start(self):
         env = {**os.environ, "PYTHONPATH": package_root()}
         self.supervisor = subprocess.Popen(
-            [sys.executable, "-m", "merlion_core.jobs.supervisor", "--runs", str(self.root),
-             "--config", to_json(self.config)],
-            stdout=open(self.root / "supervisor.log", "ab"), stderr=subprocess.STDOUT, env=env)
-        wait_for(lambda: (self.root / "supervisor.lock").exists() and
-                 (self.root / "supervisor.lock").read_text().strip() == str(self.supervisor.pid))
+            [
+                sys.executable,
+                "-m",
+                "merlion_core.jobs.supervisor",
+                "--runs",
+                str(self.root),
+                "--config",
+                to_json(self.config),
+            ],
+            stdout=open(self.root / "supervisor.log", "ab"),
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        wait_for(
+            lambda: (
+                (self.root / "supervisor.lock").exists()
+                and (self.root / "supervisor.lock").read_text().strip() == str(self.supervisor.pid)
+            )
+        )
 
     def kill_supervisor(self):
         self.supervisor.send_signal(signal.SIGKILL)
@@ -72,12 +87,17 @@ class Harness:
         return self.backend.submit(spec)
 
     def wait_final(self, job_ids, timeout=60.0):
-        return wait_for(lambda: all(self.store.get(i).status in FINAL for i in job_ids) and
-                        [self.store.get(i) for i in job_ids], timeout)
+        return wait_for(
+            lambda: all(self.store.get(i).status in FINAL for i in job_ids) and [self.store.get(i) for i in job_ids],
+            timeout,
+        )
 
     def wait_running(self, job_id, min_step=1):
-        return wait_for(lambda: (job := self.store.get(job_id)).status == "running" and job.pid
-                        and (job.step or 0) >= min_step and job)
+        return wait_for(
+            lambda: (
+                (job := self.store.get(job_id)).status == "running" and job.pid and (job.step or 0) >= min_step and job
+            )
+        )
 
     def close(self):
         if self.supervisor is not None and self.supervisor.poll() is None:
@@ -112,8 +132,10 @@ def test_lifecycle_through_the_cli(tmp_path, capsys):
     config = tmp_path / "collect.yaml"
     config.write_text("env: maze\nbehaviour: expert\nnoise: 0.0\nn: 3000\nenv_config: {n_actuators: 6}\n")
     try:
-        assert main(["jobs", "submit", "collect", "--config", str(config), "--seed", "7", "--runs", str(runs),
-                     "--json"]) == 0
+        assert (
+            main(["jobs", "submit", "collect", "--config", str(config), "--seed", "7", "--runs", str(runs), "--json"])
+            == 0
+        )
         submitted = json.loads(capsys.readouterr().out)
         assert submitted["status"] == "queued" and submitted["seed"] == 7
         store = JobStore(runs)
@@ -239,8 +261,16 @@ def test_resume_from_a_checkpoint_continues_at_the_saved_step(harness, tmp_path)
 
     torch.set_num_threads(1)
     dataset = save_dataset(collect("maze", "expert", 0.0, 3000, seed=0, env_overrides=SMALL), tmp_path / "data")
-    config = {"dataset": str(dataset), "algo": "bc", "steps": 600, "eval_every": 100, "eval_episodes": 1,
-              "checkpoint_every": 100, "device": "cpu", "options": {"hidden": [32, 32], "batch_size": 64}}
+    config = {
+        "dataset": str(dataset),
+        "algo": "bc",
+        "steps": 600,
+        "eval_every": 100,
+        "eval_episodes": 1,
+        "checkpoint_every": 100,
+        "device": "cpu",
+        "options": {"hidden": [32, 32], "batch_size": 64},
+    }
     h = harness(slots=1)
     h.start()
     job_id = h.submit(JobSpec("train-agent", config, 5))
@@ -256,8 +286,16 @@ def test_resume_from_a_checkpoint_continues_at_the_saved_step(harness, tmp_path)
     assert f"resuming from step {saved}" in log
     assert [row["step"] for row in h.store.metrics(job_id, "loss")] == list(range(100, 700, 100))
     # the resumed run ends exactly where an uninterrupted one does
-    reference = train_agent(dataset, "bc", tmp_path / "ref", steps=600, eval_every=100, eval_episodes=1,
-                            device="cpu", overrides={**config["options"], "seed": 5})
+    reference = train_agent(
+        dataset,
+        "bc",
+        tmp_path / "ref",
+        steps=600,
+        eval_every=100,
+        eval_episodes=1,
+        device="cpu",
+        overrides={**config["options"], "seed": 5},
+    )
     resumed = load_agent(job.result["agent"]).agent.state_dict()
     expected = load_agent(tmp_path / "ref").agent.state_dict()
     assert all(torch.equal(resumed[k], expected[k]) for k in expected)

@@ -7,9 +7,13 @@ from merlion_core.jobs.sweep import expand
 
 pytestmark = pytest.mark.slow
 
-SWEEP = {"name": "ray-2x2", "kind": "collect",
-         "config": {"env": "maze", "noise": 0.0, "n": 2000, "n_envs": 64, "env_config": {"n_actuators": 6}},
-         "grid": {"behaviour": ["expert", "random"]}, "seeds": [0, 1]}
+SWEEP = {
+    "name": "ray-2x2",
+    "kind": "collect",
+    "config": {"env": "maze", "noise": 0.0, "n": 2000, "n_envs": 64, "env_config": {"n_actuators": 6}},
+    "grid": {"behaviour": ["expert", "random"]},
+    "seeds": [0, 1],
+}
 
 
 def test_two_by_two_sweep_on_a_local_ray(tmp_path):
@@ -31,8 +35,12 @@ def test_two_by_two_sweep_on_a_local_ray(tmp_path):
         backend.close()
     assert [r.status for r in records] == ["succeeded"] * 4, [r.exit_reason for r in records]
     assert all(r.backend == "ray" and r.sweep == "ray-2x2" and r.attempts == 1 for r in records)
-    assert [(r.config["behaviour"], r.seed) for r in records] == [("expert", 0), ("expert", 1),
-                                                                  ("random", 0), ("random", 1)]
+    assert [(r.config["behaviour"], r.seed) for r in records] == [
+        ("expert", 0),
+        ("expert", 1),
+        ("random", 0),
+        ("random", 1),
+    ]
     # metrics, heartbeats and logs flowed into the store exactly as for local jobs
     for r in records:
         assert store.metrics(r.id, "progress")[-1]["step"] == 2000 and r.heartbeat >= r.started_at

@@ -8,15 +8,19 @@ import math
 import numpy as np
 import pytest
 import torch
+from latent_support import DIM, dataset, one_torch_thread, rep  # noqa: F401  (shared fixtures)
 
-from merlion_core.algos.latent_bcq import (LatentBCQ, LatentBCQConfig, bcq_target, perturb,
-                                           soft_clipped_double_q, vae_kl)
+from merlion_core.algos.latent_bcq import LatentBCQ, LatentBCQConfig, bcq_target, perturb, soft_clipped_double_q, vae_kl
 from merlion_core.config import field_docs
 from merlion_core.data.sampler import BatchSampler
 
-from latent_support import DIM, dataset, one_torch_thread, rep  # noqa: F401  (shared fixtures)
-SMALL = {"hidden_vae": (32, 32), "hidden_actor": (32, 32), "hidden_critic": (32, 32), "batch_size": 64,
-         "n_act_samples": 20}
+SMALL = {
+    "hidden_vae": (32, 32),
+    "hidden_actor": (32, 32),
+    "hidden_critic": (32, 32),
+    "batch_size": 64,
+    "n_act_samples": 20,
+}
 
 
 def build(dataset, rep, **overrides) -> LatentBCQ:
@@ -44,8 +48,14 @@ def test_config_fields_documented():
     assert (c.n_target_samples, c.n_act_samples, c.phi, c.lam, c.kl_weight, c.z_clip) == (10, 100, 0.05, 0.75, 0.5, 0.5)
     assert (c.latent_bound, c.vae_latent_dim) == (0.0, None)
     assert all(docs.get(name) for name in c.__dataclass_fields__), docs
-    for bad in ({"lam": 1.5}, {"tau": 0.0}, {"n_act_samples": 0}, {"phi": -0.1}, {"latent_bound": -1.0},
-                {"hidden_vae": (0,)}):
+    for bad in (
+        {"lam": 1.5},
+        {"tau": 0.0},
+        {"n_act_samples": 0},
+        {"phi": -0.1},
+        {"latent_bound": -1.0},
+        {"hidden_vae": (0,)},
+    ):
         with pytest.raises(ValueError):
             LatentBCQConfig(**bad)
 
@@ -88,7 +98,9 @@ def test_training_changes_every_parameter(dataset, rep):
     algo = fitted(dataset, rep)
     before = {k: p.detach().clone() for k, p in algo.named_parameters()}
     targets = {"actor_target": algo.actor_target, "critic_target": algo.critic_target}
-    targets_before = {n: {k: v.clone() for k, v in m.named_parameters()} for n, m in targets.items()}  # not fixed buffers
+    targets_before = {
+        n: {k: v.clone() for k, v in m.named_parameters()} for n, m in targets.items()
+    }  # not fixed buffers
     s = sampler(dataset)
     for _ in range(20):
         parts = algo.update(s.sample())
@@ -184,8 +196,9 @@ def test_each_loss_trains_only_its_own_parameters(dataset, rep):
         algo.losses(batch)[part].backward()
         assert all(p.grad is None for p in algo.actor_target.parameters())
         assert all(p.grad is None for p in algo.critic_target.parameters())
-        return {name for name, m in parts.items()
-                if any(p.grad is not None and p.grad.abs().any() for p in m.parameters())}
+        return {
+            name for name, m in parts.items() if any(p.grad is not None and p.grad.abs().any() for p in m.parameters())
+        }
 
     assert nonzero("vae_loss") == {"vae"}
     assert nonzero("critic_loss") == {"critic"}
@@ -267,8 +280,9 @@ def test_behaviour_candidates_act_on_the_critics_best_real_action_that_g_allows(
     with torch.no_grad():
         logits = with_g.behaviour_model(obs)
         rel = torch.exp(logits - logits.max(1, keepdim=True).values)
-        q1 = algo.critic.q1(torch.cat([obs[:, None, :].expand(-1, 64, -1),
-                                       algo.to_actor_space(rep.table)[None].expand(20, -1, -1)], -1)).squeeze(-1)
+        q1 = algo.critic.q1(
+            torch.cat([obs[:, None, :].expand(-1, 64, -1), algo.to_actor_space(rep.table)[None].expand(20, -1, -1)], -1)
+        ).squeeze(-1)
         top8 = logits.topk(8, dim=1).indices
         allowed = torch.zeros_like(rel, dtype=torch.bool).scatter(1, top8, True) & (rel > 0.3)
         expected = q1.masked_fill(~allowed, -torch.inf).argmax(1)

@@ -8,12 +8,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from latent_support import dataset, one_torch_thread, rep  # noqa: F401  (shared fixtures)
 
 from merlion_core.algos.latent_cql import LatentCQL, LatentCQLConfig, cql_h_term
 from merlion_core.config import field_docs
 from merlion_core.data.sampler import BatchSampler
-
-from latent_support import dataset, one_torch_thread, rep  # noqa: F401  (shared fixtures)
 
 
 def build(dataset, rep, **overrides) -> LatentCQL:
@@ -129,8 +128,11 @@ def test_actor_and_critic_gradients_do_not_cross(dataset, rep):
     def grads(part: str) -> tuple[list, list, list]:
         algo.zero_grad(set_to_none=True)
         algo.losses(batch)[part].backward()
-        return ([p.grad for p in algo.actor.parameters()], [p.grad for p in algo.critic.parameters()],
-                [algo.log_alpha.grad])
+        return (
+            [p.grad for p in algo.actor.parameters()],
+            [p.grad for p in algo.critic.parameters()],
+            [algo.log_alpha.grad],
+        )
 
     def zero(gs: list) -> bool:
         return all(g is None or not g.abs().any() for g in gs)
@@ -163,8 +165,9 @@ def test_sampling_from_repeated_actor_outputs_equals_sampling_at_repeated_states
     gen_b = torch.Generator().manual_seed(5)
     e_a, log_pi_a = algo.actor.sample(obs.repeat_interleave(4, dim=0), bound, gen_a)
     mu, log_std = algo.actor(obs)
-    e_b, log_pi_b = algo.actor.sample_from(mu.repeat_interleave(4, dim=0), log_std.repeat_interleave(4, dim=0),
-                                           bound, gen_b)
+    e_b, log_pi_b = algo.actor.sample_from(
+        mu.repeat_interleave(4, dim=0), log_std.repeat_interleave(4, dim=0), bound, gen_b
+    )
     torch.testing.assert_close(e_b, e_a, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(log_pi_b, log_pi_a, rtol=1e-5, atol=1e-5)
     assert e_a[0].ne(e_a[1]).any()  # each repeat has its own noise
@@ -204,8 +207,10 @@ def test_per_dimension_bound(dataset, rep):
     assert bool((e_BD.abs() <= algo.latent_bound).all())
     mu_BD, log_std_BD = algo.actor(obs)
     u_BD = torch.atanh((e_BD / algo.latent_bound).double())
-    by_hand = (torch.distributions.Normal(mu_BD.double(), log_std_BD.exp().double()).log_prob(u_BD)
-               - torch.log(algo.latent_bound.double() * (1 - torch.tanh(u_BD) ** 2))).sum(-1)
+    by_hand = (
+        torch.distributions.Normal(mu_BD.double(), log_std_BD.exp().double()).log_prob(u_BD)
+        - torch.log(algo.latent_bound.double() * (1 - torch.tanh(u_BD) ** 2))
+    ).sum(-1)
     np.testing.assert_allclose(log_pi_B.detach().numpy(), by_hand.detach().numpy(), rtol=1e-3, atol=1e-3)
     with pytest.raises(ValueError, match="leave latent_bound at 0"):
         build(dataset, rep, latent_bound_per_dim=True, latent_bound=1.0, latent_normalise=False)

@@ -10,13 +10,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from latent_support import dataset, one_torch_thread, rep  # noqa: F401  (shared fixtures)
 
 from merlion_core.algos.latent_cql import LatentCQL, LatentCQLConfig, bc_actor_loss, deterministic_backup
 from merlion_core.algos.latent_diagnostics import CriticArgmaxPolicy, discounted_returns, latent_agent_diagnostics
 from merlion_core.data.sampler import BatchSampler
 from merlion_core.representation.base import Representation
-
-from latent_support import dataset, one_torch_thread, rep  # noqa: F401  (shared fixtures)
 
 
 class StateShiftedTable(Representation):
@@ -37,8 +36,11 @@ class StateShiftedTable(Representation):
 @pytest.fixture(scope="module")
 def shifted(dataset):
     gen = torch.Generator().manual_seed(3)
-    return StateShiftedTable(torch.randn(dataset.n_actions, 3, generator=gen),
-                             torch.randn(dataset.n_actions, 3, generator=gen), dataset.obs_dim)
+    return StateShiftedTable(
+        torch.randn(dataset.n_actions, 3, generator=gen),
+        torch.randn(dataset.n_actions, 3, generator=gen),
+        dataset.obs_dim,
+    )
 
 
 def build(dataset, representation, **overrides) -> LatentCQL:
@@ -55,7 +57,13 @@ def prepared(dataset, representation, **overrides) -> tuple[LatentCQL, BatchSamp
 
 def test_defaults_are_the_authors_setting():
     c = LatentCQLConfig()
-    assert (c.backup_entropy, c.latent_normalise, c.cql_samples, c.knn_k, c.cql_target_gap) == (False, True, "both", 1, 0.0)
+    assert (c.backup_entropy, c.latent_normalise, c.cql_samples, c.knn_k, c.cql_target_gap) == (
+        False,
+        True,
+        "both",
+        1,
+        0.0,
+    )
     assert c.bc_steps > 0
     for bad in ({"cql_samples": "grid"}, {"knn_k": 0}, {"bc_steps": -1}, {"n_behaviour": -1}, {"cql_target_gap": -1}):
         with pytest.raises(ValueError):
@@ -128,8 +136,9 @@ def test_bc_phase_actor_loss_then_the_critic(dataset, rep):
         x_data = algo.to_actor_space(algo.embed(batch.obs, batch.act))
         mu, log_std = algo.actor(batch.obs)
         u = torch.atanh(x_data)
-        log_pi_data = (torch.distributions.Normal(mu, log_std.exp()).log_prob(u)
-                       - torch.log(1 - torch.tanh(u) ** 2)).sum(-1)
+        log_pi_data = (
+            torch.distributions.Normal(mu, log_std.exp()).log_prob(u) - torch.log(1 - torch.tanh(u) ** 2)
+        ).sum(-1)
     expected = float(bc_actor_loss(algo.log_alpha.exp().detach(), log_pi, log_pi_data))
     assert float(parts["actor_loss"]) == pytest.approx(expected, rel=1e-4)
     assert bc_actor_loss(torch.tensor(2.0), torch.tensor([1.0, 3.0]), torch.tensor([-1.0, 0.0])) == 4.5
@@ -244,8 +253,9 @@ def test_both_proposals_give_each_state_its_real_actions_then_its_box_points(dat
     acts = torch.randint(0, algo.n_actions, (4, 3), generator=algo.generator)
     box = (torch.rand(12, 3, generator=algo.generator) * 2 - 1).view(4, 3, 3)
     x = x.view(4, 6, 3)
-    torch.testing.assert_close(x[:, :3], algo.to_actor_space(shifted.embed(obs.repeat_interleave(3, 0),
-                                                                           acts.reshape(-1))).view(4, 3, 3))
+    torch.testing.assert_close(
+        x[:, :3], algo.to_actor_space(shifted.embed(obs.repeat_interleave(3, 0), acts.reshape(-1))).view(4, 3, 3)
+    )
     torch.testing.assert_close(x[:, 3:], box)
     expected = torch.tensor([-math.log(algo.n_actions)] * 3 + [-3 * math.log(2.0)] * 3).expand(4, 6)
     torch.testing.assert_close(log_q, expected)

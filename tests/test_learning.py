@@ -29,8 +29,8 @@ from merlion_core.data.io import save_dataset
 from merlion_core.envs import make_model
 from merlion_core.envs.behaviours import make_behaviour
 from merlion_core.envs.rollout import rollout_episodes
-from merlion_core.pipelines.encoder import train_encoder
 from merlion_core.pipelines.agent import train_agent
+from merlion_core.pipelines.encoder import train_encoder
 
 OPEN_MAZE = {"n_actuators": 6, "walls": [], "penalty_regions": [], "bonus_regions": [], "max_steps": 30}
 THRESHOLD = 0.7
@@ -45,11 +45,26 @@ def test_merlion_cql_beats_a_random_policy_on_a_small_maze(tmp_path, precision):
     assert random_result.successes.mean() < THRESHOLD / 2
 
     save_dataset(collect("maze", "medium", 0.5, 20_000, seed=0, env_overrides=OPEN_MAZE), tmp_path / "data")
-    train_encoder(tmp_path / "data", "merlion", tmp_path / "encoder", overrides={"steps": 1000, "seed": 0},
-                  device="cpu", precision=precision)
-    result = train_agent(tmp_path / "data", "cql", tmp_path / "agent", steps=2000, encoder_dir=tmp_path / "encoder",
-                         overrides={"batch_size": 64, "seed": 0, "bc_steps": 250}, eval_every=250, eval_episodes=50,
-                         device="cpu", precision=precision)
+    train_encoder(
+        tmp_path / "data",
+        "merlion",
+        tmp_path / "encoder",
+        overrides={"steps": 1000, "seed": 0},
+        device="cpu",
+        precision=precision,
+    )
+    result = train_agent(
+        tmp_path / "data",
+        "cql",
+        tmp_path / "agent",
+        steps=2000,
+        encoder_dir=tmp_path / "encoder",
+        overrides={"batch_size": 64, "seed": 0, "bc_steps": 250},
+        eval_every=250,
+        eval_episodes=50,
+        device="cpu",
+        precision=precision,
+    )
     curve = json.loads((tmp_path / "agent" / "metrics.json").read_text())["curve"]
     curve_success = [point["success_rate"] for point in curve]
     assert curve_success[0] < THRESHOLD  # it had to learn: after 250 steps it is not there yet

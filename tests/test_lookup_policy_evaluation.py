@@ -126,18 +126,21 @@ def test_ties_lowest_index_wins(chunk):
     assert l1_nearest(torch.ones(2, 2), same, k=4, chunk=chunk)[0].tolist() == [[0, 1, 2, 3]] * 2
 
 
-@pytest.mark.parametrize("call", [
-    lambda: l1_nearest(torch.zeros(3), torch.zeros(3, 4, 3)),  # query not 2-D
-    lambda: l1_nearest(torch.zeros(2, 3), torch.zeros(2, 4, 5)),  # D mismatch
-    lambda: l1_nearest(torch.zeros(2, 3), torch.zeros(3, 4, 3)),  # B mismatch
-    lambda: l1_nearest(torch.zeros(2, 3), torch.zeros(2, 4, 3), k=5),  # k > A
-    lambda: l1_nearest(torch.zeros(2, 3), torch.zeros(2, 4, 3), k=0),
-    lambda: l1_nearest(torch.zeros(2, 3), torch.zeros(2, 4, 3), chunk=0),
-    lambda: l1_nearest(torch.zeros(2, 3)),  # neither table nor representation
-    lambda: l1_nearest(torch.zeros(2, 3), torch.zeros(2, 4, 3), representation=FakeTable(torch.zeros(4, 3))),
-    lambda: l1_nearest(torch.zeros(2, 3), representation=FakeTable(torch.zeros(4, 3))),  # no obs
-    lambda: l1_nearest(torch.zeros(2, 5), representation=FakeTable(torch.zeros(4, 3)), obs_BS=torch.zeros(2, 3)),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: l1_nearest(torch.zeros(3), torch.zeros(3, 4, 3)),  # query not 2-D
+        lambda: l1_nearest(torch.zeros(2, 3), torch.zeros(2, 4, 5)),  # D mismatch
+        lambda: l1_nearest(torch.zeros(2, 3), torch.zeros(3, 4, 3)),  # B mismatch
+        lambda: l1_nearest(torch.zeros(2, 3), torch.zeros(2, 4, 3), k=5),  # k > A
+        lambda: l1_nearest(torch.zeros(2, 3), torch.zeros(2, 4, 3), k=0),
+        lambda: l1_nearest(torch.zeros(2, 3), torch.zeros(2, 4, 3), chunk=0),
+        lambda: l1_nearest(torch.zeros(2, 3)),  # neither table nor representation
+        lambda: l1_nearest(torch.zeros(2, 3), torch.zeros(2, 4, 3), representation=FakeTable(torch.zeros(4, 3))),
+        lambda: l1_nearest(torch.zeros(2, 3), representation=FakeTable(torch.zeros(4, 3))),  # no obs
+        lambda: l1_nearest(torch.zeros(2, 5), representation=FakeTable(torch.zeros(4, 3)), obs_BS=torch.zeros(2, 3)),
+    ],
+)
 def test_shape_errors(call):
     with pytest.raises(ValueError, match="l1_nearest"):
         call()
@@ -203,8 +206,12 @@ def test_same_seed_same_result_and_serialisation():
     assert d["n_episodes"] == 20 and d["env_id"] == "merlion/Maze-v0" and len(d["returns"]) == 20
     assert "returns" not in a.to_dict(include_episodes=False)
     point = learning_curve_point(1000, a)
-    assert point == {"step": 1000, "mean_return": a.mean_return, "normalised_score": a.normalised_score,
-                     "success_rate": a.success_rate}
+    assert point == {
+        "step": 1000,
+        "mean_return": a.mean_return,
+        "normalised_score": a.normalised_score,
+        "success_rate": a.success_rate,
+    }
     assert isinstance(a, EvalResult)
 
 
@@ -216,6 +223,7 @@ def test_evaluate_latent_policy_batches_running_states():
     def actor(obs):
         sizes.append(obs.shape[0])
         return torch.tensor([[1.0, 1.0]]).expand(obs.shape[0], -1) * 0.7  # head up-right
+
     result = evaluate(LatentPolicy(actor, rep), "maze", episodes=16, seed=0, env_overrides=SMALL_MAZE)
     assert result.n_episodes == 16 and sizes[0] == 16
     assert len(sizes) == result.lengths.max() and sorted(sizes, reverse=True) == sizes  # one call per step
@@ -225,6 +233,7 @@ def test_evaluate_rejects_bad_actions():
     class Bad:
         def act(self, obs):
             return np.full(len(obs), 10_000)
+
     with pytest.raises(ValueError, match="outside"):
         evaluate(Bad(), "maze", episodes=2, env_overrides=SMALL_MAZE)
     with pytest.raises(ValueError, match="episodes"):

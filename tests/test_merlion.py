@@ -8,7 +8,11 @@ import torch.nn.functional as F
 
 from merlion_core.representation import losses
 from merlion_core.representation.merlion import (
-    MerlionConfig, build, config_for_env, merlion_losses, module_parameters,
+    MerlionConfig,
+    build,
+    config_for_env,
+    merlion_losses,
+    module_parameters,
 )
 
 
@@ -89,7 +93,7 @@ def test_transition_loss_equals_torch_gaussian_nll_in_value_and_gradient():
     theirs = torch.nn.functional.gaussian_nll_loss(mu, target, std**2, full=False, eps=1e-6)
     expected = torch.autograd.grad(theirs, (mu, std))
     assert ours.item() == pytest.approx(theirs.item(), rel=1e-6)
-    for a, b in zip(grads, expected):
+    for a, b in zip(grads, expected, strict=True):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
 
 

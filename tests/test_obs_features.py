@@ -9,9 +9,15 @@ from merlion_core.algos.discrete_cql import DiscreteCQL, DiscreteCQLConfig
 from merlion_core.algos.latent_cql import LatentCQLConfig
 from merlion_core.data.collect import collect
 from merlion_core.data.sampler import BatchSampler
-from merlion_core.models.obs_features import (ObservationFeatures, check_feature_options, feature_mlp,
-                                              feature_mlp_repeated, fit_observation_features, fourier_features,
-                                              observation_features_fitted)
+from merlion_core.models.obs_features import (
+    ObservationFeatures,
+    check_feature_options,
+    feature_mlp,
+    feature_mlp_repeated,
+    fit_observation_features,
+    fourier_features,
+    observation_features_fitted,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -110,9 +116,10 @@ def test_feature_mlp_repeated_equals_the_net_on_repeated_rows_values_and_gradien
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     weights = torch.randn(30, 1)
     grads_expected = torch.autograd.grad((expected * weights).sum(), list(net.parameters()))
-    grads_got = torch.autograd.grad((feature_mlp_repeated(net, obs, extra, repeats) * weights).sum(),
-                                    list(net.parameters()))
-    for g_got, g_expected in zip(grads_got, grads_expected):
+    grads_got = torch.autograd.grad(
+        (feature_mlp_repeated(net, obs, extra, repeats) * weights).sum(), list(net.parameters())
+    )
+    for g_got, g_expected in zip(grads_got, grads_expected, strict=True):
         torch.testing.assert_close(g_got, g_expected, rtol=1e-4, atol=1e-5)
     # a shuffled pairing is a different function: the test would see a wrong row order
     wrong = net(torch.cat([obs.repeat(sum(repeats), 1), extra], dim=-1))

@@ -9,9 +9,23 @@ import numpy as np
 import pytest
 import torch
 
-from merlion_core.ope import (ESTIMATORS, BehaviourModelConfig, EpisodeTable, FQEConfig, check_split_record,
-                              estimate, fit_behaviour_model, fitted_q_evaluation, holdout_split, pdis, pdwis,
-                              split_from_dict, split_to_dict, to_padded, wdr)
+from merlion_core.ope import (
+    ESTIMATORS,
+    BehaviourModelConfig,
+    EpisodeTable,
+    FQEConfig,
+    check_split_record,
+    estimate,
+    fit_behaviour_model,
+    fitted_q_evaluation,
+    holdout_split,
+    pdis,
+    pdwis,
+    split_from_dict,
+    split_to_dict,
+    to_padded,
+    wdr,
+)
 from merlion_core.ope.heads import BatchedQHeads
 from merlion_core.ope.result import bootstrap_counts
 
@@ -22,6 +36,7 @@ HORIZON = 6
 
 
 # --- a small tabular MDP with terminal states and a time limit ----------------------------------
+
 
 def make_mdp(seed: int, n_states: int = 4, n_actions: int = 3, term_range=(0.0, 0.15), reward_offset=0.0):
     rng = np.random.default_rng(seed)
@@ -58,7 +73,7 @@ def sample_episodes(P, R, p_term, mu, d0, n_episodes, horizon, seed, noise=0.5):
         r = R[s, a] + noise * rng.standard_normal(n_episodes)
         term = rng.random(n_episodes) < p_term[s, a]
         s2 = (rng.random(n_episodes)[:, None] > np.cumsum(P[s, a], 1)).sum(1).clip(max=n_states - 1)
-        for k, v in zip(names, (s, a, r, s2, term, ~term & (t == horizon - 1), alive.copy())):
+        for k, v in zip(names, (s, a, r, s2, term, ~term & (t == horizon - 1), alive.copy()), strict=True):
             cols[k].append(v)
         alive &= ~term
         s = s2
@@ -66,8 +81,14 @@ def sample_episodes(P, R, p_term, mu, d0, n_episodes, horizon, seed, noise=0.5):
     keep = grid.pop("alive")
     flat = {k: v[keep] for k, v in grid.items()}  # row-major: episode after episode
     eye = np.eye(n_states, dtype=np.float32)
-    data = dict(observations=eye[flat["s"]], actions=flat["a"].astype(np.int64), rewards=flat["r"].astype(np.float32),
-                next_observations=eye[flat["s2"]], terminals=flat["term"], timeouts=flat["tout"])
+    data = dict(
+        observations=eye[flat["s"]],
+        actions=flat["a"].astype(np.int64),
+        rewards=flat["r"].astype(np.float32),
+        next_observations=eye[flat["s2"]],
+        terminals=flat["term"],
+        timeouts=flat["tout"],
+    )
     return data, flat["s"], flat["s2"], mu[flat["s"], flat["a"]]
 
 
@@ -97,11 +118,23 @@ def test_fqe_matches_the_exact_value_of_a_tabular_mdp():
     table = EpisodeTable.from_flags(data["terminals"], data["timeouts"])
     assert data["timeouts"].sum() > 0.1 * len(s)  # timeouts matter: treating them as terminal would fail
     calls = []
-    config = FQEConfig(gamma=GAMMA, steps=3000, batch_size=512, lr=3e-3, tau=0.05, hidden=(32,), n_bootstrap=4,
-                       fourier_features=0)
-    est, q = fitted_q_evaluation(data["observations"], data["actions"], data["rewards"], data["next_observations"],
-                                 data["terminals"], PI[s2], PI[s[table.starts]], table, 3, config,
-                                 progress=lambda done, total: calls.append((done, total)), device="cpu")
+    config = FQEConfig(
+        gamma=GAMMA, steps=3000, batch_size=512, lr=3e-3, tau=0.05, hidden=(32,), n_bootstrap=4, fourier_features=0
+    )
+    est, q = fitted_q_evaluation(
+        data["observations"],
+        data["actions"],
+        data["rewards"],
+        data["next_observations"],
+        data["terminals"],
+        PI[s2],
+        PI[s[table.starts]],
+        table,
+        3,
+        config,
+        progress=lambda done, total: calls.append((done, total)),
+        device="cpu",
+    )
     # A wrong target estimates something else: max_a gives 2.3, timeouts as terminal -2.1, ignoring
     # terminals -5.7 (measured by mutating the code); the truth is -3.57. Measured over 6 seeds:
     # |FQE - fixed point on the data| <= 0.045, |fixed point - truth| <= 0.12 (data noise).
@@ -125,10 +158,19 @@ def test_fqe_on_action_features_matches_the_tabular_value():
     table = EpisodeTable.from_flags(data["terminals"], data["timeouts"])
     eye3 = np.eye(3, dtype=np.float32)
     features = (eye3[data["actions"]], eye3[PI[s]], eye3[PI[s2]])
-    config = FQEConfig(gamma=GAMMA, steps=3000, batch_size=512, lr=3e-3, hidden=(32,), n_bootstrap=2,
-                       fourier_features=0)
-    est, q_and_v = feature_fqe(data["observations"], data["next_observations"], data["rewards"],
-                               data["terminals"], features, table, config, device="cpu")
+    config = FQEConfig(
+        gamma=GAMMA, steps=3000, batch_size=512, lr=3e-3, hidden=(32,), n_bootstrap=2, fourier_features=0
+    )
+    est, q_and_v = feature_fqe(
+        data["observations"],
+        data["next_observations"],
+        data["rewards"],
+        data["terminals"],
+        features,
+        table,
+        config,
+        device="cpu",
+    )
     q_hat, v_hat = q_and_v()
     assert abs(est.value - empirical_fixed_point(data, s, s2, PI, table, GAMMA)) < 0.15
     assert est.details["action_features"] == 3 and q_hat.shape == v_hat.shape == (len(s),)
@@ -137,8 +179,16 @@ def test_fqe_on_action_features_matches_the_tabular_value():
     np.testing.assert_allclose(q_hat[same], v_hat[same], rtol=1e-6)
     assert not np.allclose(q_hat[~same], v_hat[~same])
     swapped = (features[0], features[0], features[2])  # valuing the logged action instead of pi(s_0)
-    wrong, _ = feature_fqe(data["observations"], data["next_observations"], data["rewards"], data["terminals"],
-                              swapped, table, config, device="cpu")
+    wrong, _ = feature_fqe(
+        data["observations"],
+        data["next_observations"],
+        data["rewards"],
+        data["terminals"],
+        swapped,
+        table,
+        config,
+        device="cpu",
+    )
     assert abs(wrong.value - est.value) > 0.3
 
 
@@ -233,6 +283,7 @@ def test_bootstrap_counts_resample_every_item_uniformly():
 
 # --- multi-step importance sampling with episodes of unequal length -------------------------------
 
+
 def test_pdwis_and_wdr_estimate_a_multi_step_value_with_early_terminations():
     # frequent terminations and positive rewards: dropping ended episodes from the normalisation
     # (a survival bias) would overestimate by more than the tolerance
@@ -273,14 +324,15 @@ def test_weights_are_zero_over_zero_safe():
 
 # --- episodes and the held-out split ---------------------------------------------------------------
 
+
 def test_to_padded_matches_a_loop():
     table = EpisodeTable.from_ends([2, 3, 8])
     values = np.arange(20, dtype=np.float32).reshape(10, 2)
     padded, mask = to_padded(values, table, fill=-1)
     assert padded.shape == (3, 5, 2) and mask.sum() == 9
-    for e, (start, end) in enumerate(zip(table.starts, table.ends)):
+    for e, (start, end) in enumerate(zip(table.starts, table.ends, strict=True)):
         n = end - start + 1
-        np.testing.assert_array_equal(padded[e, :n], values[start:end + 1])
+        np.testing.assert_array_equal(padded[e, :n], values[start : end + 1])
         assert np.all(padded[e, n:] == -1) and mask[e, :n].all() and not mask[e, n:].any()
 
 
@@ -293,8 +345,9 @@ def test_holdout_split_partitions_whole_episodes_reproducibly():
     np.testing.assert_array_equal(np.union1d(split.heldout_episodes, split.train_episodes), np.arange(60))
     episode_of = np.searchsorted(ends, np.arange(ends[-1] + 1))
     np.testing.assert_array_equal(np.unique(episode_of[split.heldout_index]), split.heldout_episodes)
-    np.testing.assert_array_equal(np.sort(np.concatenate([split.train_index, split.heldout_index])),
-                                  np.arange(ends[-1] + 1))
+    np.testing.assert_array_equal(
+        np.sort(np.concatenate([split.train_index, split.heldout_index])), np.arange(ends[-1] + 1)
+    )
     lengths = np.diff(ends, prepend=-1)
     assert split.heldout_index.size == lengths[split.heldout_episodes].sum()
     np.testing.assert_array_equal(split.heldout_table(ends).lengths, lengths[split.heldout_episodes])
@@ -325,14 +378,16 @@ def test_split_record_round_trips_and_detects_a_different_dataset():
 
 # --- behaviour model ----------------------------------------------------------------------------
 
+
 def test_behaviour_model_learns_a_known_conditional_distribution():
     probs = np.array([[0.7, 0.1, 0.1, 0.1, 0.0], [0.05, 0.15, 0.3, 0.5, 0.0]])
     rng = np.random.default_rng(0)
     x = rng.integers(0, 2, 20000)
     actions = (rng.random(20000)[:, None] > np.cumsum(probs[x], 1)).sum(1)
     obs = np.eye(2, dtype=np.float32)[x] + 0.01 * rng.standard_normal((20000, 2)).astype(np.float32)
-    config = BehaviourModelConfig(hidden=(32,), steps=1000, batch_size=512, lr=2e-3, fourier_features=0,
-                                  min_probability=1e-3)
+    config = BehaviourModelConfig(
+        hidden=(32,), steps=1000, batch_size=512, lr=2e-3, fourier_features=0, min_probability=1e-3
+    )
     model = fit_behaviour_model(obs, actions, 5, config, device="cpu")
     # measured over 8 seeds: max error 0.031 (ignoring the state would be off by 0.3 or more)
     np.testing.assert_allclose(model.probabilities(np.eye(2, dtype=np.float32)), probs, atol=0.05)
@@ -343,13 +398,24 @@ def test_behaviour_model_learns_a_known_conditional_distribution():
 
 # --- the entry point --------------------------------------------------------------------------------
 
+
 def test_estimate_runs_every_estimator_and_records_the_behaviour_source():
     P, R, p_term, mu, d0 = MDP
     data, s, s2, mu_N = sample_episodes(P, R, p_term, mu, d0, 300, HORIZON, seed=4)
     config = FQEConfig(gamma=GAMMA, steps=300, lr=1e-3, hidden=(16,), n_bootstrap=2, fourier_features=0)
-    results = estimate(**data, n_actions=3, policy_actions_N=PI[s], next_policy_actions_N=PI[s2], mu_N=mu_N,
-                       behaviour_source="logged", estimators=ESTIMATORS + ("pdis",), gamma=GAMMA,
-                       fqe_config=config, n_bootstrap=100, device="cpu")
+    results = estimate(
+        **data,
+        n_actions=3,
+        policy_actions_N=PI[s],
+        next_policy_actions_N=PI[s2],
+        mu_N=mu_N,
+        behaviour_source="logged",
+        estimators=ESTIMATORS + ("pdis",),
+        gamma=GAMMA,
+        fqe_config=config,
+        n_bootstrap=100,
+        device="cpu",
+    )
     assert list(results) == ["fqe", "wis", "dr", "pdis"]
     for name, est in results.items():
         assert np.isfinite(est.value) and est.ci95[0] <= est.ci95[1], name
@@ -361,16 +427,48 @@ def test_estimate_runs_every_estimator_and_records_the_behaviour_source():
     assert results["wis"].value == direct.value and results["wis"].ci95 == direct.ci95
     # gamma = 1 (undiscounted return) with time limits treated as ends: FQE needs terminal episode ends
     ends = data["terminals"] | data["timeouts"]
-    undiscounted = estimate(**dict(data, terminals=ends, timeouts=np.zeros_like(ends)), n_actions=3,
-                            policy_actions_N=PI[s], next_policy_actions_N=PI[s2], mu_N=mu_N, behaviour_source="x",
-                            gamma=1.0, fqe_config=dataclasses.replace(config, gamma=1.0), n_bootstrap=20, device="cpu")
+    undiscounted = estimate(
+        **dict(data, terminals=ends, timeouts=np.zeros_like(ends)),
+        n_actions=3,
+        policy_actions_N=PI[s],
+        next_policy_actions_N=PI[s2],
+        mu_N=mu_N,
+        behaviour_source="x",
+        gamma=1.0,
+        fqe_config=dataclasses.replace(config, gamma=1.0),
+        n_bootstrap=20,
+        device="cpu",
+    )
     assert all(np.isfinite(e.value) for e in undiscounted.values())
     with pytest.raises(ValueError, match="terminal"):
-        estimate(**data, n_actions=3, policy_actions_N=PI[s], next_policy_actions_N=PI[s2], mu_N=mu_N,
-                 behaviour_source="x", gamma=1.0, fqe_config=dataclasses.replace(config, gamma=1.0))
+        estimate(
+            **data,
+            n_actions=3,
+            policy_actions_N=PI[s],
+            next_policy_actions_N=PI[s2],
+            mu_N=mu_N,
+            behaviour_source="x",
+            gamma=1.0,
+            fqe_config=dataclasses.replace(config, gamma=1.0),
+        )
     with pytest.raises(ValueError, match="unknown"):
-        estimate(**data, n_actions=3, policy_actions_N=PI[s], next_policy_actions_N=PI[s2], mu_N=mu_N,
-                 behaviour_source="logged", estimators=("fqe", "magic"))
+        estimate(
+            **data,
+            n_actions=3,
+            policy_actions_N=PI[s],
+            next_policy_actions_N=PI[s2],
+            mu_N=mu_N,
+            behaviour_source="logged",
+            estimators=("fqe", "magic"),
+        )
     with pytest.raises(ValueError, match="gamma"):
-        estimate(**data, n_actions=3, policy_actions_N=PI[s], next_policy_actions_N=PI[s2], mu_N=mu_N,
-                 behaviour_source="logged", gamma=0.5, fqe_config=config)
+        estimate(
+            **data,
+            n_actions=3,
+            policy_actions_N=PI[s],
+            next_policy_actions_N=PI[s2],
+            mu_N=mu_N,
+            behaviour_source="logged",
+            gamma=0.5,
+            fqe_config=config,
+        )

@@ -72,8 +72,10 @@ def test_refusals_are_one_line(maze, tmp_path):
     with pytest.raises(OPEInputError, match="fewer than min_heldout_episodes"):
         ope_agent(everything, save_dataset(small, tmp_path / "small"), FAST)
     other = collect("multistep-maze", n=600, seed=0)  # same obs size and action count: refused by neither...
-    fields = {k: getattr(other, k) for k in ("observations", "actions", "rewards", "next_observations",
-                                             "terminals", "timeouts")}
+    fields = {
+        k: getattr(other, k)
+        for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
+    }
     fewer = dataclasses.replace(other, n_actions=4096 + 4, **fields, propensities=None)
     with pytest.raises(OPEInputError, match="another dataset's action set"):
         ope_agent(everything, save_dataset(fewer, tmp_path / "wide"), FAST)
@@ -86,9 +88,16 @@ def test_training_without_a_simulator_scores_by_ope(tmp_path):
     meta = dataclasses.replace(dataset.meta, env_id=None, env_config={})
     path = save_dataset(dataclasses.replace(dataset, meta=meta), tmp_path / "nosim")
     points = []
-    result = train_agent(path, "bc", tmp_path / "agent", steps=20, eval_every=10, device="cpu",
-                         progress=lambda step, point: points.append(point),
-                         ope_config=dataclasses.replace(FAST, estimators=("wis", "fqe")))
+    result = train_agent(
+        path,
+        "bc",
+        tmp_path / "agent",
+        steps=20,
+        eval_every=10,
+        device="cpu",
+        progress=lambda step, point: points.append(point),
+        ope_config=dataclasses.replace(FAST, estimators=("wis", "fqe")),
+    )
     evaluated = [p for p in points if "ope_wis" in p]
     assert [p["step"] for p in evaluated] == [10, 20]
     for p in evaluated:
@@ -119,8 +128,9 @@ def test_the_ope_job_writes_its_result(maze, tmp_path):
     options = {"estimators": ["dr"], "fqe_steps": 30, "fqe_heads": 2, "fqe_hidden": [16], "n_bootstrap": 20}
     spec = validate(JobSpec("ope", {"agent": str(agent), "dataset": str(path), "options": options}, seed=4))
     seen = []
-    out = run_job(spec.kind, spec.config, spec.seed, tmp_path, lambda *a, **k: seen.append(a),
-                  checkpoint_dir=tmp_path / "ckpt")
+    out = run_job(
+        spec.kind, spec.config, spec.seed, tmp_path, lambda *a, **k: seen.append(a), checkpoint_dir=tmp_path / "ckpt"
+    )
     assert set(out["estimators"]) == {"dr"} and "details" not in out["estimators"]["dr"]
     saved = json.loads((tmp_path / "ope.json").read_text())
     assert saved["config"]["seed"] == 4 and "details" in saved["estimators"]["dr"]
@@ -133,9 +143,34 @@ def test_merlion_ope_prints_the_documented_json(maze, capsys):
     from merlion_core.cli.main import main
 
     _, path, agent = maze
-    assert main(["ope", "--agent", str(agent), "--dataset", str(path), "--estimators", "wis,fqe", "--fqe-steps", "30",
-                 "--fqe-heads", "2", "--fqe-hidden", "16", "--behaviour-steps", "20", "--n-bootstrap", "20",
-                 "--seed", "3", "--quiet", "--json"]) == 0
+    assert (
+        main(
+            [
+                "ope",
+                "--agent",
+                str(agent),
+                "--dataset",
+                str(path),
+                "--estimators",
+                "wis,fqe",
+                "--fqe-steps",
+                "30",
+                "--fqe-heads",
+                "2",
+                "--fqe-hidden",
+                "16",
+                "--behaviour-steps",
+                "20",
+                "--n-bootstrap",
+                "20",
+                "--seed",
+                "3",
+                "--quiet",
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert set(out["estimators"]) == {"wis", "fqe"} and "details" not in out["estimators"]["fqe"]
     assert set(out["estimators"]["fqe"]) == {"value", "normalised_score", "ci95", "normalised_ci95"}

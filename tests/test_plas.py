@@ -33,8 +33,13 @@ def test_actor_gradient_reaches_only_the_actor():
     torch.manual_seed(0)
     config = PLASConfig(hidden_vae=(16, 16), hidden_actor=(16,), hidden_critic=(16,))
     agent = PLAS(config, n_actions=5, obs_dim=3, device="cpu")
-    batch = Batch(obs=torch.rand(8, 3), act=torch.randint(0, 5, (8,)), rew=torch.rand(8),
-                  next_obs=torch.rand(8, 3), done=torch.zeros(8))
+    batch = Batch(
+        obs=torch.rand(8, 3),
+        act=torch.randint(0, 5, (8,)),
+        rew=torch.rand(8),
+        next_obs=torch.rand(8, 3),
+        done=torch.zeros(8),
+    )
     parts = agent.losses(batch)
     agent.zero_grad()
     parts["actor_loss"].backward()
@@ -46,23 +51,33 @@ def test_actor_gradient_reaches_only_the_actor():
 def test_warmup_trains_only_the_cvae():
     config = PLASConfig(hidden_vae=(16, 16), hidden_actor=(16,), hidden_critic=(16,), vae_warmup=2)
     agent = PLAS(config, n_actions=5, obs_dim=3, device="cpu")
-    batch = Batch(obs=torch.rand(8, 3), act=torch.randint(0, 5, (8,)), rew=torch.rand(8),
-                  next_obs=torch.rand(8, 3), done=torch.zeros(8))
+    batch = Batch(
+        obs=torch.rand(8, 3),
+        act=torch.randint(0, 5, (8,)),
+        rew=torch.rand(8),
+        next_obs=torch.rand(8, 3),
+        done=torch.zeros(8),
+    )
     actor_before = [p.clone() for p in agent.actor.parameters()]
     stats = agent.update(batch)
     assert "critic_loss" not in stats
-    assert all(torch.equal(a, b) for a, b in zip(actor_before, agent.actor.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(actor_before, agent.actor.parameters(), strict=True))
     agent.update(batch)
     stats = agent.update(batch)  # third step: past the warm-up
     assert "critic_loss" in stats
-    assert any(not torch.equal(a, b) for a, b in zip(actor_before, agent.actor.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(actor_before, agent.actor.parameters(), strict=True))
 
 
 def test_warmup_counter_survives_loading_weights():
     # the step counter is mirrored on the host (no GPU sync per step); loading weights must refresh it
     config = PLASConfig(hidden_vae=(16, 16), hidden_actor=(16,), hidden_critic=(16,), vae_warmup=2)
-    batch = Batch(obs=torch.rand(8, 3), act=torch.randint(0, 5, (8,)), rew=torch.rand(8),
-                  next_obs=torch.rand(8, 3), done=torch.zeros(8))
+    batch = Batch(
+        obs=torch.rand(8, 3),
+        act=torch.randint(0, 5, (8,)),
+        rew=torch.rand(8),
+        next_obs=torch.rand(8, 3),
+        done=torch.zeros(8),
+    )
     trained = PLAS(config, n_actions=5, obs_dim=3, device="cpu")
     trained.update(batch)
     trained.update(batch)

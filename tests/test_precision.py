@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from test_algos_harness import build, dataset, one_torch_thread  # noqa: F401  (fixtures)
 
 from merlion_core.algos.registry import ALGORITHMS
 from merlion_core.data.sampler import BatchSampler
@@ -14,8 +15,6 @@ from merlion_core.models import precision as precision_module
 from merlion_core.models.mlp import compile_networks, compile_status, mlp
 from merlion_core.models.obs_features import ObservationFeatures, feature_mlp, feature_mlp_repeated
 from merlion_core.models.precision import compute_precision, network_dtype, resolve_precision
-
-from test_algos_harness import build, dataset, one_torch_thread  # noqa: F401  (fixtures)
 
 BF16_LOSS_RTOL = 0.03
 """Stated tolerance: one gradient step's loss parts in bf16 within 3% (relative) of fp32's, or within
@@ -102,8 +101,8 @@ def test_one_bf16_step_stays_within_tolerance_of_fp32(name, dataset):  # noqa: F
 def test_train_agent_and_encoder_record_the_precision(tmp_path):
     from merlion_core.data.collect import collect
     from merlion_core.data.io import save_dataset
-    from merlion_core.pipelines.encoder import train_encoder
     from merlion_core.pipelines.agent import train_agent
+    from merlion_core.pipelines.encoder import train_encoder
 
     data = collect("maze", "medium", 0.5, 2000, seed=0, env_overrides={"n_actuators": 6})
     save_dataset(data, tmp_path / "data")
@@ -112,14 +111,16 @@ def test_train_agent_and_encoder_record_the_precision(tmp_path):
         return (torch.tensor([1e-39]) * 1.0).item() == 0.0
 
     torch.set_flush_denormal(False)
-    result = train_agent(tmp_path / "data", "bc", tmp_path / "agent", steps=3, precision="bf16",
-                         overrides={"hidden": [16]}, device="cpu")
+    result = train_agent(
+        tmp_path / "data", "bc", tmp_path / "agent", steps=3, precision="bf16", overrides={"hidden": [16]}, device="cpu"
+    )
     assert result["precision"] == "bf16"
     assert json.loads((tmp_path / "agent" / "config.json").read_text())["precision"] == "bf16"
     assert subnormals_flushed()  # the pipelines train with subnormal floats flushed to zero
     torch.set_flush_denormal(False)
-    enc = train_encoder(tmp_path / "data", "merlion", tmp_path / "enc", overrides={"steps": 3}, device="cpu",
-                        precision="fp32")
+    enc = train_encoder(
+        tmp_path / "data", "merlion", tmp_path / "enc", overrides={"steps": 3}, device="cpu", precision="fp32"
+    )
     assert enc["precision"] == "fp32"
     assert json.loads((tmp_path / "enc" / "config.json").read_text())["precision"] == "fp32"
     assert subnormals_flushed()

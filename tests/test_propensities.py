@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from dialogue_support import SYNTHETIC_ENV
+
 from merlion_core.data.collect import collect
 from merlion_core.envs import make_model
 from merlion_core.envs.behaviours import make_behaviour
@@ -77,6 +77,7 @@ def assert_matches_act(behaviour, states: np.ndarray, n_actions: int) -> None:
 
 
 # ----------------------------------------------------------------------------- each behaviour
+
 
 @pytest.mark.parametrize("name", ["medium", "expert"])
 def test_maze_planner_probability_matches_its_draws(name):
@@ -186,6 +187,7 @@ def test_dialogue_rule_policies_are_deterministic(name):
 
 # ----------------------------------------------------------------------------- collection
 
+
 def test_collected_propensities_are_the_mixture_at_the_logged_states():
     noise, n = 0.3, 3000
     ds = collect("maze", "medium", noise, n, seed=2, n_envs=16, env_overrides=SMALL_MAZE)
@@ -233,8 +235,11 @@ def test_behaviour_without_probability_records_none(monkeypatch):
     from merlion_core.data import collect as collect_module
 
     original = collect_module.make_behaviour
-    monkeypatch.setattr(collect_module, "make_behaviour",
-                        lambda model, name: dataclasses.replace(original(model, name), probability=None))
+    monkeypatch.setattr(
+        collect_module,
+        "make_behaviour",
+        lambda model, name: dataclasses.replace(original(model, name), probability=None),
+    )
     without = collect("maze", "medium", 0.5, 400, seed=9, n_envs=8, env_overrides=SMALL_MAZE)
     monkeypatch.undo()
     recorded = collect("maze", "medium", 0.5, 400, seed=9, n_envs=8, env_overrides=SMALL_MAZE)

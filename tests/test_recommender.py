@@ -73,12 +73,15 @@ def test_catalogue_and_constants_are_recsims(env, model):
     user = env.user_model.user_sampler.sample_user()
     assert user.time_budget == 100.0 and user.step_penalty == 0.5
     assert user.user_update_alpha == BUDGET_QUALITY_RATE
-    assert (user.choice_features["no_click_mass"], user.choice_features["min_normalizer"]) == (NO_CLICK_MASS,
-                                                                                              MIN_NORMALIZER)
+    assert (user.choice_features["no_click_mass"], user.choice_features["min_normalizer"]) == (
+        NO_CLICK_MASS,
+        MIN_NORMALIZER,
+    )
     # another catalogue seed draws another catalogue, and the env follows its config
     other = RecSimRecommenderEnv(catalogue_seed=1, n_videos=50)
-    assert np.array_equal(other.catalogue_arrays()[0], RecommenderModel(RecommenderConfig(catalogue_seed=1,
-                                                                                          n_videos=50)).catalogue.types)
+    assert np.array_equal(
+        other.catalogue_arrays()[0], RecommenderModel(RecommenderConfig(catalogue_seed=1, n_videos=50)).catalogue.types
+    )
 
 
 def test_click_and_drift_by_hand():
@@ -222,8 +225,9 @@ def test_external_features_are_type_quality_length(model):
     table = external.features("recommender", 1000, normalise=False)
     cat = model.catalogue
     assert table.shape == (1000, 22)
-    assert np.array_equal(table[:, :20].argmax(axis=1), cat.types) and np.array_equal(table[:, :20].sum(axis=1),
-                                                                                      np.ones(1000))
+    assert np.array_equal(table[:, :20].argmax(axis=1), cat.types) and np.array_equal(
+        table[:, :20].sum(axis=1), np.ones(1000)
+    )
     assert np.array_equal(table[:, 20], cat.qualities) and np.array_equal(table[:, 21], cat.lengths)
     scaled = external.build(external.ExternalConfig(env="recommender"), 1000, 100)
     assert scaled.dim == 22 and scaled.config.env == ENV_ID
@@ -278,8 +282,9 @@ def test_batched_twin_matches_recsim_in_distribution_and_a_perturbed_twin_does_n
     recsim_returns, recsim_lengths = _recsim_episodes(policy, 1000, seed=0)
     twin = rollout_episodes(model, policy, 1000, np.random.default_rng(1))
     perturbed_model = make_model("recommender", {"no_click_penalty": 0.6})
-    perturbed = rollout_episodes(perturbed_model, make_behaviour(perturbed_model, "medium"), 1000,
-                                 np.random.default_rng(1))
+    perturbed = rollout_episodes(
+        perturbed_model, make_behaviour(perturbed_model, "medium"), 1000, np.random.default_rng(1)
+    )
     assert ks_2samp(recsim_returns, twin.returns).pvalue > 0.05
     assert ks_2samp(recsim_lengths, twin.lengths).pvalue > 0.05
     assert ks_2samp(recsim_returns, perturbed.returns).pvalue < 1e-3
@@ -292,16 +297,22 @@ def test_encoders_and_agents_train_on_a_recommender_dataset(tmp_path):
     import torch
 
     from merlion_core.data.io import save_dataset
-    from merlion_core.pipelines.encoder import train_encoder
     from merlion_core.pipelines.agent import evaluate_agent, train_agent
+    from merlion_core.pipelines.encoder import train_encoder
     from merlion_core.representation.artifacts import load_representation
 
     torch.set_num_threads(1)
     path = tmp_path / "recommender.h5"
     save_dataset(collect("recommender", "medium", 0.5, 3000, seed=0), path)
     losses = []
-    train_encoder(path, "merlion", tmp_path / "merlion", overrides={"steps": 60, "log_every": 20}, device="cpu",
-                  progress=lambda step, metrics: losses.append(metrics["transition_loss"]))
+    train_encoder(
+        path,
+        "merlion",
+        tmp_path / "merlion",
+        overrides={"steps": 60, "log_every": 20},
+        device="cpu",
+        progress=lambda step, metrics: losses.append(metrics["transition_loss"]),
+    )
     merlion_rep = load_representation(tmp_path / "merlion")
     assert (merlion_rep.config.dim, merlion_rep.config.p, merlion_rep.config.reward_scale) == (10, 0.1, 0.1)
     assert losses[-1] < losses[0]
@@ -310,7 +321,15 @@ def test_encoders_and_agents_train_on_a_recommender_dataset(tmp_path):
     assert embeddings.shape == (8, 1000, 10) and torch.isfinite(embeddings).all()
     train_encoder(path, "external", tmp_path / "external", device="cpu")
     assert load_representation(tmp_path / "external").representation.dim == 22
-    train_agent(path, "cql", tmp_path / "cql", steps=30, encoder_dir=tmp_path / "external", eval_episodes=3,
-                overrides={"batch_size": 64, "hidden": (32, 32)}, device="cpu")
+    train_agent(
+        path,
+        "cql",
+        tmp_path / "cql",
+        steps=30,
+        encoder_dir=tmp_path / "external",
+        eval_episodes=3,
+        overrides={"batch_size": 64, "hidden": (32, 32)},
+        device="cpu",
+    )
     summary = evaluate_agent(tmp_path / "cql", episodes=4)
     assert summary["n_episodes"] == 4 and summary["env_id"] == ENV_ID

@@ -21,17 +21,29 @@ OBS_DIM = 3  # maze observation: (x, y, bonus_taken)
 
 METHODS = {  # name -> (build, fit, small config)
     "rand1": (random_embeddings.build_rand1, random_embeddings.fit_rand1, random_embeddings.Rand1Config(dim=3, seed=1)),
-    "rand2": (random_embeddings.build_rand2, random_embeddings.fit_rand2,
-              random_embeddings.Rand2Config(min_distance=0.1, seed=1)),
+    "rand2": (
+        random_embeddings.build_rand2,
+        random_embeddings.fit_rand2,
+        random_embeddings.Rand2Config(min_distance=0.1, seed=1),
+    ),
     "transition": (transition.build, transition.fit, transition.TransitionConfig(steps=300)),
-    "reconstruction": (reconstruction.build, reconstruction.fit,
-                       reconstruction.ReconstructionConfig(steps=300, hidden=(64, 64), lr=3e-3)),
+    "reconstruction": (
+        reconstruction.build,
+        reconstruction.fit,
+        reconstruction.ReconstructionConfig(steps=300, hidden=(64, 64), lr=3e-3),
+    ),
     "cvae": (cvae.build, cvae.fit, cvae.CVAEConfig(steps=300, hidden=(64, 64), lr=3e-3)),
     "external": (external.build, external.fit, external.ExternalConfig()),
 }
 LEARNED = ("transition", "reconstruction", "cvae")
-CONFIG_CLASSES = [random_embeddings.Rand1Config, random_embeddings.Rand2Config, transition.TransitionConfig,
-                  reconstruction.ReconstructionConfig, cvae.CVAEConfig, external.ExternalConfig]
+CONFIG_CLASSES = [
+    random_embeddings.Rand1Config,
+    random_embeddings.Rand2Config,
+    transition.TransitionConfig,
+    reconstruction.ReconstructionConfig,
+    cvae.CVAEConfig,
+    external.ExternalConfig,
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -236,8 +248,9 @@ def test_transition_loss_matches_the_formula_on_a_hand_made_case():
 
 
 def _fixed_batch(data, n=2000):
-    return tuple(torch.as_tensor(x[:n]) for x in (data.observations, data.actions, data.rewards,
-                                                  data.next_observations))
+    return tuple(
+        torch.as_tensor(x[:n]) for x in (data.observations, data.actions, data.rewards, data.next_observations)
+    )
 
 
 @pytest.mark.parametrize("name", ["reconstruction", "cvae"])
@@ -254,7 +267,7 @@ def test_training_loss_decreases_clearly(name, data, trained):
     assert [step for step, _ in calls] == [100, 200, 300]
     classes = torch.as_tensor(make_model("maze", {"n_actuators": N_ACTUATORS}).action_classes)
     e = rep.embed_all(batch[0][:20]).detach()  # [20, A, dim]
-    same, different = zip(*(_pairwise_l1_mean(e[i], classes) for i in range(len(e))))
+    same, different = zip(*(_pairwise_l1_mean(e[i], classes) for i in range(len(e))), strict=True)
     assert np.mean(same) < 0.5 * np.mean(different)  # equal displacement -> nearby embeddings
 
 

@@ -46,8 +46,9 @@ def test_every_method_saves_and_loads_identically(method, small_dataset, tmp_pat
     spec = get_method(method)
     config = spec.default_config(steps=20, **({"env": "merlion/Maze-v0"} if method == "external" else {}))
     rep, _ = spec.fit(small_dataset, config, device="cpu")
-    save_representation(rep, method, getattr(rep, "config", config), tmp_path / "enc",
-                        info={"env_id": "merlion/Maze-v0"})
+    save_representation(
+        rep, method, getattr(rep, "config", config), tmp_path / "enc", info={"env_id": "merlion/Maze-v0"}
+    )
     loaded = load_representation(tmp_path / "enc")
     obs = torch.as_tensor(small_dataset.observations[:7])
     assert loaded.method == method
@@ -58,8 +59,10 @@ def test_every_method_saves_and_loads_identically(method, small_dataset, tmp_pat
 def test_loading_a_broken_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ArtifactError, match="config.json: missing"):
         load_representation(tmp_path)
-    (tmp_path / "config.json").write_text('{"format": "merlion-representation", "version": 1, "method": "merlion",'
-                                          ' "config": {"dim": 2}, "n_actions": 64, "obs_dim": 3}')
+    (tmp_path / "config.json").write_text(
+        '{"format": "merlion-representation", "version": 1, "method": "merlion",'
+        ' "config": {"dim": 2}, "n_actions": 64, "obs_dim": 3}'
+    )
     with pytest.raises(ArtifactError, match="weights.pt: missing"):
         load_representation(tmp_path)
     (tmp_path / "weights.pt").write_bytes(b"not a torch file")
@@ -81,8 +84,18 @@ def test_merlion_learns_the_metric_on_a_small_maze(small_dataset):
 def test_warm_start_yields_reforming_embeddings(small_dataset):
     rep, _ = fit(small_dataset, MerlionConfig(steps=200, seed=0), device="cpu")
     before = rep.embed_all(torch.as_tensor(small_dataset.observations[:4])).detach().numpy()
-    updates = list(warm_start(rep, small_dataset, p=0.5, tau=0.5, steps=120, yield_every=40,
-                              states=small_dataset.observations[:4], device="cpu"))
+    updates = list(
+        warm_start(
+            rep,
+            small_dataset,
+            p=0.5,
+            tau=0.5,
+            steps=120,
+            yield_every=40,
+            states=small_dataset.observations[:4],
+            device="cpu",
+        )
+    )
     assert [u.step for u in updates] == [40, 80, 120]
     assert all(u.embeddings.shape == (4, 64, 2) for u in updates)
     assert not np.allclose(updates[-1].embeddings, before)
@@ -100,8 +113,25 @@ def run(*args, check=True):
 
 def test_train_encoder_and_diagnose_commands(small_dataset_path, tmp_path):
     out = tmp_path / "enc"
-    result = json.loads(run("train-encoder", "--dataset", str(small_dataset_path), "--method", "merlion",
-                            "--steps", "50", "--p", "0.2", "--seed", "3", "--out", str(out), "--json", "--quiet").stdout)
+    result = json.loads(
+        run(
+            "train-encoder",
+            "--dataset",
+            str(small_dataset_path),
+            "--method",
+            "merlion",
+            "--steps",
+            "50",
+            "--p",
+            "0.2",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+            "--json",
+            "--quiet",
+        ).stdout
+    )
     assert result["method"] == "merlion"
     saved = json.loads((out / "config.json").read_text())
     assert saved["config"]["p"] == 0.2 and saved["config"]["dim"] == 2 and saved["config"]["seed"] == 3
@@ -114,12 +144,22 @@ def test_train_encoder_and_diagnose_commands(small_dataset_path, tmp_path):
     by_tau = {row["tau"]: row for row in diag["ood_separation"]}
     assert by_tau[0.3]["uniform_actions_flagged"] == diag["ood_fraction"]
     shares = [(row["uniform_actions_flagged"], row["logged_actions_flagged"]) for row in diag["ood_separation"]]
-    assert all(a[0] <= b[0] and a[1] <= b[1] for a, b in zip(shares, shares[1:]))
+    assert all(a[0] <= b[0] and a[1] <= b[1] for a, b in zip(shares, shares[1:], strict=False))
 
 
 def test_train_encoder_rejects_options_of_other_methods(small_dataset_path, tmp_path):
-    proc = run("train-encoder", "--dataset", str(small_dataset_path), "--method", "rand1", "--p", "0.2",
-               "--out", str(tmp_path / "x"), check=False)
+    proc = run(
+        "train-encoder",
+        "--dataset",
+        str(small_dataset_path),
+        "--method",
+        "rand1",
+        "--p",
+        "0.2",
+        "--out",
+        str(tmp_path / "x"),
+        check=False,
+    )
     assert proc.returncode == 1 and "rand1: no option(s) p" in proc.stderr and "Traceback" not in proc.stderr
 
 

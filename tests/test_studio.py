@@ -23,9 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_only_the_ui_modules_import_streamlit_and_the_core_never_imports_the_app():
     ui = {"page", "loaders", "forms"}
     for path in sorted((ROOT / "studio").glob("*.py")):
-        names = {n.module if isinstance(n, ast.ImportFrom) else a.name
-                 for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, (ast.Import, ast.ImportFrom))
-                 for a in (n.names if isinstance(n, ast.Import) else [n])}
+        names = {
+            n.module if isinstance(n, ast.ImportFrom) else a.name
+            for n in ast.walk(ast.parse(path.read_text()))
+            if isinstance(n, (ast.Import, ast.ImportFrom))
+            for a in (n.names if isinstance(n, ast.Import) else [n])
+        }
         uses_streamlit = any(str(name).startswith("streamlit") for name in names)
         assert uses_streamlit == (path.stem in ui), f"studio/{path.name}: streamlit import is {uses_streamlit}"
     for path in (ROOT / "merlion_core").rglob("*.py"):
@@ -37,9 +40,9 @@ def _decode_png(data: bytes) -> np.ndarray:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     pos, chunks = 8, {}
     while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        tag, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        tag, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
         assert crc == zlib.crc32(tag + body) & 0xFFFFFFFF
         chunks[tag] = chunks.get(tag, b"") + body
         pos += 12 + length
@@ -61,8 +64,15 @@ def test_png_holds_the_colour_mapped_matrix():
 
 
 # ---------------------------------------------------------------------------- uploads
-@pytest.mark.parametrize("name, expected", [("../../etc/pa sswd.npz", "pa_sswd.npz"), ("..", "dataset"),
-                                            ("ü.h5", "dataset.h5"), ("C:\\x\\d4rl run.hdf5", "d4rl_run.hdf5")])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("../../etc/pa sswd.npz", "pa_sswd.npz"),
+        ("..", "dataset"),
+        ("ü.h5", "dataset.h5"),
+        ("C:\\x\\d4rl run.hdf5", "d4rl_run.hdf5"),
+    ],
+)
 def test_safe_names(name, expected):
     assert uploads.safe_name(name) == expected
 
@@ -81,10 +91,13 @@ def _zip(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("members, message", [
-    ({"../evil/metadata.json": b"{}"}, "parent or link paths"),
-    ({"data/main_data.hdf5": b"x"}, "no metadata.json"),
-])
+@pytest.mark.parametrize(
+    "members, message",
+    [
+        ({"../evil/metadata.json": b"{}"}, "parent or link paths"),
+        ({"data/main_data.hdf5": b"x"}, "no metadata.json"),
+    ],
+)
 def test_minari_zip_limits(tmp_path, members, message):
     archive = tmp_path / "up.zip"
     archive.write_bytes(_zip(members))
@@ -101,9 +114,17 @@ def test_minari_zip_round_trip_through_the_core(tmp_path, monkeypatch):
     monkeypatch.setenv("MERLION_STUDIO_HOME", str(tmp_path))
     n = 12
     obs = np.stack([np.arange(n), np.zeros(n)], 1).astype(np.float32)
-    ds = from_arrays(dict(observations=obs, actions=np.arange(n) % 7, rewards=np.ones(n, np.float32),
-                          next_observations=obs + np.array([1, 0], np.float32),
-                          terminals=np.arange(n) % 6 == 5, timeouts=np.zeros(n, bool)), n_actions=7)
+    ds = from_arrays(
+        dict(
+            observations=obs,
+            actions=np.arange(n) % 7,
+            rewards=np.ones(n, np.float32),
+            next_observations=obs + np.array([1, 0], np.float32),
+            terminals=np.arange(n) % 6 == 5,
+            timeouts=np.zeros(n, bool),
+        ),
+        n_actions=7,
+    )
     folder = save_dataset(ds, tmp_path / "src" / "maze-test-v0", format="minari")
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
@@ -126,7 +147,11 @@ def test_demo_chain_submits_each_step_when_its_input_succeeded(tmp_path, monkeyp
     assert chains.status(chain) == "building"
     collect = jobs_client.jobs()[0]
     assert (collect.kind, collect.config["n"], collect.config["behaviour"], collect.sweep) == (
-        "collect", settings.DEMO_TRANSITIONS, "medium", "studio:demo")
+        "collect",
+        settings.DEMO_TRANSITIONS,
+        "medium",
+        "studio:demo",
+    )
     assert chains.load("demo").steps[1].job is None  # the encoder waits for the dataset
     assert chains.ensure_demo().steps[0].job == collect.id  # idempotent: no second collect job
     dataset = tmp_path / "ds"
@@ -228,7 +253,9 @@ def test_warm_start_submission_supersedes_older_jobs(tmp_path, monkeypatch):
     monkeypatch.setattr(warmstart, "ensure_worker", lambda: 0)
     (tmp_path / "enc").mkdir()
     (tmp_path / "ds").mkdir()
-    job = warmstart.WarmStartJob(encoder=str(tmp_path / "enc"), dataset=str(tmp_path / "ds"), p=0.1, state=(0.1, 0.2, 0.0))
+    job = warmstart.WarmStartJob(
+        encoder=str(tmp_path / "enc"), dataset=str(tmp_path / "ds"), p=0.1, state=(0.1, 0.2, 0.0)
+    )
     first = warmstart.submit(job)
     second = warmstart.submit(job)
     assert jobs_client.get(first).status == "cancelled" and jobs_client.get(second).status == "queued"
@@ -249,8 +276,11 @@ def test_follow_draws_the_last_frame_of_a_finished_job(tmp_path, monkeypatch):
     monkeypatch.setattr(warmstart, "ensure_worker", lambda: 0)
     (tmp_path / "enc").mkdir()
     (tmp_path / "ds").mkdir()
-    job_id = warmstart.submit(warmstart.WarmStartJob(encoder=str(tmp_path / "enc"), dataset=str(tmp_path / "ds"),
-                                                     steps=20, state=(0.0, 0.0, 0.0)))
+    job_id = warmstart.submit(
+        warmstart.WarmStartJob(
+            encoder=str(tmp_path / "enc"), dataset=str(tmp_path / "ds"), steps=20, state=(0.0, 0.0, 0.0)
+        )
+    )
     base = np.zeros((3, 2), np.float32)
     drawn, captions = [], []
     warmstart.follow(job_id, base, lambda e, text: drawn.append((e.copy(), text)), captions.append)
@@ -280,8 +310,11 @@ def test_follow_draws_a_short_job_once_and_streams_a_long_one(tmp_path, monkeypa
     base = np.zeros((3, 2), np.float32)
 
     def run_job(steps: int, seconds_per_frame: float) -> tuple[list, list]:
-        job_id = warmstart.submit(warmstart.WarmStartJob(encoder=str(tmp_path / "enc"), dataset=str(tmp_path / "ds"),
-                                                         steps=steps, state=(0.0, 0.0, 0.0)))
+        job_id = warmstart.submit(
+            warmstart.WarmStartJob(
+                encoder=str(tmp_path / "enc"), dataset=str(tmp_path / "ds"), steps=steps, state=(0.0, 0.0, 0.0)
+            )
+        )
         with jobs_client.open_store() as store:
             store.claim(job_id, backend="studio")
 
@@ -332,8 +365,9 @@ def test_umap_requests_are_cached_in_the_store_and_failed_ones_run_again(tmp_pat
     assert projections.latest(request) is None and not projections.running(request)
     first = projections.submit(request)
     assert projections.submit(request) == first and projections.running(request)  # queued: the same job
-    other = projections.submit(projections.Request(request.encoder, request.dataset, row=4, n_neighbors=10,
-                                                   min_dist=0.5))
+    other = projections.submit(
+        projections.Request(request.encoder, request.dataset, row=4, n_neighbors=10, min_dist=0.5)
+    )
     assert other != first and projections.latest(request).id == first  # other settings: another job
     with jobs_client.open_store() as store:
         store.claim(first)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from no_simulator_fixture import no_env_dataset
 
 from merlion_core.data.collect import env_normalisers
 from merlion_core.data.io import load_dataset, save_dataset
-from no_simulator_fixture import no_env_dataset
 from studio import simulator
 
 
@@ -88,8 +88,7 @@ def test_encoders_pair_only_with_the_same_shapes(tmp_path):
     def encoder(name: str, obs_dim: int, n_actions: int, env_id: str | None) -> str:
         folder = tmp_path / name
         folder.mkdir()
-        (folder / "config.json").write_text(json.dumps({"obs_dim": obs_dim, "n_actions": n_actions,
-                                                        "env_id": env_id}))
+        (folder / "config.json").write_text(json.dumps({"obs_dim": obs_dim, "n_actions": n_actions, "env_id": env_id}))
         return str(folder)
 
     first = encoder("a", 3, 64, None)
@@ -107,8 +106,11 @@ def test_a_copy_that_does_not_read_back_the_same_leaves_the_dataset_as_it_was(da
     path = save_dataset(no_env_dataset(n=100, n_actions=4096), data_dir / "uploads" / "keep", format=fmt)
     before = {p.name: p.read_bytes() for p in ([path] if path.is_file() else path.iterdir())}
     real_save = simulator.save_dataset
-    monkeypatch.setattr(simulator, "save_dataset",  # a writer that loses the last episode
-                        lambda ds, out, format: real_save(ds.subset(range(80)), out, format=format))
+    monkeypatch.setattr(
+        simulator,
+        "save_dataset",  # a writer that loses the last episode
+        lambda ds, out, format: real_save(ds.subset(range(80)), out, format=format),
+    )
     with pytest.raises(simulator.SimulatorError, match="without changing its transitions; left as it was"):
         simulator.name_env(path, "multistep-maze")
     after = {p.name: p.read_bytes() for p in ([path] if path.is_file() else path.iterdir())}

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from merlion_core.algos.base import OfflineAlgorithm
 from merlion_core.algos.registry import ALGORITHMS, make_algorithm
 from merlion_core.artifact_folder import CONFIG, load_weights, read_json, read_metrics, write_folder
@@ -35,10 +34,23 @@ class LoadedAgent:
     metrics: dict[str, Any]
 
 
-def save_agent(agent: OfflineAlgorithm, algo: str, out_dir: str | os.PathLike, *,
-               metrics: dict[str, Any] | None = None, info: dict[str, Any] | None = None) -> Path:
-    document = {"format": FORMAT, "version": VERSION, "algo": algo, "config": to_dict(agent.config),
-                "n_actions": agent.n_actions, "obs_dim": agent.obs_dim, **(info or {})}
+def save_agent(
+    agent: OfflineAlgorithm,
+    algo: str,
+    out_dir: str | os.PathLike,
+    *,
+    metrics: dict[str, Any] | None = None,
+    info: dict[str, Any] | None = None,
+) -> Path:
+    document = {
+        "format": FORMAT,
+        "version": VERSION,
+        "algo": algo,
+        "config": to_dict(agent.config),
+        "n_actions": agent.n_actions,
+        "obs_dim": agent.obs_dim,
+        **(info or {}),
+    }
     return write_folder(out_dir, agent, document, metrics)
 
 
@@ -48,9 +60,11 @@ def load_agent(path: str | os.PathLike, device: str = "cpu") -> LoadedAgent:
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise AgentArtifactError(f"{folder / CONFIG}: not a {FORMAT} config")
     if document.get("version") != VERSION:
-        raise AgentArtifactError(f"{folder / CONFIG}: agent format version {document.get('version')!r} is not "
-                                 f"{VERSION} (written by an older MERLION Studio, whose networks had no "
-                                 "observation features); train the agent again")
+        raise AgentArtifactError(
+            f"{folder / CONFIG}: agent format version {document.get('version')!r} is not "
+            f"{VERSION} (written by an older MERLION Studio, whose networks had no "
+            "observation features); train the agent again"
+        )
     algo = document.get("algo")
     if algo not in ALGORITHMS:
         raise AgentArtifactError(f"{folder / CONFIG}: unknown algorithm {algo!r}")
@@ -61,8 +75,9 @@ def load_agent(path: str | os.PathLike, device: str = "cpu") -> LoadedAgent:
             from merlion_core.representation.artifacts import load_representation
 
             representation = load_representation(document["encoder"], device=device).representation
-        agent = make_algorithm(algo, int(document["n_actions"]), int(document["obs_dim"]), config, device,
-                               representation=representation)
+        agent = make_algorithm(
+            algo, int(document["n_actions"]), int(document["obs_dim"]), config, device, representation=representation
+        )
     except (KeyError, ConfigError, TypeError, ValueError) as exc:
         raise AgentArtifactError(f"{folder / CONFIG}: {str(exc).splitlines()[0]}") from None
     load_weights(agent, folder, AgentArtifactError, device)

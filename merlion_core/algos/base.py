@@ -14,7 +14,8 @@ import contextlib
 import copy
 import dataclasses
 import math
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,9 +24,8 @@ from torch import nn
 from merlion_core.data.sampler import Batch, BatchSampler
 from merlion_core.models.cuda_graph import CapturedStep, fresh_generator, make_capturable
 from merlion_core.models.mlp import resolve_device
+from merlion_core.models.obs_features import ObservationFeatures, fit_observation_features, observation_features_fitted
 from merlion_core.models.precision import compute_precision
-from merlion_core.models.obs_features import (ObservationFeatures, fit_observation_features,
-                                              observation_features_fitted)
 
 
 @contextlib.contextmanager
@@ -43,8 +43,14 @@ def masked_argmax(q_BA: torch.Tensor, allowed_BA: torch.Tensor | None = None) ->
     return q_BA.argmax(dim=1)
 
 
-def double_dqn_target(q_next_online_BA: torch.Tensor, q_next_target_BA: torch.Tensor, rew_B: torch.Tensor,
-                      done_B: torch.Tensor, gamma: float, allowed_BA: torch.Tensor | None = None) -> torch.Tensor:
+def double_dqn_target(
+    q_next_online_BA: torch.Tensor,
+    q_next_target_BA: torch.Tensor,
+    rew_B: torch.Tensor,
+    done_B: torch.Tensor,
+    gamma: float,
+    allowed_BA: torch.Tensor | None = None,
+) -> torch.Tensor:
     """y = r + gamma (1 - done) Q_target(s', argmax_{a' allowed} Q_online(s', a'))  (Double DQN)."""
     next_act_B = masked_argmax(q_next_online_BA, allowed_BA)
     q_next_B = q_next_target_BA.gather(1, next_act_B[:, None]).squeeze(1)
@@ -54,7 +60,7 @@ def double_dqn_target(q_next_online_BA: torch.Tensor, q_next_target_BA: torch.Te
 @torch.no_grad()
 def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
     """theta' <- tau theta + (1 - tau) theta'."""
-    for p_target, p_online in zip(target.parameters(), online.parameters()):
+    for p_target, p_online in zip(target.parameters(), online.parameters(), strict=True):
         p_target.lerp_(p_online, tau)
 
 
@@ -163,8 +169,12 @@ class OfflineAlgorithm(nn.Module):
                 # before the phase's first step; also after a checkpoint restored non-capturable groups
                 make_capturable(self.optimizer)
                 self._captured_steps[phase] = CapturedStep(
-                    lambda tensors: self.gradient_step(Batch(**tensors)), self.device,
-                    generators=generators, params=tuple(self.parameters()), on_failure=self._fresh_generators)
+                    lambda tensors: self.gradient_step(Batch(**tensors)),
+                    self.device,
+                    generators=generators,
+                    params=tuple(self.parameters()),
+                    on_failure=self._fresh_generators,
+                )
             parts = self._captured_steps[phase]({f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)})
         self.after_host_step()
         return parts
@@ -195,8 +205,9 @@ class OfflineAlgorithm(nn.Module):
             raise ValueError(f"obs: expected shape [B, {self.obs_dim}], got {tuple(obs_BS.shape)}")
         return self.greedy(obs_BS).to("cpu", torch.int64).numpy()
 
-    def train_steps(self, sampler: BatchSampler, steps: int,
-                    log_every: int = 100) -> Iterator[tuple[int, dict[str, float]]]:
+    def train_steps(
+        self, sampler: BatchSampler, steps: int, log_every: int = 100
+    ) -> Iterator[tuple[int, dict[str, float]]]:
         """Run ``steps`` updates on batches from ``sampler``; every ``log_every`` steps and after the
         last one, yield ``(step, metrics)`` with the means of the loss parts since the last yield."""
         if steps < 0:

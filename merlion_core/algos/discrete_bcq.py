@@ -14,8 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from merlion_core.algos.base import (OfflineAlgorithm, double_dqn_target, frozen_copy, masked_argmax,
-                                     polyak_update, seeded)
+from merlion_core.algos.base import (
+    OfflineAlgorithm,
+    double_dqn_target,
+    frozen_copy,
+    masked_argmax,
+    polyak_update,
+    seeded,
+)
 from merlion_core.data.sampler import Batch
 from merlion_core.models.obs_features import ObservationFeatures, check_feature_options, feature_mlp
 
@@ -91,8 +97,7 @@ class DiscreteBCQ(OfflineAlgorithm):
         q_next_BA, logits_next_BA = self.net(batch.next_obs)
         allowed_BA = bcq_allowed(F.log_softmax(logits_next_BA, dim=1), self.config.threshold)
         q_next_target_BA = self.net_target.q(batch.next_obs)
-        return double_dqn_target(q_next_BA, q_next_target_BA, batch.rew, batch.done, self.config.gamma,
-                                 allowed_BA)
+        return double_dqn_target(q_next_BA, q_next_target_BA, batch.rew, batch.done, self.config.gamma, allowed_BA)
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         q_BA, logits_BA = self.net(batch.obs)
@@ -101,8 +106,13 @@ class DiscreteBCQ(OfflineAlgorithm):
         imitation_loss = F.nll_loss(F.log_softmax(logits_BA, dim=1), batch.act)
         logit_penalty = logits_BA.pow(2).mean()
         loss = td_loss + imitation_loss + self.config.logit_reg * logit_penalty
-        return {"loss": loss, "td_loss": td_loss, "imitation_loss": imitation_loss,
-                "logit_penalty": logit_penalty, "q_data": q_data_B.mean()}
+        return {
+            "loss": loss,
+            "td_loss": td_loss,
+            "imitation_loss": imitation_loss,
+            "logit_penalty": logit_penalty,
+            "q_data": q_data_B.mean(),
+        }
 
     def after_step(self) -> None:
         polyak_update(self.net_target, self.net, self.config.tau)

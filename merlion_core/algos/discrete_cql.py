@@ -71,8 +71,9 @@ class DiscreteCQL(OfflineAlgorithm):
     @torch.no_grad()
     def td_target(self, batch: Batch) -> torch.Tensor:
         """y_B = r + gamma (1 - done) Q'(s', argmax_a' Q(s', a'))."""
-        return double_dqn_target(self.q(batch.next_obs), self.q_target(batch.next_obs),
-                                 batch.rew, batch.done, self.config.gamma)
+        return double_dqn_target(
+            self.q(batch.next_obs), self.q_target(batch.next_obs), batch.rew, batch.done, self.config.gamma
+        )
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         q_BA = self.q(batch.obs)

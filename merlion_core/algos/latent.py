@@ -28,8 +28,13 @@ FIT_SAMPLE = 20_000
 """Logged (s, a) pairs, evenly spaced over the dataset, that fit the latent map before training."""
 
 
-def attach_latent_space(algo: torch.nn.Module, representation: Representation | None, latent_bound: float,
-                        per_dim: bool = False, normalise: bool = False) -> None:
+def attach_latent_space(
+    algo: torch.nn.Module,
+    representation: Representation | None,
+    latent_bound: float,
+    per_dim: bool = False,
+    normalise: bool = False,
+) -> None:
     """Check and keep ``representation`` (a plain attribute: frozen, not in the state_dict), set
     ``algo.dim`` and register the map's buffers: ``latent_bound`` (0 = derive it from the data;
     ``per_dim``: one bound per dimension) and, with ``normalise``, ``latent_center`` and
@@ -38,15 +43,19 @@ def attach_latent_space(algo: torch.nn.Module, representation: Representation | 
     if representation is None:
         raise ValueError(f"{name}: needs a trained `representation` (it defines the latent action space)")
     if representation.n_actions != algo.n_actions or representation.obs_dim != algo.obs_dim:
-        raise ValueError(f"{name}: representation is for {representation.n_actions} actions / obs_dim "
-                         f"{representation.obs_dim}, the algorithm for {algo.n_actions} / {algo.obs_dim}")
+        raise ValueError(
+            f"{name}: representation is for {representation.n_actions} actions / obs_dim "
+            f"{representation.obs_dim}, the algorithm for {algo.n_actions} / {algo.obs_dim}"
+        )
     object.__setattr__(algo, "representation", representation.to(algo.device).eval())
     algo.dim = int(representation.dim)
     if per_dim and latent_bound > 0:
         raise ValueError(f"{name}: latent_bound_per_dim derives the bounds from the data; leave latent_bound at 0")
     if normalise and (per_dim or latent_bound > 0):
-        raise ValueError(f"{name}: latent_normalise maps the data's range to [-1, 1] itself; "
-                         "leave latent_bound at 0 and latent_bound_per_dim off")
+        raise ValueError(
+            f"{name}: latent_normalise maps the data's range to [-1, 1] itself; "
+            "leave latent_bound at 0 and latent_bound_per_dim off"
+        )
     algo.latent_normalise = bool(normalise)
     algo.register_buffer("latent_bound", torch.zeros(algo.dim) if per_dim else torch.tensor(float(latent_bound)))
     if normalise:
@@ -128,8 +137,10 @@ def bound_is_set(self) -> bool:
 def bound(self) -> torch.Tensor:
     """B as a tensor (scalar, or [dim] per dimension); a clear error when it was never set."""
     if not bound_is_set(self):
-        raise RuntimeError(f"{type(self).__name__}: latent_bound is not set; call fit_latent_bound(e_data) "
-                           "or give config.latent_bound > 0")
+        raise RuntimeError(
+            f"{type(self).__name__}: latent_bound is not set; call fit_latent_bound(e_data) "
+            "or give config.latent_bound > 0"
+        )
     return self.latent_bound
 
 
@@ -141,8 +152,9 @@ def wolpertinger(self, obs_BS: torch.Tensor, x_hat_BD: torch.Tensor, k: int, cri
     from merlion_core.lookup import l1_nearest
 
     k = min(int(k), self.n_actions)
-    idx_BK, _ = l1_nearest(to_representation_space(self, x_hat_BD), representation=self.representation,
-                           obs_BS=obs_BS, k=k)
+    idx_BK, _ = l1_nearest(
+        to_representation_space(self, x_hat_BD), representation=self.representation, obs_BS=obs_BS, k=k
+    )
     if k == 1:
         return idx_BK[:, 0]
     q_BK = critic(obs_BS, embed_actions(self, obs_BS, idx_BK), repeats=(k,)).min(0).values.view(-1, k)

@@ -45,12 +45,16 @@ from torch import nn
 from torch.func import functional_call
 
 from merlion_core.algos import latent
-from merlion_core.algos.latent import attach_latent_space
 from merlion_core.algos.base import OfflineAlgorithm, frozen_copy, polyak_update, seeded
+from merlion_core.algos.latent import attach_latent_space
 from merlion_core.data.sampler import Batch
 from merlion_core.lookup import l1_nearest
-from merlion_core.models.obs_features import (ObservationFeatures, check_feature_options, feature_mlp,
-                                              feature_mlp_repeated)
+from merlion_core.models.obs_features import (
+    ObservationFeatures,
+    check_feature_options,
+    feature_mlp,
+    feature_mlp_repeated,
+)
 from merlion_core.representation.base import Representation
 
 VAE_LOG_STD_MIN = -4.0
@@ -90,9 +94,9 @@ class LatentBCQConfig:
     n_act_samples: int = 100
     """Perturbed VAE samples per state when acting (the one with the largest Q_1 is kept)."""
     candidates: str = "vae"
-    """Acting and target candidates: 'vae' = perturbed VAE samples (Fujimoto et al.), 'behaviour' = real actions with G(a|s)/max G > tau."""
+    """Candidates: 'vae', perturbed VAE samples (Fujimoto et al.); 'behaviour', real actions with G(a|s)/max G > tau."""
     behaviour_tau: float = 0.3
-    """tau of the 'behaviour' candidates: the n_act_samples (n_target_samples) actions most likely under G, kept if G/max G > tau."""
+    """tau of 'behaviour' candidates: the n_act_samples (n_target_samples) likeliest under G, kept if G/max G > tau."""
     latent_normalise: bool = True
     """Map each latent dimension's data range affinely to [-1/1.1, 1/1.1], box [-1, 1]^dim (docs/deviations.md)."""
     latent_bound: float = 0.0
@@ -121,8 +125,9 @@ class LatentBCQConfig:
         if self.batch_size < 1:
             raise ValueError(f"batch_size: must be >= 1, got {self.batch_size}")
         if self.n_target_samples < 1 or self.n_act_samples < 1:
-            raise ValueError(f"n_target_samples, n_act_samples: must be >= 1, got "
-                             f"{self.n_target_samples}, {self.n_act_samples}")
+            raise ValueError(
+                f"n_target_samples, n_act_samples: must be >= 1, got {self.n_target_samples}, {self.n_act_samples}"
+            )
         if self.phi < 0 or self.kl_weight < 0:
             raise ValueError(f"phi, kl_weight: must be >= 0, got {self.phi}, {self.kl_weight}")
         if self.z_clip <= 0:
@@ -151,8 +156,14 @@ def vae_kl(mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
     return (-0.5 * (1.0 + 2.0 * log_std - mean.pow(2) - (2.0 * log_std).exp())).mean()
 
 
-def bcq_target(q_next_2BN: torch.Tensor, rew_B: torch.Tensor, done_B: torch.Tensor, gamma: float,
-               lam: float, allowed_BN: torch.Tensor | None = None) -> torch.Tensor:
+def bcq_target(
+    q_next_2BN: torch.Tensor,
+    rew_B: torch.Tensor,
+    done_B: torch.Tensor,
+    gamma: float,
+    lam: float,
+    allowed_BN: torch.Tensor | None = None,
+) -> torch.Tensor:
     """y = r + gamma (1 - done) max_j soft_clipped_double_q(Q'_1, Q'_2)(s', e'_j); q_next is [2, B, N];
     the max runs over the candidates ``allowed_BN`` (all when None)."""
     v_BN = soft_clipped_double_q(q_next_2BN[0], q_next_2BN[1], lam)
@@ -182,24 +193,33 @@ class LatentVAE(nn.Module):
         mean_BZ, log_std_BZ = self.encoder(torch.cat([obs_BS, e_BD], dim=-1)).chunk(2, dim=-1)
         return mean_BZ, log_std_BZ.clamp(VAE_LOG_STD_MIN, VAE_LOG_STD_MAX)
 
-    def decode(self, obs_BS: torch.Tensor, z_XZ: torch.Tensor, bound: torch.Tensor,
-               repeats: tuple[int, ...] = (1,)) -> torch.Tensor:
+    def decode(
+        self, obs_BS: torch.Tensor, z_XZ: torch.Tensor, bound: torch.Tensor, repeats: tuple[int, ...] = (1,)
+    ) -> torch.Tensor:
         """B tanh(decoder(s, z)); ``repeats`` as in :func:`feature_mlp_repeated` (default: row b at state b)."""
         return bound * torch.tanh(feature_mlp_repeated(self.decoder, obs_BS, z_XZ, repeats))
 
-    def forward(self, obs_BS: torch.Tensor, e_BD: torch.Tensor, bound: torch.Tensor,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, obs_BS: torch.Tensor, e_BD: torch.Tensor, bound: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(reconstruction, mean, log_std), z reparameterised."""
         mean_BZ, log_std_BZ = self.encode(obs_BS, e_BD)
         noise = torch.randn(mean_BZ.shape, generator=generator, device=mean_BZ.device, dtype=mean_BZ.dtype)
         return self.decode(obs_BS, mean_BZ + log_std_BZ.exp() * noise, bound), mean_BZ, log_std_BZ
 
-    def sample(self, obs_BS: torch.Tensor, bound: torch.Tensor, z_clip: float,
-               generator: torch.Generator | None = None, per_state: int = 1) -> torch.Tensor:
+    def sample(
+        self,
+        obs_BS: torch.Tensor,
+        bound: torch.Tensor,
+        z_clip: float,
+        generator: torch.Generator | None = None,
+        per_state: int = 1,
+    ) -> torch.Tensor:
         """``per_state`` generated latents per state, [B * per_state, dim] (state b's rows together):
         decode(s, clip(z, -z_clip, z_clip)), z ~ N(0, 1)."""
-        z = torch.randn(obs_BS.shape[0] * per_state, self.z_dim, generator=generator, device=obs_BS.device,
-                        dtype=obs_BS.dtype).clamp(-z_clip, z_clip)
+        z = torch.randn(
+            obs_BS.shape[0] * per_state, self.z_dim, generator=generator, device=obs_BS.device, dtype=obs_BS.dtype
+        ).clamp(-z_clip, z_clip)
         return self.decode(obs_BS, z, bound, (per_state,))
 
 
@@ -211,8 +231,9 @@ class PerturbationActor(nn.Module):
         self.phi = float(phi)
         self.net = feature_mlp(features, dim, hidden, dim)
 
-    def forward(self, obs_BS: torch.Tensor, e_XD: torch.Tensor, bound: torch.Tensor,
-                repeats: tuple[int, ...] = (1,)) -> torch.Tensor:
+    def forward(
+        self, obs_BS: torch.Tensor, e_XD: torch.Tensor, bound: torch.Tensor, repeats: tuple[int, ...] = (1,)
+    ) -> torch.Tensor:
         return perturb(e_XD, feature_mlp_repeated(self.net, obs_BS, e_XD, repeats), self.phi, bound)
 
 
@@ -232,14 +253,23 @@ class TwinCritic(nn.Module):
 class LatentBCQ(OfflineAlgorithm):
     """Acts with g(e*) = argmin_a ||e* - phi(a; s)||_1 (Eq. 1), e* the best perturbed VAE sample by Q_1."""
 
-    def __init__(self, config: LatentBCQConfig, n_actions: int, obs_dim: int, device: str = "auto",
-                 representation: Representation | None = None) -> None:
+    def __init__(
+        self,
+        config: LatentBCQConfig,
+        n_actions: int,
+        obs_dim: int,
+        device: str = "auto",
+        representation: Representation | None = None,
+    ) -> None:
         super().__init__(config, n_actions, obs_dim, device)
-        attach_latent_space(self, representation, config.latent_bound, config.latent_bound_per_dim,
-                            config.latent_normalise)
+        attach_latent_space(
+            self, representation, config.latent_bound, config.latent_bound_per_dim, config.latent_normalise
+        )
         if config.candidates == "behaviour" and not hasattr(self.representation, "behaviour_model"):
-            raise ValueError(f"candidates='behaviour': the {self.representation.method} representation has no "
-                             "behaviour model G(a|s) (MERLION's has); use candidates='vae'")
+            raise ValueError(
+                f"candidates='behaviour': the {self.representation.method} representation has no "
+                "behaviour model G(a|s) (MERLION's has); use candidates='vae'"
+            )
         self.z_dim = int(2 * self.dim if config.vae_latent_dim is None else config.vae_latent_dim)
         with seeded(config.seed):
             features = self.observation_features()
@@ -256,9 +286,14 @@ class LatentBCQ(OfflineAlgorithm):
     def make_optimizer(self) -> torch.optim.Optimizer:
         """One Adam, a param group per part: VAE, actor, critics (all at ``lr``, as the authors)."""
         lr = self.config.lr
-        return torch.optim.Adam([{"params": list(self.vae.parameters()), "lr": lr},
-                                 {"params": list(self.actor.parameters()), "lr": lr},
-                                 {"params": list(self.critic.parameters()), "lr": lr}], fused=True)
+        return torch.optim.Adam(
+            [
+                {"params": list(self.vae.parameters()), "lr": lr},
+                {"params": list(self.actor.parameters()), "lr": lr},
+                {"params": list(self.critic.parameters()), "lr": lr},
+            ],
+            fused=True,
+        )
 
     # --- latent space (shared with the other latent algorithm: merlion_core/algos/latent.py) ---
     fit_latent_bound = latent.fit_latent_bound
@@ -294,8 +329,9 @@ class LatentBCQ(OfflineAlgorithm):
                 n = idx_BN.shape[1]
                 e_next = latent.embed_actions(self, batch.next_obs, idx_BN)
             else:
-                e_next = self.actor_target(batch.next_obs,
-                                           self.vae.sample(batch.next_obs, bound, cfg.z_clip, gen, n), bound, (n,))
+                e_next = self.actor_target(
+                    batch.next_obs, self.vae.sample(batch.next_obs, bound, cfg.z_clip, gen, n), bound, (n,)
+                )
                 allowed_BN = None
             q_next_2BN = self.critic_target(batch.next_obs, e_next, (n,)).view(2, b, n)
             y_B = bcq_target(q_next_2BN, batch.rew, batch.done, cfg.gamma, cfg.lam, allowed_BN)
@@ -313,9 +349,16 @@ class LatentBCQ(OfflineAlgorithm):
         actor_loss = -q1_B.mean()
 
         loss = vae_loss + critic_loss + actor_loss
-        return {"loss": loss, "vae_loss": vae_loss, "recon_loss": recon_loss.detach(), "kl": kl.detach(),
-                "critic_loss": critic_loss, "actor_loss": actor_loss, "q_data": q_data_2B.detach().mean(),
-                "target": y_B.mean()}
+        return {
+            "loss": loss,
+            "vae_loss": vae_loss,
+            "recon_loss": recon_loss.detach(),
+            "kl": kl.detach(),
+            "critic_loss": critic_loss,
+            "actor_loss": actor_loss,
+            "q_data": q_data_2B.detach().mean(),
+            "target": y_B.mean(),
+        }
 
     def after_step(self) -> None:
         polyak_update(self.critic_target, self.critic, self.config.tau)

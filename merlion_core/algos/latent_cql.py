@@ -50,11 +50,15 @@ from torch import nn
 from torch.func import functional_call
 
 from merlion_core.algos import latent
-from merlion_core.algos.latent import attach_latent_space
 from merlion_core.algos.base import OfflineAlgorithm, frozen_copy, polyak_update, seeded
+from merlion_core.algos.latent import attach_latent_space
 from merlion_core.data.sampler import Batch
-from merlion_core.models.obs_features import (ObservationFeatures, check_feature_options, feature_mlp,
-                                              feature_mlp_repeated)
+from merlion_core.models.obs_features import (
+    ObservationFeatures,
+    check_feature_options,
+    feature_mlp,
+    feature_mlp_repeated,
+)
 from merlion_core.representation.base import Representation
 
 LOG_STD_MIN = -20.0
@@ -101,7 +105,7 @@ class LatentCQLConfig:
     backup_entropy: bool = False
     """Keep SAC's entropy bonus -alpha_ent log pi(x'|s') in the critic's target (authors' default: off)."""
     bc_steps: int = 2000
-    """policy_eval_start: the actor is trained by behaviour cloning, alpha_ent log pi - log pi(x_data|s), this many first steps."""
+    """policy_eval_start: the actor clones behaviour, alpha_ent log pi - log pi(x_data|s), for this many first steps."""
     knn_k: int = 1
     """k of the Wolpertinger acting rule: the critic's best of the k actions nearest the actor's latent (1 = Eq. 1)."""
     target_on_actions: bool = False
@@ -124,8 +128,10 @@ class LatentCQLConfig:
         if self.alpha < 0 or self.cql_target_gap < 0:
             raise ValueError(f"alpha, cql_target_gap: must be >= 0, got {self.alpha}, {self.cql_target_gap}")
         if self.n_random < 1 or self.n_policy < 1 or self.n_behaviour < 0:
-            raise ValueError(f"n_random, n_policy: must be >= 1 and n_behaviour >= 0, got {self.n_random}, "
-                             f"{self.n_policy}, {self.n_behaviour}")
+            raise ValueError(
+                f"n_random, n_policy: must be >= 1 and n_behaviour >= 0, got {self.n_random}, "
+                f"{self.n_policy}, {self.n_behaviour}"
+            )
         if self.cql_samples not in CQL_SAMPLES:
             raise ValueError(f"cql_samples: one of {', '.join(CQL_SAMPLES)}, got {self.cql_samples!r}")
         if self.bc_steps < 0 or self.knn_k < 1:
@@ -141,8 +147,13 @@ class LatentCQLConfig:
             raise ValueError(f"latent_bound: must be >= 0 (0 = from the data), got {self.latent_bound}")
 
 
-def cql_h_term(q_rand_BN: torch.Tensor, log_density_rand_BN: torch.Tensor, q_pi_BM: torch.Tensor,
-               log_pi_BM: torch.Tensor, q_data_B: torch.Tensor) -> torch.Tensor:
+def cql_h_term(
+    q_rand_BN: torch.Tensor,
+    log_density_rand_BN: torch.Tensor,
+    q_pi_BM: torch.Tensor,
+    log_pi_BM: torch.Tensor,
+    q_data_B: torch.Tensor,
+) -> torch.Tensor:
     """E_s[logsumexp(Q(s, e_rand) - log u(e_rand), Q(s, e_pi) - log pi(e_pi | s)) - Q(s, e_data)].
 
     The importance-sampled CQL(H) estimate (Kumar et al. 2020, App. F): the log-sum-exp runs over
@@ -152,8 +163,9 @@ def cql_h_term(q_rand_BN: torch.Tensor, log_density_rand_BN: torch.Tensor, q_pi_
     return (torch.logsumexp(logits_BK, dim=1) - q_data_B).mean()
 
 
-def deterministic_backup(rew_B: torch.Tensor, done_B: torch.Tensor, q_next_2B: torch.Tensor,
-                         gamma: float) -> torch.Tensor:
+def deterministic_backup(
+    rew_B: torch.Tensor, done_B: torch.Tensor, q_next_2B: torch.Tensor, gamma: float
+) -> torch.Tensor:
     """y = r + gamma (1 - done) min_i Q'_i(s', x'): CQL's backup without the entropy term (Kumar et al.
     2020, Eq. 3 / their launcher's default)."""
     return rew_B + gamma * (1.0 - done_B) * q_next_2B.min(0).values
@@ -177,14 +189,16 @@ class TanhGaussianActor(nn.Module):
         mu_BD, log_std_BD = self.net(obs_BS).chunk(2, dim=-1)
         return mu_BD, log_std_BD.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
-    def sample(self, obs_BS: torch.Tensor, bound: torch.Tensor,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(
+        self, obs_BS: torch.Tensor, bound: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_BD, log pi(x | s)_B), reparameterised (differentiable in the actor's weights)."""
         return self.sample_from(*self(obs_BS), bound, generator)
 
     @staticmethod
-    def log_prob_u(u_BD: torch.Tensor, mu_BD: torch.Tensor, log_std_BD: torch.Tensor,
-                   bound: torch.Tensor) -> torch.Tensor:
+    def log_prob_u(
+        u_BD: torch.Tensor, mu_BD: torch.Tensor, log_std_BD: torch.Tensor, bound: torch.Tensor
+    ) -> torch.Tensor:
         """log pi(B tanh(u) | s)_B: the Gaussian density of u less log |d x / d u|."""
         log_normal_BD = -0.5 * ((u_BD - mu_BD) / log_std_BD.exp()) ** 2 - log_std_BD - 0.5 * math.log(2 * math.pi)
         # log |d x / d u| = log B + log(1 - tanh(u)^2) = log B + 2 (log 2 - u - softplus(-2u))  (stable)
@@ -192,8 +206,9 @@ class TanhGaussianActor(nn.Module):
         return (log_normal_BD - log_jac_BD).sum(-1)
 
     @staticmethod
-    def sample_from(mu_BD: torch.Tensor, log_std_BD: torch.Tensor, bound: torch.Tensor,
-                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_from(
+        mu_BD: torch.Tensor, log_std_BD: torch.Tensor, bound: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`sample` given the actor's outputs (rows may repeat a state's mu and log sigma)."""
         noise_BD = torch.randn(mu_BD.shape, generator=generator, device=mu_BD.device, dtype=mu_BD.dtype)
         u_BD = mu_BD + log_std_BD.exp() * noise_BD
@@ -227,22 +242,32 @@ class TwinCritic(nn.Module):
 class LatentCQL(OfflineAlgorithm):
     """Acts with the Wolpertinger rule over the ``knn_k`` actions nearest the actor's mean latent (k = 1: Eq. 1)."""
 
-    def __init__(self, config: LatentCQLConfig, n_actions: int, obs_dim: int, device: str = "auto",
-                 representation: Representation | None = None) -> None:
+    def __init__(
+        self,
+        config: LatentCQLConfig,
+        n_actions: int,
+        obs_dim: int,
+        device: str = "auto",
+        representation: Representation | None = None,
+    ) -> None:
         super().__init__(config, n_actions, obs_dim, device)
-        attach_latent_space(self, representation, config.latent_bound, config.latent_bound_per_dim,
-                            config.latent_normalise)
+        attach_latent_space(
+            self, representation, config.latent_bound, config.latent_bound_per_dim, config.latent_normalise
+        )
         if config.n_behaviour and not hasattr(self.representation, "behaviour_model"):
-            raise ValueError(f"n_behaviour: the {self.representation.method} representation has no behaviour "
-                             "model G(a|s) to draw from (MERLION's has); set n_behaviour=0")
+            raise ValueError(
+                f"n_behaviour: the {self.representation.method} representation has no behaviour "
+                "model G(a|s) to draw from (MERLION's has); set n_behaviour=0"
+            )
         self.target_entropy = float(-self.dim if config.target_entropy is None else config.target_entropy)
         with seeded(config.seed):
             features = self.observation_features()
             self.actor = TanhGaussianActor(features, tuple(config.hidden), self.dim)
             self.critic = TwinCritic(features, tuple(config.hidden), self.dim)
         self.critic_target = frozen_copy(self.critic)
-        self.log_alpha = nn.Parameter(torch.tensor(math.log(config.init_entropy_alpha)),
-                                      requires_grad=config.auto_entropy)
+        self.log_alpha = nn.Parameter(
+            torch.tensor(math.log(config.init_entropy_alpha)), requires_grad=config.auto_entropy
+        )
         if config.cql_target_gap > 0:  # CQL-Lagrange's log alpha' (trained); otherwise a fixed buffer
             self.log_alpha_prime = nn.Parameter(torch.zeros(()))
         else:
@@ -258,8 +283,10 @@ class LatentCQL(OfflineAlgorithm):
     def make_optimizer(self) -> torch.optim.Optimizer:
         """One Adam, a param group per part: actor (policy_lr), critics (q_lr), log_alpha (entropy_lr),
         the Lagrange multiplier (q_lr, when tuned)."""
-        groups = [{"params": list(self.actor.parameters()), "lr": self.config.policy_lr},
-                  {"params": list(self.critic.parameters()), "lr": self.config.q_lr}]
+        groups = [
+            {"params": list(self.actor.parameters()), "lr": self.config.policy_lr},
+            {"params": list(self.critic.parameters()), "lr": self.config.q_lr},
+        ]
         if self.log_alpha.requires_grad:
             groups.append({"params": [self.log_alpha], "lr": self.config.entropy_lr})
         if self.log_alpha_prime.requires_grad:
@@ -302,8 +329,9 @@ class LatentCQL(OfflineAlgorithm):
         cfg = self.config
         return cfg.n_random * (2 if cfg.cql_samples == "both" else 1) + cfg.n_behaviour
 
-    def cql_proposals(self, obs_BS: torch.Tensor, n: int, bound: torch.Tensor,
-                      gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def cql_proposals(
+        self, obs_BS: torch.Tensor, n: int, bound: torch.Tensor, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x[B * K, D], log q[B, K]): CQL(H)'s proposals at each state, state-major: ``n`` uniform real
         actions' phi(a_j; s) (log q = -log |A|) and / or ``n`` box points (log q = -log vol), by
         ``cql_samples``, then ``n_behaviour`` real actions from G(a|s) (log q = log G(a|s))."""
@@ -314,8 +342,9 @@ class LatentCQL(OfflineAlgorithm):
             parts.append(self.embed_actions(obs_BS, act_BN).view(b, n, -1))
             log_qs.append(torch.full((b, n), -math.log(self.n_actions), device=self.device))
         if cfg.cql_samples in ("box", "both"):
-            parts.append(((torch.rand(b * n, self.dim, generator=gen, device=self.device) * 2.0 - 1.0)
-                          * bound).view(b, n, -1))
+            parts.append(
+                ((torch.rand(b * n, self.dim, generator=gen, device=self.device) * 2.0 - 1.0) * bound).view(b, n, -1)
+            )
             log_2b = torch.log(2.0 * bound)
             log_qs.append((-(log_2b.sum() if bound.ndim else self.dim * log_2b)).expand(b, n))
         if cfg.n_behaviour:
@@ -346,8 +375,12 @@ class LatentCQL(OfflineAlgorithm):
             log_std_next, log_std_cur = log_std_2BD.split([b, b])
             x_nopg, log_pi_nopg = self.actor.sample_from(
                 torch.cat([mu_next, mu_cur.repeat_interleave(m, dim=0), mu_next.repeat_interleave(m, dim=0)]),
-                torch.cat([log_std_next, log_std_cur.repeat_interleave(m, dim=0),
-                           log_std_next.repeat_interleave(m, dim=0)]), bound, gen)
+                torch.cat(
+                    [log_std_next, log_std_cur.repeat_interleave(m, dim=0), log_std_next.repeat_interleave(m, dim=0)]
+                ),
+                bound,
+                gen,
+            )
             x_next_BD, x_cur, x_nxt = x_nopg.split([b, b * m, b * m])
             log_pi_next_B, log_pi_cur, log_pi_nxt = log_pi_nopg.split([b, b * m, b * m])
             if cfg.target_on_actions:  # the real action the acting rule would take for x'
@@ -396,10 +429,19 @@ class LatentCQL(OfflineAlgorithm):
             entropy_loss = torch.zeros((), device=self.device)
 
         loss = critic_loss + actor_loss + entropy_loss + alpha_prime_loss
-        return {"loss": loss, "critic_loss": critic_loss, "td_loss": td_loss, "cql_loss": cql_loss,
-                "actor_loss": actor_loss, "entropy_loss": entropy_loss, "entropy_alpha": alpha_ent,
-                "cql_alpha": alpha_prime.detach(), "log_pi": log_pi_B.detach().mean(),
-                "q_data": q_data_2B.detach().mean(), "target": y_B.mean()}
+        return {
+            "loss": loss,
+            "critic_loss": critic_loss,
+            "td_loss": td_loss,
+            "cql_loss": cql_loss,
+            "actor_loss": actor_loss,
+            "entropy_loss": entropy_loss,
+            "entropy_alpha": alpha_ent,
+            "cql_alpha": alpha_prime.detach(),
+            "log_pi": log_pi_B.detach().mean(),
+            "q_data": q_data_2B.detach().mean(),
+            "target": y_B.mean(),
+        }
 
     def after_step(self) -> None:
         polyak_update(self.critic_target, self.critic, self.config.tau)

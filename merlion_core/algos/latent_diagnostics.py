@@ -35,14 +35,17 @@ def discounted_returns(rewards: np.ndarray, episode_ends: np.ndarray, gamma: flo
     return c[:n] - gamma ** (end_t + 1 - np.arange(n)) * c[end_t + 1]
 
 
-def critic_values(agent: Any, obs_BS: torch.Tensor, x_XD: torch.Tensor, repeats: tuple[int, ...] = (1,)) -> torch.Tensor:
+def critic_values(
+    agent: Any, obs_BS: torch.Tensor, x_XD: torch.Tensor, repeats: tuple[int, ...] = (1,)
+) -> torch.Tensor:
     """min_i Q_i(s, x) of a latent agent's twin critics."""
     return agent.critic(obs_BS, x_XD, repeats).min(0).values
 
 
 @torch.no_grad()
-def latent_agent_diagnostics(agent: Any, obs_BS: torch.Tensor, act_B: torch.Tensor,
-                             mc_return_B: torch.Tensor) -> dict[str, Any]:
+def latent_agent_diagnostics(
+    agent: Any, obs_BS: torch.Tensor, act_B: torch.Tensor, mc_return_B: torch.Tensor
+) -> dict[str, Any]:
     """The diagnostics of the module docstring at the dataset states ``obs_BS`` with their logged
     actions ``act_B`` and discounted returns ``mc_return_B``."""
     was_training = agent.training

@@ -91,8 +91,9 @@ class PLASConfig:
             raise ValueError(f"vae_warmup: must be >= 0, got {self.vae_warmup}")
 
 
-def cvae_loss(logits_BA: torch.Tensor, act_B: torch.Tensor, mean_BK: torch.Tensor, log_std_BK: torch.Tensor,
-              kl_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def cvae_loss(
+    logits_BA: torch.Tensor, act_B: torch.Tensor, mean_BK: torch.Tensor, log_std_BK: torch.Tensor, kl_weight: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, reconstruction, kl): CE(D(s, z), a) + kl_weight * KL(N(mu, sigma^2) || N(0, I)), batch means."""
     reconstruction = F.cross_entropy(logits_BA, act_B)
     kl = 0.5 * (mean_BK.pow(2) + (2 * log_std_BK).exp() - 1 - 2 * log_std_BK).sum(dim=1).mean()
@@ -149,11 +150,14 @@ class PLAS(OfflineAlgorithm):
     def make_optimizer(self) -> torch.optim.Optimizer:
         """One Adam, a param group per part: CVAE (vae_lr), actor (actor_lr), twin critics (critic_lr)."""
         cfg = self.config
-        return torch.optim.Adam([
-            {"params": self.cvae.parameters(), "lr": cfg.vae_lr},
-            {"params": self.actor.parameters(), "lr": cfg.actor_lr},
-            {"params": list(self.critic1.parameters()) + list(self.critic2.parameters()), "lr": cfg.critic_lr},
-        ], fused=True)
+        return torch.optim.Adam(
+            [
+                {"params": self.cvae.parameters(), "lr": cfg.vae_lr},
+                {"params": self.actor.parameters(), "lr": cfg.actor_lr},
+                {"params": list(self.critic1.parameters()) + list(self.critic2.parameters()), "lr": cfg.critic_lr},
+            ],
+            fused=True,
+        )
 
     def latent_action(self, actor: nn.Module, obs_BS: torch.Tensor) -> torch.Tensor:
         return self.config.max_latent * torch.tanh(actor(obs_BS))
@@ -165,16 +169,16 @@ class PLAS(OfflineAlgorithm):
         next_act_B1 = self.cvae.decode(batch.next_obs, z_next_BK).argmax(dim=1, keepdim=True)
         q1_B = self.critic1_target(batch.next_obs).gather(1, next_act_B1).squeeze(1)
         q2_B = self.critic2_target(batch.next_obs).gather(1, next_act_B1).squeeze(1)
-        return batch.rew + self.config.gamma * (1.0 - batch.done) * soft_clipped_double_q(q1_B, q2_B,
-                                                                                           self.config.lmbda)
+        return batch.rew + self.config.gamma * (1.0 - batch.done) * soft_clipped_double_q(q1_B, q2_B, self.config.lmbda)
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         config = self.config
         mean_BK, log_std_BK = self.cvae.encode(batch.obs, batch.act)
         noise_BK = torch.randn(mean_BK.shape, generator=self.generator, device=mean_BK.device)
         z_BK = mean_BK + log_std_BK.exp() * noise_BK
-        vae_loss, reconstruction, kl = cvae_loss(self.cvae.decode(batch.obs, z_BK), batch.act, mean_BK,
-                                                 log_std_BK, config.kl_weight)
+        vae_loss, reconstruction, kl = cvae_loss(
+            self.cvae.decode(batch.obs, z_BK), batch.act, mean_BK, log_std_BK, config.kl_weight
+        )
         parts = {"vae_loss": vae_loss, "reconstruction": reconstruction, "kl": kl}
         if self._steps_done < config.vae_warmup:
             return {"loss": vae_loss, **parts}
@@ -189,13 +193,22 @@ class PLAS(OfflineAlgorithm):
         decoder_params = dict(self.cvae.decoder.named_parameters())
         critic_params = dict(self.critic1.named_parameters())
         z_pi_BK = self.latent_action(self.actor, batch.obs)
-        logits_BA = torch.func.functional_call(self.cvae.decoder, {k: v.detach() for k, v in decoder_params.items()},
-                                               (torch.cat([batch.obs, z_pi_BK], dim=1),))
-        q_pi_BA = torch.func.functional_call(self.critic1, {k: v.detach() for k, v in critic_params.items()},
-                                             (batch.obs,))
+        logits_BA = torch.func.functional_call(
+            self.cvae.decoder,
+            {k: v.detach() for k, v in decoder_params.items()},
+            (torch.cat([batch.obs, z_pi_BK], dim=1),),
+        )
+        q_pi_BA = torch.func.functional_call(
+            self.critic1, {k: v.detach() for k, v in critic_params.items()}, (batch.obs,)
+        )
         actor_loss = -(F.softmax(logits_BA, dim=1) * q_pi_BA).sum(dim=1).mean()
-        return {"loss": vae_loss + critic_loss + actor_loss, **parts, "critic_loss": critic_loss,
-                "actor_loss": actor_loss, "q_data": q1_data_B.mean()}
+        return {
+            "loss": vae_loss + critic_loss + actor_loss,
+            **parts,
+            "critic_loss": critic_loss,
+            "actor_loss": actor_loss,
+            "q_data": q1_data_B.mean(),
+        }
 
     def graph_phase(self) -> bool:
         """The CVAE warm-up (VAE loss only, no target updates) and the rest are two graphs."""

@@ -30,8 +30,9 @@ LATENT_ALGORITHMS = frozenset({"cql", "bcq"})
 """Algorithms that act in a representation's latent space (they need ``representation=``)."""
 
 
-def make_algorithm(name: str, n_actions: int, obs_dim: int, config: Any = None,
-                   device: str = "auto", representation: Any = None) -> OfflineAlgorithm:
+def make_algorithm(
+    name: str, n_actions: int, obs_dim: int, config: Any = None, device: str = "auto", representation: Any = None
+) -> OfflineAlgorithm:
     """A fresh algorithm; ``config`` is its config dataclass, a dict of overrides, or None (defaults)."""
     if name not in ALGORITHMS:
         raise ValueError(f"algorithm: unknown {name!r}; known: {', '.join(ALGORITHMS)}")

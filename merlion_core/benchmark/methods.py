@@ -27,7 +27,11 @@ class BenchMethod:
 
 
 LEGACY_LATENT_CQL: tuple[tuple[str, Any], ...] = (
-    ("latent_normalise", False), ("cql_samples", "box"), ("bc_steps", 0), ("backup_entropy", True))
+    ("latent_normalise", False),
+    ("cql_samples", "box"),
+    ("bc_steps", 0),
+    ("backup_entropy", True),
+)
 """Latent CQL's settings in the tables before issue 21 (the earlier defaults)."""
 
 
@@ -40,10 +44,10 @@ def _fixed_methods() -> dict[str, BenchMethod]:
         # latent CQL as the tables before the authors' settings were restored: SAC backup, cube box,
         # uniform box proposals, no BC start (docs/deviations.md)
         # latent BCQ choosing among real actions that MERLION's G(a|s) allows (no VAE samples, no lookup)
-        "merlion-bcq-real": BenchMethod("merlion-bcq-real", "merlion", (), "bcq",
-                                        algo_overrides=(("candidates", "behaviour"),)),
-        "merlion-cql-before": BenchMethod("merlion-cql-before", "merlion", (), "cql",
-                                          algo_overrides=LEGACY_LATENT_CQL),
+        "merlion-bcq-real": BenchMethod(
+            "merlion-bcq-real", "merlion", (), "bcq", algo_overrides=(("candidates", "behaviour"),)
+        ),
+        "merlion-cql-before": BenchMethod("merlion-cql-before", "merlion", (), "cql", algo_overrides=LEGACY_LATENT_CQL),
     }
     for raw in ("dcql", "dbcq", "bc", "plas"):
         methods[raw] = BenchMethod(raw, None, (), raw)
@@ -56,8 +60,19 @@ def _fixed_methods() -> dict[str, BenchMethod]:
 
 
 BENCH_METHODS = _fixed_methods()
-PAPER_METHODS = ("merlion-cql", "merlion-bcq", "dcql", "dbcq", "bc", "plas", "rand1-cql", "rand2-cql",
-                 "transition-cql", "reconstruction-cql", "external-cql")
+PAPER_METHODS = (
+    "merlion-cql",
+    "merlion-bcq",
+    "dcql",
+    "dbcq",
+    "bc",
+    "plas",
+    "rand1-cql",
+    "rand2-cql",
+    "transition-cql",
+    "reconstruction-cql",
+    "external-cql",
+)
 ABLATIONS = ("merlion-p0.1-cql", "merlion-p0.3-cql", "merlion-p0.5-cql", "merlion-no-p-cql", "cvae-cql")
 PEER_METHODS = ("d3rlpy-dcql", "d3rlpy-dbcq", "d3rlpy-bc")
 _P_ABLATION = re.compile(r"^merlion-p(\d+(?:\.\d+)?)-(cql|bcq)$")
@@ -97,8 +112,10 @@ def expand_methods(names: str | list[str], env: str | None = None) -> list[str]:
             if not representation_available(method.representation, env):
                 if item in groups:
                     continue
-                raise ValueError(f"bench: {name}: {env} has no {method.representation} representation "
-                                 "(no hand-made action features; the paper leaves External out there too)")
+                raise ValueError(
+                    f"bench: {name}: {env} has no {method.representation} representation "
+                    "(no hand-made action features; the paper leaves External out there too)"
+                )
             if name not in out:
                 out.append(name)
     if not out:

@@ -26,20 +26,43 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from merlion_core.benchmark.methods import (ABLATIONS, BENCH_METHODS, PAPER_METHODS, PEER_METHODS, BenchMethod,
-                                            bench_method, encoder_key, encoder_overrides, env_has_task_success,
-                                            expand_methods, representation_available)
+from merlion_core.benchmark.methods import (
+    ABLATIONS,
+    BENCH_METHODS,
+    PAPER_METHODS,
+    PEER_METHODS,
+    BenchMethod,
+    bench_method,
+    encoder_key,
+    encoder_overrides,
+    env_has_task_success,
+    expand_methods,
+    representation_available,
+)
 from merlion_core.config import to_dict
 from merlion_core.models.precision import check_precision
 
-__all__ = ["ABLATIONS", "BENCH_METHODS", "PAPER_METHODS", "PEER_METHODS", "BenchConfig", "BenchMethod", "bench_method",
-           "expand_methods", "representation_available", "run_benchmark", "run_one", "train_bench_encoder"]
+__all__ = [
+    "ABLATIONS",
+    "BENCH_METHODS",
+    "PAPER_METHODS",
+    "PEER_METHODS",
+    "BenchConfig",
+    "BenchMethod",
+    "bench_method",
+    "expand_methods",
+    "representation_available",
+    "run_benchmark",
+    "run_one",
+    "train_bench_encoder",
+]
 ProgressFn = Callable[[str, dict[str, Any]], None]
 EXECUTION_FIELDS = ("workers", "device", "seeds", "precision")
 """BenchConfig fields that say how runs are executed or how many there are, not what one computes
@@ -98,9 +121,17 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def train_bench_encoder(dataset_path: str, method_name: str, seed: int, encoder_steps: int, folder: str,
-                        device: str, env_id: str | None = None, dataset_sha256: str | None = None,
-                        precision: str = "auto") -> str:
+def train_bench_encoder(
+    dataset_path: str,
+    method_name: str,
+    seed: int,
+    encoder_steps: int,
+    folder: str,
+    device: str,
+    env_id: str | None = None,
+    dataset_sha256: str | None = None,
+    precision: str = "auto",
+) -> str:
     """Train (or reuse) the run's encoder; returns its folder. ``dataset_sha256``: the dataset's
     content digest, which identifies it (default: its resolved path). ``precision`` is how it is
     computed (models/precision.py), not what: an encoder of either precision is reused."""
@@ -112,15 +143,19 @@ def train_bench_encoder(dataset_path: str, method_name: str, seed: int, encoder_
     overrides = encoder_overrides(method, seed, encoder_steps, env_id)
     # reuse a finished encoder only if it was trained with exactly these settings on this dataset
     settings = {"representation": method.representation, "overrides": overrides}
-    key = {**settings, "dataset_sha256": dataset_sha256} if dataset_sha256 else {
-        **settings, "dataset": str(Path(dataset_path).resolve())}
+    key = (
+        {**settings, "dataset_sha256": dataset_sha256}
+        if dataset_sha256
+        else {**settings, "dataset": str(Path(dataset_path).resolve())}
+    )
     key_file = path / BENCH_KEY
     if (path / "weights.pt").exists() and key_file.exists():
         saved = json.loads(key_file.read_text())
         # keys written before the digest hold the dataset path as given
         saved_path = saved.pop("dataset", None)
-        if saved == key or (saved_path is not None and saved == settings
-                            and Path(saved_path).resolve() == Path(dataset_path).resolve()):
+        if saved == key or (
+            saved_path is not None and saved == settings and Path(saved_path).resolve() == Path(dataset_path).resolve()
+        ):
             return str(path)
     if path.exists():
         shutil.rmtree(path)  # a stale or unfinished encoder of an earlier benchmark in our work folder
@@ -162,8 +197,16 @@ def agent_settings_match(record: dict[str, Any], method: BenchMethod, seed: int,
     return record["agent_settings"] == agent_settings(method, seed, config)
 
 
-def run_one(dataset_path: str, method_name: str, seed: int, config: BenchConfig, encoder_dir: str | None,
-            agent_dir: str, peer_python: str | None = None, task_success: bool = True) -> dict[str, Any]:
+def run_one(
+    dataset_path: str,
+    method_name: str,
+    seed: int,
+    config: BenchConfig,
+    encoder_dir: str | None,
+    agent_dir: str,
+    peer_python: str | None = None,
+    task_success: bool = True,
+) -> dict[str, Any]:
     """Train and evaluate one (method, seed); returns the run record (curve, last, best; the last
     success rate only where the env defines success, ``task_success``)."""
     _one_thread()
@@ -177,13 +220,21 @@ def run_one(dataset_path: str, method_name: str, seed: int, config: BenchConfig,
         record = _run_peer(dataset_path, method, seed, config, agent_dir, peer_python)
         curve = record["curve"]
     else:
-        from merlion_core.algos.registry import ALGORITHMS
         from merlion_core.pipelines.agent import train_agent
 
         overrides = agent_overrides(method, seed, config)
-        result = train_agent(dataset_path, method.algo, agent_dir, steps=config.steps, encoder_dir=encoder_dir,
-                             overrides=overrides, eval_every=config.eval_every, eval_episodes=config.eval_episodes,
-                             device=config.device, precision=config.precision)
+        result = train_agent(
+            dataset_path,
+            method.algo,
+            agent_dir,
+            steps=config.steps,
+            encoder_dir=encoder_dir,
+            overrides=overrides,
+            eval_every=config.eval_every,
+            eval_episodes=config.eval_episodes,
+            device=config.device,
+            precision=config.precision,
+        )
         metrics = json.loads((Path(agent_dir) / "metrics.json").read_text())
         curve, record = metrics["curve"], {"agent": str(agent_dir)}
         record["train_seconds"] = result["seconds"]
@@ -191,24 +242,39 @@ def run_one(dataset_path: str, method_name: str, seed: int, config: BenchConfig,
         record["precision"] = result["precision"]
     scores = [p["normalised_score"] for p in curve if "normalised_score" in p]
     success = curve[-1].get("success_rate") if curve and task_success else None
-    return {**record, "method": method_name, "seed": seed, "algo": method.algo,
-            "representation": method.representation, "representation_overrides": dict(method.representation_overrides),
-            "steps": config.steps, "curve": curve, "last_score": scores[-1] if scores else None,
-            "best_score": max(scores) if scores else None,
-            "last_return": curve[-1].get("mean_return") if curve else None,
-            "last_success_rate": success,
-            "wall_seconds": time.perf_counter() - started, "device": str(resolve_device(config.device)),
-            "torch_threads": torch.get_num_threads()}
+    return {
+        **record,
+        "method": method_name,
+        "seed": seed,
+        "algo": method.algo,
+        "representation": method.representation,
+        "representation_overrides": dict(method.representation_overrides),
+        "steps": config.steps,
+        "curve": curve,
+        "last_score": scores[-1] if scores else None,
+        "best_score": max(scores) if scores else None,
+        "last_return": curve[-1].get("mean_return") if curve else None,
+        "last_success_rate": success,
+        "wall_seconds": time.perf_counter() - started,
+        "device": str(resolve_device(config.device)),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
-def _run_peer(dataset_path: str, method: BenchMethod, seed: int, config: BenchConfig, agent_dir: str,
-              peer_python: str | None) -> dict[str, Any]:
+def _run_peer(
+    dataset_path: str, method: BenchMethod, seed: int, config: BenchConfig, agent_dir: str, peer_python: str | None
+) -> dict[str, Any]:
     """d3rlpy runs: in this interpreter when d3rlpy imports, else under ``peer_python`` (or
     ``$MERLION_D3RLPY_PYTHON``), a venv of its own (d3rlpy pins gymnasium 1.0)."""
     from merlion_core.peers.d3rlpy_peer import d3rlpy_python, run_d3rlpy, run_d3rlpy_isolated
 
-    kwargs = {"steps": config.steps, "seed": seed, "eval_every": config.eval_every,
-              "eval_episodes": config.eval_episodes, "device": config.device}
+    kwargs = {
+        "steps": config.steps,
+        "seed": seed,
+        "eval_every": config.eval_every,
+        "eval_episodes": config.eval_episodes,
+        "device": config.device,
+    }
     if config.agent_batch_size:
         kwargs["overrides"] = {"batch_size": config.agent_batch_size}
     python = d3rlpy_python()
@@ -216,9 +282,11 @@ def _run_peer(dataset_path: str, method: BenchMethod, seed: int, config: BenchCo
         return run_d3rlpy(method.algo, dataset_path, **kwargs)
     python = peer_python or python
     if not python:
-        raise RuntimeError(f"{method.name}: d3rlpy is not installed here; install it in its own venv "
-                           "(pip install d3rlpy==2.8.1; it pins gymnasium 1.0.0) and pass --peer-python "
-                           "or set MERLION_D3RLPY_PYTHON")
+        raise RuntimeError(
+            f"{method.name}: d3rlpy is not installed here; install it in its own venv "
+            "(pip install d3rlpy==2.8.1; it pins gymnasium 1.0.0) and pass --peer-python "
+            "or set MERLION_D3RLPY_PYTHON"
+        )
     return run_d3rlpy_isolated(method.algo, dataset_path, python=python, **kwargs)
 
 
@@ -259,20 +327,35 @@ def behaviour_reference(data: Any, config: BenchConfig, task_success: bool = Tru
     """The dataset's behaviour policy without its collection noise, evaluated at each evaluation
     step on the agents' episodes (seed = step): what imitating the logged policy, noise removed, reaches.
     None when the dataset names no behaviour of the env (e.g. imported data)."""
+    from merlion_core.data.summary import dataset_env_overrides
     from merlion_core.envs.behaviours import BEHAVIOURS
     from merlion_core.evaluation import evaluate_behaviour, learning_curve_point
-    from merlion_core.data.summary import dataset_env_overrides
 
     if data.meta.behaviour not in BEHAVIOURS or not data.meta.env_id:
         return None
     every = config.eval_every or config.steps
-    curve = [learning_curve_point(step, evaluate_behaviour(data.meta.behaviour, data.meta.env_id, config.eval_episodes,
-                                                           seed=step, env_overrides=dataset_env_overrides(data)))
-             for step in sorted({*range(every, config.steps + 1, every), config.steps})]
+    curve = [
+        learning_curve_point(
+            step,
+            evaluate_behaviour(
+                data.meta.behaviour,
+                data.meta.env_id,
+                config.eval_episodes,
+                seed=step,
+                env_overrides=dataset_env_overrides(data),
+            ),
+        )
+        for step in sorted({*range(every, config.steps + 1, every), config.steps})
+    ]
     scores = [point["normalised_score"] for point in curve]
-    return {"behaviour": data.meta.behaviour, "curve": curve, "last_score": scores[-1],
-            "last3_score": float(sum(scores[-3:]) / len(scores[-3:])), "best_score": max(scores),
-            "last_success_rate": curve[-1]["success_rate"] if task_success else None}
+    return {
+        "behaviour": data.meta.behaviour,
+        "curve": curve,
+        "last_score": scores[-1],
+        "last3_score": float(sum(scores[-3:]) / len(scores[-3:])),
+        "best_score": max(scores),
+        "last_success_rate": curve[-1]["success_rate"] if task_success else None,
+    }
 
 
 def bench_normalisers(data: Any) -> dict[str, Any]:
@@ -283,15 +366,30 @@ def bench_normalisers(data: Any) -> dict[str, Any]:
 
     expert, random = env_normalisers(data.meta.env_id, dataset_env_overrides(data))
     stored = (data.meta.expert_return, data.meta.random_return)
-    return {"expert_return": expert, "random_return": random, "episodes": NORMALISER_EPISODES,
-            "dataset_expert_return": stored[0], "dataset_random_return": stored[1],
-            "dataset_agrees": None not in stored and all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
-                                                          for a, b in zip((expert, random), stored))}
+    return {
+        "expert_return": expert,
+        "random_return": random,
+        "episodes": NORMALISER_EPISODES,
+        "dataset_expert_return": stored[0],
+        "dataset_random_return": stored[1],
+        "dataset_agrees": None not in stored
+        and all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6) for a, b in zip((expert, random), stored, strict=True)),
+    }
 
 
-def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, out: str | os.PathLike,
-                  progress: ProgressFn | None = None, *, dataset: str | None = None,
-                  peer_python: str | None = None, report_only: bool = False, **options: Any) -> dict[str, Any]:
+def run_benchmark(
+    env: str,
+    methods: str | list[str],
+    seeds: int,
+    steps: int,
+    out: str | os.PathLike,
+    progress: ProgressFn | None = None,
+    *,
+    dataset: str | None = None,
+    peer_python: str | None = None,
+    report_only: bool = False,
+    **options: Any,
+) -> dict[str, Any]:
     """Run every (method, seed) of the benchmark on ``env`` and write the results under ``out``.
 
     ``report_only``: train nothing; write the summary, table and curves from the run records
@@ -325,16 +423,21 @@ def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, ou
     if data.meta.env_id != env_id:
         raise ValueError(f"bench: dataset {dataset} is from {data.meta.env_id!r}, not {env_id!r}")
     normalisers = bench_normalisers(data)
-    behaviour_score = float(np.mean(normalised_score(data.episode_returns(), normalisers["expert_return"],
-                                                     normalisers["random_return"])))
+    behaviour_score = float(
+        np.mean(normalised_score(data.episode_returns(), normalisers["expert_return"], normalisers["random_return"]))
+    )
     notify("dataset", {"path": str(dataset), "behaviour_score": behaviour_score, **normalisers})
     task_success = env_has_task_success(env_id)
 
     # what a run's result depends on; how it was executed (workers, device) is not part of it, so a
     # benchmark can be resumed or completed elsewhere (each run records the device it ran on)
     run_config = {k: v for k, v in to_dict(config).items() if k not in EXECUTION_FIELDS}
-    settings = {"env_id": env_id, "config": run_config, "dataset": str(dataset),
-                "dataset_sha256": data.content_digest()}
+    settings = {
+        "env_id": env_id,
+        "config": run_config,
+        "dataset": str(dataset),
+        "dataset_sha256": data.content_digest(),
+    }
 
     def encoder_settings(name: str, seed: int) -> dict[str, Any] | None:
         method = bench_method(name)
@@ -348,9 +451,12 @@ def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, ou
             record_path = run_record_path(out_dir, name, seed)
             if record_path.exists():
                 record = json.loads(record_path.read_text())
-                if (same_settings(record.get("settings"), settings) and "error" not in record
-                        and record.get("encoder_settings") == encoder_settings(name, seed)
-                        and agent_settings_match(record, bench_method(name), seed, config)):
+                if (
+                    same_settings(record.get("settings"), settings)
+                    and "error" not in record
+                    and record.get("encoder_settings") == encoder_settings(name, seed)
+                    and agent_settings_match(record, bench_method(name), seed, config)
+                ):
                     continue
             todo.append((name, seed))
     if report_only:
@@ -361,20 +467,34 @@ def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, ou
         try:
             if future is None:
                 raise RuntimeError(error)
-            record = {**future.result(), "settings": settings, "encoder_settings": encoder_settings(name, seed),
-                      "agent_settings": agent_settings(bench_method(name), seed, config)}
+            record = {
+                **future.result(),
+                "settings": settings,
+                "encoder_settings": encoder_settings(name, seed),
+                "agent_settings": agent_settings(bench_method(name), seed, config),
+            }
         except Exception as exc:  # one failed run is recorded and the others go on
-            record = {"method": name, "seed": seed, "error": f"{type(exc).__name__}: {exc}",
-                      "curve": [], "last_score": None, "best_score": None, "settings": settings}
+            record = {
+                "method": name,
+                "seed": seed,
+                "error": f"{type(exc).__name__}: {exc}",
+                "curve": [],
+                "last_score": None,
+                "best_score": None,
+                "settings": settings,
+            }
         write_run_record(out_dir, record)
-        notify("run", {"method": name, "seed": seed, "last_score": record["last_score"],
-                       "best_score": record["best_score"]})
+        notify(
+            "run",
+            {"method": name, "seed": seed, "last_score": record["last_score"], "best_score": record["best_score"]},
+        )
 
     if config.workers == 1:
         pool_context: Any = InProcessExecutor()
     else:
-        pool_context = concurrent.futures.ProcessPoolExecutor(max_workers=config.workers,
-                                                              mp_context=multiprocessing.get_context("spawn"))
+        pool_context = concurrent.futures.ProcessPoolExecutor(
+            max_workers=config.workers, mp_context=multiprocessing.get_context("spawn")
+        )
     with pool_context as pool:
         encoders: dict[str, concurrent.futures.Future] = {}
 
@@ -385,9 +505,18 @@ def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, ou
                 return None
             key = encoder_key(method, seed)
             if key not in encoders:
-                encoders[key] = pool.submit(train_bench_encoder, str(dataset), name, seed, config.encoder_steps,
-                                            str(work / "encoders" / key), config.device, env_id,
-                                            settings["dataset_sha256"], config.precision)
+                encoders[key] = pool.submit(
+                    train_bench_encoder,
+                    str(dataset),
+                    name,
+                    seed,
+                    config.encoder_steps,
+                    str(work / "encoders" / key),
+                    config.device,
+                    env_id,
+                    settings["dataset_sha256"],
+                    config.precision,
+                )
             return encoders[key]
 
         def submit_encoders() -> None:
@@ -422,8 +551,9 @@ def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, ou
                 if encoder is not None:
                     notify("encoder", {"folder": encoder_dir})
                 agent_dir = str(work / "agents" / name / f"seed{seed}")
-                future = pool.submit(run_one, str(dataset), name, seed, config, encoder_dir, agent_dir,
-                                     peer_python, task_success)
+                future = pool.submit(
+                    run_one, str(dataset), name, seed, config, encoder_dir, agent_dir, peer_python, task_success
+                )
                 if future.done():  # run in this process: its record is on disk before the next run starts
                     finish(name, seed, future)
                 else:
@@ -433,11 +563,18 @@ def run_benchmark(env: str, methods: str | list[str], seeds: int, steps: int, ou
                 if training:  # only encoders are left to wait for (never spin on finished ones)
                     concurrent.futures.wait(training, return_when=concurrent.futures.FIRST_COMPLETED)
                 continue
-            done, _ = concurrent.futures.wait(list(runs), timeout=5.0,
-                                              return_when=concurrent.futures.FIRST_COMPLETED)
+            done, _ = concurrent.futures.wait(list(runs), timeout=5.0, return_when=concurrent.futures.FIRST_COMPLETED)
             for future in done:
                 finish(*runs.pop(future), future)
-    summary = write_summary(out_dir, env_id, names, config, behaviour_score, settings, normalisers,
-                            behaviour_reference(data, config, task_success))
+    summary = write_summary(
+        out_dir,
+        env_id,
+        names,
+        config,
+        behaviour_score,
+        settings,
+        normalisers,
+        behaviour_reference(data, config, task_success),
+    )
     notify("summary", {"path": str(out_dir / "summary.json")})
     return summary

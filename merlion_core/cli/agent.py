@@ -22,17 +22,28 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-episodes", type=int, default=20, help="episodes per evaluation (default: 20)")
     p.add_argument("--out", required=True, help="output folder (weights.pt, config.json, metrics.json)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="networks' precision in gradient steps: bf16 autocast where the CPU or GPU has bf16 "
-                        "matrix units (auto), fp32 or bf16 (default: auto)")
-    p.add_argument("--holdout", type=float, default=None,
-                   help="share of whole episodes kept out of training for off-policy evaluation (merlion ope); "
-                        "default: 0, or 0.2 when the dataset names no simulator")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="networks' precision in gradient steps: bf16 autocast where the CPU or GPU has bf16 "
+        "matrix units (auto), fp32 or bf16 (default: auto)",
+    )
+    p.add_argument(
+        "--holdout",
+        type=float,
+        default=None,
+        help="share of whole episodes kept out of training for off-policy evaluation (merlion ope); "
+        "default: 0, or 0.2 when the dataset names no simulator",
+    )
     p.add_argument("--holdout-seed", type=int, default=0, help="seed of the held-out episodes' choice")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
-    add_config_union_arguments(p, {name: (cls, {}) for name, (cls, _) in ALGORITHMS.items()},
-                               "algorithm options (only those of the chosen algorithm apply)")
+    add_config_union_arguments(
+        p,
+        {name: (cls, {}) for name, (cls, _) in ALGORITHMS.items()},
+        "algorithm options (only those of the chosen algorithm apply)",
+    )
     p.set_defaults(func=cmd_train_agent)
 
     p = sub.add_parser("evaluate", help="evaluate a saved agent in its environment")
@@ -52,16 +63,23 @@ def add_ope_command(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("ope", help="off-policy evaluation of a saved agent on logged episodes it never trained on")
     p.add_argument("--agent", required=True, help="agent folder from train-agent")
-    p.add_argument("--dataset", required=True,
-                   help="logged data: the agent's own dataset (its recorded held-out episodes) or other episodes")
+    p.add_argument(
+        "--dataset",
+        required=True,
+        help="logged data: the agent's own dataset (its recorded held-out episodes) or other episodes",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print JSON")
     add_config_union_arguments(p, {"ope": (OPEConfig, {})}, "estimation options (unset = the default)")
     docs = field_docs(OPEConfig)
     for name in TUPLE_OPTIONS:  # the scalar fields come from the config above; these two are lists
-        p.add_argument("--" + name.replace("_", "-"), dest=f"cfg_{name}", default=argparse.SUPPRESS,
-                       help=f"{docs[name]} (comma-separated; default: {','.join(map(str, getattr(OPEConfig, name)))})")
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=f"cfg_{name}",
+            default=argparse.SUPPRESS,
+            help=f"{docs[name]} (comma-separated; default: {','.join(map(str, getattr(OPEConfig, name)))})",
+        )
     p.set_defaults(func=cmd_ope)
 
 
@@ -79,8 +97,9 @@ def ope_config_from_args(args: argparse.Namespace) -> object:
             try:
                 values[name] = items if name == "estimators" else tuple(int(e) for e in items)
             except ValueError:
-                raise SystemExit(f"merlion ope: --{name.replace('_', '-')}: expected comma-separated integers, "
-                                 f"got {values[name]!r}") from None
+                raise SystemExit(
+                    f"merlion ope: --{name.replace('_', '-')}: expected comma-separated integers, got {values[name]!r}"
+                ) from None
     return OPEConfig(**values)
 
 
@@ -101,11 +120,19 @@ def cmd_ope(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**result, "estimators": without_details(result["estimators"])}, indent=2, sort_keys=True))
         return 0
-    print(f"{result['held_out_episodes']} held-out episodes ({result['held_out']}); behaviour: "
-          f"{result['behaviour_source'] or 'not needed'}")
+    print(
+        f"{result['held_out_episodes']} held-out episodes ({result['held_out']}); behaviour: "
+        f"{result['behaviour_source'] or 'not needed'}"
+    )
     for name, e in result["estimators"].items():
-        score = "" if e["normalised_score"] is None else (
-            f"  normalised {e['normalised_score']:.1f} [{e['normalised_ci95'][0]:.1f}, {e['normalised_ci95'][1]:.1f}]")
+        score = (
+            ""
+            if e["normalised_score"] is None
+            else (
+                f"  normalised {e['normalised_score']:.1f} "
+                f"[{e['normalised_ci95'][0]:.1f}, {e['normalised_ci95'][1]:.1f}]"
+            )
+        )
         print(f"{name:>5}: value {e['value']:.3f} [{e['ci95'][0]:.3f}, {e['ci95'][1]:.3f}]{score}")
     return 0
 
@@ -124,10 +151,21 @@ def cmd_train_agent(args: argparse.Namespace) -> int:
         elif "ope_fqe" in point:
             bar.set_postfix({"ope fqe": f"{point['ope_fqe']:.1f}"}, refresh=False)
 
-    result = train_agent(args.dataset, args.algo, args.out, steps=args.steps, encoder_dir=args.encoder,
-                         overrides=config_overrides(args), eval_every=args.eval_every,
-                         eval_episodes=args.eval_episodes, device=args.device, precision=args.precision,
-                         progress=progress, holdout=args.holdout, holdout_seed=args.holdout_seed)
+    result = train_agent(
+        args.dataset,
+        args.algo,
+        args.out,
+        steps=args.steps,
+        encoder_dir=args.encoder,
+        overrides=config_overrides(args),
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+        device=args.device,
+        precision=args.precision,
+        progress=progress,
+        holdout=args.holdout,
+        holdout_seed=args.holdout_seed,
+    )
     bar.close()
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))

@@ -30,8 +30,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, rename: dic
         flag = "--" + (rename or {}).get(field.name, field.name).replace("_", "-")
         help_text = f"{docs.get(field.name, '')} (default: {field.default})".replace("%", "%%")
         if tp is bool:
-            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
-                                default=field.default, help=help_text)
+            parser.add_argument(
+                flag, dest=field.name, action=argparse.BooleanOptionalAction, default=field.default, help=help_text
+            )
         else:
             parser.add_argument(flag, dest=field.name, type=tp, default=field.default, help=help_text)
 
@@ -69,7 +70,6 @@ def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True))
 
 
-
 def config_union_fields(specs: dict[str, tuple[type, dict[str, Any]]]) -> dict[str, tuple[type, str]]:
     """Every scalar field of every config in ``specs`` (name -> (config class, fixed defaults)):
     field name -> (type, help naming the first method that has it and its default)."""
@@ -84,15 +84,17 @@ def config_union_fields(specs: dict[str, tuple[type, dict[str, Any]]]) -> dict[s
     return fields
 
 
-def add_config_union_arguments(parser: argparse.ArgumentParser, specs: dict[str, tuple[type, dict[str, Any]]],
-                               title: str) -> None:
+def add_config_union_arguments(
+    parser: argparse.ArgumentParser, specs: dict[str, tuple[type, dict[str, Any]]], title: str
+) -> None:
     """One ``--field`` per scalar config field (dest ``cfg_<field>``, unset unless given)."""
     group = parser.add_argument_group(title)
     for name, (tp, help_text) in config_union_fields(specs).items():
         flag = "--" + name.replace("_", "-")
-        kwargs: dict[str, Any] = ({"action": argparse.BooleanOptionalAction} if tp is bool else {"type": tp})
-        group.add_argument(flag, dest=f"cfg_{name}", default=argparse.SUPPRESS, help=help_text.replace("%", "%%"),
-                           **kwargs)
+        kwargs: dict[str, Any] = {"action": argparse.BooleanOptionalAction} if tp is bool else {"type": tp}
+        group.add_argument(
+            flag, dest=f"cfg_{name}", default=argparse.SUPPRESS, help=help_text.replace("%", "%%"), **kwargs
+        )
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:

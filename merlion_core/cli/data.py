@@ -8,7 +8,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from merlion_core.cli.common import CLIError, add_config_arguments, config_from_args, load_json_arg, prepare_output, print_json
+from merlion_core.cli.common import (
+    CLIError,
+    add_config_arguments,
+    config_from_args,
+    load_json_arg,
+    prepare_output,
+    print_json,
+)
 from merlion_core.config import to_dict
 from merlion_core.data.summary import dataset_summary
 
@@ -25,8 +32,15 @@ def cmd_envs(args: argparse.Namespace) -> int:
         except MultiWOZDataMissing:  # listed without its data: the action count is the config's
             n_actions, obs_dim = spec.config_cls().n_actions, None
             description = f"{spec.description} [data not found: set MERLION_MULTIWOZ_DIR]"
-        rows.append({"id": env_id, "short_name": spec.short_name, "n_actions": n_actions,
-                     "obs_dim": obs_dim, "description": description})
+        rows.append(
+            {
+                "id": env_id,
+                "short_name": spec.short_name,
+                "n_actions": n_actions,
+                "obs_dim": obs_dim,
+                "description": description,
+            }
+        )
     if args.json:
         print_json(rows)
         return 0
@@ -76,15 +90,28 @@ def cmd_collect(args: argparse.Namespace) -> int:
     config = config_from_args(CollectConfig, args)
     overrides = load_json_arg(args.env_config, "--env-config")
     out = prepare_output(args.out, args.overwrite)
-    bar = tqdm(total=config.n, unit="transition", desc=f"collect {config.env}/{config.behaviour}",
-               disable=args.quiet, file=sys.stderr)
+    bar = tqdm(
+        total=config.n,
+        unit="transition",
+        desc=f"collect {config.env}/{config.behaviour}",
+        disable=args.quiet,
+        file=sys.stderr,
+    )
 
     def progress(done: int, total: int) -> None:
         bar.update(done - bar.n)
 
     started = time.perf_counter()
-    dataset = collect(config.env, config.behaviour, config.noise, config.n, config.seed,
-                      n_envs=config.n_envs, env_overrides=overrides or None, progress=progress)
+    dataset = collect(
+        config.env,
+        config.behaviour,
+        config.noise,
+        config.n,
+        config.seed,
+        n_envs=config.n_envs,
+        env_overrides=overrides or None,
+        progress=progress,
+    )
     bar.close()
     path = save_dataset(dataset, out, format=args.format)
     seconds = time.perf_counter() - started
@@ -93,8 +120,10 @@ def cmd_collect(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
     else:
-        print(f"wrote {path}: {dataset.n_transitions} transitions, {dataset.n_episodes} episodes, "
-              f"behaviour score {summary['behaviour_normalised_score']:.1f} in {seconds:.1f} s")
+        print(
+            f"wrote {path}: {dataset.n_transitions} transitions, {dataset.n_episodes} episodes, "
+            f"behaviour score {summary['behaviour_normalised_score']:.1f} in {seconds:.1f} s"
+        )
     return 0
 
 
@@ -124,12 +153,17 @@ def cmd_dataset_validate(args: argparse.Namespace) -> int:
         print(f"invalid: {message}", file=sys.stderr)
         return 1
     dropped, reason = dataset.meta.extra.get("dropped_rows"), dataset.meta.extra.get("dropped_reason")
-    print(f"valid: {args.path}: {fmt}, {dataset.n_transitions} transitions, {dataset.n_episodes} episodes, "
-          f"{dataset.n_actions} actions, obs_dim {dataset.obs_dim}, "
-          f"propensities {'yes' if dataset.has_propensities else 'no'}"
-          + (f", {dropped} rows dropped: {reason if isinstance(reason, str) else 'reason not recorded'}"
-             if isinstance(dropped, int) and not isinstance(dropped, bool) and dropped > 0 else "")
-          + ("" if dataset.meta.env_id else "; names no simulator (agents are judged by off-policy evaluation)"))
+    print(
+        f"valid: {args.path}: {fmt}, {dataset.n_transitions} transitions, {dataset.n_episodes} episodes, "
+        f"{dataset.n_actions} actions, obs_dim {dataset.obs_dim}, "
+        f"propensities {'yes' if dataset.has_propensities else 'no'}"
+        + (
+            f", {dropped} rows dropped: {reason if isinstance(reason, str) else 'reason not recorded'}"
+            if isinstance(dropped, int) and not isinstance(dropped, bool) and dropped > 0
+            else ""
+        )
+        + ("" if dataset.meta.env_id else "; names no simulator (agents are judged by off-policy evaluation)")
+    )
     return 0
 
 
@@ -141,7 +175,6 @@ def cmd_dataset_convert(args: argparse.Namespace) -> int:
     path = convert(args.input, prepare_output(args.output, args.overwrite), to=args.to)
     print(f"wrote {path} ({args.to})")
     return 0
-
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

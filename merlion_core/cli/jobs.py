@@ -63,8 +63,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="run a grid of jobs from a YAML spec (docs/jobs.md)")
     p.add_argument("--spec", required=True, help="sweep spec (.yaml or .json)")
     p.add_argument("--backend", default="local", choices=["local", "ray"], help="where the runs go (default: local)")
-    p.add_argument("--address", help="Ray cluster's dashboard address for the Jobs API, e.g. http://HEAD:8265 "
-                   "(default with --backend ray: start a local Ray)")
+    p.add_argument(
+        "--address",
+        help="Ray cluster's dashboard address for the Jobs API, e.g. http://HEAD:8265 "
+        "(default with --backend ray: start a local Ray)",
+    )
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (default: all cores)")
     p.add_argument("--detach", action="store_true", help="submit and return (local backend, Ray Jobs API)")
     _common(p, json_flag=True)
@@ -136,10 +139,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([job.to_dict() for job in jobs], indent=2, sort_keys=True))
         return 0
-    print(f"{'id':>5}  {'kind':<13} {'status':<10} {'backend':<7} {'seed':>4}  {'progress':<14} {'created':<19}  reason")
+    print(
+        f"{'id':>5}  {'kind':<13} {'status':<10} {'backend':<7} {'seed':>4}  {'progress':<14} {'created':<19}  reason"
+    )
     for job in jobs:
-        print(f"{job.id:>5}  {job.kind:<13} {job.status:<10} {job.backend:<7} {job.seed:>4}  {_progress(job):<14} "
-              f"{_when(job.created_at):<19}  {job.exit_reason or ''}")
+        print(
+            f"{job.id:>5}  {job.kind:<13} {job.status:<10} {job.backend:<7} {job.seed:>4}  {_progress(job):<14} "
+            f"{_when(job.created_at):<19}  {job.exit_reason or ''}"
+        )
     return 0
 
 
@@ -149,13 +156,30 @@ def cmd_show(args: argparse.Namespace) -> int:
     latest: dict[str, Any] = {}
     for row in store.metrics(job.id):
         latest[row["name"]] = {"step": row["step"], "value": row["value"]}
-    data = {**job.to_dict(), "log": str(store.log_path(job.id)), "artifacts": str(store.artifacts_dir(job.id)),
-            "checkpoints": str(store.checkpoint_dir(job.id)), "latest_metrics": latest}
+    data = {
+        **job.to_dict(),
+        "log": str(store.log_path(job.id)),
+        "artifacts": str(store.artifacts_dir(job.id)),
+        "checkpoints": str(store.checkpoint_dir(job.id)),
+        "latest_metrics": latest,
+    }
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
         return 0
-    for key in ("id", "kind", "status", "backend", "seed", "sweep", "attempts", "exit_reason", "pid", "gpu",
-                "log", "artifacts"):
+    for key in (
+        "id",
+        "kind",
+        "status",
+        "backend",
+        "seed",
+        "sweep",
+        "attempts",
+        "exit_reason",
+        "pid",
+        "gpu",
+        "log",
+        "artifacts",
+    ):
         print(f"{key:>16}: {data[key]}")
     for key in ("created_at", "started_at", "finished_at", "heartbeat"):
         print(f"{key:>16}: {_when(data[key])}")
@@ -178,8 +202,14 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         outcome = store.request_cancel(job.id) if job.backend == "ray" else LocalBackend(store).cancel(job.id)
     except JobStateError as exc:
         raise CLIError(str(exc)) from None
-    print(f"job {job.id}: " + ("cancelled" if outcome == "cancelled" else "cancel requested (stops at its next "
-                                                                          "step, or is killed after the grace period)"))
+    print(
+        f"job {job.id}: "
+        + (
+            "cancelled"
+            if outcome == "cancelled"
+            else "cancel requested (stops at its next step, or is killed after the grace period)"
+        )
+    )
     return 0
 
 
@@ -254,8 +284,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             for job in records:
                 if seen.get(job.id) != job.status:
                     seen[job.id] = job.status
-                    print(f"  job {job.id}: {job.status}" + (f" ({job.exit_reason})" if job.exit_reason else ""),
-                          file=sys.stderr)
+                    print(
+                        f"  job {job.id}: {job.status}" + (f" ({job.exit_reason})" if job.exit_reason else ""),
+                        file=sys.stderr,
+                    )
 
         try:
             records = backend.wait(ids, on_update=report)
@@ -268,8 +300,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         backend.close()
     summary = {status: sum(r.status == status for r in records) for status in ("succeeded", "failed", "cancelled")}
     if args.json:
-        print(json.dumps({"sweep": sweep.name, "jobs": [r.to_dict() for r in records], **summary},
-                         indent=2, sort_keys=True))
+        print(
+            json.dumps(
+                {"sweep": sweep.name, "jobs": [r.to_dict() for r in records], **summary}, indent=2, sort_keys=True
+            )
+        )
     else:
         print(f"sweep {sweep.name}: " + ", ".join(f"{n} {s}" for s, n in summary.items()))
     return 0 if summary["succeeded"] == len(records) else 1

@@ -23,10 +23,14 @@ from merlion_core.envs import UnknownEnvError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="merlion", description="MERLION Studio: offline RL with large discrete "
-                                     "action sets on pseudometric action representations")
-    parser.add_argument("--multiwoz-dir", help="folder with the MultiWOZ files for the dialogue env "
-                        "(sets MERLION_MULTIWOZ_DIR for this command)")
+    parser = argparse.ArgumentParser(
+        prog="merlion",
+        description="MERLION Studio: offline RL with large discrete action sets on pseudometric action representations",
+    )
+    parser.add_argument(
+        "--multiwoz-dir",
+        help="folder with the MultiWOZ files for the dialogue env (sets MERLION_MULTIWOZ_DIR for this command)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     data.add_commands(sub)
     represent.add_commands(sub)
@@ -49,5 +53,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("merlion: interrupted", file=sys.stderr)
         return 130
-
-

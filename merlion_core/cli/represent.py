@@ -19,14 +19,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", required=True, choices=list(METHODS), help="representation method")
     p.add_argument("--out", required=True, help="output folder (weights.pt, config.json, metrics.json)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="networks' precision in gradient steps: bf16 autocast where the CPU or GPU has bf16 "
-                        "matrix units (auto), fp32 or bf16 (default: auto)")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="networks' precision in gradient steps: bf16 autocast where the CPU or GPU has bf16 "
+        "matrix units (auto), fp32 or bf16 (default: auto)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     add_config_union_arguments(
-        p, {name: (spec.config_cls, spec.config_defaults) for name, spec in METHODS.items()},
-        "method options (only those of the chosen method apply; unset = its default)")
+        p,
+        {name: (spec.config_cls, spec.config_defaults) for name, spec in METHODS.items()},
+        "method options (only those of the chosen method apply; unset = its default)",
+    )
     p.set_defaults(func=cmd_train_encoder)
 
     p = sub.add_parser("diagnose", help="compare a representation with its env's true pseudometric")
@@ -54,8 +60,16 @@ def cmd_train_encoder(args: argparse.Namespace) -> int:
     def on_config(config: Any) -> None:
         bar.reset(total=max(int(getattr(config, "steps", 0)), 1))
 
-    result = train_encoder(args.dataset, args.method, args.out, overrides=overrides, device=args.device,
-                           precision=args.precision, progress=progress, on_config=on_config)
+    result = train_encoder(
+        args.dataset,
+        args.method,
+        args.out,
+        overrides=overrides,
+        device=args.device,
+        precision=args.precision,
+        progress=progress,
+        on_config=on_config,
+    )
     bar.close()
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
@@ -67,8 +81,9 @@ def cmd_train_encoder(args: argparse.Namespace) -> int:
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from merlion_core.pipelines.encoder import diagnose_encoder
 
-    result: dict[str, Any] = diagnose_encoder(args.encoder, n_states=args.states, n_action_samples=args.actions,
-                                              seed=args.seed, dataset_path=args.dataset)
+    result: dict[str, Any] = diagnose_encoder(
+        args.encoder, n_states=args.states, n_action_samples=args.actions, seed=args.seed, dataset_path=args.dataset
+    )
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:

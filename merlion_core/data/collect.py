@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -81,8 +82,13 @@ class CollectConfig:
 def collect_from_config(config: CollectConfig, progress: ProgressFn | None = None) -> TransitionDataset:
     """``collect`` with the settings of a :class:`CollectConfig`."""
     return collect(
-        config.env, config.behaviour, config.noise, config.n, config.seed,
-        n_envs=config.n_envs, progress=progress,
+        config.env,
+        config.behaviour,
+        config.noise,
+        config.n,
+        config.seed,
+        n_envs=config.n_envs,
+        progress=progress,
     )
 
 
@@ -137,7 +143,11 @@ def collect(
         elapsed += 1
         truncated = ~result.terminated & (elapsed >= model.max_steps)
         observations[t], actions[t], rewards[t] = observe(model, states), chosen, result.rewards
-        next_observations[t], terminals[t], timeouts[t] = observe(model, result.next_states), result.terminated, truncated
+        next_observations[t], terminals[t], timeouts[t] = (
+            observe(model, result.next_states),
+            result.terminated,
+            truncated,
+        )
         done = result.terminated | truncated
         if done.any():  # fresh episodes in the finished slots (simulators may draw hidden state)
             states = result.next_states.copy()
@@ -153,6 +163,7 @@ def collect(
     last_end = n_steps - 1 - np.argmax(ends[::-1], axis=0)  # per slot
     keep = np.arange(n_steps)[:, None] <= last_end[None, :]
     order_mask = keep.T.ravel()  # slot-major order
+
     def flat(a: np.ndarray) -> np.ndarray:
         return a.swapaxes(0, 1).reshape(n_slots * n_steps, *a.shape[2:])[order_mask][:n]
 

@@ -24,19 +24,43 @@ from typing import Any
 import numpy as np
 
 # The value rules live in .validation (the lowest layer); their names are re-exported here.
-from .validation import (_CHUNK, DTYPES, FIELDS, MAX_ACTIONS, MAX_OBS_DIM, MAX_TRANSITIONS,  # noqa: F401
-                         OPTIONAL_FIELDS, DatasetError, _check_fields, _check_propensities, _coerce_actions,
-                         _coerce_flag, _coerce_float, _coerce_propensities, _first, _scan_nonfinite,
-                         check_action_ids, check_column, check_max_actions, check_n_actions_cap)
+from .validation import (  # noqa: F401
+    _CHUNK,
+    DTYPES,
+    FIELDS,
+    MAX_ACTIONS,
+    MAX_OBS_DIM,
+    MAX_TRANSITIONS,
+    OPTIONAL_FIELDS,
+    DatasetError,
+    _check_fields,
+    _check_propensities,
+    _coerce_actions,
+    _coerce_flag,
+    _coerce_float,
+    _coerce_propensities,
+    _first,
+    _scan_nonfinite,
+    check_action_ids,
+    check_column,
+    check_max_actions,
+    check_n_actions_cap,
+)
 
 SCHEMA_VERSION = 1
 
 
 _META_TYPES: dict[str, tuple[type, ...]] = {
-    "env_id": (str, type(None)), "env_config": (dict,), "behaviour": (str, type(None)),
-    "noise": (float, int, type(None)), "seed": (int, type(None)),
-    "expert_return": (float, int, type(None)), "random_return": (float, int, type(None)),
-    "schema_version": (int,), "source_format": (str,), "extra": (dict,),
+    "env_id": (str, type(None)),
+    "env_config": (dict,),
+    "behaviour": (str, type(None)),
+    "noise": (float, int, type(None)),
+    "seed": (int, type(None)),
+    "expert_return": (float, int, type(None)),
+    "random_return": (float, int, type(None)),
+    "schema_version": (int,),
+    "source_format": (str,),
+    "extra": (dict,),
 }
 
 
@@ -59,15 +83,19 @@ class DatasetMeta:
         for name, types in _META_TYPES.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, types):
-                raise DatasetError(f"meta.{name}: expected {' or '.join(t.__name__ for t in types)}, "
-                                   f"got {type(value).__name__} {value!r:.60}")
+                raise DatasetError(
+                    f"meta.{name}: expected {' or '.join(t.__name__ for t in types)}, "
+                    f"got {type(value).__name__} {value!r:.60}"
+                )
             if isinstance(value, float) and not np.isfinite(value):
                 raise DatasetError(f"meta.{name}: must be finite, got {value!r}")
         if self.noise is not None and not 0.0 <= self.noise <= 1.0:
             raise DatasetError(f"meta.noise: must be in [0, 1], got {self.noise!r}")
         if self.schema_version > SCHEMA_VERSION:
-            raise DatasetError(f"meta.schema_version: {self.schema_version} is newer than the "
-                               f"supported schema {SCHEMA_VERSION}; upgrade MERLION Studio")
+            raise DatasetError(
+                f"meta.schema_version: {self.schema_version} is newer than the "
+                f"supported schema {SCHEMA_VERSION}; upgrade MERLION Studio"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -90,8 +118,9 @@ def validate(dataset: TransitionDataset, *, max_actions: int | None = MAX_ACTION
     loaders and :func:`from_arrays` do)."""
     if max_actions is not None:
         max_actions = check_max_actions(max_actions)
-    _check_fields({name: getattr(dataset, name) for name in (*FIELDS, *OPTIONAL_FIELDS)}, dataset.n_actions,
-                  max_actions)
+    _check_fields(
+        {name: getattr(dataset, name) for name in (*FIELDS, *OPTIONAL_FIELDS)}, dataset.n_actions, max_actions
+    )
     if not isinstance(dataset.meta, DatasetMeta):
         raise DatasetError(f"meta: expected DatasetMeta, got {type(dataset.meta).__name__}")
 
@@ -118,10 +147,12 @@ class TransitionDataset:
         object.__setattr__(self, "n_actions", int(self.n_actions))
 
     def __repr__(self) -> str:
-        return (f"TransitionDataset(n_transitions={self.n_transitions}, obs_dim={self.obs_dim}, "
-                f"n_actions={self.n_actions}, n_episodes={self.n_episodes}, "
-                f"source_format={self.meta.source_format!r}"
-                f"{', propensities' if self.has_propensities else ''})")
+        return (
+            f"TransitionDataset(n_transitions={self.n_transitions}, obs_dim={self.obs_dim}, "
+            f"n_actions={self.n_actions}, n_episodes={self.n_episodes}, "
+            f"source_format={self.meta.source_format!r}"
+            f"{', propensities' if self.has_propensities else ''})"
+        )
 
     @property
     def has_propensities(self) -> bool:
@@ -188,8 +219,9 @@ class TransitionDataset:
     def subset(self, indices: Any) -> TransitionDataset:
         """A new dataset of the selected transitions (copies; must still hold an episode end)."""
         idx = np.asarray(indices)
-        return dataclasses.replace(self, **{name: np.ascontiguousarray(getattr(self, name)[idx])
-                                            for name in self.arrays(optional=True)})
+        return dataclasses.replace(
+            self, **{name: np.ascontiguousarray(getattr(self, name)[idx]) for name in self.arrays(optional=True)}
+        )
 
     def arrays(self, optional: bool = False) -> dict[str, np.ndarray]:
         """The six required arrays by name; ``optional=True`` adds the optional ones that are present."""
@@ -204,14 +236,21 @@ class TransitionDataset:
             return False
         if any((getattr(self, k) is None) != (getattr(other, k) is None) for k in OPTIONAL_FIELDS):
             return False
-        return all(getattr(self, k).dtype == getattr(other, k).dtype
-                   and np.array_equal(getattr(self, k), getattr(other, k)) for k in self.arrays(optional=True))
+        return all(
+            getattr(self, k).dtype == getattr(other, k).dtype and np.array_equal(getattr(self, k), getattr(other, k))
+            for k in self.arrays(optional=True)
+        )
 
 
-def from_arrays(fields: Mapping[str, Any], n_actions: int | None = None,
-                meta: DatasetMeta | Mapping | None = None, *,
-                infer_n_actions: bool = False, max_actions: int = MAX_ACTIONS,
-                keep: np.ndarray | None = None) -> TransitionDataset:
+def from_arrays(
+    fields: Mapping[str, Any],
+    n_actions: int | None = None,
+    meta: DatasetMeta | Mapping | None = None,
+    *,
+    infer_n_actions: bool = False,
+    max_actions: int = MAX_ACTIONS,
+    keep: np.ndarray | None = None,
+) -> TransitionDataset:
     """Coerce safe cases, then build (and so validate) a :class:`TransitionDataset`.
 
     Coercions: numeric observations/rewards -> float32 (float64 must be finite and within
@@ -269,8 +308,9 @@ def from_arrays(fields: Mapping[str, Any], n_actions: int | None = None,
     return TransitionDataset(**out, n_actions=n_actions, meta=meta)
 
 
-def _keep_rows(out: dict[str, np.ndarray], keep: Any, n_actions: Any, max_actions: int,
-               meta: DatasetMeta) -> dict[str, np.ndarray]:
+def _keep_rows(
+    out: dict[str, np.ndarray], keep: Any, n_actions: Any, max_actions: int, meta: DatasetMeta
+) -> dict[str, np.ndarray]:
     """Check every row (value rules, file indexing), then keep the selected ones."""
     n = out["observations"].shape[0]
     keep = np.asarray(keep)
@@ -283,6 +323,8 @@ def _keep_rows(out: dict[str, np.ndarray], keep: Any, n_actions: Any, max_action
         check_column("propensities", out["propensities"], "propensities")
     if not keep.any():
         reason = meta.extra.get("dropped_reason")
-        raise DatasetError(f"observations: empty dataset: all {n} rows were dropped"
-                           + (f" ({reason})" if isinstance(reason, str) else ""))
+        raise DatasetError(
+            f"observations: empty dataset: all {n} rows were dropped"
+            + (f" ({reason})" if isinstance(reason, str) else "")
+        )
     return out if keep.all() else {name: np.ascontiguousarray(arr[keep]) for name, arr in out.items()}

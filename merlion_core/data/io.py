@@ -27,14 +27,47 @@ from typing import Any
 import numpy as np
 import numpy.lib.format as npformat
 
-from .dataset import (FIELDS, MAX_ACTIONS, OPTIONAL_FIELDS, SCHEMA_VERSION, DatasetError, DatasetMeta,
-                      TransitionDataset, check_max_actions, check_n_actions_cap, from_arrays)
+from .dataset import (
+    FIELDS,
+    MAX_ACTIONS,
+    OPTIONAL_FIELDS,
+    SCHEMA_VERSION,
+    DatasetError,
+    DatasetMeta,
+    TransitionDataset,
+    check_max_actions,
+    check_n_actions_cap,
+    from_arrays,
+)
+
 # Re-exported: these names lived in this module before the split; existing imports from io keep working.
-from .io_common import (MAX_JSON_BYTES, MAX_META_BYTES, MAX_NPY_HEADER, Budget, _npy_header,  # noqa: F401
-                        atomic_write, check_dtype, derive_next_observations, dump_json, merlion_json,
-                        meta_from_json, meta_with, parse_json, read_json, resolve_n_actions)
-from .io_npz import (_NPZ_KEYS, _READ_BLOCK, MAX_ZIP_MEMBERS, _load_npz, _MemberStream,  # noqa: F401
-                     _open_zip, _read_member, _save_npz)
+from .io_common import (  # noqa: F401
+    MAX_JSON_BYTES,
+    MAX_META_BYTES,
+    MAX_NPY_HEADER,
+    Budget,
+    _npy_header,
+    atomic_write,
+    check_dtype,
+    derive_next_observations,
+    dump_json,
+    merlion_json,
+    meta_from_json,
+    meta_with,
+    parse_json,
+    read_json,
+    resolve_n_actions,
+)
+from .io_npz import (  # noqa: F401
+    _NPZ_KEYS,
+    _READ_BLOCK,
+    MAX_ZIP_MEMBERS,
+    _load_npz,
+    _MemberStream,
+    _open_zip,
+    _read_member,
+    _save_npz,
+)
 
 DEFAULT_MAX_BYTES = 4 * 1024**3
 FORMATS = ("native", "npz", "d4rl", "minari", "d3rlpy")
@@ -44,6 +77,7 @@ ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
 
 # ----------------------------------------------------------------------------- detection
+
 
 def _is_hdf5(path: Path) -> bool:
     with open(path, "rb") as f:
@@ -66,8 +100,10 @@ def _detect(p: Path) -> str:
         for d in (p / "data", p):
             if (d / "metadata.json").is_file() and (d / "main_data.hdf5").is_file():
                 return "minari"
-        raise DatasetError(f"{p}: not a recognised dataset (a directory with neither a MERLION meta.json "
-                           "nor a Minari data/metadata.json + main_data.hdf5)")
+        raise DatasetError(
+            f"{p}: not a recognised dataset (a directory with neither a MERLION meta.json "
+            "nor a Minari data/metadata.json + main_data.hdf5)"
+        )
     with open(p, "rb") as f:
         head = f.read(8)
     if head[:4] in ZIP_MAGICS:
@@ -77,11 +113,14 @@ def _detect(p: Path) -> str:
         raise DatasetError(f"{p}: not a recognised dataset (a zip archive without observations.npy)")
     if _is_hdf5(p):
         from .io_hdf5 import detect_hdf5
+
         return detect_hdf5(p)
     if head[:6] == b"\x93NUMPY":
         raise DatasetError(f"{p}: not a recognised dataset (a single .npy array; use a native directory or .npz)")
-    raise DatasetError(f"{p}: not a recognised dataset (unknown content; expected a native directory, "
-                       ".npz, D4RL/d3rlpy HDF5 or a Minari dataset)")
+    raise DatasetError(
+        f"{p}: not a recognised dataset (unknown content; expected a native directory, "
+        ".npz, D4RL/d3rlpy HDF5 or a Minari dataset)"
+    )
 
 
 def _prefixed(path: Path, exc: BaseException) -> DatasetError:
@@ -104,6 +143,7 @@ def detect_format(path: str | os.PathLike) -> str:
 
 # ----------------------------------------------------------------------------- native
 
+
 def _load_npy_file(path: Path, what: str, budget: Budget, mmap: bool, required: bool = True) -> np.ndarray | None:
     if not required and path.is_symlink():
         raise DatasetError(f"{what}: {path.name} is a symlink (symlinks are not followed)")
@@ -121,8 +161,9 @@ def _load_npy_file(path: Path, what: str, budget: Budget, mmap: bool, required: 
     return np.load(path, mmap_mode="r" if mmap and nbytes else None, allow_pickle=False)
 
 
-def _load_native(p: Path, budget: Budget, n_actions: int | None, mmap: bool,
-                 max_actions: int = MAX_ACTIONS) -> TransitionDataset:
+def _load_native(
+    p: Path, budget: Budget, n_actions: int | None, mmap: bool, max_actions: int = MAX_ACTIONS
+) -> TransitionDataset:
     doc = read_json(p / "meta.json", "meta.json")
     if not isinstance(doc, dict) or doc.get("format") != NATIVE_TAG:
         raise DatasetError(f"meta.json: not a MERLION dataset (format must be {NATIVE_TAG!r})")
@@ -136,8 +177,9 @@ def _load_native(p: Path, budget: Budget, n_actions: int | None, mmap: bool,
     arrays = {name: _load_npy_file(p / f"{name}.npy", name, budget, mmap) for name in FIELDS}
     for name in OPTIONAL_FIELDS:
         arrays[name] = _load_npy_file(p / f"{name}.npy", name, budget, mmap, required=False)
-    return from_arrays(arrays, resolve_n_actions(doc.get("n_actions"), n_actions), meta_with(meta, "native"),
-                       max_actions=max_actions)
+    return from_arrays(
+        arrays, resolve_n_actions(doc.get("n_actions"), n_actions), meta_with(meta, "native"), max_actions=max_actions
+    )
 
 
 def _write_npy(path: Path, arr: np.ndarray) -> None:
@@ -156,21 +198,29 @@ def _save_native(ds: TransitionDataset, p: Path, **_: Any) -> None:
         stale = p / f"{name}.npy"
         if name not in arrays and (stale.is_symlink() or stale.exists()):
             stale.unlink()
-    doc = {"format": NATIVE_TAG, "schema_version": SCHEMA_VERSION, "n_actions": ds.n_actions,
-           "meta": ds.meta.to_dict()}
+    doc = {"format": NATIVE_TAG, "schema_version": SCHEMA_VERSION, "n_actions": ds.n_actions, "meta": ds.meta.to_dict()}
     text = dump_json(doc) + "\n"
     atomic_write(p / "meta.json", lambda t: t.write_text(text, encoding="utf-8"))
 
 
 # ----------------------------------------------------------------------------- entry points
 
+
 def _hdf5(name: str) -> Callable[..., Any]:
     from . import io_hdf5, io_minari
+
     return getattr(io_minari if name.endswith("_minari") else io_hdf5, name)
 
 
-def load_dataset(path: str | os.PathLike, *, format: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
-                 n_actions: int | None = None, mmap: bool = True, max_actions: int = MAX_ACTIONS) -> TransitionDataset:
+def load_dataset(
+    path: str | os.PathLike,
+    *,
+    format: str | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    n_actions: int | None = None,
+    mmap: bool = True,
+    max_actions: int = MAX_ACTIONS,
+) -> TransitionDataset:
     """Load a dataset of any supported format (detected from content when ``format`` is None).
 
     ``n_actions`` supplies the action count for formats that do not store it (otherwise it
@@ -199,8 +249,14 @@ def load_dataset(path: str | os.PathLike, *, format: str | None = None, max_byte
         raise _prefixed(p, exc) from None
 
 
-def save_dataset(dataset: TransitionDataset, path: str | os.PathLike, *, format: str = "native",
-                 compressed: bool = False, dataset_id: str | None = None) -> Path:
+def save_dataset(
+    dataset: TransitionDataset,
+    path: str | os.PathLike,
+    *,
+    format: str = "native",
+    compressed: bool = False,
+    dataset_id: str | None = None,
+) -> Path:
     """Write ``dataset`` as ``format`` at ``path`` (exactly that path; no suffix is added).
 
     ``compressed`` deflates npz members / gzips HDF5 datasets; ``dataset_id`` names a

@@ -21,8 +21,8 @@ import numpy.lib.format as npformat
 
 from .dataset import DatasetError, DatasetMeta, TransitionDataset, _coerce_flag
 
-MAX_META_BYTES = 1 << 20        # meta.json / meta_json / merlion_meta text
-MAX_JSON_BYTES = 64 << 20       # Minari metadata.json (spaces may list per-dim bounds)
+MAX_META_BYTES = 1 << 20  # meta.json / meta_json / merlion_meta text
+MAX_JSON_BYTES = 64 << 20  # Minari metadata.json (spaces may list per-dim bounds)
 MAX_NPY_HEADER = 10_000
 
 
@@ -36,8 +36,10 @@ class Budget:
 
     def take(self, nbytes: int, what: str) -> None:
         if self.used + nbytes > self.max_bytes:
-            raise DatasetError(f"{what}: {nbytes} bytes of array data exceed the cap max_bytes={self.max_bytes}"
-                               f" ({self.used} bytes already taken by other fields)")
+            raise DatasetError(
+                f"{what}: {nbytes} bytes of array data exceed the cap max_bytes={self.max_bytes}"
+                f" ({self.used} bytes already taken by other fields)"
+            )
         self.used += nbytes
 
     @property
@@ -153,10 +155,16 @@ def derive_next_observations(fields: dict[str, Any]) -> tuple[dict[str, Any], np
     n_drop = int(np.count_nonzero(drop))
     if n_drop:
         n_tout, open_end = int(np.count_nonzero(tout)), not ends[-1]
-        parts = ([f"the last row of each of {n_tout} episode(s) ending in a timeout (the next row starts a new "
-                  "episode)"] if n_tout else []) + (["the file's final row (it ends no episode)"] if open_end else [])
-        notes.update(dropped_rows=n_drop, dropped_reason=f"{' and '.join(parts)}: no next observation in the file "
-                                                         "(next_observations derived from observations)")
+        parts = (
+            [f"the last row of each of {n_tout} episode(s) ending in a timeout (the next row starts a new episode)"]
+            if n_tout
+            else []
+        ) + (["the file's final row (it ends no episode)"] if open_end else [])
+        notes.update(
+            dropped_rows=n_drop,
+            dropped_reason=f"{' and '.join(parts)}: no next observation in the file "
+            "(next_observations derived from observations)",
+        )
     return out, ~drop, notes
 
 

@@ -16,16 +16,36 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .dataset import (MAX_ACTIONS, MAX_TRANSITIONS, DatasetError, DatasetMeta, TransitionDataset, check_column,
-                      check_n_actions_cap, from_arrays)
-from .io_common import (MAX_META_BYTES, Budget, atomic_write, check_dtype, derive_next_observations,
-                        dump_json, merlion_json, meta_from_json, meta_with, parse_json, resolve_n_actions)
+from .dataset import (
+    MAX_ACTIONS,
+    MAX_TRANSITIONS,
+    DatasetError,
+    DatasetMeta,
+    TransitionDataset,
+    check_column,
+    check_n_actions_cap,
+    from_arrays,
+)
+from .io_common import (
+    MAX_META_BYTES,
+    Budget,
+    atomic_write,
+    check_dtype,
+    derive_next_observations,
+    dump_json,
+    merlion_json,
+    meta_from_json,
+    meta_with,
+    parse_json,
+    resolve_n_actions,
+)
 
-D3RLPY_VERSION = "2.1"          # DATASET_VERSION of d3rlpy/dataset/io.py (d3rlpy 2.x)
+D3RLPY_VERSION = "2.1"  # DATASET_VERSION of d3rlpy/dataset/io.py (d3rlpy 2.x)
 D3RLPY_COLUMNS = ("observations", "actions", "rewards", "terminated")
 
 
 # ----------------------------------------------------------------------------- helpers
+
 
 def _open(p: Path) -> h5py.File:
     try:
@@ -71,8 +91,9 @@ def _subgroup(group: h5py.Group, name: str) -> h5py.Group | None:
     return obj if isinstance(obj, h5py.Group) else None
 
 
-def _dset(group: h5py.Group, name: str, what: str, budget: Budget, *, required: bool = True,
-          kinds: str = "biuf") -> h5py.Dataset | None:
+def _dset(
+    group: h5py.Group, name: str, what: str, budget: Budget, *, required: bool = True, kinds: str = "biuf"
+) -> h5py.Dataset | None:
     """A numeric dataset whose declared size has been charged to the budget (not read yet)."""
     obj = _get(group, name, what, required=required)
     if obj is not None:
@@ -95,11 +116,15 @@ def _check_storage(obj: h5py.Dataset, nbytes: int, what: str) -> None:
     except (OSError, RuntimeError, ValueError) as exc:
         raise DatasetError(f"{what}: unreadable HDF5 storage ({exc})") from None
     if not filtered and stored < nbytes:
-        raise DatasetError(f"{what}: declares {nbytes} bytes of data but the file stores {stored} "
-                           "(unallocated or truncated data); refused")
+        raise DatasetError(
+            f"{what}: declares {nbytes} bytes of data but the file stores {stored} "
+            "(unallocated or truncated data); refused"
+        )
     if filtered and nbytes > stored * DEFLATE_MAX_RATIO + (1 << 16):
-        raise DatasetError(f"{what}: declares {nbytes} bytes from {stored} compressed bytes, beyond deflate's "
-                           f"maximum ratio of {DEFLATE_MAX_RATIO}:1 (a compression bomb or a corrupt file); refused")
+        raise DatasetError(
+            f"{what}: declares {nbytes} bytes from {stored} compressed bytes, beyond deflate's "
+            f"maximum ratio of {DEFLATE_MAX_RATIO}:1 (a compression bomb or a corrupt file); refused"
+        )
 
 
 def _string(group: h5py.Group, name: str, what: str, *, required: bool = False) -> str | None:
@@ -144,8 +169,10 @@ def detect_hdf5(p: Path) -> str:
         if (p.parent / "metadata.json").is_file():
             return "minari"
         raise DatasetError(f"{p}: not a recognised dataset (Minari-style episodes but no metadata.json beside it)")
-    raise DatasetError(f"{p}: not a recognised dataset (an HDF5 file without observations, "
-                       "d3rlpy columns/num_episodes/version or Minari episode groups)")
+    raise DatasetError(
+        f"{p}: not a recognised dataset (an HDF5 file without observations, "
+        "d3rlpy columns/num_episodes/version or Minari episode groups)"
+    )
 
 
 def _episodes(ds: TransitionDataset) -> list[tuple[int, int]]:
@@ -153,18 +180,20 @@ def _episodes(ds: TransitionDataset) -> list[tuple[int, int]]:
     stops = (ds.episode_ends + 1).tolist()
     if stops[-1] < ds.n_transitions:
         stops.append(ds.n_transitions)
-    return list(zip([0, *stops[:-1]], stops))
+    return list(zip([0, *stops[:-1]], stops, strict=True))
 
 
 def _check_chained(ds: TransitionDataset, fmt: str) -> None:
     """Episode formats store one observation sequence: next_obs[i] must equal obs[i+1]."""
     inner = np.flatnonzero(~(ds.terminals | ds.timeouts)[:-1])
     for start in range(0, inner.size, 1 << 18):
-        idx = inner[start:start + (1 << 18)]
+        idx = inner[start : start + (1 << 18)]
         diff = np.any(ds.next_observations[idx] != ds.observations[idx + 1], axis=1)
         if diff.any():
-            raise DatasetError(f"next_observations: differs from the following observation at index "
-                               f"{int(idx[np.argmax(diff)])} inside an episode; format {fmt!r} cannot store it")
+            raise DatasetError(
+                f"next_observations: differs from the following observation at index "
+                f"{int(idx[np.argmax(diff)])} inside an episode; format {fmt!r} cannot store it"
+            )
 
 
 def _create(group: h5py.Group, name: str, data: Any, compressed: bool, **kw: Any) -> None:
@@ -207,18 +236,28 @@ def load_d4rl(p: Path, budget: Budget, n_actions: int | None, *, max_actions: in
     episode_terminals = fields.pop("episode_terminals", None)
     if "timeouts" not in fields:  # d3rlpy v1 files: timeout = episode end that is not terminal
         term = check_column("terminals", fields["terminals"], "flag")
-        ends = np.zeros_like(term) if episode_terminals is None else \
-            check_column("episode_terminals", episode_terminals, "flag")
+        ends = (
+            np.zeros_like(term)
+            if episode_terminals is None
+            else check_column("episode_terminals", episode_terminals, "flag")
+        )
         if ends.shape != term.shape:
-            raise DatasetError(f"episode_terminals: length {ends.shape[0]} differs from terminals length "
-                               f"{term.shape[0]}")
+            raise DatasetError(
+                f"episode_terminals: length {ends.shape[0]} differs from terminals length {term.shape[0]}"
+            )
         fields["timeouts"] = ends & ~term
     notes: dict[str, Any] = {}
     keep = None
     if "next_observations" not in fields:
         fields, keep, notes = derive_next_observations(fields)
-    return from_arrays(fields, resolve_n_actions(file_n, n_actions), meta_with(meta, "d4rl", **notes),
-                       infer_n_actions=True, max_actions=max_actions, keep=keep)
+    return from_arrays(
+        fields,
+        resolve_n_actions(file_n, n_actions),
+        meta_with(meta, "d4rl", **notes),
+        infer_n_actions=True,
+        max_actions=max_actions,
+        keep=keep,
+    )
 
 
 def save_d4rl(ds: TransitionDataset, p: Path, *, compressed: bool = False, **_: Any) -> None:
@@ -231,14 +270,17 @@ def save_d4rl(ds: TransitionDataset, p: Path, *, compressed: bool = False, **_: 
             group = h5.create_group("metadata")
             group.create_dataset("n_actions", data=np.int64(ds.n_actions))
             group.create_dataset("merlion_meta", data=dump_json(ds.meta.to_dict()), dtype=h5py.string_dtype())
+
     atomic_write(p, write)
 
 
 # ----------------------------------------------------------------------------- d3rlpy
 
-D3RLPY_DROPPED = ("the final step of each of {k} episode(s) that did not terminate: it has no next observation, so no "
-                  "transition (d3rlpy counts T - 1 transitions in such an episode of T steps; the step's observation "
-                  "is kept as the previous transition's next observation, its action and reward are unused)")
+D3RLPY_DROPPED = (
+    "the final step of each of {k} episode(s) that did not terminate: it has no next observation, so no "
+    "transition (d3rlpy counts T - 1 transitions in such an episode of T steps; the step's observation "
+    "is kept as the previous transition's next observation, its action and reward are unused)"
+)
 
 
 def _d3rlpy_plan(h5: h5py.File, n_eps: int, budget: Budget) -> list[tuple[Any, Any, Any, bool]]:
@@ -254,16 +296,22 @@ def _d3rlpy_plan(h5: h5py.File, n_eps: int, budget: Budget) -> list[tuple[Any, A
         value = np.asarray(_read(flag)).reshape(-1)[0]
         if value not in (0, 1):
             raise DatasetError(f"terminated_{i}: {value.item()!r} is not a 0/1 flag")
-        if o.ndim != 2 or a.shape[:1] != o.shape[:1] or r.shape[:1] != o.shape[:1] \
-                or a.shape[1:] not in ((), (1,)) or r.shape[1:] not in ((), (1,)):
-            raise DatasetError(f"observations_{i}: shapes {o.shape}/{a.shape}/{r.shape} of observations/"
-                               "actions/rewards do not line up as [T, S]/[T(,1)]/[T(,1)]")
+        if (
+            o.ndim != 2
+            or a.shape[:1] != o.shape[:1]
+            or r.shape[:1] != o.shape[:1]
+            or a.shape[1:] not in ((), (1,))
+            or r.shape[1:] not in ((), (1,))
+        ):
+            raise DatasetError(
+                f"observations_{i}: shapes {o.shape}/{a.shape}/{r.shape} of observations/"
+                "actions/rewards do not line up as [T, S]/[T(,1)]/[T(,1)]"
+            )
         plan.append((o, a, r, bool(value)))
     return plan
 
 
-def load_d3rlpy(p: Path, budget: Budget, n_actions: int | None, *,
-                max_actions: int = MAX_ACTIONS) -> TransitionDataset:
+def load_d3rlpy(p: Path, budget: Budget, n_actions: int | None, *, max_actions: int = MAX_ACTIONS) -> TransitionDataset:
     with _open(p) as h5:
         version = _string(h5, "version", "version", required=True)
         if version == "2.0" or not str(version).startswith("2."):
@@ -290,11 +338,14 @@ def load_d3rlpy(p: Path, budget: Budget, n_actions: int | None, *,
         sizes = [o.shape[0] if term else o.shape[0] - 1 for o, _, _, term in plan]
         n, s = int(np.sum(np.maximum(sizes, 0))), dims.pop()
         n_term = sum(term for *_, term in plan)
-        extra = _dset(h5, "merlion_terminal_next_observations", "merlion_terminal_next_observations",
-                      budget, required=False)
+        extra = _dset(
+            h5, "merlion_terminal_next_observations", "merlion_terminal_next_observations", budget, required=False
+        )
         if extra is not None and extra.shape != (n_term, s):
-            raise DatasetError(f"merlion_terminal_next_observations: shape {extra.shape} does not match "
-                               f"{n_term} terminated episodes of dim {s}")
+            raise DatasetError(
+                f"merlion_terminal_next_observations: shape {extra.shape} does not match "
+                f"{n_term} terminated episodes of dim {s}"
+            )
         term_next = _read(extra) if extra is not None else None
         if term_next is not None:
             check_column("merlion_terminal_next_observations", term_next, "float")
@@ -302,13 +353,17 @@ def load_d3rlpy(p: Path, budget: Budget, n_actions: int | None, *,
         if probs is not None and probs.shape != (n,):
             raise DatasetError(f"merlion_propensities: shape {probs.shape} does not match the {n} transitions read")
         dt = np.result_type(*[o.dtype for o, *_ in plan])
-        f = {"observations": np.empty((n, s), dt), "next_observations": np.empty((n, s), dt),
-             "actions": np.empty(n, np.result_type(*[a.dtype for _, a, _, _ in plan])),
-             "rewards": np.empty(n, np.result_type(*[r.dtype for _, _, r, _ in plan])),
-             "terminals": np.zeros(n, bool), "timeouts": np.zeros(n, bool)}
+        f = {
+            "observations": np.empty((n, s), dt),
+            "next_observations": np.empty((n, s), dt),
+            "actions": np.empty(n, np.result_type(*[a.dtype for _, a, _, _ in plan])),
+            "rewards": np.empty(n, np.result_type(*[r.dtype for _, _, r, _ in plan])),
+            "terminals": np.zeros(n, bool),
+            "timeouts": np.zeros(n, bool),
+        }
         k = j = dropped = 0
         top = -1
-        for i, ((o, a, r, term), size) in enumerate(zip(plan, sizes)):
+        for i, ((o, a, r, term), size) in enumerate(zip(plan, sizes, strict=True)):
             obs, act, rew = _read(o), _read(a).reshape(-1), _read(r).reshape(-1)
             check_column(f"observations_{i}", obs, "float")  # every step, the dropped one included
             top = max(top, check_column(f"actions_{i}", act, "actions", n_actions=n_known, max_actions=max_actions))
@@ -317,10 +372,10 @@ def load_d3rlpy(p: Path, budget: Budget, n_actions: int | None, *,
                 dropped += 1
             if size <= 0:
                 continue
-            f["observations"][k:k + size] = obs[:size]
-            f["next_observations"][k:k + size - 1] = obs[1:size]
-            f["actions"][k:k + size] = act[:size]
-            f["rewards"][k:k + size] = rew[:size]
+            f["observations"][k : k + size] = obs[:size]
+            f["next_observations"][k : k + size - 1] = obs[1:size]
+            f["actions"][k : k + size] = act[:size]
+            f["rewards"][k : k + size] = rew[:size]
             if term:
                 f["next_observations"][k + size - 1] = term_next[j] if term_next is not None else obs[-1]
                 f["terminals"][k + size - 1] = True
@@ -337,8 +392,7 @@ def load_d3rlpy(p: Path, budget: Budget, n_actions: int | None, *,
         n_known, notes["n_actions_inferred"] = top + 1, True
     if dropped:
         notes.update(dropped_rows=dropped, dropped_reason=D3RLPY_DROPPED.format(k=dropped))
-    return from_arrays(f, n_known, meta_with(meta, "d3rlpy", **notes), infer_n_actions=True,
-                       max_actions=max_actions)
+    return from_arrays(f, n_known, meta_with(meta, "d3rlpy", **notes), infer_n_actions=True, max_actions=max_actions)
 
 
 def save_d3rlpy(ds: TransitionDataset, p: Path, *, compressed: bool = False, **_: Any) -> None:
@@ -356,7 +410,7 @@ def save_d3rlpy(ds: TransitionDataset, p: Path, *, compressed: bool = False, **_
                 if terminated:
                     term_next.append(ds.next_observations[b - 1])
                 else:  # d3rlpy drops an unterminated episode's last step: append the successor
-                    obs = np.concatenate([obs, ds.next_observations[b - 1:b]])
+                    obs = np.concatenate([obs, ds.next_observations[b - 1 : b]])
                     act, rew = np.append(act, 0), np.append(rew, np.float32(0))
                 _create(h5, f"observations_{i}", obs, compressed)
                 _create(h5, f"actions_{i}", act.reshape(-1, 1), compressed)
@@ -364,8 +418,10 @@ def save_d3rlpy(ds: TransitionDataset, p: Path, *, compressed: bool = False, **_
                 h5.create_dataset(f"terminated_{i}", data=terminated)
             h5.create_dataset("version", data=D3RLPY_VERSION, dtype=h5py.string_dtype())
             h5.create_dataset("merlion_meta", data=merlion_json(ds), dtype=h5py.string_dtype())
-            h5.create_dataset("merlion_terminal_next_observations",
-                              data=np.asarray(term_next, np.float32).reshape(-1, ds.obs_dim))
+            h5.create_dataset(
+                "merlion_terminal_next_observations", data=np.asarray(term_next, np.float32).reshape(-1, ds.obs_dim)
+            )
             if ds.has_propensities:  # flat, in our transition order; d3rlpy's load ignores it
                 _create(h5, "merlion_propensities", ds.propensities, compressed)
+
     atomic_write(p, write)

@@ -17,8 +17,19 @@ import numpy as np
 import numpy.lib.format as npformat
 
 from .dataset import FIELDS, MAX_ACTIONS, OPTIONAL_FIELDS, DatasetError, DatasetMeta, TransitionDataset, from_arrays
-from .io_common import (MAX_META_BYTES, MAX_NPY_HEADER, Budget, _npy_header, atomic_write, check_dtype,
-                        derive_next_observations, dump_json, meta_with, parse_json, resolve_n_actions)
+from .io_common import (
+    MAX_META_BYTES,
+    MAX_NPY_HEADER,
+    Budget,
+    _npy_header,
+    atomic_write,
+    check_dtype,
+    derive_next_observations,
+    dump_json,
+    meta_with,
+    parse_json,
+    resolve_n_actions,
+)
 
 MAX_ZIP_MEMBERS = 256
 _NPZ_KEYS = (*FIELDS, *OPTIONAL_FIELDS, "n_actions", "meta_json")
@@ -73,8 +84,10 @@ class _MemberStream:
                     continue
             self.produced += len(chunk)
             if self.produced > self.zi.file_size:
-                raise DatasetError(f"{self.what}: zip member inflates past its declared size of "
-                                   f"{self.zi.file_size} bytes (zip bomb or corrupt archive); refused")
+                raise DatasetError(
+                    f"{self.what}: zip member inflates past its declared size of "
+                    f"{self.zi.file_size} bytes (zip bomb or corrupt archive); refused"
+                )
             self.crc = zlib.crc32(chunk, self.crc)
             return chunk
 
@@ -96,7 +109,7 @@ class _MemberStream:
             if not chunk:
                 raise DatasetError(f"{self.what}: zip member is shorter than its .npy header declares")
             take = min(len(chunk), len(buf) - pos)
-            buf[pos:pos + take] = chunk[:take]
+            buf[pos : pos + take] = chunk[:take]
             self.pending, pos = chunk[take:], pos + take
 
     def finish(self) -> None:
@@ -108,8 +121,9 @@ class _MemberStream:
 
 def _read_member(raw: BinaryIO, zi: zipfile.ZipInfo, what: str, budget: Budget, kinds: str) -> np.ndarray:
     if zi.file_size > budget.left + MAX_NPY_HEADER + 16:
-        raise DatasetError(f"{what}: declared uncompressed size {zi.file_size} bytes exceeds the cap "
-                           f"max_bytes={budget.max_bytes}")
+        raise DatasetError(
+            f"{what}: declared uncompressed size {zi.file_size} bytes exceeds the cap max_bytes={budget.max_bytes}"
+        )
     stream = _MemberStream(raw, zi, what)
     shape, fortran, dtype = _npy_header(stream, what)
     check_dtype(dtype, what, kinds)
@@ -117,8 +131,10 @@ def _read_member(raw: BinaryIO, zi: zipfile.ZipInfo, what: str, budget: Budget, 
     nbytes = count * dtype.itemsize
     budget.take(nbytes, what)
     if stream.produced - len(stream.pending) + nbytes != zi.file_size:
-        raise DatasetError(f"{what}: .npy header declares {nbytes} data bytes but the zip entry holds "
-                           f"{zi.file_size - (stream.produced - len(stream.pending))}")
+        raise DatasetError(
+            f"{what}: .npy header declares {nbytes} data bytes but the zip entry holds "
+            f"{zi.file_size - (stream.produced - len(stream.pending))}"
+        )
     arr = np.empty(count, dtype=dtype)
     stream.readinto(memoryview(arr.view(np.uint8)))
     stream.finish()
@@ -132,8 +148,9 @@ def _open_zip(p: Path) -> zipfile.ZipFile:
         raise DatasetError(f"not a valid zip archive ({exc})") from None
 
 
-def _load_npz(p: Path, budget: Budget, n_actions: int | None, *, max_actions: int = MAX_ACTIONS,
-              **_: Any) -> TransitionDataset:
+def _load_npz(
+    p: Path, budget: Budget, n_actions: int | None, *, max_actions: int = MAX_ACTIONS, **_: Any
+) -> TransitionDataset:
     with _open_zip(p) as zf, open(p, "rb") as raw:
         infos = zf.infolist()
         if len(infos) > MAX_ZIP_MEMBERS:
@@ -141,8 +158,10 @@ def _load_npz(p: Path, budget: Budget, n_actions: int | None, *, max_actions: in
         members = {zi.filename[:-4]: zi for zi in infos if zi.filename.endswith(".npy")}
         for zi in infos:  # every declared size, before reading anything
             if zi.filename[:-4] in _NPZ_KEYS and zi.file_size > budget.left + MAX_NPY_HEADER + 16:
-                raise DatasetError(f"{zi.filename[:-4]}: declared uncompressed size {zi.file_size} bytes "
-                                   f"exceeds the cap max_bytes={budget.max_bytes}")
+                raise DatasetError(
+                    f"{zi.filename[:-4]}: declared uncompressed size {zi.file_size} bytes "
+                    f"exceeds the cap max_bytes={budget.max_bytes}"
+                )
         fields: dict[str, Any] = {}
         for name in ("observations", "actions", "rewards", "terminals"):
             if name not in members:
@@ -170,8 +189,14 @@ def _load_npz(p: Path, budget: Budget, n_actions: int | None, *, max_actions: in
         fields["timeouts"] = np.zeros(np.shape(fields["terminals"])[:1], dtype=bool)
     if "next_observations" not in fields:
         fields, keep, notes = derive_next_observations(fields)
-    return from_arrays(fields, resolve_n_actions(file_n, n_actions), meta_with(meta, "npz", **notes),
-                       infer_n_actions=True, max_actions=max_actions, keep=keep)
+    return from_arrays(
+        fields,
+        resolve_n_actions(file_n, n_actions),
+        meta_with(meta, "npz", **notes),
+        infer_n_actions=True,
+        max_actions=max_actions,
+        keep=keep,
+    )
 
 
 def _save_npz(ds: TransitionDataset, p: Path, *, compressed: bool = False, **_: Any) -> None:

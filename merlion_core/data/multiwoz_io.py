@@ -26,10 +26,21 @@ from typing import Any
 ENV_VAR = "MERLION_MULTIWOZ_DIR"
 PUBLIC_SOURCE = "https://github.com/thu-coai/ConvLab-2/tree/master/data/multiwoz"
 DOMAINS = ("attraction", "hospital", "hotel", "police", "restaurant", "taxi", "train")
-GOAL_MODEL_KEYS = ("ind_slot_dist", "ind_slot_value_dist", "domain_ordering_dist", "book_dist",
-                   "slots_num_dist", "slots_combination_dist")
-REQUIRED_FILES = ("goal_model.json", "ontology.json", "value_set.json", "da_slot_cnt.json",
-                  *(f"db/{d}_db.json" for d in DOMAINS))
+GOAL_MODEL_KEYS = (
+    "ind_slot_dist",
+    "ind_slot_value_dist",
+    "domain_ordering_dist",
+    "book_dist",
+    "slots_num_dist",
+    "slots_combination_dist",
+)
+REQUIRED_FILES = (
+    "goal_model.json",
+    "ontology.json",
+    "value_set.json",
+    "da_slot_cnt.json",
+    *(f"db/{d}_db.json" for d in DOMAINS),
+)
 MAX_JSON_BYTES = 64 * 1024**2
 MAX_DIALOGUES = 20_000
 
@@ -69,14 +80,16 @@ def resolve_data_dir(data_dir: str = "") -> Path:
         raise MultiWOZDataMissing(
             f"dialogue env: no MultiWOZ data folder: set the {ENV_VAR} environment variable (or the env "
             f"config field data_dir, CLI --multiwoz-dir) to a folder with db/*_db.json, goal_model.json, "
-            f"ontology.json, value_set.json and da_slot_cnt.json (public data: {PUBLIC_SOURCE})")
+            f"ontology.json, value_set.json and da_slot_cnt.json (public data: {PUBLIC_SOURCE})"
+        )
     root = Path(raw).expanduser()
     missing = [name for name in REQUIRED_FILES if not (root / name).is_file()]
     if missing:
         where = f"{ENV_VAR}={raw}" if not data_dir else f"data_dir={raw}"
         raise MultiWOZDataMissing(
             f"dialogue env: MultiWOZ folder {root} ({where}) lacks {', '.join(missing[:4])}"
-            f"{' ...' if len(missing) > 4 else ''} (public data: {PUBLIC_SOURCE})")
+            f"{' ...' if len(missing) > 4 else ''} (public data: {PUBLIC_SOURCE})"
+        )
     return root.resolve()
 
 
@@ -101,8 +114,9 @@ def _read_db(root: Path, domain: str) -> Any:
     if domain == "taxi":
         _expect(isinstance(data, dict), path, "expected a JSON object (taxi colours, types, phone)")
         return data
-    _expect(isinstance(data, list) and all(isinstance(e, dict) for e in data), path,
-            "expected a list of entity objects")
+    _expect(
+        isinstance(data, list) and all(isinstance(e, dict) for e in data), path, "expected a list of entity objects"
+    )
     _expect(len(data) >= 1, path, "no entities")
     return [{str(k): v for k, v in entity.items()} for entity in data]
 
@@ -114,13 +128,25 @@ def _read_goal_model(root: Path) -> dict[str, Any]:
     missing = [k for k in GOAL_MODEL_KEYS if k not in data]
     _expect(not missing, path, f"missing key(s) {', '.join(missing)}")
     for key in ("ind_slot_dist", "ind_slot_value_dist", "book_dist", "slots_num_dist", "slots_combination_dist"):
-        _expect(isinstance(data[key], dict) and set(data[key]) <= set(DOMAINS), path,
-                f"{key}: expected an object keyed by the domains {', '.join(DOMAINS)}")
+        _expect(
+            isinstance(data[key], dict) and set(data[key]) <= set(DOMAINS),
+            path,
+            f"{key}: expected an object keyed by the domains {', '.join(DOMAINS)}",
+        )
     orderings = data["domain_ordering_dist"]
-    _expect(isinstance(orderings, list) and all(
-        isinstance(o, list) and len(o) == 2 and isinstance(o[0], list) and set(o[0]) <= set(DOMAINS)
-        and isinstance(o[1], (int, float)) for o in orderings), path,
-        "domain_ordering_dist: expected a list of [[domain, ...], probability]")
+    _expect(
+        isinstance(orderings, list)
+        and all(
+            isinstance(o, list)
+            and len(o) == 2
+            and isinstance(o[0], list)
+            and set(o[0]) <= set(DOMAINS)
+            and isinstance(o[1], (int, float))
+            for o in orderings
+        ),
+        path,
+        "domain_ordering_dist: expected a list of [[domain, ...], probability]",
+    )
     return data
 
 
@@ -132,8 +158,11 @@ def _read_composites(root: Path) -> tuple[tuple[str, int], ...]:
     for key, count in data.items():
         _expect(isinstance(count, int) and count >= 0, path, f"{key!r}: count must be a non-negative int")
         atoms = key.split(";")
-        _expect(all(len(a.split("-")) == 4 for a in atoms), path,
-                f"{key[:60]!r}: every act must read Domain-Intent-Slot-Value")
+        _expect(
+            all(len(a.split("-")) == 4 for a in atoms),
+            path,
+            f"{key[:60]!r}: every act must read Domain-Intent-Slot-Value",
+        )
         out.append((key, count))
     return tuple(out)
 
@@ -142,18 +171,26 @@ def _read_composites(root: Path) -> tuple[tuple[str, int], ...]:
 def _load(root: str) -> MultiWOZData:
     path = Path(root)
     ontology = _read_json(path / "ontology.json")
-    _expect(isinstance(ontology, dict) and all(isinstance(v, list) for v in ontology.values()),
-            path / "ontology.json", "expected an object of 'domain-slot' -> list of values")
+    _expect(
+        isinstance(ontology, dict) and all(isinstance(v, list) for v in ontology.values()),
+        path / "ontology.json",
+        "expected an object of 'domain-slot' -> list of values",
+    )
     value_set = _read_json(path / "value_set.json")
-    _expect(isinstance(value_set, dict) and all(isinstance(v, dict) for v in value_set.values()),
-            path / "value_set.json", "expected an object of domain -> slot -> values")
+    _expect(
+        isinstance(value_set, dict) and all(isinstance(v, dict) for v in value_set.values()),
+        path / "value_set.json",
+        "expected an object of domain -> slot -> values",
+    )
     return MultiWOZData(
         root=root,
         db={d: _read_db(path, d) for d in DOMAINS},
         goal_model=_read_goal_model(path),
         ontology={k: tuple(str(x) for x in v) for k, v in ontology.items()},
-        value_set={d: {s: tuple(str(x) for x in vals) for s, vals in slots.items() if isinstance(vals, list)}
-                   for d, slots in value_set.items()},
+        value_set={
+            d: {s: tuple(str(x) for x in vals) for s, vals in slots.items() if isinstance(vals, list)}
+            for d, slots in value_set.items()
+        },
         composite_counts=_read_composites(path),
     )
 
@@ -201,11 +238,15 @@ def read_system_turns(data_dir: str = "", splits: tuple[str, ...] = ("val", "tes
                 dialogues = json.loads(archive.read(members[0]).decode("utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise MultiWOZDataError(f"{path}: not valid JSON ({exc})") from None
-        _expect(isinstance(dialogues, dict) and len(dialogues) <= MAX_DIALOGUES, path,
-                f"expected an object of at most {MAX_DIALOGUES} dialogues")
+        _expect(
+            isinstance(dialogues, dict) and len(dialogues) <= MAX_DIALOGUES,
+            path,
+            f"expected an object of at most {MAX_DIALOGUES} dialogues",
+        )
         for dialogue in dialogues.values():
             log = dialogue.get("log", []) if isinstance(dialogue, dict) else []
             _expect(isinstance(log, list), path, "a dialogue's log must be a list")
-            turns.extend(turn_act_triples(t.get("dialog_act")) for i, t in enumerate(log)
-                         if i % 2 == 1 and isinstance(t, dict))
+            turns.extend(
+                turn_act_triples(t.get("dialog_act")) for i, t in enumerate(log) if i % 2 == 1 and isinstance(t, dict)
+            )
     return turns

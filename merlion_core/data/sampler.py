@@ -68,5 +68,10 @@ class BatchSampler:
 
     def sample(self) -> Batch:
         idx = host_to_device(torch.randint(0, self.n, (self.batch_size,), generator=self.generator), self.device)
-        return Batch(obs=self._obs[idx], act=self._act[idx], rew=self._rew[idx],
-                     next_obs=self._next_obs[idx], done=self._done[idx])
+        return Batch(
+            obs=self._obs[idx],
+            act=self._act[idx],
+            rew=self._rew[idx],
+            next_obs=self._next_obs[idx],
+            done=self._done[idx],
+        )

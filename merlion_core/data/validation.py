@@ -21,9 +21,15 @@ MAX_OBS_DIM = 100_000
 MAX_ACTIONS = 10_000_000  # default cap on n_actions (given or inferred); load_dataset(max_actions=...) raises it
 FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
 OPTIONAL_FIELDS = ("propensities",)
-DTYPES = {"observations": np.float32, "actions": np.int64, "rewards": np.float32,
-          "next_observations": np.float32, "terminals": np.bool_, "timeouts": np.bool_,
-          "propensities": np.float32}
+DTYPES = {
+    "observations": np.float32,
+    "actions": np.int64,
+    "rewards": np.float32,
+    "next_observations": np.float32,
+    "terminals": np.bool_,
+    "timeouts": np.bool_,
+    "propensities": np.float32,
+}
 _CHUNK = 1 << 22  # elements per block when scanning big arrays
 _F32_MAX = float(np.finfo(np.float32).max)
 
@@ -50,7 +56,7 @@ def _scan_nonfinite(name: str, arr: np.ndarray, *, base: int = 0, f32: bool = Fa
     rows = max(1, _CHUNK // max(1, int(np.prod(arr.shape[1:], dtype=np.int64))))
     counts, firsts = [0, 0], [-1, -1]
     for start in range(0, arr.shape[0], rows):
-        block = arr[start:start + rows].reshape(min(rows, arr.shape[0] - start), -1)
+        block = arr[start : start + rows].reshape(min(rows, arr.shape[0] - start), -1)
         finite = np.isfinite(block)
         masks = [~finite]
         if f32:
@@ -64,8 +70,10 @@ def _scan_nonfinite(name: str, arr: np.ndarray, *, base: int = 0, f32: bool = Fa
     if counts[0]:
         raise DatasetError(f"{name}: {counts[0]} non-finite value(s) (NaN or inf), first at index {base + firsts[0]}")
     if counts[1]:
-        raise DatasetError(f"{name}: {counts[1]} value(s) beyond the float32 range (|x| > {_F32_MAX:.4g}), "
-                           f"first at index {base + firsts[1]}")
+        raise DatasetError(
+            f"{name}: {counts[1]} value(s) beyond the float32 range (|x| > {_F32_MAX:.4g}), "
+            f"first at index {base + firsts[1]}"
+        )
 
 
 def cap_text(max_actions: int) -> str:
@@ -80,10 +88,16 @@ def check_max_actions(max_actions: Any) -> int:
 
 def check_n_actions_cap(n_actions: Any, max_actions: int) -> None:
     """Refuse a given (stored or requested) ``n_actions`` above the cap; type checks are validation's."""
-    if isinstance(n_actions, (int, np.integer)) and not isinstance(n_actions, (bool, np.bool_)) \
-            and n_actions > max_actions:
-        raise DatasetError(f"n_actions: {int(n_actions)} exceeds {cap_text(max_actions)}; pass "
-                           f"max_actions={int(n_actions)} (or more: load_dataset(max_actions=...), --max-actions on the command line) if that many actions is intended")
+    if (
+        isinstance(n_actions, (int, np.integer))
+        and not isinstance(n_actions, (bool, np.bool_))
+        and n_actions > max_actions
+    ):
+        raise DatasetError(
+            f"n_actions: {int(n_actions)} exceeds {cap_text(max_actions)}; pass "
+            f"max_actions={int(n_actions)} (or more: load_dataset(max_actions=...), --max-actions on the command line) "
+            "if that many actions is intended"
+        )
 
 
 def check_action_ids(name: str, act: np.ndarray, n_actions: Any, max_actions: int | None, *, base: int = 0) -> int:
@@ -94,22 +108,30 @@ def check_action_ids(name: str, act: np.ndarray, n_actions: Any, max_actions: in
     known = isinstance(n_actions, (int, np.integer)) and not isinstance(n_actions, (bool, np.bool_))
     if lo < 0:
         count, first = _first(act < 0)
-        raise DatasetError(f"{name}: {count} negative ids{f' out of range [0, {n_actions})' if known else ''} "
-                           f"(first at index {base + first}: {int(act[first])})")
+        raise DatasetError(
+            f"{name}: {count} negative ids{f' out of range [0, {n_actions})' if known else ''} "
+            f"(first at index {base + first}: {int(act[first])})"
+        )
     if known and hi >= n_actions:
         count, first = _first(act >= n_actions)
-        raise DatasetError(f"{name}: {count} ids out of range [0, {n_actions}) (first at index {base + first}: "
-                           f"{int(act[first])}); n_actions must be >= max id + 1 = {hi + 1}")
+        raise DatasetError(
+            f"{name}: {count} ids out of range [0, {n_actions}) (first at index {base + first}: "
+            f"{int(act[first])}); n_actions must be >= max id + 1 = {hi + 1}"
+        )
     if max_actions is not None and hi >= max_actions:
         _, first = _first(act >= max_actions)
-        raise DatasetError(f"{name}: id {int(act[first])} at index {base + first} implies n_actions >= "
-                           f"{int(act[first]) + 1}, which exceeds {cap_text(max_actions)}; pass max_actions="
-                           f"{hi + 1} (or more: load_dataset(max_actions=...), --max-actions on the command line) if that many actions is intended")
+        raise DatasetError(
+            f"{name}: id {int(act[first])} at index {base + first} implies n_actions >= "
+            f"{int(act[first]) + 1}, which exceeds {cap_text(max_actions)}; pass max_actions="
+            f"{hi + 1} (or more: load_dataset(max_actions=...), --max-actions on the command line) "
+            "if that many actions is intended"
+        )
     return hi
 
 
-def check_column(name: str, arr: Any, kind: str, *, n_actions: Any = None, max_actions: int | None = MAX_ACTIONS,
-                 base: int = 0) -> Any:
+def check_column(
+    name: str, arr: Any, kind: str, *, n_actions: Any = None, max_actions: int | None = MAX_ACTIONS, base: int = 0
+) -> Any:
     """The value rules of one array as a file stores it (every row, before any is dropped).
 
     ``kind``: ``"float"`` (numeric; floats finite and within float32), ``"actions"``
@@ -133,8 +155,10 @@ def check_column(name: str, arr: Any, kind: str, *, n_actions: Any = None, max_a
         bad = (arr <= 0) | (arr > 1)
         if bad.any():
             count, first = _first(bad)
-            raise DatasetError(f"{name}: {count} value(s) outside (0, 1] (first at index {base + first}: "
-                               f"{float(arr[first])!r}); a probability of a logged action is in (0, 1]")
+            raise DatasetError(
+                f"{name}: {count} value(s) outside (0, 1] (first at index {base + first}: "
+                f"{float(arr[first])!r}); a probability of a logged action is in (0, 1]"
+            )
     return None
 
 
@@ -201,15 +225,19 @@ def _check_propensities(p: Any, n: int) -> None:
     lo, hi = float(p.min()), float(p.max())
     if lo < 0 or hi > 1:
         count, first = _first((p < 0) | (p > 1))
-        raise DatasetError(f"propensities: {count} value(s) outside [0, 1] "
-                           f"(first at index {first}: {float(p[first])!r})")
+        raise DatasetError(
+            f"propensities: {count} value(s) outside [0, 1] (first at index {first}: {float(p[first])!r})"
+        )
     if lo == 0:
         count, first = _first(p == 0)
-        raise DatasetError(f"propensities: {count} value(s) are 0 (first at index {first}); "
-                           "the logged action was taken, so its probability cannot be 0")
+        raise DatasetError(
+            f"propensities: {count} value(s) are 0 (first at index {first}); "
+            "the logged action was taken, so its probability cannot be 0"
+        )
 
 
 # ----------------------------------------------------------------------------- coercions (from_arrays)
+
 
 def _coerce_flag(name: str, arr: np.ndarray, *, base: int = 0) -> np.ndarray:
     if arr.dtype == np.bool_:
@@ -219,8 +247,9 @@ def _coerce_flag(name: str, arr: np.ndarray, *, base: int = 0) -> np.ndarray:
     bad = (arr != 0) & (arr != 1)
     if bad.any():
         count, first = _first(bad.reshape(-1))
-        raise DatasetError(f"{name}: {count} value(s) not 0/1 (first at index {base + first}: "
-                           f"{arr.reshape(-1)[first]!r})")
+        raise DatasetError(
+            f"{name}: {count} value(s) not 0/1 (first at index {base + first}: {arr.reshape(-1)[first]!r})"
+        )
     return arr != 0
 
 
@@ -237,8 +266,10 @@ def _coerce_actions(arr: np.ndarray, name: str = "actions", *, base: int = 0) ->
             bad = ~np.isfinite(arr) | (arr != np.round(arr)) | (np.abs(arr) > 2.0**62)
         if bad.any():
             count, first = _first(bad)
-            raise DatasetError(f"{name}: {count} non-integral value(s), action ids must be integers "
-                               f"(first at index {base + first}: {arr[first]!r})")
+            raise DatasetError(
+                f"{name}: {count} non-integral value(s), action ids must be integers "
+                f"(first at index {base + first}: {arr[first]!r})"
+            )
         return arr.astype(np.int64)
     raise DatasetError(f"{name}: dtype {arr.dtype} is not an integer type")
 

@@ -53,8 +53,11 @@ def _maze_planner(config: MazeConfig, region_aware: bool) -> tuple[MazeModel, np
     members, sizes = class_members(planner_model.action_classes)
     representatives = members[:, 0]
     table = value_iteration(
-        planner_model.true_step, representatives, gamma=PLANNER_GAMMA,
-        noise=config.action_noise, noise_weights=sizes.astype(np.float64),
+        planner_model.true_step,
+        representatives,
+        gamma=PLANNER_GAMMA,
+        noise=config.action_noise,
+        noise_weights=sizes.astype(np.float64),
     )
     return planner_model, representatives, table
 
@@ -111,8 +114,11 @@ def _plan_behaviour(name: str, config: MultiStepMazeConfig, region_aware: bool) 
 
 
 def _random_behaviour(n_actions: int) -> Behaviour:
-    return Behaviour("random", lambda states, rng: rng.integers(0, n_actions, size=len(states)),
-                     lambda states, actions: np.full(len(states), 1.0 / n_actions))
+    return Behaviour(
+        "random",
+        lambda states, rng: rng.integers(0, n_actions, size=len(states)),
+        lambda states, actions: np.full(len(states), 1.0 / n_actions),
+    )
 
 
 def make_behaviour(model, name: str) -> Behaviour:

@@ -7,7 +7,7 @@ are over the handful of walls and the few sub-steps of a move.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

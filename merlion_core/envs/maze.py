@@ -132,10 +132,7 @@ class MazeModel:
         in_bonus = in_rects(new_positions, cfg.bonus_regions) & ~bonus_taken
         in_penalty = in_rects(new_positions, cfg.penalty_regions)
         rewards = (
-            cfg.step_reward
-            + cfg.goal_reward * reached
-            + cfg.bonus_reward * in_bonus
-            + cfg.penalty_reward * in_penalty
+            cfg.step_reward + cfg.goal_reward * reached + cfg.bonus_reward * in_bonus + cfg.penalty_reward * in_penalty
         )
         next_states = np.concatenate(
             [new_positions, (bonus_taken | in_bonus)[:, None].astype(np.float64)], axis=1

@@ -6,8 +6,9 @@ the Gymnasium envs and the vectorised collection and evaluation code are built o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -54,9 +55,7 @@ def observe(model: Any, states: np.ndarray) -> np.ndarray:
     return states if observe_fn is None else observe_fn(states)
 
 
-def apply_action_noise(
-    actions: np.ndarray, noise: float, n_actions: int, rng: np.random.Generator
-) -> np.ndarray:
+def apply_action_noise(actions: np.ndarray, noise: float, n_actions: int, rng: np.random.Generator) -> np.ndarray:
     """Replace each action by a uniformly random one with probability ``noise``.
 
     Always draws the same number of variates (B uniforms, then B integers) so the generator's

@@ -108,8 +108,13 @@ class MultiStepMazeModel:
         taken = states[:, 2] > 0.5
         active = np.ones(len(states), dtype=bool) if active is None else active
         new_positions, reached = substep_motion(
-            positions, BASE_MOVES[moves], cfg.move_length / cfg.n_substeps, cfg.n_substeps,
-            cfg.walls, cfg.goal, active=active,
+            positions,
+            BASE_MOVES[moves],
+            cfg.move_length / cfg.n_substeps,
+            cfg.n_substeps,
+            cfg.walls,
+            cfg.goal,
+            active=active,
         )
         new_positions = new_positions.astype(np.float32).astype(np.float64)
         in_bonus = in_rects(new_positions, cfg.bonus_regions) & ~taken & active

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
 
@@ -33,19 +34,34 @@ class EnvSpec:
 
 ENV_SPECS: dict[str, EnvSpec] = {
     "merlion/Maze-v0": EnvSpec(
-        "merlion/Maze-v0", "maze", MazeConfig, MazeModel, MazeEnv,
+        "merlion/Maze-v0",
+        "maze",
+        MazeConfig,
+        MazeModel,
+        MazeEnv,
         "2^12 actuator combinations moving a point round an L-shaped wall",
     ),
     "merlion/MultiStepMaze-v0": EnvSpec(
-        "merlion/MultiStepMaze-v0", "multistep-maze", MultiStepMazeConfig, MultiStepMazeModel,
-        MultiStepMazeEnv, "4^6 six-move plans in the same maze",
+        "merlion/MultiStepMaze-v0",
+        "multistep-maze",
+        MultiStepMazeConfig,
+        MultiStepMazeModel,
+        MultiStepMazeEnv,
+        "4^6 six-move plans in the same maze",
     ),
     "merlion/Dialogue-v0": EnvSpec(
-        "merlion/Dialogue-v0", "dialogue", DialogueConfig, DialogueModel, DialogueEnv,
+        "merlion/Dialogue-v0",
+        "dialogue",
+        DialogueConfig,
+        DialogueModel,
+        DialogueEnv,
         "1500 composite system acts answering an agenda-based user on MultiWOZ (needs the MultiWOZ files)",
     ),
     "merlion/Recommender-v0": EnvSpec(
-        "merlion/Recommender-v0", "recommender", RecommenderConfig, RecommenderModel,
+        "merlion/Recommender-v0",
+        "recommender",
+        RecommenderConfig,
+        RecommenderModel,
         "merlion_core.envs.recommender.recsim_env:RecSimRecommenderEnv",
         "1000 videos recommended to RecSim interest_evolution users (batch model: a numpy twin)",
     ),

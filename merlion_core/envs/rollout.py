@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -22,7 +22,11 @@ class RolloutResult:
 
 
 def rollout_episodes(
-    model, policy: Policy, n_episodes: int, rng: np.random.Generator, noise: float = 0.0,
+    model,
+    policy: Policy,
+    n_episodes: int,
+    rng: np.random.Generator,
+    noise: float = 0.0,
     policy_sees: str = "state",
 ) -> RolloutResult:
     """Run ``n_episodes`` episodes side by side (env noise on), ``noise`` = share of the

@@ -8,7 +8,8 @@ and makes sure a supervisor runs; the supervisor does the rest.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from merlion_core.jobs.spec import JobSpec, validate
 from merlion_core.jobs.store import FINAL, JobRecord, JobStore
@@ -41,8 +42,14 @@ class Backend:
             self.stop(job_id)
         return outcome
 
-    def wait(self, job_ids: Iterable[int], *, timeout: float | None = None, poll: float = 0.5,
-             on_update: Callable[[list[JobRecord]], None] | None = None) -> list[JobRecord]:
+    def wait(
+        self,
+        job_ids: Iterable[int],
+        *,
+        timeout: float | None = None,
+        poll: float = 0.5,
+        on_update: Callable[[list[JobRecord]], None] | None = None,
+    ) -> list[JobRecord]:
         """Block until every job is final (or ``timeout`` seconds); returns their records."""
         ids = list(job_ids)
         deadline = None if timeout is None else time.monotonic() + timeout

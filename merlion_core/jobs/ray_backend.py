@@ -36,8 +36,9 @@ def import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise RuntimeError("--backend ray: Ray is not installed (pip install 'ray[default]==2.60.0', "
-                           "or the project's [ray] extra)") from None
+        raise RuntimeError(
+            "--backend ray: Ray is not installed (pip install 'ray[default]==2.60.0', or the project's [ray] extra)"
+        ) from None
     return ray
 
 
@@ -97,8 +98,13 @@ class RayBackend(Backend):
             headers = {"Authorization": f"Bearer {token}"} if token else None
             self.client = JobSubmissionClient(address, headers=headers)
         else:
-            self.ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                          runtime_env={"env_vars": worker_env_vars()})
+            self.ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                runtime_env={"env_vars": worker_env_vars()},
+            )
             self.has_gpus = self.ray.cluster_resources().get("GPU", 0) > 0
             self.task = self.ray.remote(run_in_ray_task)
 
@@ -108,13 +114,16 @@ class RayBackend(Backend):
             submission = self.client.submit_job(
                 entrypoint=f"python -m merlion_core.jobs.worker {job_id} --runs {self.store.root} --claim",
                 submission_id=f"merlion-{job_id}-{job.attempts + 1}-{int(time.time())}",
-                entrypoint_num_cpus=1, entrypoint_num_gpus=1 if wants_gpu(job.kind, job.config) else 0,
-                runtime_env={"env_vars": worker_env_vars()})
+                entrypoint_num_cpus=1,
+                entrypoint_num_gpus=1 if wants_gpu(job.kind, job.config) else 0,
+                runtime_env={"env_vars": worker_env_vars()},
+            )
             self.store.set_external_id(job_id, submission)
             return
         gpus = 1 if self.has_gpus and wants_gpu(job.kind, job.config) else 0
         self.refs[job_id] = self.task.options(num_cpus=1, num_gpus=gpus, max_retries=0).remote(
-            job_id, str(self.store.root))
+            job_id, str(self.store.root)
+        )
 
     def poll(self) -> None:
         now = time.time()
@@ -127,8 +136,9 @@ class RayBackend(Backend):
                 self.store.finish(job.id, "cancelled" if job.cancel_requested_at else "failed", ended)
             elif job.cancel_requested_at is not None and now - job.cancel_requested_at > CANCEL_GRACE:
                 self._force_stop(job)
-                self.store.finish(job.id, "cancelled", f"cancelled: did not stop within {CANCEL_GRACE:g} s, "
-                                  "Ray stopped it")
+                self.store.finish(
+                    job.id, "cancelled", f"cancelled: did not stop within {CANCEL_GRACE:g} s, Ray stopped it"
+                )
 
     def _ended(self, job: Any) -> str | None:
         """Why Ray's side of a still-open job has ended, or None while it runs."""

@@ -7,20 +7,38 @@ between steps. Returns the job's result (a small JSON-able summary).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from merlion_core.config import to_dict
-from merlion_core.jobs.spec import (BenchJob, CollectJob, EvaluateJob, OPEJob, TrainAgentJob, TrainEncoderJob,
-                                    UmapJob, WarmStartJob, parse_config)
+from merlion_core.jobs.spec import (
+    BenchJob,
+    CollectJob,
+    EvaluateJob,
+    OPEJob,
+    TrainAgentJob,
+    TrainEncoderJob,
+    UmapJob,
+    WarmStartJob,
+    parse_config,
+)
 
 Progress = Callable[..., None]
 Loader = Callable[[str, str], Any]
 """``load(what, path)`` with what = "encoder" (a LoadedRepresentation) or "dataset"."""
 
 
-def run_job(kind: str, config: dict[str, Any], seed: int, artifacts: Path, progress: Progress, *,
-            checkpoint_dir: Path, resume: bool = False) -> dict[str, Any]:
+def run_job(
+    kind: str,
+    config: dict[str, Any],
+    seed: int,
+    artifacts: Path,
+    progress: Progress,
+    *,
+    checkpoint_dir: Path,
+    resume: bool = False,
+) -> dict[str, Any]:
     parsed = parse_config(kind, config)
     artifacts.mkdir(parents=True, exist_ok=True)
     if kind == "collect":
@@ -44,43 +62,87 @@ def run_collect(config: CollectJob, seed: int, artifacts: Path, progress: Progre
     from merlion_core.data.collect import collect
     from merlion_core.data.io import save_dataset
 
-    dataset = collect(config.env, config.behaviour, config.noise, config.n, seed, n_envs=config.n_envs,
-                      env_overrides=config.env_config, progress=progress)
+    dataset = collect(
+        config.env,
+        config.behaviour,
+        config.noise,
+        config.n,
+        seed,
+        n_envs=config.n_envs,
+        env_overrides=config.env_config,
+        progress=progress,
+    )
     path = save_dataset(dataset, artifacts / "dataset", format=config.format)
     returns = dataset.episode_returns()
-    return {"dataset": str(path), "n_transitions": int(dataset.n_transitions), "n_episodes": int(dataset.n_episodes),
-            "mean_return": float(returns.mean()) if len(returns) else None}
+    return {
+        "dataset": str(path),
+        "n_transitions": int(dataset.n_transitions),
+        "n_episodes": int(dataset.n_episodes),
+        "mean_return": float(returns.mean()) if len(returns) else None,
+    }
 
 
-def run_train_encoder(config: TrainEncoderJob, seed: int, artifacts: Path, progress: Progress, checkpoint_dir: Path,
-                      resume: bool) -> dict[str, Any]:
+def run_train_encoder(
+    config: TrainEncoderJob, seed: int, artifacts: Path, progress: Progress, checkpoint_dir: Path, resume: bool
+) -> dict[str, Any]:
     from merlion_core.pipelines.encoder import train_encoder
 
     def on_config(resolved: Any) -> None:
         progress(0, {}, total=int(getattr(resolved, "steps", 0)) or None)
 
-    result = train_encoder(config.dataset, config.method, artifacts / "encoder",
-                           overrides={**config.options, "seed": seed}, device=config.device,
-                           precision=config.precision, progress=progress, on_config=on_config,
-                           checkpoint_dir=checkpoint_dir if config.checkpoint_every else None,
-                           checkpoint_every=config.checkpoint_every, resume=resume)
-    return {"encoder": result["out"], "method": config.method, "seconds": result["seconds"],
-            "metrics": result["metrics"], "precision": result["precision"]}
+    result = train_encoder(
+        config.dataset,
+        config.method,
+        artifacts / "encoder",
+        overrides={**config.options, "seed": seed},
+        device=config.device,
+        precision=config.precision,
+        progress=progress,
+        on_config=on_config,
+        checkpoint_dir=checkpoint_dir if config.checkpoint_every else None,
+        checkpoint_every=config.checkpoint_every,
+        resume=resume,
+    )
+    return {
+        "encoder": result["out"],
+        "method": config.method,
+        "seconds": result["seconds"],
+        "metrics": result["metrics"],
+        "precision": result["precision"],
+    }
 
 
-def run_train_agent(config: TrainAgentJob, seed: int, artifacts: Path, progress: Progress, checkpoint_dir: Path,
-                    resume: bool) -> dict[str, Any]:
+def run_train_agent(
+    config: TrainAgentJob, seed: int, artifacts: Path, progress: Progress, checkpoint_dir: Path, resume: bool
+) -> dict[str, Any]:
     from merlion_core.pipelines.agent import train_agent
 
     progress(0, {}, total=config.steps)
-    result = train_agent(config.dataset, config.algo, artifacts / "agent", steps=config.steps,
-                         encoder_dir=config.encoder, overrides={**config.options, "seed": seed},
-                         eval_every=config.eval_every, eval_episodes=config.eval_episodes, device=config.device,
-                         precision=config.precision, progress=progress, checkpoint_dir=checkpoint_dir if config.checkpoint_every else None,
-                         checkpoint_every=config.checkpoint_every, resume=resume, holdout=config.holdout,
-                         holdout_seed=config.holdout_seed)
-    return {"agent": result["out"], "algo": config.algo, "seconds": result["seconds"], "last": result["last"],
-            "precision": result["precision"]}
+    result = train_agent(
+        config.dataset,
+        config.algo,
+        artifacts / "agent",
+        steps=config.steps,
+        encoder_dir=config.encoder,
+        overrides={**config.options, "seed": seed},
+        eval_every=config.eval_every,
+        eval_episodes=config.eval_episodes,
+        device=config.device,
+        precision=config.precision,
+        progress=progress,
+        checkpoint_dir=checkpoint_dir if config.checkpoint_every else None,
+        checkpoint_every=config.checkpoint_every,
+        resume=resume,
+        holdout=config.holdout,
+        holdout_seed=config.holdout_seed,
+    )
+    return {
+        "agent": result["out"],
+        "algo": config.algo,
+        "seconds": result["seconds"],
+        "last": result["last"],
+        "precision": result["precision"],
+    }
 
 
 def run_evaluate(config: EvaluateJob, seed: int, progress: Progress) -> dict[str, Any]:
@@ -99,8 +161,13 @@ def run_ope(config: OPEJob, seed: int, artifacts: Path, progress: Progress) -> d
     from merlion_core.config import from_dict
     from merlion_core.pipelines.ope import OPEConfig, ope_agent, without_details
 
-    result = ope_agent(config.agent, config.dataset, from_dict(OPEConfig, {**config.options, "seed": seed}),
-                       progress=lambda done, total: progress(done, {}, total=total), device=config.device)
+    result = ope_agent(
+        config.agent,
+        config.dataset,
+        from_dict(OPEConfig, {**config.options, "seed": seed}),
+        progress=lambda done, total: progress(done, {}, total=total),
+        device=config.device,
+    )
     (artifacts / "ope.json").write_text(json.dumps(result, indent=1))
     return {**result, "estimators": without_details(result["estimators"])}
 
@@ -119,13 +186,23 @@ def run_bench(config: BenchJob, seed: int, artifacts: Path, progress: Progress) 
         if event == "run":
             finished += 1
             score = info.get("last_score")
-            progress(finished, {"runs_finished": finished, "last_score": score if score is not None else float("nan")},
-                     total=total)
+            progress(
+                finished,
+                {"runs_finished": finished, "last_score": score if score is not None else float("nan")},
+                total=total,
+            )
         else:
             progress(finished, total)
 
-    return run_benchmark(config.env, list(config.methods), config.seeds, config.steps, artifacts / "bench",
-                         progress=on_event, **config.options)
+    return run_benchmark(
+        config.env,
+        list(config.methods),
+        config.seeds,
+        config.steps,
+        artifacts / "bench",
+        progress=on_event,
+        **config.options,
+    )
 
 
 def load_input(what: str, path: str) -> Any:
@@ -146,26 +223,47 @@ def _encoder_and_dataset(encoder: str, dataset: str | None, load: Loader) -> tup
     return loaded, load("dataset", dataset or encoder_dataset_path(loaded, encoder))
 
 
-def run_warm_start(config: WarmStartJob, seed: int, artifacts: Path, progress: Progress, *,
-                   load: Loader = load_input) -> dict[str, Any]:
+def run_warm_start(
+    config: WarmStartJob, seed: int, artifacts: Path, progress: Progress, *, load: Loader = load_input
+) -> dict[str, Any]:
     """The warm start of the p / tau sliders: frames in artifacts/frames/, the encoder in
     artifacts/encoder/ (save_encoder). The app's resident worker calls this too, with a ``load``
     that keeps encoders and datasets in memory."""
     from merlion_core.pipelines.embeddings import warm_start_encoder
 
     loaded, dataset = _encoder_and_dataset(config.encoder, config.dataset, load)
-    return warm_start_encoder(loaded, dataset, p=config.p, tau=config.tau, steps=config.steps,
-                              frame_every=config.frame_every, state=config.state, seed=seed,
-                              frames_dir=artifacts / "frames", source=config.encoder, progress=progress,
-                              out_dir=artifacts / "encoder" if config.save_encoder else None)
+    return warm_start_encoder(
+        loaded,
+        dataset,
+        p=config.p,
+        tau=config.tau,
+        steps=config.steps,
+        frame_every=config.frame_every,
+        state=config.state,
+        seed=seed,
+        frames_dir=artifacts / "frames",
+        source=config.encoder,
+        progress=progress,
+        out_dir=artifacts / "encoder" if config.save_encoder else None,
+    )
 
 
-def run_umap(config: UmapJob, seed: int, artifacts: Path, progress: Progress, *,
-             load: Loader = load_input) -> dict[str, Any]:
+def run_umap(
+    config: UmapJob, seed: int, artifacts: Path, progress: Progress, *, load: Loader = load_input
+) -> dict[str, Any]:
     """UMAP of every action's embedding at the chosen rows (the job's seed is UMAP's random_state):
     artifacts/projection/umap.npz and config.json."""
     from merlion_core.pipelines.embeddings import umap_embeddings
 
     loaded, dataset = _encoder_and_dataset(config.encoder, config.dataset, load)
-    return umap_embeddings(loaded, dataset, config.rows, n_neighbors=config.n_neighbors, min_dist=config.min_dist,
-                           seed=seed, out_dir=artifacts / "projection", config=to_dict(config), progress=progress)
+    return umap_embeddings(
+        loaded,
+        dataset,
+        config.rows,
+        n_neighbors=config.n_neighbors,
+        min_dist=config.min_dist,
+        seed=seed,
+        out_dir=artifacts / "projection",
+        config=to_dict(config),
+        progress=progress,
+    )

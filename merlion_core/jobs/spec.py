@@ -177,8 +177,19 @@ KINDS: dict[str, type] = {
 }
 INPUT_PATHS = ("dataset", "encoder", "agent")
 """Config fields naming an input that must exist at submission."""
-LOWER_BOUNDS = {"n": 1, "steps": 1, "episodes": 1, "eval_episodes": 1, "frame_every": 1, "n_neighbors": 2,
-                "eval_every": 0, "checkpoint_every": 0, "p": 0, "tau": 0, "min_dist": 0}
+LOWER_BOUNDS = {
+    "n": 1,
+    "steps": 1,
+    "episodes": 1,
+    "eval_episodes": 1,
+    "frame_every": 1,
+    "n_neighbors": 2,
+    "eval_every": 0,
+    "checkpoint_every": 0,
+    "p": 0,
+    "tau": 0,
+    "min_dist": 0,
+}
 """Least value of numeric config fields, by name (any kind)."""
 UPPER_BOUNDS = {"tau": 1}
 """Largest value of numeric config fields, by name (any kind)."""

@@ -19,9 +19,10 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL = frozenset({"succeeded", "failed", "cancelled"})
@@ -101,8 +102,9 @@ def read_spec_file(path: str | os.PathLike, what: str) -> Any:
     try:
         return json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ValueError(f"{what}: {file}: not valid {'JSON' if file.suffix == '.json' else 'YAML'} "
-                         f"({str(exc).splitlines()[0]})") from None
+        raise ValueError(
+            f"{what}: {file}: not valid {'JSON' if file.suffix == '.json' else 'YAML'} ({str(exc).splitlines()[0]})"
+        ) from None
 
 
 @dataclass
@@ -176,11 +178,14 @@ class JobStore:
         return self.root / "supervisor.log"
 
     # ------------------------------------------------------------------ jobs
-    def submit(self, kind: str, config: dict[str, Any], seed: int, *, backend: str = "local",
-               sweep: str | None = None) -> int:
+    def submit(
+        self, kind: str, config: dict[str, Any], seed: int, *, backend: str = "local", sweep: str | None = None
+    ) -> int:
         cur = self.db.execute(
-            "INSERT INTO jobs (kind, config, seed, status, backend, sweep, created_at) VALUES (?, ?, ?, 'queued', ?, ?, ?)",
-            (kind, json.dumps(config, sort_keys=True), int(seed), backend, sweep, time.time()))
+            "INSERT INTO jobs (kind, config, seed, status, backend, sweep, created_at) "
+            "VALUES (?, ?, ?, 'queued', ?, ?, ?)",
+            (kind, json.dumps(config, sort_keys=True), int(seed), backend, sweep, time.time()),
+        )
         job_id = int(cur.lastrowid)
         self.job_dir(job_id).mkdir(parents=True, exist_ok=True)
         self.event(job_id, "submit")
@@ -192,8 +197,9 @@ class JobStore:
             raise JobNotFound(f"job {job_id}: no such job in {self.root}")
         return _record(row)
 
-    def list(self, status: str | Iterable[str] | None = None, *, backend: str | None = None,
-             sweep: str | None = None) -> list[JobRecord]:
+    def list(
+        self, status: str | Iterable[str] | None = None, *, backend: str | None = None, sweep: str | None = None
+    ) -> list[JobRecord]:
         query, args = "SELECT * FROM jobs WHERE 1=1", []
         if status is not None:
             statuses = [status] if isinstance(status, str) else list(status)
@@ -209,17 +215,26 @@ class JobStore:
 
     def _update(self, job_id: int, where: str, **values: Any) -> bool:
         sets = ", ".join(f"{key} = ?" for key in values)
-        cur = self.db.execute(f"UPDATE jobs SET {sets} WHERE id = ? AND ({where})",
-                              (*values.values(), int(job_id)))
+        cur = self.db.execute(f"UPDATE jobs SET {sets} WHERE id = ? AND ({where})", (*values.values(), int(job_id)))
         return cur.rowcount == 1
 
     def claim(self, job_id: int, backend: str = "local") -> bool:
         """queued -> running (by whoever launches it); False when someone else got there first."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            ok = self._update(job_id, "status = 'queued'", status="running", launched_at=time.time(), backend=backend,
-                              pid=None, pid_start=None, started_at=None, heartbeat=None, exit_reason=None,
-                              attempts=self.get(job_id).attempts + 1)
+            ok = self._update(
+                job_id,
+                "status = 'queued'",
+                status="running",
+                launched_at=time.time(),
+                backend=backend,
+                pid=None,
+                pid_start=None,
+                started_at=None,
+                heartbeat=None,
+                exit_reason=None,
+                attempts=self.get(job_id).attempts + 1,
+            )
         finally:
             self.db.execute("COMMIT")
         return ok
@@ -242,13 +257,18 @@ class JobStore:
             values["total"] = int(total)
         self._update(job_id, "status = 'running'", **values)
 
-    def finish(self, job_id: int, status: str, reason: str | None = None,
-               result: dict[str, Any] | None = None) -> bool:
+    def finish(self, job_id: int, status: str, reason: str | None = None, result: dict[str, Any] | None = None) -> bool:
         """running -> a final status; False (nothing changed) when the job was no longer running."""
         if status not in FINAL:
             raise ValueError(f"status: {status!r} is not final")
-        ok = self._update(job_id, "status = 'running'", status=status, exit_reason=reason, finished_at=time.time(),
-                          result=None if result is None else json.dumps(result, sort_keys=True, default=str))
+        ok = self._update(
+            job_id,
+            "status = 'running'",
+            status=status,
+            exit_reason=reason,
+            finished_at=time.time(),
+            result=None if result is None else json.dumps(result, sort_keys=True, default=str),
+        )
         if ok:
             self.event(job_id, status, detail=reason)
         return ok
@@ -256,8 +276,9 @@ class JobStore:
     def request_cancel(self, job_id: int) -> str:
         """A queued job is cancelled now ('cancelled'); a running one is asked to stop ('requested')."""
         now = time.time()
-        if self._update(job_id, "status = 'queued'", status="cancelled", finished_at=now,
-                        exit_reason="cancelled before it started"):
+        if self._update(
+            job_id, "status = 'queued'", status="cancelled", finished_at=now, exit_reason="cancelled before it started"
+        ):
             self.event(job_id, "cancelled", detail="queued")
             return "cancelled"
         if self._update(job_id, "status = 'running' AND cancel_requested_at IS NULL", cancel_requested_at=now):
@@ -277,15 +298,26 @@ class JobStore:
         job = self.get(job_id)
         if job.status not in ("failed", "cancelled"):
             raise JobStateError(f"job {job_id}: is {job.status}; only failed or cancelled jobs can be resumed")
-        self._update(job_id, "status IN ('failed', 'cancelled')", status="queued", resume=int(resume),
-                     cancel_requested_at=None, exit_reason=None, finished_at=None, result=None)
+        self._update(
+            job_id,
+            "status IN ('failed', 'cancelled')",
+            status="queued",
+            resume=int(resume),
+            cancel_requested_at=None,
+            exit_reason=None,
+            finished_at=None,
+            result=None,
+        )
         self.event(job_id, "requeue", detail="resume" if resume else "restart")
 
     # ------------------------------------------------------------------ metrics and events
     def add_metrics(self, job_id: int, step: int, values: dict[str, Any]) -> None:
         now = time.time()
-        rows = [(int(job_id), int(step), str(name), float(value), now) for name, value in values.items()
-                if isinstance(value, (int, float)) and not isinstance(value, bool)]
+        rows = [
+            (int(job_id), int(step), str(name), float(value), now)
+            for name, value in values.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+        ]
         if rows:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany("INSERT INTO metrics (job_id, step, name, value, time) VALUES (?, ?, ?, ?, ?)", rows)
@@ -304,8 +336,10 @@ class JobStore:
         return [dict(row) for row in self.db.execute(query + " ORDER BY rowid", args)]
 
     def event(self, job_id: int | None, event: str, running: int | None = None, detail: str | None = None) -> None:
-        self.db.execute("INSERT INTO events (time, job_id, event, running, detail) VALUES (?, ?, ?, ?, ?)",
-                        (time.time(), job_id, event, running, detail))
+        self.db.execute(
+            "INSERT INTO events (time, job_id, event, running, detail) VALUES (?, ?, ?, ?, ?)",
+            (time.time(), job_id, event, running, detail),
+        )
 
     def events(self, event: str | None = None) -> list[dict[str, Any]]:
         query, args = "SELECT * FROM events", []

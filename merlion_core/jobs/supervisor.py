@@ -21,8 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from merlion_core.config import from_json, to_json
-from merlion_core.jobs.processes import (cpu_count, is_alive, kill_group, package_root, process_start, visible_gpus,
-                                         worker_env)
+from merlion_core.jobs.processes import (
+    cpu_count,
+    is_alive,
+    kill_group,
+    package_root,
+    process_start,
+    visible_gpus,
+    worker_env,
+)
 from merlion_core.jobs.spec import wants_gpu
 from merlion_core.jobs.store import JobRecord, JobStore, runs_dir
 
@@ -69,7 +76,7 @@ class Supervisor:
         self.slots = config.slots or cpu_count()
         self.threads = config.threads or max(1, cpu_count() // self.slots)
         gpus = visible_gpus()
-        self.gpus = gpus if config.gpus < 0 else (gpus + [str(i) for i in range(len(gpus), config.gpus)])[:config.gpus]
+        self.gpus = gpus if config.gpus < 0 else (gpus + [str(i) for i in range(len(gpus), config.gpus)])[: config.gpus]
         self.workers: dict[int, Worker] = {}
         self.lock_handle = None
         self.idle_since = time.monotonic()
@@ -98,8 +105,10 @@ class Supervisor:
     def run(self) -> None:
         self.acquire()
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
-        self.log(f"supervisor pid {os.getpid()}: {self.slots} slots, {self.threads} threads per job, "
-                 f"GPUs {self.gpus or 'none'}, runs {self.store.root}")
+        self.log(
+            f"supervisor pid {os.getpid()}: {self.slots} slots, {self.threads} threads per job, "
+            f"GPUs {self.gpus or 'none'}, runs {self.store.root}"
+        )
         self.adopt()
         while not self.stopping:
             self.tick()
@@ -138,8 +147,11 @@ class Supervisor:
                 code = worker.process.poll()
                 if code is None:
                     continue
-                reason = (f"worker killed by signal {-code} ({signal.Signals(-code).name})" if code < 0
-                          else f"worker exited with status {code} without reporting")
+                reason = (
+                    f"worker killed by signal {-code} ({signal.Signals(-code).name})"
+                    if code < 0
+                    else f"worker exited with status {code} without reporting"
+                )
             elif worker.pid == 0:  # adopted before it recorded its pid
                 job = self.store.get(job_id)
                 if job.pid:
@@ -159,8 +171,9 @@ class Supervisor:
         job = self.store.get(job_id)
         if job.status == "running":  # the worker did not write its own final status
             self.lost(job, reason)
-        self.store.event(job_id, "exit", running=len(self.workers), detail=job.status if job.status != "running"
-                         else reason)
+        self.store.event(
+            job_id, "exit", running=len(self.workers), detail=job.status if job.status != "running" else reason
+        )
 
     def lost(self, job: JobRecord, reason: str) -> None:
         status = "cancelled" if job.cancel_requested_at is not None else "failed"
@@ -172,20 +185,31 @@ class Supervisor:
         now = time.time()
         for job in self.store.list("running", backend="ray"):
             if now - (job.heartbeat or job.launched_at or now) > self.config.stale_after:
-                self.store.finish(job.id, "failed", f"no heartbeat for {self.config.stale_after:g} s "
-                                  "(its Ray task, or the driver that ran it, is gone)")
+                self.store.finish(
+                    job.id,
+                    "failed",
+                    f"no heartbeat for {self.config.stale_after:g} s "
+                    "(its Ray task, or the driver that ran it, is gone)",
+                )
         for job in self.store.list("running", backend="local"):
             worker = self.workers.get(job.id)
             if worker is None or not worker.pid:
                 continue
             if job.cancel_requested_at is not None and now - job.cancel_requested_at > self.config.cancel_grace:
                 kill_group(worker.pid)
-                self.store.finish(job.id, "cancelled", f"cancelled: the worker did not stop within "
-                                  f"{self.config.cancel_grace:g} s, its process group was killed")
+                self.store.finish(
+                    job.id,
+                    "cancelled",
+                    f"cancelled: the worker did not stop within "
+                    f"{self.config.cancel_grace:g} s, its process group was killed",
+                )
             elif job.heartbeat is not None and now - job.heartbeat > self.config.stale_after:
                 kill_group(worker.pid)
-                self.store.finish(job.id, "failed", f"no heartbeat for {now - job.heartbeat:.0f} s: "
-                                  "worker hung, its process group was killed")
+                self.store.finish(
+                    job.id,
+                    "failed",
+                    f"no heartbeat for {now - job.heartbeat:.0f} s: worker hung, its process group was killed",
+                )
 
     def launch(self) -> None:
         for job in self.store.list("queued", backend="local"):
@@ -208,13 +232,21 @@ class Supervisor:
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(
                 [sys.executable, "-m", "merlion_core.jobs.worker", str(job_id), "--runs", str(self.store.root)],
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-                env=worker_env(self.threads, gpu), cwd=str(self.store.root))
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=worker_env(self.threads, gpu),
+                cwd=str(self.store.root),
+            )
         self.workers[job_id] = Worker(process.pid, process_start(process.pid), gpu, process)
         self.store.set_process(job_id, process.pid, self.workers[job_id].start, gpu)
         self.store.event(job_id, "launch", running=len(self.workers), detail=f"pid {process.pid}")
-        self.log(f"job {job_id}: launched pid {process.pid} ({len(self.workers)}/{self.slots} slots"
-                 + (f", GPU {gpu}" if gpu else "") + ")")
+        self.log(
+            f"job {job_id}: launched pid {process.pid} ({len(self.workers)}/{self.slots} slots"
+            + (f", GPU {gpu}" if gpu else "")
+            + ")"
+        )
 
 
 def supervisor_pid(root: str | os.PathLike | None = None) -> int | None:
@@ -239,8 +271,9 @@ def lock_holder_pid(path: str | os.PathLike) -> int | None:
     return None
 
 
-def ensure_supervisor(root: str | os.PathLike | None = None,
-                      config: SupervisorConfig = SupervisorConfig(idle_exit=600.0)) -> int:
+def ensure_supervisor(
+    root: str | os.PathLike | None = None, config: SupervisorConfig = SupervisorConfig(idle_exit=600.0)
+) -> int:
     """The running supervisor's pid, or the pid of a detached one started now (its own session,
     output to RUNS/supervisor.log; by default it exits after 10 idle minutes)."""
     folder = runs_dir(root)
@@ -249,12 +282,19 @@ def ensure_supervisor(root: str | os.PathLike | None = None,
         return pid
     folder.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([package_root(), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]))
+    env["PYTHONPATH"] = os.pathsep.join(
+        dict.fromkeys([package_root(), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))])
+    )
     with open(folder / "supervisor.log", "ab") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "merlion_core.jobs.supervisor", "--runs", str(folder), "--config", to_json(config)],
-            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-            env=env, cwd=str(folder))
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            cwd=str(folder),
+        )
     return process.pid
 
 

@@ -65,8 +65,11 @@ def expand(document: Any, default_name: str = "sweep") -> Sweep:
         raise ValueError("sweep spec: config: expected a mapping")
     if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
         raise ValueError("sweep spec: grid: expected a mapping of key -> non-empty list of values")
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
-                                                           for s in seeds):
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):
         raise ValueError("sweep spec: seeds: expected a non-empty list of integers")
     n_runs = len(seeds)
     for values in grid.values():
@@ -76,14 +79,20 @@ def expand(document: Any, default_name: str = "sweep") -> Sweep:
     specs = []
     for combination in itertools.product(*grid.values()):
         config = copy.deepcopy(base)
-        for key, value in zip(grid, combination):
+        for key, value in zip(grid, combination, strict=True):
             set_dotted(config, str(key), value)
         specs.extend(JobSpec(kind, copy.deepcopy(config), int(seed)) for seed in seeds)
     return Sweep(str(document.get("name") or default_name), specs)
 
 
-def make_backend(name: str, store: JobStore, *, address: str | None = None, num_cpus: int | None = None,
-                 start_supervisor: bool = True) -> Backend:
+def make_backend(
+    name: str,
+    store: JobStore,
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    start_supervisor: bool = True,
+) -> Backend:
     """The backend a sweep runs on: ``local`` (the supervisor) or ``ray`` (a Ray cluster)."""
     if name == "local":
         if address:

@@ -93,8 +93,11 @@ def _prepare_resume(store: JobStore, job_id: int, kind: str) -> None:
     steps = checkpoint_steps(store.checkpoint_dir(job_id)) if kind in ("train-agent", "train-encoder") else []
     start = steps[-1] if steps else 0
     dropped = store.drop_metrics_after(job_id, start)
-    log(f"resuming from step {start}" + (" (no checkpoint: from the start)" if not steps else "")
-        + f"; dropped {dropped} metric rows after it")
+    log(
+        f"resuming from step {start}"
+        + (" (no checkpoint: from the start)" if not steps else "")
+        + f"; dropped {dropped} metric rows after it"
+    )
 
 
 def run_worker(store: JobStore, job_id: int, threads: int | None = None) -> int:
@@ -106,14 +109,18 @@ def run_worker(store: JobStore, job_id: int, threads: int | None = None) -> int:
     pid = os.getpid()
     store.mark_started(job_id, pid, process_start(pid))
     threads = threads or int(os.environ.get(THREADS_ENV, "0") or 0) or None
-    log(f"job {job_id}: {job.kind} seed {job.seed} attempt {job.attempts} pid {pid} threads {threads} "
-        f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}")
+    log(
+        f"job {job_id}: {job.kind} seed {job.seed} attempt {job.attempts} pid {pid} threads {threads} "
+        f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}"
+    )
     if job.kind in TORCH_KINDS:
         import torch
 
         if threads:
             torch.set_num_threads(threads)
-        log(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cuda available: {torch.cuda.is_available()}")
+        log(
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads, cuda available: {torch.cuda.is_available()}"
+        )
     if job.resume:
         _prepare_resume(store, job_id, job.kind)
     else:
@@ -126,8 +133,15 @@ def run_worker(store: JobStore, job_id: int, threads: int | None = None) -> int:
     heartbeat.start()
     try:
         reporter()  # a cancel that came before the start stops here
-        result = run_job(job.kind, job.config, job.seed, store.artifacts_dir(job_id), reporter,
-                         checkpoint_dir=store.checkpoint_dir(job_id), resume=bool(job.resume))
+        result = run_job(
+            job.kind,
+            job.config,
+            job.seed,
+            store.artifacts_dir(job_id),
+            reporter,
+            checkpoint_dir=store.checkpoint_dir(job_id),
+            resume=bool(job.resume),
+        )
     except JobCancelled as exc:
         log(str(exc))
         store.finish(job_id, "cancelled", f"cancelled by request ({exc})")

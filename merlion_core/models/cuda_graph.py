@@ -17,7 +17,7 @@ never stops because of it. On a CPU device it is a plain call.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -52,9 +52,17 @@ def fresh_generator(generator: torch.Generator) -> torch.Generator:
 class CapturedStep:
     """Calls ``step(inputs)`` eagerly ``warmup`` times, then captures it once and replays the graph."""
 
-    def __init__(self, step: StepFn, device: torch.device, *, enabled: bool = True, warmup: int = 3,
-                 generators: tuple[torch.Generator, ...] = (), params: tuple[torch.nn.Parameter, ...] = (),
-                 on_failure: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        step: StepFn,
+        device: torch.device,
+        *,
+        enabled: bool = True,
+        warmup: int = 3,
+        generators: tuple[torch.Generator, ...] = (),
+        params: tuple[torch.nn.Parameter, ...] = (),
+        on_failure: Callable[[], None] | None = None,
+    ) -> None:
         if warmup < 1:
             raise ValueError(f"warmup: must be >= 1 (the eager calls build optimizer state), got {warmup}")
         self.step = step

@@ -8,7 +8,7 @@ over actions, and memory bounded by the chunk size.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -19,8 +19,9 @@ from merlion_core.models.mlp import mlp
 class ActionEncoder(nn.Module):
     """phi(a; s): e_BD from obs_BS and action ids act_B."""
 
-    def __init__(self, n_actions: int, obs_dim: int, dim: int, action_embed_dim: int = 32,
-                 hidden: Sequence[int] = (128, 128)) -> None:
+    def __init__(
+        self, n_actions: int, obs_dim: int, dim: int, action_embed_dim: int = 32, hidden: Sequence[int] = (128, 128)
+    ) -> None:
         super().__init__()
         self.action_table = nn.Embedding(n_actions, action_embed_dim)
         self.action_proj = nn.Linear(action_embed_dim, hidden[0])

@@ -15,7 +15,7 @@ input columns are transformed; the rest (latent actions, CVAE codes) pass throug
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -55,7 +55,7 @@ class ObservationFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = (x[..., : self.obs_dim] - self.mean) / self.std
-        return torch.cat([fourier_features(z, self.frequencies), x[..., self.obs_dim:]], dim=-1)
+        return torch.cat([fourier_features(z, self.frequencies), x[..., self.obs_dim :]], dim=-1)
 
 
 def feature_mlp(features: ObservationFeatures, extra_in: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
@@ -83,8 +83,9 @@ def observation_features_fitted(module: nn.Module) -> bool:
     return all(bool(child.fitted) for child in module.modules() if isinstance(child, ObservationFeatures))
 
 
-def feature_mlp_repeated(net: nn.Sequential, obs_BS: torch.Tensor, extra_XE: torch.Tensor,
-                         repeats: Sequence[int]) -> torch.Tensor:
+def feature_mlp_repeated(
+    net: nn.Sequential, obs_BS: torch.Tensor, extra_XE: torch.Tensor, repeats: Sequence[int]
+) -> torch.Tensor:
     """``net`` (a :func:`feature_mlp`) on rows that pair each observation with several extra inputs.
 
     The rows of ``extra_XE`` come in blocks: block k holds ``B * repeats[k]`` rows, observation b
@@ -97,8 +98,10 @@ def feature_mlp_repeated(net: nn.Sequential, obs_BS: torch.Tensor, extra_XE: tor
     features, body = net[0], net[1]
     first = body[0]
     if extra_XE.shape[0] != obs_BS.shape[0] * sum(repeats):
-        raise ValueError(f"feature_mlp_repeated: {extra_XE.shape[0]} extra rows, expected "
-                         f"{obs_BS.shape[0]} observations x {sum(repeats)} (repeats {tuple(repeats)})")
+        raise ValueError(
+            f"feature_mlp_repeated: {extra_XE.shape[0]} extra rows, expected "
+            f"{obs_BS.shape[0]} observations x {sum(repeats)} (repeats {tuple(repeats)})"
+        )
     features_BF = features(obs_BS)
     n_features = features_BF.shape[1]
     with network_autocast(obs_BS.device):  # the first layer in the scope's precision, like body[1:]

@@ -10,12 +10,20 @@ logged actions, from logged propensities or a fitted :class:`BehaviourModel`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
-from typing import TYPE_CHECKING, Any, Callable
-
-from merlion_core.ope.episodes import (EpisodeTable, HoldoutSplit, check_split_record, holdout_split,
-                                       split_from_dict, split_to_dict, to_padded)
+from merlion_core.ope.episodes import (
+    EpisodeTable,
+    HoldoutSplit,
+    check_split_record,
+    holdout_split,
+    split_from_dict,
+    split_to_dict,
+    to_padded,
+)
 from merlion_core.ope.importance import effective_sample_size, pdis, pdwis, wdr
 from merlion_core.ope.result import OPEEstimate, ProgressFn, bootstrap_counts, percentile_interval
 
@@ -23,8 +31,14 @@ if TYPE_CHECKING:
     from merlion_core.ope.behaviour import BehaviourModel, BehaviourModelConfig, fit_behaviour_model
     from merlion_core.ope.fqe import FittedQ, FQEConfig, fitted_q_evaluation
 
-_TORCH_PARTS = {"BehaviourModel": "behaviour", "BehaviourModelConfig": "behaviour", "fit_behaviour_model": "behaviour",
-                "FittedQ": "fqe", "FQEConfig": "fqe", "fitted_q_evaluation": "fqe"}
+_TORCH_PARTS = {
+    "BehaviourModel": "behaviour",
+    "BehaviourModelConfig": "behaviour",
+    "fit_behaviour_model": "behaviour",
+    "FittedQ": "fqe",
+    "FQEConfig": "fqe",
+    "fitted_q_evaluation": "fqe",
+}
 """Names imported on first use: the torch modules stay unloaded for callers that need only the constants,
 the split or the importance estimators (job specs, the CLI's option tables)."""
 
@@ -42,19 +56,57 @@ ESTIMATORS = ("fqe", "wis", "dr")
 ALL_ESTIMATORS = ESTIMATORS + ("pdis",)
 """Every estimator :func:`estimate` knows."""
 
-__all__ = ["ALL_ESTIMATORS", "ESTIMATORS", "BehaviourModel", "BehaviourModelConfig", "EpisodeTable", "FQEConfig",
-           "FittedQ", "HoldoutSplit", "OPEEstimate", "ProgressFn", "bootstrap_counts", "check_split_record",
-           "effective_sample_size", "estimate", "fit_behaviour_model", "fitted_q_evaluation", "holdout_split",
-           "feature_fqe", "pdis", "pdwis", "percentile_interval", "split_from_dict", "split_to_dict", "to_padded", "wdr"]
+__all__ = [
+    "ALL_ESTIMATORS",
+    "ESTIMATORS",
+    "BehaviourModel",
+    "BehaviourModelConfig",
+    "EpisodeTable",
+    "FQEConfig",
+    "FittedQ",
+    "HoldoutSplit",
+    "OPEEstimate",
+    "ProgressFn",
+    "bootstrap_counts",
+    "check_split_record",
+    "effective_sample_size",
+    "estimate",
+    "fit_behaviour_model",
+    "fitted_q_evaluation",
+    "holdout_split",
+    "feature_fqe",
+    "pdis",
+    "pdwis",
+    "percentile_interval",
+    "split_from_dict",
+    "split_to_dict",
+    "to_padded",
+    "wdr",
+]
 
 
-def estimate(observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_observations: np.ndarray,
-             terminals: np.ndarray, timeouts: np.ndarray, n_actions: int, policy_actions_N: np.ndarray,
-             next_policy_actions_N: np.ndarray, mu_N: np.ndarray, behaviour_source: str, *,
-             estimators: tuple[str, ...] = ESTIMATORS, gamma: float = 0.99, fqe_config: FQEConfig | None = None,
-             n_bootstrap: int = 1000, seed: int = 0, progress: ProgressFn | None = None,
-             device: str = "auto", action_features: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-             ) -> dict[str, OPEEstimate]:
+def estimate(
+    observations: np.ndarray,
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    next_observations: np.ndarray,
+    terminals: np.ndarray,
+    timeouts: np.ndarray,
+    n_actions: int,
+    policy_actions_N: np.ndarray,
+    next_policy_actions_N: np.ndarray,
+    mu_N: np.ndarray,
+    behaviour_source: str,
+    *,
+    estimators: tuple[str, ...] = ESTIMATORS,
+    gamma: float = 0.99,
+    fqe_config: FQEConfig | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    device: str = "auto",
+    action_features: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> dict[str, OPEEstimate]:
     """Run ``estimators`` on held-out complete episodes; name -> :class:`OPEEstimate`.
 
     ``policy_actions_N`` = pi(s_t) and ``next_policy_actions_N`` = pi(s'_t) for every transition (the
@@ -71,29 +123,60 @@ def estimate(observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
 
     unknown = [name for name in estimators if name not in ALL_ESTIMATORS]
     if unknown or not estimators:
-        raise ValueError(f"estimators: unknown {unknown} (known: {', '.join(ALL_ESTIMATORS)})" if unknown
-                         else "estimators: none requested")
+        raise ValueError(
+            f"estimators: unknown {unknown} (known: {', '.join(ALL_ESTIMATORS)})"
+            if unknown
+            else "estimators: none requested"
+        )
     config = FQEConfig(gamma=gamma) if fqe_config is None else fqe_config
     if config.gamma != gamma:
         raise ValueError(f"gamma: {gamma} differs from fqe_config.gamma {config.gamma}")
     terminals, timeouts = np.asarray(terminals, bool), np.asarray(timeouts, bool)
     table = EpisodeTable.from_flags(terminals, timeouts)
     if int(table.ends[-1]) != terminals.shape[0] - 1:
-        raise ValueError(f"terminals/timeouts: transitions after the last episode end ({int(table.ends[-1])}); "
-                         "pass complete episodes only")
+        raise ValueError(
+            f"terminals/timeouts: transitions after the last episode end ({int(table.ends[-1])}); "
+            "pass complete episodes only"
+        )
     policy_actions_N = np.asarray(policy_actions_N, dtype=np.int64)
     results: dict[str, OPEEstimate] = {}
     if "fqe" in estimators or "dr" in estimators:  # one fit; dr reads its Q at (s, a_t) and (s, pi(s))
         if action_features is None:
             results["fqe"], fitted_q = fitted_q_evaluation(
-                observations, actions, rewards, next_observations, terminals, next_policy_actions_N,
-                policy_actions_N[table.starts], table, n_actions, config, progress=progress, device=device)
+                observations,
+                actions,
+                rewards,
+                next_observations,
+                terminals,
+                next_policy_actions_N,
+                policy_actions_N[table.starts],
+                table,
+                n_actions,
+                config,
+                progress=progress,
+                device=device,
+            )
             q_and_v = lambda: (fitted_q.q(observations, actions), fitted_q.v(observations, policy_actions_N))  # noqa: E731
         else:
-            results["fqe"], q_and_v = feature_fqe(observations, next_observations, rewards, terminals,
-                                                  action_features, table, config, progress=progress, device=device)
-    common = dict(rewards_N=np.asarray(rewards), actions_N=np.asarray(actions, dtype=np.int64),
-                  policy_actions_N=policy_actions_N, mu_N=mu_N, table=table, gamma=gamma)
+            results["fqe"], q_and_v = feature_fqe(
+                observations,
+                next_observations,
+                rewards,
+                terminals,
+                action_features,
+                table,
+                config,
+                progress=progress,
+                device=device,
+            )
+    common = dict(
+        rewards_N=np.asarray(rewards),
+        actions_N=np.asarray(actions, dtype=np.int64),
+        policy_actions_N=policy_actions_N,
+        mu_N=mu_N,
+        table=table,
+        gamma=gamma,
+    )
     if "wis" in estimators:
         results["wis"] = pdwis(**common, n_bootstrap=n_bootstrap, seed=seed)
     if "pdis" in estimators:
@@ -107,10 +190,17 @@ def estimate(observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
     return {name: results[name] for name in estimators}
 
 
-def feature_fqe(observations: np.ndarray, next_observations: np.ndarray, rewards: np.ndarray, terminals: np.ndarray,
-                action_features: tuple[np.ndarray, np.ndarray, np.ndarray], table: EpisodeTable, config: FQEConfig,
-                progress: ProgressFn | None = None, device: str = "auto"
-                ) -> tuple[OPEEstimate, Callable[[], tuple[np.ndarray, np.ndarray]]]:
+def feature_fqe(
+    observations: np.ndarray,
+    next_observations: np.ndarray,
+    rewards: np.ndarray,
+    terminals: np.ndarray,
+    action_features: tuple[np.ndarray, np.ndarray, np.ndarray],
+    table: EpisodeTable,
+    config: FQEConfig,
+    progress: ProgressFn | None = None,
+    device: str = "auto",
+) -> tuple[OPEEstimate, Callable[[], tuple[np.ndarray, np.ndarray]]]:
     """FQE on action features: Q(s, a) = Q'([s, f(s, a)], 0), a one-output :func:`fitted_q_evaluation` on
     observations widened by the features (logged action at s, pi(s') at s', pi(s_0) at the initial states).
     Returns the estimate and a function giving (q_hat_N = Q(s_t, a_t), v_hat_N = Q(s_t, pi(s_t))), which
@@ -129,8 +219,19 @@ def feature_fqe(observations: np.ndarray, next_observations: np.ndarray, rewards
     zeros = np.zeros(n, dtype=np.int64)
     widened = np.concatenate([obs, logged], axis=1)
     estimate_, fitted = fitted_q_evaluation(
-        widened, zeros, rewards, np.concatenate([next_obs, next_at_pi], axis=1), terminals, zeros,
-        zeros[:table.n_episodes], table, 1, config, progress=progress, device=device,
-        initial_observations_E=np.concatenate([obs, at_pi], axis=1)[table.starts])
+        widened,
+        zeros,
+        rewards,
+        np.concatenate([next_obs, next_at_pi], axis=1),
+        terminals,
+        zeros,
+        zeros[: table.n_episodes],
+        table,
+        1,
+        config,
+        progress=progress,
+        device=device,
+        initial_observations_E=np.concatenate([obs, at_pi], axis=1)[table.starts],
+    )
     estimate_.details["action_features"] = int(logged.shape[1])
     return estimate_, lambda: (fitted.q(widened, zeros), fitted.q(np.concatenate([obs, at_pi], axis=1), zeros))

@@ -20,8 +20,12 @@ from torch import nn
 
 from merlion_core.algos.base import seeded
 from merlion_core.models.mlp import resolve_device
-from merlion_core.models.obs_features import (ObservationFeatures, check_feature_options, feature_mlp,
-                                              fit_observation_features)
+from merlion_core.models.obs_features import (
+    ObservationFeatures,
+    check_feature_options,
+    feature_mlp,
+    fit_observation_features,
+)
 from merlion_core.ope.result import ProgressFn
 
 CHUNK = 4096
@@ -72,8 +76,9 @@ def cross_entropy(logits_BA: torch.Tensor, actions_B: torch.Tensor) -> torch.Ten
 class BehaviourModel:
     """A fitted mu(a | s): :meth:`probabilities` for every action, :meth:`probability` of given ones."""
 
-    def __init__(self, net: nn.Module, n_actions: int, config: BehaviourModelConfig, device: torch.device,
-                 final_loss: float) -> None:
+    def __init__(
+        self, net: nn.Module, n_actions: int, config: BehaviourModelConfig, device: torch.device, final_loss: float
+    ) -> None:
         self.net = net
         self.n_actions = int(n_actions)
         self.config = config
@@ -85,8 +90,10 @@ class BehaviourModel:
     def probabilities(self, obs: np.ndarray) -> np.ndarray:
         """float64[B, A]: softmax probabilities, unclamped (rows sum to 1)."""
         obs = _check_obs(obs, self.net)
-        parts = [torch.softmax(self.net(torch.as_tensor(obs[i:i + CHUNK], device=self.device)).double(), dim=1).cpu()
-                 for i in range(0, obs.shape[0], CHUNK)]
+        parts = [
+            torch.softmax(self.net(torch.as_tensor(obs[i : i + CHUNK], device=self.device)).double(), dim=1).cpu()
+            for i in range(0, obs.shape[0], CHUNK)
+        ]
         return torch.cat(parts).numpy() if parts else np.zeros((0, self.n_actions))
 
     @torch.no_grad()
@@ -100,8 +107,8 @@ class BehaviourModel:
             raise ValueError(f"actions: ids must be in [0, {self.n_actions})")
         parts = []
         for i in range(0, obs.shape[0], CHUNK):  # chunks of rows, for memory: [CHUNK, A] logits at a time
-            logits = self.net(torch.as_tensor(obs[i:i + CHUNK], device=self.device))
-            act = torch.as_tensor(actions[i:i + CHUNK], device=self.device)
+            logits = self.net(torch.as_tensor(obs[i : i + CHUNK], device=self.device))
+            act = torch.as_tensor(actions[i : i + CHUNK], device=self.device)
             log_p = torch.log_softmax(logits.double(), dim=1).gather(1, act[:, None]).squeeze(1)
             parts.append(log_p.exp().cpu())
         p = torch.cat(parts).numpy() if parts else np.zeros(0)
@@ -116,9 +123,14 @@ def _check_obs(obs: np.ndarray, net: nn.Module) -> np.ndarray:
     return obs
 
 
-def fit_behaviour_model(obs: np.ndarray, actions: np.ndarray, n_actions: int,
-                        config: BehaviourModelConfig = BehaviourModelConfig(), progress: ProgressFn | None = None,
-                        device: str = "auto") -> BehaviourModel:
+def fit_behaviour_model(
+    obs: np.ndarray,
+    actions: np.ndarray,
+    n_actions: int,
+    config: BehaviourModelConfig = BehaviourModelConfig(),
+    progress: ProgressFn | None = None,
+    device: str = "auto",
+) -> BehaviourModel:
     """Fit mu(a | s) to the logged pairs (obs f32[N, S], actions i64[N]) by cross-entropy."""
     obs = np.asarray(obs, dtype=np.float32)
     actions = np.asarray(actions, dtype=np.int64)
@@ -130,8 +142,12 @@ def fit_behaviour_model(obs: np.ndarray, actions: np.ndarray, n_actions: int,
         raise ValueError(f"actions: ids must be in [0, n_actions={n_actions}) with n_actions >= 2")
     dev = resolve_device(device)
     with seeded(config.seed):
-        net = feature_mlp(ObservationFeatures(obs.shape[1], config.fourier_features, config.fourier_scale,
-                                              config.seed), 0, config.hidden, n_actions).to(dev)
+        net = feature_mlp(
+            ObservationFeatures(obs.shape[1], config.fourier_features, config.fourier_scale, config.seed),
+            0,
+            config.hidden,
+            n_actions,
+        ).to(dev)
     obs_NS = torch.as_tensor(obs, device=dev)
     act_N = torch.as_tensor(actions, device=dev)
     fit_observation_features(net, obs_NS)

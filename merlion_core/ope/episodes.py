@@ -30,8 +30,9 @@ class EpisodeTable:
 
     def __post_init__(self) -> None:
         if self.starts.shape != self.ends.shape or self.starts.ndim != 1:
-            raise ValueError(f"EpisodeTable: starts {self.starts.shape} and ends {self.ends.shape} "
-                             "must be equal 1-D shapes")
+            raise ValueError(
+                f"EpisodeTable: starts {self.starts.shape} and ends {self.ends.shape} must be equal 1-D shapes"
+            )
         if self.starts.size == 0:
             raise ValueError("EpisodeTable: no complete episode")
         if np.any(self.ends < self.starts):
@@ -97,8 +98,9 @@ def to_padded(values_N: Any, table: EpisodeTable, fill: Any = 0) -> tuple[np.nda
     """([E, T_max, ...] values, bool[E, T_max] mask): row e holds episode e's values, ``fill`` past its end."""
     values_N = np.asarray(values_N)
     if values_N.shape[0] <= int(table.ends[-1]):
-        raise ValueError(f"values_N: {values_N.shape[0]} rows, the episode table needs at least "
-                         f"{int(table.ends[-1]) + 1}")
+        raise ValueError(
+            f"values_N: {values_N.shape[0]} rows, the episode table needs at least {int(table.ends[-1]) + 1}"
+        )
     steps_T = np.arange(table.max_length, dtype=np.int64)
     mask_ET = steps_T[None, :] < table.lengths[:, None]
     index_ET = np.minimum(table.starts[:, None] + steps_T[None, :], table.ends[:, None])
@@ -141,10 +143,15 @@ def _split_from_ids(episode_ends: Any, heldout: np.ndarray, fraction: float, see
     is_heldout = np.zeros(table.n_episodes, dtype=bool)
     is_heldout[heldout] = True
     train, held = np.flatnonzero(~is_heldout), np.flatnonzero(is_heldout)
-    return HoldoutSplit(fraction=float(fraction), seed=int(seed), n_episodes=table.n_episodes,
-                        train_episodes=train.astype(np.int64), heldout_episodes=held.astype(np.int64),
-                        train_index=ranges(table.starts[train], table.lengths[train]),
-                        heldout_index=ranges(table.starts[held], table.lengths[held]))
+    return HoldoutSplit(
+        fraction=float(fraction),
+        seed=int(seed),
+        n_episodes=table.n_episodes,
+        train_episodes=train.astype(np.int64),
+        heldout_episodes=held.astype(np.int64),
+        train_index=ranges(table.starts[train], table.lengths[train]),
+        heldout_index=ranges(table.starts[held], table.lengths[held]),
+    )
 
 
 def holdout_split(episode_ends: Any, fraction: float, seed: int, min_episodes: int = 10) -> HoldoutSplit:
@@ -153,8 +160,10 @@ def holdout_split(episode_ends: Any, fraction: float, seed: int, min_episodes: i
     n_episodes = EpisodeTable.from_ends(episode_ends).n_episodes
     n_heldout = int(round(fraction * n_episodes))
     if n_heldout < min_episodes or n_episodes - n_heldout < 1:
-        raise ValueError(f"holdout_split: fraction {fraction} of {n_episodes} episodes holds out {n_heldout} "
-                         f"and trains on {n_episodes - n_heldout}; need >= {min_episodes} held out and >= 1 train")
+        raise ValueError(
+            f"holdout_split: fraction {fraction} of {n_episodes} episodes holds out {n_heldout} "
+            f"and trains on {n_episodes - n_heldout}; need >= {min_episodes} held out and >= 1 train"
+        )
     permutation = np.random.default_rng(seed).permutation(n_episodes)
     return _split_from_ids(episode_ends, np.sort(permutation[:n_heldout]), fraction, seed)
 
@@ -166,9 +175,14 @@ def ids_digest(ids: Any) -> str:
 
 def split_to_dict(split: HoldoutSplit) -> dict[str, Any]:
     """A JSON-ready record of the split: settings, episode count, held-out ids and their sha256."""
-    return {"fraction": split.fraction, "seed": split.seed, "n_episodes": split.n_episodes,
-            "n_heldout": int(split.heldout_episodes.size), "heldout_sha256": ids_digest(split.heldout_episodes),
-            "heldout_episodes": [int(i) for i in split.heldout_episodes]}
+    return {
+        "fraction": split.fraction,
+        "seed": split.seed,
+        "n_episodes": split.n_episodes,
+        "n_heldout": int(split.heldout_episodes.size),
+        "heldout_sha256": ids_digest(split.heldout_episodes),
+        "heldout_episodes": [int(i) for i in split.heldout_episodes],
+    }
 
 
 def check_split_record(record: Any, episode_ends: Any) -> None:
@@ -194,5 +208,9 @@ def split_from_dict(record: Any, episode_ends: Any) -> HoldoutSplit:
     """The split recorded by :func:`split_to_dict`, rebuilt from its held-out ids after :func:`check_split_record`."""
     check_split_record(record, episode_ends)
     _check_fraction(float(record["fraction"]))
-    return _split_from_ids(episode_ends, np.asarray(record["heldout_episodes"], dtype=np.int64),
-                           float(record["fraction"]), int(record["seed"]))
+    return _split_from_ids(
+        episode_ends,
+        np.asarray(record["heldout_episodes"], dtype=np.int64),
+        float(record["fraction"]),
+        int(record["seed"]),
+    )

@@ -51,7 +51,7 @@ class FQEConfig:
     tau: float = 0.005
     """Polyak rate of the target network after every step (used when hard_update_every is 0)."""
     hard_update_every: int = 100
-    """Copy the network into the target every this many steps (FQE's iterations, as d3rlpy's FQE); 0: Polyak with tau."""
+    """Copy the network into the target every this many steps (FQE's iterations, as in d3rlpy); 0: Polyak with tau."""
     n_bootstrap: int = 20
     """K: bootstrap heads besides head 0 (0: no interval)."""
     fourier_features: int = 32
@@ -104,14 +104,21 @@ class FittedQ:
         obs = np.asarray(obs, dtype=np.float32)
         actions = np.asarray(actions, dtype=np.int64)
         if obs.ndim != 2 or obs.shape[1] != self.heads.obs_dim or actions.shape != (obs.shape[0],):
-            raise ValueError(f"q: expected obs [N, {self.heads.obs_dim}] and actions [N], "
-                             f"got {obs.shape} and {actions.shape}")
+            raise ValueError(
+                f"q: expected obs [N, {self.heads.obs_dim}] and actions [N], got {obs.shape} and {actions.shape}"
+            )
         if not 0 <= head < self.n_heads:
             raise ValueError(f"head: must be in [0, {self.n_heads}), got {head}")
-        parts = [self.heads.selected(torch.as_tensor(obs[i:i + CHUNK], device=self.device),
-                                     torch.as_tensor(actions[i:i + CHUNK], device=self.device),
-                                     slice(head, head + 1))[0].double().cpu()
-                 for i in range(0, obs.shape[0], CHUNK)]
+        parts = [
+            self.heads.selected(
+                torch.as_tensor(obs[i : i + CHUNK], device=self.device),
+                torch.as_tensor(actions[i : i + CHUNK], device=self.device),
+                slice(head, head + 1),
+            )[0]
+            .double()
+            .cpu()
+            for i in range(0, obs.shape[0], CHUNK)
+        ]
         return (torch.cat(parts).numpy() if parts else np.zeros(0)) * self.q_scale
 
     def v(self, obs: np.ndarray, policy_actions: np.ndarray, head: int = 0) -> np.ndarray:
@@ -122,8 +129,10 @@ class FittedQ:
     def q_values(self, obs: np.ndarray, head: int = 0) -> np.ndarray:
         """float64[N, A]: every action's Q value under one head."""
         obs = np.asarray(obs, dtype=np.float32)
-        parts = [self.heads(torch.as_tensor(obs[i:i + CHUNK], device=self.device),
-                            slice(head, head + 1))[0].double().cpu() for i in range(0, obs.shape[0], CHUNK)]
+        parts = [
+            self.heads(torch.as_tensor(obs[i : i + CHUNK], device=self.device), slice(head, head + 1))[0].double().cpu()
+            for i in range(0, obs.shape[0], CHUNK)
+        ]
         return (torch.cat(parts).numpy() if parts else np.zeros((0, self.heads.n_actions))) * self.q_scale
 
     @torch.no_grad()
@@ -132,9 +141,15 @@ class FittedQ:
         obs = np.asarray(obs, dtype=np.float32)
         actions = np.asarray(actions, dtype=np.int64)
         step = max(1, CHUNK // self.n_heads)
-        parts = [self.heads.selected(torch.as_tensor(obs[i:i + step], device=self.device),
-                                     torch.as_tensor(actions[i:i + step], device=self.device)).double().cpu()
-                 for i in range(0, obs.shape[0], step)]
+        parts = [
+            self.heads.selected(
+                torch.as_tensor(obs[i : i + step], device=self.device),
+                torch.as_tensor(actions[i : i + step], device=self.device),
+            )
+            .double()
+            .cpu()
+            for i in range(0, obs.shape[0], step)
+        ]
         return (torch.cat(parts, dim=1).numpy() if parts else np.zeros((self.n_heads, 0))) * self.q_scale
 
 
@@ -146,19 +161,29 @@ def _check_inputs(shape: tuple[int, ...], arrays: dict[str, np.ndarray], n_actio
         if arr.shape[0] != n:
             raise ValueError(f"{name}: length {arr.shape[0]} differs from observations length {n}")
     if table.n_transitions != n or int(table.ends[-1]) != n - 1:
-        raise ValueError(f"table: its episodes cover {table.n_transitions} transitions, "
-                         f"expected all {n} (complete episodes)")
+        raise ValueError(
+            f"table: its episodes cover {table.n_transitions} transitions, expected all {n} (complete episodes)"
+        )
     for name in ("actions", "next_actions_N"):
         if arrays[name].min() < 0 or arrays[name].max() >= n_actions:
             raise ValueError(f"{name}: ids must be in [0, {n_actions})")
 
 
-def fitted_q_evaluation(observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
-                        next_observations: np.ndarray, terminals: np.ndarray, next_actions_N: np.ndarray,
-                        initial_actions_E: np.ndarray, table: EpisodeTable, n_actions: int,
-                        config: FQEConfig = FQEConfig(), progress: ProgressFn | None = None,
-                        device: str = "auto",
-                        initial_observations_E: np.ndarray | None = None) -> tuple[OPEEstimate, FittedQ]:
+def fitted_q_evaluation(
+    observations: np.ndarray,
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    next_observations: np.ndarray,
+    terminals: np.ndarray,
+    next_actions_N: np.ndarray,
+    initial_actions_E: np.ndarray,
+    table: EpisodeTable,
+    n_actions: int,
+    config: FQEConfig = FQEConfig(),
+    progress: ProgressFn | None = None,
+    device: str = "auto",
+    initial_observations_E: np.ndarray | None = None,
+) -> tuple[OPEEstimate, FittedQ]:
     """FQE of pi on held-out complete episodes: (estimate with bootstrap-head interval, fitted Q).
 
     ``next_actions_N`` = pi(s'_n) for every transition, ``initial_actions_E`` = pi(s_0) for every
@@ -167,9 +192,13 @@ def fitted_q_evaluation(observations: np.ndarray, actions: np.ndarray, rewards: 
     obs = np.asarray(observations, dtype=np.float32)
     if obs.ndim != 2 or obs.shape[0] == 0:
         raise ValueError(f"observations: expected a non-empty [N, S] array, got shape {obs.shape}")
-    arrays = {"actions": np.asarray(actions, np.int64), "rewards": np.asarray(rewards, np.float32),
-              "next_observations": np.asarray(next_observations, np.float32),
-              "terminals": np.asarray(terminals, bool), "next_actions_N": np.asarray(next_actions_N, np.int64)}
+    arrays = {
+        "actions": np.asarray(actions, np.int64),
+        "rewards": np.asarray(rewards, np.float32),
+        "next_observations": np.asarray(next_observations, np.float32),
+        "terminals": np.asarray(terminals, bool),
+        "next_actions_N": np.asarray(next_actions_N, np.int64),
+    }
     _check_inputs(obs.shape, arrays, n_actions, table)
     initial_actions_E = np.asarray(initial_actions_E, np.int64)
     if initial_actions_E.shape != (table.n_episodes,):
@@ -185,8 +214,9 @@ def fitted_q_evaluation(observations: np.ndarray, actions: np.ndarray, rewards: 
     weights_HN = torch.as_tensor(weights_HE[:, table.episode_of_transition()], dtype=torch.float32, device=dev)
     q_scale = float(np.abs(arrays["rewards"]).max()) or 1.0
 
-    heads = BatchedQHeads(n_heads, obs.shape[1], n_actions, config.hidden, config.fourier_features,
-                          config.fourier_scale, config.seed).to(dev)
+    heads = BatchedQHeads(
+        n_heads, obs.shape[1], n_actions, config.hidden, config.fourier_features, config.fourier_scale, config.seed
+    ).to(dev)
     obs_NS = torch.as_tensor(obs, device=dev)
     heads.fit_statistics(obs_NS)
     target = frozen_copy(heads)
@@ -222,14 +252,30 @@ def fitted_q_evaluation(observations: np.ndarray, actions: np.ndarray, rewards: 
     fitted = FittedQ(heads, q_scale, dev)
     initial = obs[table.starts] if initial_observations_E is None else np.asarray(initial_observations_E, np.float32)
     if initial.shape != (table.n_episodes, obs.shape[1]):
-        raise ValueError(f"initial_observations_E: expected shape ({table.n_episodes}, {obs.shape[1]}), "
-                         f"got {initial.shape}")
+        raise ValueError(
+            f"initial_observations_E: expected shape ({table.n_episodes}, {obs.shape[1]}), got {initial.shape}"
+        )
     q0_HE = fitted.all_heads(initial, initial_actions_E)
     head_values_H = (q0_HE * weights_HE).sum(1) / weights_HE.sum(1)
-    details = {"estimator": "fqe", "gamma": config.gamma, "steps": config.steps, "loss": "mse",
-               "final_loss": float(recent.mean()) * q_scale**2 / n_heads, "q_scale": q_scale,
-               "n_heads": n_heads, "head_values": [float(v) for v in head_values_H],
-               "n_episodes": n_episodes, "n_transitions": int(obs.shape[0]),
-               "interval": "percentile of episode-bootstrap heads" if config.n_bootstrap else "none"}
-    return (OPEEstimate(value=float(head_values_H[0]), ci95=percentile_interval(head_values_H[1:]),
-                        per_episode=q0_HE[0], details=details), fitted)
+    details = {
+        "estimator": "fqe",
+        "gamma": config.gamma,
+        "steps": config.steps,
+        "loss": "mse",
+        "final_loss": float(recent.mean()) * q_scale**2 / n_heads,
+        "q_scale": q_scale,
+        "n_heads": n_heads,
+        "head_values": [float(v) for v in head_values_H],
+        "n_episodes": n_episodes,
+        "n_transitions": int(obs.shape[0]),
+        "interval": "percentile of episode-bootstrap heads" if config.n_bootstrap else "none",
+    }
+    return (
+        OPEEstimate(
+            value=float(head_values_H[0]),
+            ci95=percentile_interval(head_values_H[1:]),
+            per_episode=q0_HE[0],
+            details=details,
+        ),
+        fitted,
+    )

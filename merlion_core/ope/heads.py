@@ -11,12 +11,11 @@ standardisation statistics are fitted from the data, not trained. Initialisation
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 
 FULL_OUTPUT_MAX_ACTIONS = 64
 """Up to this many actions, :meth:`BatchedQHeads.selected` computes every output and gathers (faster)."""
@@ -25,8 +24,16 @@ FULL_OUTPUT_MAX_ACTIONS = 64
 class BatchedQHeads(nn.Module):
     """Q_h(s, .) for heads h = 0..H-1: observations f32[B, S] -> Q values f32[H, B, A]."""
 
-    def __init__(self, n_heads: int, obs_dim: int, n_actions: int, hidden: Sequence[int], n_fourier: int,
-                 fourier_scale: float, seed: int) -> None:
+    def __init__(
+        self,
+        n_heads: int,
+        obs_dim: int,
+        n_actions: int,
+        hidden: Sequence[int],
+        n_fourier: int,
+        fourier_scale: float,
+        seed: int,
+    ) -> None:
         super().__init__()
         generator = torch.Generator().manual_seed(int(seed))
         self.n_heads, self.obs_dim, self.n_actions = int(n_heads), int(obs_dim), int(n_actions)
@@ -37,9 +44,11 @@ class BatchedQHeads(nn.Module):
         sizes = [obs_dim + 2 * n_fourier, *hidden]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
             bound = 1.0 / math.sqrt(fan_in)
-            self.weights.append(nn.Parameter((torch.rand(n_heads, fan_in, fan_out, generator=generator) * 2 - 1) * bound))
+            self.weights.append(
+                nn.Parameter((torch.rand(n_heads, fan_in, fan_out, generator=generator) * 2 - 1) * bound)
+            )
             self.biases.append(nn.Parameter((torch.rand(n_heads, 1, fan_out, generator=generator) * 2 - 1) * bound))
         # the output layer, one row per action: [A, H * K] weights and [A, H] biases, so one action's
         # parameters of every head are one row (a sparse gradient touches only the batch's actions)
@@ -77,7 +86,7 @@ class BatchedQHeads(nn.Module):
         if freq.shape[2]:
             projected = torch.matmul(x, freq)
             x = torch.cat([x, torch.sin(projected), torch.cos(projected)], dim=-1)
-        for weight, bias in zip(self.weights, self.biases):
+        for weight, bias in zip(self.weights, self.biases, strict=True):
             x = torch.relu(torch.baddbmm(bias[heads], x, weight[heads]))
         return x
 

@@ -32,13 +32,14 @@ for every resample with a [B, E] @ [E, T] product.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from merlion_core.ope.episodes import EpisodeTable, to_padded
 from merlion_core.ope.result import OPEEstimate, bootstrap_counts, percentile_interval, safe_ratio
+
 
 def per_decision_ratio(actions_N: np.ndarray, policy_actions_N: np.ndarray, mu_N: np.ndarray) -> np.ndarray:
     """rho_t = 1[a_t == pi(s_t)] / mu(a_t | s_t): pi(a_t | s_t) / mu(a_t | s_t) for a deterministic pi (Precup 2000)."""
@@ -90,8 +91,9 @@ class PaddedEpisodes:
     """bool: True on real steps."""
 
 
-def padded_episodes(rewards_N: np.ndarray, actions_N: np.ndarray, policy_actions_N: np.ndarray, mu_N: np.ndarray,
-                    table: EpisodeTable) -> PaddedEpisodes:
+def padded_episodes(
+    rewards_N: np.ndarray, actions_N: np.ndarray, policy_actions_N: np.ndarray, mu_N: np.ndarray, table: EpisodeTable
+) -> PaddedEpisodes:
     """Check the flat inputs and pad them: rewards, and log cumulative weights with rho = 1 past each end."""
     n = table.n_transitions
     mu_N = np.asarray(mu_N, dtype=np.float64)
@@ -108,35 +110,70 @@ def padded_episodes(rewards_N: np.ndarray, actions_N: np.ndarray, policy_actions
     return PaddedEpisodes(rewards_ET, log_cumulative_weights(log_rho_ET), mask_ET)
 
 
-def _estimate(name: str, per_episode_E: np.ndarray, resample_fn: Callable[[np.ndarray], np.ndarray],
-              n_episodes: int, n_bootstrap: int, seed: int, details: dict) -> OPEEstimate:
+def _estimate(
+    name: str,
+    per_episode_E: np.ndarray,
+    resample_fn: Callable[[np.ndarray], np.ndarray],
+    n_episodes: int,
+    n_bootstrap: int,
+    seed: int,
+    details: dict,
+) -> OPEEstimate:
     """The estimate (mean of the per-episode terms) with the percentile interval of ``resample_fn`` on [B, E] counts."""
     values = resample_fn(bootstrap_counts(n_episodes, n_bootstrap, seed))
-    details = {"estimator": name, "n_bootstrap": n_bootstrap, "interval": "percentile bootstrap over episodes",
-               "n_episodes": n_episodes, **details}
+    details = {
+        "estimator": name,
+        "n_bootstrap": n_bootstrap,
+        "interval": "percentile bootstrap over episodes",
+        "n_episodes": n_episodes,
+        **details,
+    }
     return OPEEstimate(float(per_episode_E.mean()), percentile_interval(values), per_episode_E, details)
 
 
 def _weight_details(w_ET: np.ndarray) -> dict:
     final_E = w_ET[:, -1]
-    return {"ess_final": effective_sample_size(final_E), "n_following_pi": int(np.count_nonzero(final_E)),
-            "horizon": int(w_ET.shape[1]), "convention": "absorbing padding: ended episodes keep their last weight"}
+    return {
+        "ess_final": effective_sample_size(final_E),
+        "n_following_pi": int(np.count_nonzero(final_E)),
+        "horizon": int(w_ET.shape[1]),
+        "convention": "absorbing padding: ended episodes keep their last weight",
+    }
 
 
-def pdis(rewards_N: np.ndarray, actions_N: np.ndarray, policy_actions_N: np.ndarray, mu_N: np.ndarray,
-         table: EpisodeTable, gamma: float, *, n_bootstrap: int = 1000, seed: int = 0) -> OPEEstimate:
+def pdis(
+    rewards_N: np.ndarray,
+    actions_N: np.ndarray,
+    policy_actions_N: np.ndarray,
+    mu_N: np.ndarray,
+    table: EpisodeTable,
+    gamma: float,
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> OPEEstimate:
     """Ordinary per-decision importance sampling (Precup, Sutton & Singh 2000): unbiased, high variance."""
     episodes = padded_episodes(rewards_N, actions_N, policy_actions_N, mu_N, table)
     with np.errstate(over="ignore"):
         w_ET = np.exp(episodes.log_w_ET)
     per_episode_E = discounted_sum(w_ET * episodes.rewards_ET, gamma)
     n = table.n_episodes
-    return _estimate("pdis", per_episode_E, lambda c: c @ per_episode_E / n, n, n_bootstrap, seed,
-                     _weight_details(w_ET))
+    return _estimate(
+        "pdis", per_episode_E, lambda c: c @ per_episode_E / n, n, n_bootstrap, seed, _weight_details(w_ET)
+    )
 
 
-def pdwis(rewards_N: np.ndarray, actions_N: np.ndarray, policy_actions_N: np.ndarray, mu_N: np.ndarray,
-          table: EpisodeTable, gamma: float, *, n_bootstrap: int = 1000, seed: int = 0) -> OPEEstimate:
+def pdwis(
+    rewards_N: np.ndarray,
+    actions_N: np.ndarray,
+    policy_actions_N: np.ndarray,
+    mu_N: np.ndarray,
+    table: EpisodeTable,
+    gamma: float,
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> OPEEstimate:
     """Per-decision weighted importance sampling (Precup et al. 2000; weighted as Thomas & Brunskill 2016)."""
     episodes = padded_episodes(rewards_N, actions_N, policy_actions_N, mu_N, table)
     w_ET = scaled_weights(episodes.log_w_ET)
@@ -149,9 +186,19 @@ def pdwis(rewards_N: np.ndarray, actions_N: np.ndarray, policy_actions_N: np.nda
     return _estimate("wis", per_episode_E, resample, n, n_bootstrap, seed, _weight_details(w_ET))
 
 
-def wdr(rewards_N: np.ndarray, actions_N: np.ndarray, policy_actions_N: np.ndarray, mu_N: np.ndarray,
-        q_hat_N: np.ndarray, v_hat_N: np.ndarray, table: EpisodeTable, gamma: float, *,
-        n_bootstrap: int = 1000, seed: int = 0) -> OPEEstimate:
+def wdr(
+    rewards_N: np.ndarray,
+    actions_N: np.ndarray,
+    policy_actions_N: np.ndarray,
+    mu_N: np.ndarray,
+    q_hat_N: np.ndarray,
+    v_hat_N: np.ndarray,
+    table: EpisodeTable,
+    gamma: float,
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> OPEEstimate:
     """Weighted doubly robust (Thomas & Brunskill 2016), q_hat_N = Q(s_t, a_t), v_hat_N = Q(s_t, pi(s_t)).
 
     The model is held fixed across bootstrap resamples (only the episodes are resampled)."""

@@ -5,17 +5,18 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from merlion_core.algos.artifacts import load_agent, save_agent
 from merlion_core.algos.registry import ALGORITHMS, LATENT_ALGORITHMS, make_algorithm
 from merlion_core.checkpoints import agent_checkpoint
 from merlion_core.data.io import load_dataset
 from merlion_core.data.sampler import BatchSampler
+from merlion_core.data.summary import dataset_env_overrides
 from merlion_core.evaluation import evaluate, learning_curve_point
 from merlion_core.models.precision import check_precision, flush_denormals, resolve_precision
 from merlion_core.ope import split_to_dict
-from merlion_core.data.summary import dataset_env_overrides
 
 
 def agent_config(algo: str, overrides: dict[str, Any]) -> Any:
@@ -29,15 +30,27 @@ def agent_config(algo: str, overrides: dict[str, Any]) -> Any:
     return config_cls(**overrides)
 
 
-def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.PathLike, *, steps: int,
-                encoder_dir: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None,
-                eval_every: int = 0, eval_episodes: int = 20, device: str = "auto",
-                progress: Callable[[int, dict[str, float]], None] | None = None,
-                checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 0,
-                resume: bool = False, precision: str = "auto",
-                extra_evaluation: Callable[[Any, int], dict[str, Any]] | None = None,
-                holdout: float | None = None, holdout_seed: int = 0,
-                ope_config: Any = None) -> dict[str, Any]:
+def train_agent(
+    dataset_path: str | os.PathLike,
+    algo: str,
+    out_dir: str | os.PathLike,
+    *,
+    steps: int,
+    encoder_dir: str | os.PathLike | None = None,
+    overrides: dict[str, Any] | None = None,
+    eval_every: int = 0,
+    eval_episodes: int = 20,
+    device: str = "auto",
+    progress: Callable[[int, dict[str, float]], None] | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
+    precision: str = "auto",
+    extra_evaluation: Callable[[Any, int], dict[str, Any]] | None = None,
+    holdout: float | None = None,
+    holdout_seed: int = 0,
+    ope_config: Any = None,
+) -> dict[str, Any]:
     """Train ``algo`` for ``steps`` gradient steps; evaluate every ``eval_every`` steps (0 = at the end).
 
     ``holdout``: the share of whole episodes kept out of training (a seeded split, ``holdout_seed``,
@@ -57,12 +70,18 @@ def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.Pa
     check_precision(precision)
     flush_denormals()
     full = load_dataset(dataset_path)
-    split = _holdout(full, NO_SIMULATOR_HOLDOUT if holdout is None and not full.meta.env_id else holdout or 0.0,
-                     holdout_seed, dataset_path)
+    split = _holdout(
+        full,
+        NO_SIMULATOR_HOLDOUT if holdout is None and not full.meta.env_id else holdout or 0.0,
+        holdout_seed,
+        dataset_path,
+    )
     dataset = full if split is None else full.subset(split.train_index)
     if not full.meta.env_id and split is None:
-        raise ValueError(f"{dataset_path}: names no simulator, so the agent can only be judged by off-policy "
-                         "evaluation on held-out episodes: set a holdout share > 0")
+        raise ValueError(
+            f"{dataset_path}: names no simulator, so the agent can only be judged by off-policy "
+            "evaluation on held-out episodes: set a holdout share > 0"
+        )
     config = agent_config(algo, overrides or {})
     representation = None
     if algo in LATENT_ALGORITHMS:
@@ -75,11 +94,26 @@ def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.Pa
         raise ValueError(f"{algo}: acts on raw actions; drop --encoder")
     agent = make_algorithm(algo, dataset.n_actions, dataset.obs_dim, config, device, representation=representation)
     agent.precision = resolve_precision(precision, agent.device)
-    sampler = BatchSampler(dataset, getattr(config, "batch_size", 256), seed=getattr(config, "seed", 0),
-                           device=str(agent.device))
+    sampler = BatchSampler(
+        dataset, getattr(config, "batch_size", 256), seed=getattr(config, "seed", 0), device=str(agent.device)
+    )
     env_overrides = dataset_env_overrides(dataset)
-    checkpoint = None if checkpoint_dir is None else agent_checkpoint(
-        checkpoint_dir, checkpoint_every, resume, agent, sampler, algo, config, dataset.n_transitions, steps, eval_every)
+    checkpoint = (
+        None
+        if checkpoint_dir is None
+        else agent_checkpoint(
+            checkpoint_dir,
+            checkpoint_every,
+            resume,
+            agent,
+            sampler,
+            algo,
+            config,
+            dataset.n_transitions,
+            steps,
+            eval_every,
+        )
+    )
     start, saved = checkpoint.restore() if checkpoint is not None else (0, {})
     curve: list[dict[str, Any]] = list(saved.get("curve", []))
     diagnose = latent_diagnostics_probe(agent, dataset) if algo in LATENT_ALGORITHMS else None
@@ -94,8 +128,11 @@ def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.Pa
             agent.train()
         elif dataset.meta.env_id and (eval_every or step == steps):
             agent.eval()
-            point.update(learning_curve_point(step, evaluate(agent, dataset.meta.env_id, eval_episodes,
-                                                             seed=step, env_overrides=env_overrides)))
+            point.update(
+                learning_curve_point(
+                    step, evaluate(agent, dataset.meta.env_id, eval_episodes, seed=step, env_overrides=env_overrides)
+                )
+            )
             if diagnose is not None:
                 point["diagnostics"] = diagnose()
                 if extra_evaluation is not None:
@@ -103,8 +140,13 @@ def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.Pa
                 if step == steps:  # the critic's own choice over every real action, beside the deployed rule
                     from merlion_core.algos.latent_diagnostics import CriticArgmaxPolicy
 
-                    argmax = evaluate(CriticArgmaxPolicy(agent), dataset.meta.env_id, eval_episodes, seed=step,
-                                      env_overrides=env_overrides)
+                    argmax = evaluate(
+                        CriticArgmaxPolicy(agent),
+                        dataset.meta.env_id,
+                        eval_episodes,
+                        seed=step,
+                        env_overrides=env_overrides,
+                    )
                     point["diagnostics"]["critic_argmax_score"] = float(argmax.normalised_score)
             agent.train()
         curve.append(point)
@@ -112,19 +154,34 @@ def train_agent(dataset_path: str | os.PathLike, algo: str, out_dir: str | os.Pa
             checkpoint.maybe_save(step, {"curve": curve})
         if progress is not None:  # diagnostics flattened to diag_NAME numbers (what the job store keeps)
             diag = point.get("diagnostics", {})
-            progress(step, {**{k: v for k, v in point.items() if k != "diagnostics"},
-                            **{f"diag_{k}": v for k, v in diag.items() if v is not None}})
+            progress(
+                step,
+                {
+                    **{k: v for k, v in point.items() if k != "diagnostics"},
+                    **{f"diag_{k}": v for k, v in diag.items() if v is not None},
+                },
+            )
     seconds = time.perf_counter() - started
-    info = {"env_id": dataset.meta.env_id, "env_overrides": env_overrides,
-            "encoder": str(encoder_dir) if encoder_dir else None,
-            "dataset": {"path": str(dataset_path), "n_transitions": full.n_transitions,
-                        "digest": full.content_digest()},
-            "holdout": None if split is None else split_to_dict(split),
-            "steps": steps, "train_seconds": round(seconds, 3), "step_mode": agent.step_mode,
-            "precision": agent.precision}
+    info = {
+        "env_id": dataset.meta.env_id,
+        "env_overrides": env_overrides,
+        "encoder": str(encoder_dir) if encoder_dir else None,
+        "dataset": {"path": str(dataset_path), "n_transitions": full.n_transitions, "digest": full.content_digest()},
+        "holdout": None if split is None else split_to_dict(split),
+        "steps": steps,
+        "train_seconds": round(seconds, 3),
+        "step_mode": agent.step_mode,
+        "precision": agent.precision,
+    }
     save_agent(agent, algo, out_dir, metrics={"curve": curve, "train_seconds": seconds}, info=info)
-    return {"out": str(out_dir), "algo": algo, "seconds": seconds, "last": curve[-1] if curve else {},
-            "step_mode": agent.step_mode, "precision": agent.precision}
+    return {
+        "out": str(out_dir),
+        "algo": algo,
+        "seconds": seconds,
+        "last": curve[-1] if curve else {},
+        "step_mode": agent.step_mode,
+        "precision": agent.precision,
+    }
 
 
 NO_SIMULATOR_HOLDOUT = 0.2

@@ -6,8 +6,9 @@ import dataclasses
 import inspect
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,12 +39,20 @@ def representation_config(method: str, env_id: str | None, overrides: dict[str, 
     return spec.config_cls(**{**env_defaults, **spec.config_defaults, **overrides})
 
 
-def train_encoder(dataset_path: str | os.PathLike, method: str, out_dir: str | os.PathLike, *,
-                  overrides: dict[str, Any] | None = None, device: str = "auto",
-                  progress: ProgressFn | None = None,
-                  on_config: Callable[[Any], None] | None = None,
-                  checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 0,
-                  resume: bool = False, precision: str = "auto") -> dict[str, Any]:
+def train_encoder(
+    dataset_path: str | os.PathLike,
+    method: str,
+    out_dir: str | os.PathLike,
+    *,
+    overrides: dict[str, Any] | None = None,
+    device: str = "auto",
+    progress: ProgressFn | None = None,
+    on_config: Callable[[Any], None] | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
+    precision: str = "auto",
+) -> dict[str, Any]:
     """Load a dataset, fit a representation, save it with its config and metrics.
 
     ``precision`` (auto, fp32, bf16; models/precision.py): the networks' precision while training,
@@ -60,23 +69,44 @@ def train_encoder(dataset_path: str | os.PathLike, method: str, out_dir: str | o
         on_config(config)
     started = time.perf_counter()
     fit = get_method(method).fit
-    extra = {} if checkpoint_dir is None or "checkpoint" not in inspect.signature(fit).parameters else {
-        "checkpoint": encoder_checkpoint(checkpoint_dir, checkpoint_every, resume, method, config, dataset.n_transitions)}
+    extra = (
+        {}
+        if checkpoint_dir is None or "checkpoint" not in inspect.signature(fit).parameters
+        else {
+            "checkpoint": encoder_checkpoint(
+                checkpoint_dir, checkpoint_every, resume, method, config, dataset.n_transitions
+            )
+        }
+    )
     with compute_precision(resolved):
         rep, metrics = fit(dataset, config, device=device, progress=progress, **extra)
     seconds = time.perf_counter() - started
-    info = {"env_id": dataset.meta.env_id,
-            "dataset": {"path": str(dataset_path), "format": detect_format(dataset_path),
-                        "n_transitions": dataset.n_transitions, "behaviour": dataset.meta.behaviour,
-                        "noise": dataset.meta.noise, "seed": dataset.meta.seed},
-            "train_seconds": round(seconds, 3), "precision": resolved}
+    info = {
+        "env_id": dataset.meta.env_id,
+        "dataset": {
+            "path": str(dataset_path),
+            "format": detect_format(dataset_path),
+            "n_transitions": dataset.n_transitions,
+            "behaviour": dataset.meta.behaviour,
+            "noise": dataset.meta.noise,
+            "seed": dataset.meta.seed,
+        },
+        "train_seconds": round(seconds, 3),
+        "precision": resolved,
+    }
     rep_config = getattr(rep, "config", config)
     save_representation(rep, method, rep_config, out_dir, metrics={**metrics, "train_seconds": seconds}, info=info)
     return {"out": str(out_dir), "method": method, "seconds": seconds, "metrics": metrics, "precision": resolved}
 
 
-def diagnose_encoder(encoder_dir: str | os.PathLike, *, n_states: int = 64, n_action_samples: int = 512,
-                     seed: int = 0, dataset_path: str | os.PathLike | None = None) -> dict[str, Any]:
+def diagnose_encoder(
+    encoder_dir: str | os.PathLike,
+    *,
+    n_states: int = 64,
+    n_action_samples: int = 512,
+    seed: int = 0,
+    dataset_path: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """Diagnostics of a saved representation against its env's true pseudometric."""
     from merlion_core import diagnostics
     from merlion_core.envs import make_model
@@ -91,8 +121,10 @@ def diagnose_encoder(encoder_dir: str | os.PathLike, *, n_states: int = 64, n_ac
     dataset = load_dataset(path)
     model = make_model(env_id, dataset_env_overrides(dataset))
     if callable(getattr(model, "observe", None)):
-        raise ValueError(f"{encoder_dir}: diagnostics need an env whose observation is its whole state; "
-                         f"{env_id} keeps hidden state (the true pseudometric cannot be computed from observations)")
+        raise ValueError(
+            f"{encoder_dir}: diagnostics need an env whose observation is its whole state; "
+            f"{env_id} keeps hidden state (the true pseudometric cannot be computed from observations)"
+        )
     rng = np.random.default_rng(seed)
     states = diagnostics.sample_states(np.asarray(dataset.observations), n_states, rng)
     rep = loaded.representation
@@ -108,14 +140,19 @@ def diagnose_encoder(encoder_dir: str | os.PathLike, *, n_states: int = 64, n_ac
         out["ood_fraction"] = diagnostics.ood_fraction(probs, loaded.config.tau)
         # does the indicator separate? the share of uniformly drawn actions it flags against the share
         # of the dataset's own logged actions, at several thresholds (the encoder's tau among them)
-        pick = np.random.default_rng(seed + 1).choice(dataset.n_transitions, min(1024, dataset.n_transitions),
-                                                      replace=False)
+        pick = np.random.default_rng(seed + 1).choice(
+            dataset.n_transitions, min(1024, dataset.n_transitions), replace=False
+        )
         logged = rep.relative_behaviour_probs(torch.as_tensor(np.asarray(dataset.observations)[pick])).numpy()
         logged = np.take_along_axis(logged, np.asarray(dataset.actions)[pick][:, None], axis=1)
         out["ood_separation"] = [
-            {"tau": tau, "uniform_actions_flagged": diagnostics.ood_fraction(probs, tau),
-             "logged_actions_flagged": diagnostics.ood_fraction(logged, tau)}
-            for tau in sorted({0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 0.5, float(loaded.config.tau)})]
+            {
+                "tau": tau,
+                "uniform_actions_flagged": diagnostics.ood_fraction(probs, tau),
+                "logged_actions_flagged": diagnostics.ood_fraction(logged, tau),
+            }
+            for tau in sorted({0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 0.5, float(loaded.config.tau)})
+        ]
     else:
         out["ood_fraction"] = None
         out["ood_separation"] = None

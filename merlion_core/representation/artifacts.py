@@ -38,11 +38,26 @@ class LoadedRepresentation:
     metrics: dict[str, Any]
 
 
-def save_representation(rep: Representation, method: str, config: Any, out_dir: str | os.PathLike, *,
-                        metrics: dict[str, Any] | None = None, info: dict[str, Any] | None = None) -> Path:
+def save_representation(
+    rep: Representation,
+    method: str,
+    config: Any,
+    out_dir: str | os.PathLike,
+    *,
+    metrics: dict[str, Any] | None = None,
+    info: dict[str, Any] | None = None,
+) -> Path:
     """Write weights, config and metrics to ``out_dir`` (created if needed)."""
-    document = {"format": FORMAT, "version": VERSION, "method": method, "config": to_dict(config),
-                "n_actions": rep.n_actions, "obs_dim": rep.obs_dim, "dim": rep.dim, **(info or {})}
+    document = {
+        "format": FORMAT,
+        "version": VERSION,
+        "method": method,
+        "config": to_dict(config),
+        "n_actions": rep.n_actions,
+        "obs_dim": rep.obs_dim,
+        "dim": rep.dim,
+        **(info or {}),
+    }
     return write_folder(out_dir, rep, document, metrics)
 
 
@@ -62,8 +77,9 @@ def load_representation(path: str | os.PathLike, device: str | torch.device = "c
         raise ArtifactError(f"{folder / CONFIG}: {exc}") from None
     load_weights(rep, folder, ArtifactError)
     info = {k: v for k, v in document.items() if k not in ("config",)}
-    return LoadedRepresentation(rep.to(device).eval(), document["method"], config, info,
-                                read_metrics(folder, ArtifactError))
+    return LoadedRepresentation(
+        rep.to(device).eval(), document["method"], config, info, read_metrics(folder, ArtifactError)
+    )
 
 
 # ---------------------------------------------------------------------------- warm-start frames

@@ -9,7 +9,8 @@ the state. A representation is an ``nn.Module``: its weights are its ``state_dic
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -84,9 +85,15 @@ class MetricWindow:
         return means
 
 
-def train_loop(rep: nn.Module, loss_fn: Callable[[Any, torch.Generator], dict[str, torch.Tensor]], n: int,
-               config: Any, progress: ProgressFn | None = None, report_every: int = 100,
-               checkpoint: Any = None) -> dict[str, float]:
+def train_loop(
+    rep: nn.Module,
+    loss_fn: Callable[[Any, torch.Generator], dict[str, torch.Tensor]],
+    n: int,
+    config: Any,
+    progress: ProgressFn | None = None,
+    report_every: int = 100,
+    checkpoint: Any = None,
+) -> dict[str, float]:
     """Adam (``config.lr``) on ``loss_fn(indices, generator)["loss"]`` for ``config.steps`` uniformly
     sampled minibatches of ``config.batch_size``; returns the last window's mean metrics.
 

@@ -59,8 +59,7 @@ class CVAERepresentation(EncoderDecoder):
     method = "cvae"
 
     def __init__(self, n_actions: int, obs_dim: int, config: CVAEConfig) -> None:
-        super().__init__(n_actions, obs_dim, config.dim, tuple(config.hidden), config.action_embed_dim,
-                         2 * config.dim)
+        super().__init__(n_actions, obs_dim, config.dim, tuple(config.hidden), config.action_embed_dim, 2 * config.dim)
         self.beta = float(config.beta)
         self.reward_weight = float(config.reward_weight)
 
@@ -72,8 +71,14 @@ class CVAERepresentation(EncoderDecoder):
     def embed(self, obs_BS: torch.Tensor, act_B: torch.Tensor) -> torch.Tensor:
         return self.posterior(obs_BS, act_B)[0]
 
-    def losses(self, obs_BS: torch.Tensor, act_B: torch.Tensor, rew_B: torch.Tensor, next_obs_BS: torch.Tensor,
-               noise_BD: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def losses(
+        self,
+        obs_BS: torch.Tensor,
+        act_B: torch.Tensor,
+        rew_B: torch.Tensor,
+        next_obs_BS: torch.Tensor,
+        noise_BD: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Training loss and its parts; ``noise_BD`` ~ N(0, I) reparameterises e (None: e = mu)."""
         mu, log_std = self.posterior(obs_BS, act_B)
         e = mu if noise_BD is None else mu + log_std.exp() * noise_BD
@@ -81,8 +86,7 @@ class CVAERepresentation(EncoderDecoder):
         next_mse, rew_mse = self.recon_losses(pred, self.targets(obs_BS, rew_B, next_obs_BS))
         kl = 0.5 * (mu**2 + (2 * log_std).exp() - 2 * log_std - 1).mean()
         recon = next_mse + self.reward_weight * rew_mse
-        return {"loss": recon + self.beta * kl, "recon": recon, "next_mse": next_mse, "reward_mse": rew_mse,
-                "kl": kl}
+        return {"loss": recon + self.beta * kl, "recon": recon, "next_mse": next_mse, "reward_mse": rew_mse, "kl": kl}
 
 
 def build(config: CVAEConfig, n_actions: int, obs_dim: int) -> CVAERepresentation:
@@ -95,8 +99,14 @@ def build(config: CVAEConfig, n_actions: int, obs_dim: int) -> CVAERepresentatio
         return CVAERepresentation(n_actions, obs_dim, config)
 
 
-def fit(dataset: Any, config: CVAEConfig, *, device: str = "auto", progress: ProgressFn | None = None,
-        checkpoint: Any = None) -> tuple[CVAERepresentation, dict[str, float]]:
+def fit(
+    dataset: Any,
+    config: CVAEConfig,
+    *,
+    device: str = "auto",
+    progress: ProgressFn | None = None,
+    checkpoint: Any = None,
+) -> tuple[CVAERepresentation, dict[str, float]]:
     """Train the CVAE on the logged transitions; returns the encoder mean as representation."""
     rep = build(config, dataset.n_actions, dataset.obs_dim)
     return train(rep, dataset, config, device, progress, noise_dim=config.dim, checkpoint=checkpoint)  # type: ignore[return-value]

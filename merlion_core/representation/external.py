@@ -76,8 +76,10 @@ class ExternalRepresentation(Representation):
 
 def _no_features(env: str) -> ValueError:
     if env == "merlion/Dialogue-v0":
-        return ValueError("external: the dialogue env has no hand-made action features (the paper leaves External "
-                          "out for dialogue too); choose another representation method")
+        return ValueError(
+            "external: the dialogue env has no hand-made action features (the paper leaves External "
+            "out for dialogue too); choose another representation method"
+        )
     return ValueError(f"external: no hand-made features for {env}")
 
 
@@ -96,8 +98,7 @@ def has_features(env: str) -> bool:
 def _exact_log(n: int, base: int, env_id: str) -> int:
     k = round(math.log(n, base)) if n >= 1 else -1
     if k < 1 or base**k != n:
-        raise ValueError(f"external: {n} actions is not a valid action-set size for {env_id} "
-                         f"(needs {base}^k actions)")
+        raise ValueError(f"external: {n} actions is not a valid action-set size for {env_id} (needs {base}^k actions)")
     return k
 
 
@@ -110,13 +111,19 @@ def _model_features(env_id: str, n_actions: int, env_config: dict[str, Any] | No
     model = make_model(env_id, env_config)
     action_features = model.action_features
     if model.n_actions != n_actions:
-        raise ValueError(f"external: {env_id} has {model.n_actions} actions with "
-                         f"{'the dataset' if env_config else 'its default'} config, not {n_actions}")
+        raise ValueError(
+            f"external: {env_id} has {model.n_actions} actions with "
+            f"{'the dataset' if env_config else 'its default'} config, not {n_actions}"
+        )
     return np.asarray(action_features(), dtype=np.float64)
 
 
-def features(env: str, n_actions: int, normalise: bool = True, env_config: dict[str, Any] | None = None,
-             ) -> np.ndarray:
+def features(
+    env: str,
+    n_actions: int,
+    normalise: bool = True,
+    env_config: dict[str, Any] | None = None,
+) -> np.ndarray:
     """float64 [A, dim]: the hand-made features of every action of ``env`` with ``n_actions`` actions;
     ``env_config`` (a dataset's ``meta.env_config``) matters only to envs with ``action_features()``."""
     if not env:
@@ -142,8 +149,9 @@ def features(env: str, n_actions: int, normalise: bool = True, env_config: dict[
     return table + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
-def build(config: ExternalConfig, n_actions: int, obs_dim: int,
-          env_config: dict[str, Any] | None = None) -> ExternalRepresentation:
+def build(
+    config: ExternalConfig, n_actions: int, obs_dim: int, env_config: dict[str, Any] | None = None
+) -> ExternalRepresentation:
     """The feature table of ``config.env``; ``rep.config`` records the resolved env and dim."""
     table = features(config.env, n_actions, config.normalise, env_config)
     resolved = dataclasses.replace(config, env=resolve_env_id(config.env), dim=table.shape[1])
@@ -159,12 +167,18 @@ def _dataset_env_config(dataset: Any, env: str) -> dict[str, Any] | None:
     return dict(dataset.meta.env_config) if same_env and dataset.meta.env_config else None
 
 
-def fit(dataset: Any, config: ExternalConfig, *, device: str = "auto", progress: ProgressFn | None = None,
-        ) -> tuple[ExternalRepresentation, dict[str, float]]:
+def fit(
+    dataset: Any,
+    config: ExternalConfig,
+    *,
+    device: str = "auto",
+    progress: ProgressFn | None = None,
+) -> tuple[ExternalRepresentation, dict[str, float]]:
     """Look up the features for the dataset's environment (nothing is trained)."""
     env = config.env or (dataset.meta.env_id or "")
-    rep = build(dataclasses.replace(config, env=env), dataset.n_actions, dataset.obs_dim,
-                _dataset_env_config(dataset, env))
+    rep = build(
+        dataclasses.replace(config, env=env), dataset.n_actions, dataset.obs_dim, _dataset_env_config(dataset, env)
+    )
     rep = rep.to(resolve_device(device))
     metrics = {"loss": 0.0}
     if progress is not None:

@@ -12,14 +12,17 @@ import torch
 from torch.nn import functional as F
 
 
-def w2_diagonal_gaussians(mu_i: torch.Tensor, std_i: torch.Tensor, mu_j: torch.Tensor, std_j: torch.Tensor) -> torch.Tensor:
+def w2_diagonal_gaussians(
+    mu_i: torch.Tensor, std_i: torch.Tensor, mu_j: torch.Tensor, std_j: torch.Tensor
+) -> torch.Tensor:
     """W2(N(mu_i, diag std_i^2), N(mu_j, diag std_j^2)) per row (Eq. 7's W2, closed form):
     W2^2 = ||mu_i - mu_j||_2^2 + ||std_i - std_j||_2^2."""
     return torch.sqrt(((mu_i - mu_j) ** 2).sum(-1) + ((std_i - std_j) ** 2).sum(-1))
 
 
-def ood_indicator(logits_BA: torch.Tensor, act_B: torch.Tensor, tau: float,
-                  max_logit_B: torch.Tensor | None = None) -> torch.Tensor:
+def ood_indicator(
+    logits_BA: torch.Tensor, act_B: torch.Tensor, tau: float, max_logit_B: torch.Tensor | None = None
+) -> torch.Tensor:
     """I_hat_beta(a | s) = 1 when G(a|s) / max_a' G(a'|s) <= tau, else 0 (A.3). ``max_logit_B``: the
     rows' largest logit when already at hand (:func:`behaviour_loss_and_max_logit`)."""
     if max_logit_B is None:
@@ -28,8 +31,9 @@ def ood_indicator(logits_BA: torch.Tensor, act_B: torch.Tensor, tau: float,
     return (log_relative <= torch.log(torch.as_tensor(tau, dtype=logits_BA.dtype))).to(logits_BA.dtype)
 
 
-def pseudometric_target(r_i: torch.Tensor, r_hat_j: torch.Tensor, w2_ij: torch.Tensor, ood_j: torch.Tensor,
-                        gamma: float, p: float) -> torch.Tensor:
+def pseudometric_target(
+    r_i: torch.Tensor, r_hat_j: torch.Tensor, w2_ij: torch.Tensor, ood_j: torch.Tensor, gamma: float, p: float
+) -> torch.Tensor:
     """d_hat(a_i, a_j | s) = |r_i - R_hat(s, e_bar_j)| + gamma * W2 + p * I_hat(a_j | s) (Eq. 7)."""
     return (r_i - r_hat_j).abs() + gamma * w2_ij + p * ood_j
 

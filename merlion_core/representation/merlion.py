@@ -9,8 +9,9 @@ hundred steps, yielding intermediate embeddings (the app's sliders).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +24,6 @@ from merlion_core.models.heads import BehaviourModel, RewardModel, TransitionMod
 from merlion_core.models.mlp import host_to_device, resolve_device
 from merlion_core.representation import losses
 from merlion_core.representation.base import MetricWindow, ProgressFn, Representation
-
 
 REWARD_TARGETS = ("sampled", "model")
 
@@ -125,8 +125,9 @@ def dataset_tensors(dataset: TransitionDataset, device: torch.device) -> dict[st
     }
 
 
-def merlion_losses(rep: MerlionRepresentation, obs, act_i, rew_i, next_obs, act_j, config: MerlionConfig,
-                   train_models: bool = True) -> dict[str, torch.Tensor]:
+def merlion_losses(
+    rep: MerlionRepresentation, obs, act_i, rew_i, next_obs, act_j, config: MerlionConfig, train_models: bool = True
+) -> dict[str, torch.Tensor]:
     """One step of Algorithm 2: the encoder loss (Eq. 6) and the model losses (Eq. 26)."""
     rew_i = rew_i * config.reward_scale
     b = obs.shape[0]
@@ -139,8 +140,7 @@ def merlion_losses(rep: MerlionRepresentation, obs, act_i, rew_i, next_obs, act_
         mu, std = rep.transition_model(obs_ij, e_ij)
         r_hat = rep.reward_model(obs_ij, e_ij)
         logits = rep.behaviour_model(obs)
-    behaviour_loss, max_logit = (losses.behaviour_loss_and_max_logit(logits, act_i) if train_models
-                                 else (None, None))
+    behaviour_loss, max_logit = losses.behaviour_loss_and_max_logit(logits, act_i) if train_models else (None, None)
     with torch.no_grad():
         ood_j = losses.ood_indicator(logits.detach(), act_j, config.tau, max_logit)
         w2_ij = losses.w2_diagonal_gaussians(mu[:b].detach(), std[:b].detach(), mu[b:].detach(), std[b:].detach())
@@ -156,9 +156,17 @@ def merlion_losses(rep: MerlionRepresentation, obs, act_i, rew_i, next_obs, act_
     return out
 
 
-def train_steps(rep: MerlionRepresentation, dataset: TransitionDataset, config: MerlionConfig, *,
-                device: str = "auto", train_models: bool = True, steps: int | None = None,
-                checkpoint: Any = None, cuda_graph: bool = True) -> Iterator[tuple[int, dict[str, float]]]:
+def train_steps(
+    rep: MerlionRepresentation,
+    dataset: TransitionDataset,
+    config: MerlionConfig,
+    *,
+    device: str = "auto",
+    train_models: bool = True,
+    steps: int | None = None,
+    checkpoint: Any = None,
+    cuda_graph: bool = True,
+) -> Iterator[tuple[int, dict[str, float]]]:
     """Algorithm 2 as a generator of (step, metrics) every ``config.log_every`` steps and at the end.
 
     On CUDA with ``cuda_graph``, each step after the third is one replayed CUDA graph
@@ -169,12 +177,18 @@ def train_steps(rep: MerlionRepresentation, dataset: TransitionDataset, config: 
     n = data["act"].shape[0]
     params = list(rep.parameters()) if train_models else list(rep.encoder.parameters())
     graphed = cuda_graph and dev.type == "cuda"
-    optimizer = (torch.optim.Adam(params, lr=torch.tensor(config.lr, device=dev), fused=True, capturable=True)
-                 if graphed else torch.optim.Adam(params, lr=config.lr, fused=True))
+    optimizer = (
+        torch.optim.Adam(params, lr=torch.tensor(config.lr, device=dev), fused=True, capturable=True)
+        if graphed
+        else torch.optim.Adam(params, lr=config.lr, fused=True)
+    )
     generator = torch.Generator().manual_seed(config.seed + (0 if train_models else 1))
     total = config.steps if steps is None else steps
-    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total, eta_min=0.1 * config.lr)
-                 if config.lr_decay else None)
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total, eta_min=0.1 * config.lr)
+        if config.lr_decay
+        else None
+    )
     window = MetricWindow()
     start = 0
     if checkpoint is not None:  # merlion_core.checkpoints.TrainingCheckpoint: saves at log points, resumes
@@ -183,8 +197,16 @@ def train_steps(rep: MerlionRepresentation, dataset: TransitionDataset, config: 
 
     def gradient_step(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         idx = batch["idx"]
-        terms = merlion_losses(rep, data["obs"][idx], data["act"][idx], data["rew"][idx],
-                               data["next_obs"][idx], batch["act_j"], config, train_models)
+        terms = merlion_losses(
+            rep,
+            data["obs"][idx],
+            data["act"][idx],
+            data["rew"][idx],
+            data["next_obs"][idx],
+            batch["act_j"],
+            config,
+            train_models,
+        )
         loss = sum(v for k, v in terms.items() if k.endswith("_loss"))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -207,8 +229,14 @@ def train_steps(rep: MerlionRepresentation, dataset: TransitionDataset, config: 
     rep.step_mode = step_fn.status
 
 
-def fit(dataset: TransitionDataset, config: MerlionConfig, *, device: str = "auto",
-        progress: ProgressFn | None = None, checkpoint: Any = None) -> tuple[MerlionRepresentation, dict[str, float]]:
+def fit(
+    dataset: TransitionDataset,
+    config: MerlionConfig,
+    *,
+    device: str = "auto",
+    progress: ProgressFn | None = None,
+    checkpoint: Any = None,
+) -> tuple[MerlionRepresentation, dict[str, float]]:
     """Train a MERLION representation on ``dataset`` (Algorithm 2)."""
     rep = build(config, dataset.n_actions, dataset.obs_dim)
     metrics: dict[str, float] = {}
@@ -227,9 +255,18 @@ class WarmStartUpdate:
     embeddings: np.ndarray | None  # e[B, A, d] at the requested states, when requested
 
 
-def warm_start(rep: MerlionRepresentation, dataset: TransitionDataset, *, p: float, tau: float,
-               steps: int = 300, yield_every: int = 50, states: np.ndarray | None = None,
-               device: str = "auto", seed: int = 0) -> Iterator[WarmStartUpdate]:
+def warm_start(
+    rep: MerlionRepresentation,
+    dataset: TransitionDataset,
+    *,
+    p: float,
+    tau: float,
+    steps: int = 300,
+    yield_every: int = 50,
+    states: np.ndarray | None = None,
+    device: str = "auto",
+    seed: int = 0,
+) -> Iterator[WarmStartUpdate]:
     """Continue training the encoder with a new p and tau (models frozen), yielding as it goes."""
     config = dataclasses.replace(rep.config, p=p, tau=tau, log_every=yield_every, seed=seed)
     rep.config = config
@@ -245,5 +282,7 @@ def warm_start(rep: MerlionRepresentation, dataset: TransitionDataset, *, p: flo
 
 def module_parameters(rep: MerlionRepresentation) -> dict[str, list[nn.Parameter]]:
     """Parameters by model, for gradient-flow checks."""
-    return {name: list(getattr(rep, name).parameters())
-            for name in ("encoder", "transition_model", "reward_model", "behaviour_model")}
+    return {
+        name: list(getattr(rep, name).parameters())
+        for name in ("encoder", "transition_model", "reward_model", "behaviour_model")
+    }

@@ -118,7 +118,8 @@ def rand2_table(n_actions: int, dim: int, min_distance: float, seed: int) -> tor
         raise ValueError(
             f"rand2: min_distance {min_distance} is infeasible for {n_actions} actions in {dim}-D: "
             f"the jittered lattice ({k} cells per axis) guarantees at most {width:.6g}; "
-            f"lower min_distance or raise dim")
+            f"lower min_distance or raise dim"
+        )
     if k**dim > 2**62:
         raise ValueError(f"rand2: {k}^{dim} lattice cells overflow int64; lower dim")
     gen = torch.Generator().manual_seed(int(seed))
@@ -153,8 +154,13 @@ def build_rand2(config: Rand2Config, n_actions: int, obs_dim: int) -> Representa
     return TableRepresentation("rand2", table, obs_dim)
 
 
-def _fit(build: Any, dataset: Any, config: Any, device: str, progress: ProgressFn | None,
-         ) -> tuple[Representation, dict[str, float]]:
+def _fit(
+    build: Any,
+    dataset: Any,
+    config: Any,
+    device: str,
+    progress: ProgressFn | None,
+) -> tuple[Representation, dict[str, float]]:
     rep = build(config, dataset.n_actions, dataset.obs_dim).to(resolve_device(device))
     metrics = {"loss": 0.0}
     if progress is not None:
@@ -162,13 +168,23 @@ def _fit(build: Any, dataset: Any, config: Any, device: str, progress: ProgressF
     return rep, metrics
 
 
-def fit_rand1(dataset: Any, config: Rand1Config, *, device: str = "auto", progress: ProgressFn | None = None,
-              ) -> tuple[Representation, dict[str, float]]:
+def fit_rand1(
+    dataset: Any,
+    config: Rand1Config,
+    *,
+    device: str = "auto",
+    progress: ProgressFn | None = None,
+) -> tuple[Representation, dict[str, float]]:
     """Draw the Rand-1 table for the dataset's action set (no training; the data is not used)."""
     return _fit(build_rand1, dataset, config, device, progress)
 
 
-def fit_rand2(dataset: Any, config: Rand2Config, *, device: str = "auto", progress: ProgressFn | None = None,
-              ) -> tuple[Representation, dict[str, float]]:
+def fit_rand2(
+    dataset: Any,
+    config: Rand2Config,
+    *,
+    device: str = "auto",
+    progress: ProgressFn | None = None,
+) -> tuple[Representation, dict[str, float]]:
     """Draw the Rand-2 table for the dataset's action set (no training; the data is not used)."""
     return _fit(build_rand2, dataset, config, device, progress)

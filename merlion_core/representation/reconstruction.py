@@ -57,14 +57,19 @@ class EncoderDecoder(Representation):
 
     method = "reconstruction"
 
-    def __init__(self, n_actions: int, obs_dim: int, dim: int, hidden: tuple[int, ...],
-                 action_embed_dim: int, encoder_out: int) -> None:
+    def __init__(
+        self, n_actions: int, obs_dim: int, dim: int, hidden: tuple[int, ...], action_embed_dim: int, encoder_out: int
+    ) -> None:
         super().__init__(n_actions, obs_dim, dim)
         self.action_embedding = nn.Embedding(n_actions, action_embed_dim)
         self.encoder = mlp(obs_dim + action_embed_dim, hidden, encoder_out)
         self.decoder = mlp(obs_dim + dim, hidden, obs_dim + 1)
-        for name, size in (("obs_mean", obs_dim), ("obs_std", obs_dim),
-                           ("target_mean", obs_dim + 1), ("target_std", obs_dim + 1)):
+        for name, size in (
+            ("obs_mean", obs_dim),
+            ("obs_std", obs_dim),
+            ("target_mean", obs_dim + 1),
+            ("target_std", obs_dim + 1),
+        ):
             self.register_buffer(name, torch.zeros(size) if name.endswith("mean") else torch.ones(size))
 
     def encode(self, obs_BS: torch.Tensor, act_B: torch.Tensor) -> torch.Tensor:
@@ -99,8 +104,14 @@ class ReconstructionRepresentation(EncoderDecoder):
         out = self.encode(obs_BS, act_B)
         return torch.tanh(out) if self.squash else out
 
-    def losses(self, obs_BS: torch.Tensor, act_B: torch.Tensor, rew_B: torch.Tensor, next_obs_BS: torch.Tensor,
-               noise_BD: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def losses(
+        self,
+        obs_BS: torch.Tensor,
+        act_B: torch.Tensor,
+        rew_B: torch.Tensor,
+        next_obs_BS: torch.Tensor,
+        noise_BD: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Training loss and its parts (``noise_BD`` is unused: the encoder is deterministic)."""
         pred = self.decode(obs_BS, self.embed(obs_BS, act_B))
         next_mse, rew_mse = self.recon_losses(pred, self.targets(obs_BS, rew_B, next_obs_BS))
@@ -124,8 +135,10 @@ def build(config: ReconstructionConfig, n_actions: int, obs_dim: int) -> Reconst
 
 def _mean_std(x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     mean, std = x.mean(0), x.std(0)
-    return (torch.as_tensor(mean, dtype=torch.float32),
-            torch.as_tensor(np.where(std > 1e-6, std, 1.0), dtype=torch.float32))
+    return (
+        torch.as_tensor(mean, dtype=torch.float32),
+        torch.as_tensor(np.where(std > 1e-6, std, 1.0), dtype=torch.float32),
+    )
 
 
 def set_statistics(rep: EncoderDecoder, dataset: Any) -> None:
@@ -137,8 +150,15 @@ def set_statistics(rep: EncoderDecoder, dataset: Any) -> None:
     rep.target_mean, rep.target_std = _mean_std(np.concatenate([delta, rew], axis=1))
 
 
-def train(rep: EncoderDecoder, dataset: Any, config: Any, device: str, progress: ProgressFn | None,
-          noise_dim: int = 0, checkpoint: Any = None) -> tuple[EncoderDecoder, dict[str, float]]:
+def train(
+    rep: EncoderDecoder,
+    dataset: Any,
+    config: Any,
+    device: str,
+    progress: ProgressFn | None,
+    noise_dim: int = 0,
+    checkpoint: Any = None,
+) -> tuple[EncoderDecoder, dict[str, float]]:
     """Adam on ``rep.losses`` over uniformly sampled minibatches; metrics are window means."""
     dev = resolve_device(device)
     set_statistics(rep, dataset)
@@ -147,15 +167,26 @@ def train(rep: EncoderDecoder, dataset: Any, config: Any, device: str, progress:
 
     def loss_fn(i, gen):
         noise = torch.randn(len(i), noise_dim, generator=gen).to(dev) if noise_dim else None
-        return rep.losses(torch.as_tensor(obs[i], device=dev), torch.as_tensor(act[i], device=dev),
-                          torch.as_tensor(rew[i], device=dev), torch.as_tensor(nxt[i], device=dev), noise)
+        return rep.losses(
+            torch.as_tensor(obs[i], device=dev),
+            torch.as_tensor(act[i], device=dev),
+            torch.as_tensor(rew[i], device=dev),
+            torch.as_tensor(nxt[i], device=dev),
+            noise,
+        )
 
     metrics = train_loop(rep, loss_fn, dataset.n_transitions, config, progress, checkpoint=checkpoint)
     return rep.eval(), metrics
 
 
-def fit(dataset: Any, config: ReconstructionConfig, *, device: str = "auto", progress: ProgressFn | None = None,
-        checkpoint: Any = None) -> tuple[ReconstructionRepresentation, dict[str, float]]:
+def fit(
+    dataset: Any,
+    config: ReconstructionConfig,
+    *,
+    device: str = "auto",
+    progress: ProgressFn | None = None,
+    checkpoint: Any = None,
+) -> tuple[ReconstructionRepresentation, dict[str, float]]:
     """Train the encoder-decoder on the logged transitions; returns the encoder as representation."""
     rep = build(config, dataset.n_actions, dataset.obs_dim)
     return train(rep, dataset, config, device, progress, checkpoint=checkpoint)  # type: ignore[return-value]

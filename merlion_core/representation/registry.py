@@ -10,8 +10,9 @@ the right shape, used to load saved weights) and ``fit(dataset, config, *, devic
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from merlion_core.representation import cvae, external, merlion, random_embeddings, reconstruction, transition
 
@@ -32,23 +33,60 @@ class MethodSpec:
 
 
 METHODS: dict[str, MethodSpec] = {
-    "merlion": MethodSpec("merlion", merlion.MerlionConfig, merlion.build, merlion.fit,
-                          "pseudometric-based representation (paper Eq. 6-7, Alg. 2)"),
-    "merlion-no-p": MethodSpec("merlion-no-p", merlion.MerlionConfig, merlion.build, merlion.fit,
-                               "MERLION without the out-of-distribution penalty (p = 0)", {"p": 0.0}),
-    "cvae": MethodSpec("cvae", cvae.CVAEConfig, cvae.build, cvae.fit,
-                       "conditional VAE, no distance objective (paper ablation)"),
-    "rand1": MethodSpec("rand1", random_embeddings.Rand1Config, random_embeddings.build_rand1,
-                        random_embeddings.fit_rand1, "random vectors in [-1, 1]^d"),
-    "rand2": MethodSpec("rand2", random_embeddings.Rand2Config, random_embeddings.build_rand2,
-                        random_embeddings.fit_rand2, "random vectors with every pairwise L1 distance above a margin"),
-    "transition": MethodSpec("transition", transition.TransitionConfig, transition.build, transition.fit,
-                             "inverse-dynamics action embeddings (Chandak et al. 2019)"),
-    "reconstruction": MethodSpec("reconstruction", reconstruction.ReconstructionConfig, reconstruction.build,
-                                 reconstruction.fit, "encoder-decoder predicting next state and reward"),
-    "external": MethodSpec("external", external.ExternalConfig, external.build, external.fit,
-                           "hand-made features (maze: movement vector; multi-step maze: moves; "
-                           "recommender: type one-hot, quality, length)"),
+    "merlion": MethodSpec(
+        "merlion",
+        merlion.MerlionConfig,
+        merlion.build,
+        merlion.fit,
+        "pseudometric-based representation (paper Eq. 6-7, Alg. 2)",
+    ),
+    "merlion-no-p": MethodSpec(
+        "merlion-no-p",
+        merlion.MerlionConfig,
+        merlion.build,
+        merlion.fit,
+        "MERLION without the out-of-distribution penalty (p = 0)",
+        {"p": 0.0},
+    ),
+    "cvae": MethodSpec(
+        "cvae", cvae.CVAEConfig, cvae.build, cvae.fit, "conditional VAE, no distance objective (paper ablation)"
+    ),
+    "rand1": MethodSpec(
+        "rand1",
+        random_embeddings.Rand1Config,
+        random_embeddings.build_rand1,
+        random_embeddings.fit_rand1,
+        "random vectors in [-1, 1]^d",
+    ),
+    "rand2": MethodSpec(
+        "rand2",
+        random_embeddings.Rand2Config,
+        random_embeddings.build_rand2,
+        random_embeddings.fit_rand2,
+        "random vectors with every pairwise L1 distance above a margin",
+    ),
+    "transition": MethodSpec(
+        "transition",
+        transition.TransitionConfig,
+        transition.build,
+        transition.fit,
+        "inverse-dynamics action embeddings (Chandak et al. 2019)",
+    ),
+    "reconstruction": MethodSpec(
+        "reconstruction",
+        reconstruction.ReconstructionConfig,
+        reconstruction.build,
+        reconstruction.fit,
+        "encoder-decoder predicting next state and reward",
+    ),
+    "external": MethodSpec(
+        "external",
+        external.ExternalConfig,
+        external.build,
+        external.fit,
+        "hand-made features (maze: movement vector; multi-step maze: moves; "
+        "recommender: type one-hot, quality, length)",
+    ),
 }
 
 

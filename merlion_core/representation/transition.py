@@ -78,8 +78,15 @@ class TransitionRepresentation(Representation):
         mu, log_std = self.encoder(x).chunk(2, dim=1)
         return mu, log_std.clamp(-10.0, 4.0)
 
-    def losses(self, obs_BS: torch.Tensor, act_B: torch.Tensor, next_obs_BS: torch.Tensor,
-               noise_BD: torch.Tensor, emb_reg: float, kl_weight: float) -> dict[str, torch.Tensor]:
+    def losses(
+        self,
+        obs_BS: torch.Tensor,
+        act_B: torch.Tensor,
+        next_obs_BS: torch.Tensor,
+        noise_BD: torch.Tensor,
+        emb_reg: float,
+        kl_weight: float,
+    ) -> dict[str, torch.Tensor]:
         """The training loss and its parts; ``noise_BD`` is the reparameterisation noise."""
         mu, log_std = self.encode(obs_BS, next_obs_BS)
         z = torch.tanh(mu + log_std.exp() * noise_BD)
@@ -105,12 +112,19 @@ def build(config: TransitionConfig, n_actions: int, obs_dim: int) -> TransitionR
 def _standardiser(cols: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     x = np.concatenate([np.asarray(c, dtype=np.float64) for c in cols], axis=1)
     mean, std = x.mean(0), x.std(0)
-    return torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(np.where(std > 1e-6, std, 1.0),
-                                                                     dtype=torch.float32)
+    return torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(
+        np.where(std > 1e-6, std, 1.0), dtype=torch.float32
+    )
 
 
-def fit(dataset: Any, config: TransitionConfig, *, device: str = "auto", progress: ProgressFn | None = None,
-        checkpoint: Any = None) -> tuple[TransitionRepresentation, dict[str, float]]:
+def fit(
+    dataset: Any,
+    config: TransitionConfig,
+    *,
+    device: str = "auto",
+    progress: ProgressFn | None = None,
+    checkpoint: Any = None,
+) -> tuple[TransitionRepresentation, dict[str, float]]:
     """Train on every logged transition (the paper's data: random actions are best)."""
     if config.steps < 0 or config.batch_size < 1:
         raise ValueError("transition: steps must be >= 0 and batch_size >= 1")
@@ -123,8 +137,14 @@ def fit(dataset: Any, config: TransitionConfig, *, device: str = "auto", progres
 
     def loss_fn(i, gen):
         noise = torch.randn(len(i), config.dim, generator=gen)
-        return rep.losses(torch.as_tensor(obs[i], device=dev), torch.as_tensor(acts[i], device=dev),
-                          torch.as_tensor(nxt[i], device=dev), noise.to(dev), config.emb_reg, config.kl_weight)
+        return rep.losses(
+            torch.as_tensor(obs[i], device=dev),
+            torch.as_tensor(acts[i], device=dev),
+            torch.as_tensor(nxt[i], device=dev),
+            noise.to(dev),
+            config.emb_reg,
+            config.kl_weight,
+        )
 
     metrics = train_loop(rep, loss_fn, dataset.n_transitions, config, progress, checkpoint=checkpoint)
     return rep.eval(), metrics

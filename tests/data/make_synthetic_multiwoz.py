@@ -26,8 +26,11 @@ HOTELS = [  # name, area, internet, parking, pricerange, stars, type
     ("golf hotel", "north", "yes", "no", "expensive", "3", "hotel"),
     ("hotel india", "centre", "no", "yes", "moderate", "2", "hotel"),
 ]
-ATTRACTIONS = [("juliet museum", "centre", "museum"), ("kilo park", "north", "park"),
-               ("lima college", "centre", "college")]
+ATTRACTIONS = [
+    ("juliet museum", "centre", "museum"),
+    ("kilo park", "north", "park"),
+    ("lima college", "centre", "college"),
+]
 DEPARTMENTS = ["cardiology", "neurology"]
 TRAINS = [  # id, day, departure, destination, leaveAt, arriveBy
     ("TR0001", "monday", "cambridge", "ely", "09:00", "09:20"),
@@ -52,37 +55,96 @@ def uniform(values) -> dict:
 
 def databases() -> dict:
     return {
-        "restaurant": [dict(id=str(i), name=n, area=a, food=f, pricerange=p, type="restaurant", **contact(i))
-                       for i, (n, a, f, p) in enumerate(RESTAURANTS)],
-        "hotel": [dict(id=str(i), name=n, area=a, internet=w, parking=k, pricerange=p, stars=s, type=t,
-                       takesbookings="yes", **contact(10 + i)) for i, (n, a, w, k, p, s, t) in enumerate(HOTELS)],
-        "attraction": [dict(id=str(i), name=n, area=a, type=t, **{"entrance fee": "free"}, **contact(20 + i))
-                       for i, (n, a, t) in enumerate(ATTRACTIONS)],
+        "restaurant": [
+            dict(id=str(i), name=n, area=a, food=f, pricerange=p, type="restaurant", **contact(i))
+            for i, (n, a, f, p) in enumerate(RESTAURANTS)
+        ],
+        "hotel": [
+            dict(
+                id=str(i),
+                name=n,
+                area=a,
+                internet=w,
+                parking=k,
+                pricerange=p,
+                stars=s,
+                type=t,
+                takesbookings="yes",
+                **contact(10 + i),
+            )
+            for i, (n, a, w, k, p, s, t) in enumerate(HOTELS)
+        ],
+        "attraction": [
+            dict(id=str(i), name=n, area=a, type=t, **{"entrance fee": "free"}, **contact(20 + i))
+            for i, (n, a, t) in enumerate(ATTRACTIONS)
+        ],
         "hospital": [dict(id=i, department=d, **contact(30 + i)) for i, d in enumerate(DEPARTMENTS)],
         "police": [dict(id=0, name="synthetic police station", **contact(40))],
-        "train": [dict(trainID=t, day=d, departure=a, destination=b, leaveAt=l, arriveBy=r, duration="20 minutes",
-                       price="4.40 pounds") for t, d, a, b, l, r in TRAINS],
+        "train": [
+            dict(
+                trainID=t,
+                day=d,
+                departure=a,
+                destination=b,
+                leaveAt=length,
+                arriveBy=r,
+                duration="20 minutes",
+                price="4.40 pounds",
+            )
+            for t, d, a, b, length, r in TRAINS
+        ],
         "taxi": {"taxi_colors": ["black", "white"], "taxi_types": ["toyota", "skoda"], "taxi_phone": ["^[0-9]{10}$"]},
     }
 
 
 PLACES = ["alpha bistro", "golf hotel", "juliet museum", "kilo park"]
 SLOTS = {  # domain: (info slot -> values, reqt slots, book slot -> values)
-    "restaurant": ({"area": ["centre", "north", "south"], "food": ["italian", "indian", "chinese"],
-                    "pricerange": ["cheap", "expensive", "moderate"], "name": [r[0] for r in RESTAURANTS]},
-                   ["address", "phone", "postcode"], {"day": DAYS, "people": PEOPLE, "time": ["12:00", "19:00"]}),
-    "hotel": ({"area": ["centre", "north"], "internet": ["yes", "no"], "parking": ["yes", "no"],
-               "pricerange": ["cheap", "expensive", "moderate"], "stars": ["2", "3", "4"],
-               "type": ["guesthouse", "hotel"], "name": [h[0] for h in HOTELS]},
-              ["address", "phone", "postcode"], {"day": DAYS, "people": PEOPLE, "stay": ["1", "2"]}),
-    "attraction": ({"area": ["centre", "north"], "type": ["museum", "park", "college"],
-                    "name": [a[0] for a in ATTRACTIONS]}, ["address", "entrance fee", "phone"], {}),
+    "restaurant": (
+        {
+            "area": ["centre", "north", "south"],
+            "food": ["italian", "indian", "chinese"],
+            "pricerange": ["cheap", "expensive", "moderate"],
+            "name": [r[0] for r in RESTAURANTS],
+        },
+        ["address", "phone", "postcode"],
+        {"day": DAYS, "people": PEOPLE, "time": ["12:00", "19:00"]},
+    ),
+    "hotel": (
+        {
+            "area": ["centre", "north"],
+            "internet": ["yes", "no"],
+            "parking": ["yes", "no"],
+            "pricerange": ["cheap", "expensive", "moderate"],
+            "stars": ["2", "3", "4"],
+            "type": ["guesthouse", "hotel"],
+            "name": [h[0] for h in HOTELS],
+        },
+        ["address", "phone", "postcode"],
+        {"day": DAYS, "people": PEOPLE, "stay": ["1", "2"]},
+    ),
+    "attraction": (
+        {"area": ["centre", "north"], "type": ["museum", "park", "college"], "name": [a[0] for a in ATTRACTIONS]},
+        ["address", "entrance fee", "phone"],
+        {},
+    ),
     "hospital": ({"department": DEPARTMENTS}, ["address", "phone"], {}),
     "police": ({}, ["address", "phone"], {}),
-    "train": ({"day": DAYS, "departure": ["cambridge", "ely", "norwich"], "destination": ["cambridge", "ely", "norwich"],
-               "leaveAt": TIMES, "arriveBy": TIMES}, ["duration", "price", "trainID"], {"people": PEOPLE}),
-    "taxi": ({"departure": PLACES, "destination": PLACES, "leaveAt": TIMES, "arriveBy": TIMES},
-             ["car type", "phone"], {}),
+    "train": (
+        {
+            "day": DAYS,
+            "departure": ["cambridge", "ely", "norwich"],
+            "destination": ["cambridge", "ely", "norwich"],
+            "leaveAt": TIMES,
+            "arriveBy": TIMES,
+        },
+        ["duration", "price", "trainID"],
+        {"people": PEOPLE},
+    ),
+    "taxi": (
+        {"departure": PLACES, "destination": PLACES, "leaveAt": TIMES, "arriveBy": TIMES},
+        ["car type", "phone"],
+        {},
+    ),
 }
 INFO_COMBOS = {
     "restaurant": [[["area", "food"], 3], [["food", "pricerange"], 2], [["name"], 1]],
@@ -90,7 +152,10 @@ INFO_COMBOS = {
     "attraction": [[["area", "type"], 2], [["name"], 1]],
     "hospital": [[[], 2], [["department"], 1]],
     "police": [[[], 1]],
-    "train": [[["day", "departure", "destination", "leaveAt"], 1], [["arriveBy", "day", "departure", "destination"], 1]],
+    "train": [
+        [["day", "departure", "destination", "leaveAt"], 1],
+        [["arriveBy", "day", "departure", "destination"], 1],
+    ],
     "taxi": [[["leaveAt"], 2], [["arriveBy"], 1]],
 }
 ONTOLOGY_NAMES = {"pricerange": "price range", "arriveBy": "arrive by", "leaveAt": "leave at"}
@@ -108,18 +173,54 @@ def goal_model() -> dict:
         combos[d] = {"info": INFO_COMBOS[d], "reqt": reqt_combos}
         nums[d] = {"info": [[len(c[0]), c[1]] for c in INFO_COMBOS[d]], "reqt": [[1, 3], [2, 1]]}
         book_dist[d] = 0.5 if book else 0.0
-    orderings = [[["restaurant"], 0.2], [["hotel", "train"], 0.2], [["attraction", "taxi"], 0.15],
-                 [["restaurant", "hotel"], 0.15], [["hospital"], 0.1], [["police"], 0.1], [["train"], 0.1], [[], 0.0]]
-    return {"_format": "Synthetic", "ind_slot_dist": ind_slot, "ind_slot_value_dist": ind_value,
-            "domain_ordering_dist": orderings, "book_dist": book_dist, "slots_num_dist": nums,
-            "slots_combination_dist": combos}
+    orderings = [
+        [["restaurant"], 0.2],
+        [["hotel", "train"], 0.2],
+        [["attraction", "taxi"], 0.15],
+        [["restaurant", "hotel"], 0.15],
+        [["hospital"], 0.1],
+        [["police"], 0.1],
+        [["train"], 0.1],
+        [[], 0.0],
+    ]
+    return {
+        "_format": "Synthetic",
+        "ind_slot_dist": ind_slot,
+        "ind_slot_value_dist": ind_value,
+        "domain_ordering_dist": orderings,
+        "book_dist": book_dist,
+        "slots_num_dist": nums,
+        "slots_combination_dist": combos,
+    }
 
 
-ACT = {"address": "Addr", "phone": "Phone", "postcode": "Post", "entrance fee": "Fee", "duration": "Time",
-       "price": "Ticket", "trainID": "Id", "car type": "Car", "area": "Area", "food": "Food", "pricerange": "Price",
-       "name": "Name", "day": "Day", "people": "People", "time": "Time", "stay": "Stay", "departure": "Depart",
-       "destination": "Dest", "leaveAt": "Leave", "arriveBy": "Arrive", "type": "Type", "stars": "Stars",
-       "internet": "Internet", "parking": "Parking", "department": "Department"}
+ACT = {
+    "address": "Addr",
+    "phone": "Phone",
+    "postcode": "Post",
+    "entrance fee": "Fee",
+    "duration": "Time",
+    "price": "Ticket",
+    "trainID": "Id",
+    "car type": "Car",
+    "area": "Area",
+    "food": "Food",
+    "pricerange": "Price",
+    "name": "Name",
+    "day": "Day",
+    "people": "People",
+    "time": "Time",
+    "stay": "Stay",
+    "departure": "Depart",
+    "destination": "Dest",
+    "leaveAt": "Leave",
+    "arriveBy": "Arrive",
+    "type": "Type",
+    "stars": "Stars",
+    "internet": "Internet",
+    "parking": "Parking",
+    "department": "Department",
+}
 
 
 def composites() -> dict:
@@ -130,8 +231,11 @@ def composites() -> dict:
 
     for rank, (d, (info, reqt, book)) in enumerate(SLOTS.items()):
         cap = d.capitalize()
-        name = {"train": "Train-Inform-Id-1", "hospital": "Hospital-Inform-Department-1",
-                "taxi": "Taxi-Inform-Car-1"}.get(d, f"{cap}-Inform-Name-1")
+        name = {
+            "train": "Train-Inform-Id-1",
+            "hospital": "Hospital-Inform-Department-1",
+            "taxi": "Taxi-Inform-Car-1",
+        }.get(d, f"{cap}-Inform-Name-1")
         add(name, 60 - rank)
         for r in reqt:
             add(f"{cap}-Inform-{ACT[r]}-1;{name}" if f"-{ACT[r]}-" not in name else name, 40 - rank)
@@ -180,8 +284,12 @@ def main() -> None:
     dbs = databases()
     for d, entities in dbs.items():
         (OUT / "db" / f"{d}_db.json").write_text(json.dumps(entities, indent=1) + "\n")
-    files = {"goal_model.json": goal_model(), "da_slot_cnt.json": composites(), "ontology.json": ontology(),
-             "value_set.json": value_set(dbs)}
+    files = {
+        "goal_model.json": goal_model(),
+        "da_slot_cnt.json": composites(),
+        "ontology.json": ontology(),
+        "value_set.json": value_set(dbs),
+    }
     for name, data in files.items():
         (OUT / name).write_text(json.dumps(data, indent=1) + "\n")
 

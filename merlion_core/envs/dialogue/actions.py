@@ -19,8 +19,8 @@ a multi-hot row over them, and each atom has an effect class for the simulator.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -118,9 +118,14 @@ class ActionTable:
             per = (a @ table.reshape(n_atoms, d * k)).reshape(len(a), d, k) > 0
             return np.concatenate([per, np.zeros((len(a), 1, k), dtype=bool)], axis=1)
 
-        return ActionEffects(mention=a @ self.mention > 0, informs=a @ self.informs > 0,
-                             requests=with_none(self.requests), nooffer=a @ self.nooffer > 0,
-                             book=with_none(self.book), offerbook=with_none(self.offerbook))
+        return ActionEffects(
+            mention=a @ self.mention > 0,
+            informs=a @ self.informs > 0,
+            requests=with_none(self.requests),
+            nooffer=a @ self.nooffer > 0,
+            book=with_none(self.book),
+            offerbook=with_none(self.offerbook),
+        )
 
     def atom_index(self, atom: str) -> int:
         """Index of an atom (-1 if no chosen composite uses it)."""
@@ -142,8 +147,9 @@ def _atom_effect(atom: str) -> tuple[str, str, str, int]:
         if domain == BOOKING:
             return domain, intent, slot, OFFERBOOK  # "shall I book it for ...?"
         return domain, intent, slot, NONE if slot in NO_ENTITY_SLOTS else MENTION
-    effect = {"Request": REQUEST, "NoOffer": NOOFFER, "Book": BOOK, "OfferBooked": BOOK,
-              "OfferBook": OFFERBOOK}.get(intent, NONE)
+    effect = {"Request": REQUEST, "NoOffer": NOOFFER, "Book": BOOK, "OfferBooked": BOOK, "OfferBook": OFFERBOOK}.get(
+        intent, NONE
+    )
     return domain, intent, slot, effect
 
 
@@ -167,8 +173,11 @@ def build_action_table(schema: DialogueSchema, composites: tuple[str, ...], coun
         domain, _, slot, kind = _atom_effect(atom)
         effect[j] = kind
         # the domain(s) the atom acts on: its own, or (Booking-*) the one under discussion
-        targets = [(c, names[domain]) for c in range(n_domains)] if domain in names else (
-            [(c, c) for c in range(n_domains) if schema.domains[c] in BOOKABLE] if domain == BOOKING else [])
+        targets = (
+            [(c, names[domain]) for c in range(n_domains)]
+            if domain in names
+            else ([(c, c) for c in range(n_domains) if schema.domains[c] in BOOKABLE] if domain == BOOKING else [])
+        )
         for current, target in targets:
             name = goal_slot_name(schema.domains[target], slot)
             if kind == MENTION:
@@ -187,5 +196,6 @@ def build_action_table(schema: DialogueSchema, composites: tuple[str, ...], coun
                 book[j, current, target] = 1.0
             elif kind == OFFERBOOK:
                 offerbook[j, current, target] = 1.0
-    return ActionTable(composites, counts, atoms, act_atoms, effect, mention, informs, requests,
-                       nooffer, book, offerbook)
+    return ActionTable(
+        composites, counts, atoms, act_atoms, effect, mention, informs, requests, nooffer, book, offerbook
+    )

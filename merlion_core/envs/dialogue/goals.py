@@ -67,7 +67,7 @@ def _entity_values(schema: DialogueSchema, domain: int, entities: np.ndarray, sl
     table = schema.tables[domain]
     rows = table.entities[entities].astype(np.int64)
     out = rows.copy()
-    for col, (slot, kind) in enumerate(zip(table.slots, table.kinds)):
+    for col, (slot, kind) in enumerate(zip(table.slots, table.kinds, strict=True)):
         if kind == CATEGORICAL:
             continue
         minutes = schema.value_minutes[slot]
@@ -121,7 +121,9 @@ def _adjust(schema, d, chosen, values, relax_probability, rng) -> tuple[np.ndarr
     new = np.where(take, from_entity, values[rows][:, table.slots])
     new = np.where(relax[:, None] & (table.slots[None, :] == j[:, None]), DONTCARE, new)
     final[rows[:, None], table.slots[None, :]] = new
-    valid = match_entities(schema, d, final).any(axis=1) & ~((final[:, table.slots] == 0) & chosen[:, table.slots]).any(1)
+    valid = match_entities(schema, d, final).any(axis=1) & ~((final[:, table.slots] == 0) & chosen[:, table.slots]).any(
+        1
+    )
     return final, valid
 
 
@@ -150,7 +152,10 @@ def sample_goals(schema: DialogueSchema, n: int, rng: np.random.Generator, relax
                 adjusted, valid = values, np.ones(pending.size, dtype=bool)
             start = adjusted if schema.domains[d] == "train" else values
             done = pending[valid]
-            initial[np.ix_(done, columns)], final[np.ix_(done, columns)] = start[valid][:, columns], adjusted[valid][:, columns]
+            initial[np.ix_(done, columns)], final[np.ix_(done, columns)] = (
+                start[valid][:, columns],
+                adjusted[valid][:, columns],
+            )
             chosen_all[np.searchsorted(rows, done)] = chosen[valid]
             pending = pending[~valid]
         if pending.size:

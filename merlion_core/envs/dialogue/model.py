@@ -63,9 +63,13 @@ class DialogueConfig:
     """For a goal matching no entity: probability of dropping a constraint (else changing it)."""
 
     def __post_init__(self) -> None:
-        checks = [(self.n_actions >= 2, "n_actions must be >= 2"), (self.max_turns >= 1, "max_turns must be >= 1"),
-                  (self.max_user_acts >= 1, "max_user_acts must be >= 1"), (self.patience >= 0, "patience must be >= 0"),
-                  (0.0 <= self.relax_probability <= 1.0, "relax_probability must be in [0, 1]")]
+        checks = [
+            (self.n_actions >= 2, "n_actions must be >= 2"),
+            (self.max_turns >= 1, "max_turns must be >= 1"),
+            (self.max_user_acts >= 1, "max_user_acts must be >= 1"),
+            (self.patience >= 0, "patience must be >= 0"),
+            (0.0 <= self.relax_probability <= 1.0, "relax_probability must be in [0, 1]"),
+        ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"DialogueConfig: {message}")
@@ -86,8 +90,9 @@ class DialogueModel:
         self.config = config
         root = resolve_data_dir(config.data_dir)  # before the cache: the variable may change
         self.schema, self.actions, self.data_root = _tables(str(root), config.n_actions)
-        self.simulator = UserSimulator(self.schema, self.actions, config.max_turns, config.max_user_acts,
-                                       config.patience)
+        self.simulator = UserSimulator(
+            self.schema, self.actions, config.max_turns, config.max_user_acts, config.patience
+        )
         self.n_actions = config.n_actions
         self.obs_dim = self.simulator.obs_dim
         self.state_dim = self.simulator.state_dim
@@ -106,13 +111,16 @@ class DialogueModel:
         atoms = np.zeros((n, len(self.actions.atoms)), dtype=np.float32)
         return self.simulator.pack(state, user_acts, atoms, np.zeros(n, dtype=bool))
 
-    def _step(self, states: np.ndarray, actions: np.ndarray, rng: np.random.Generator,
-              deterministic: bool) -> StepResult:
+    def _step(
+        self, states: np.ndarray, actions: np.ndarray, rng: np.random.Generator, deterministic: bool
+    ) -> StepResult:
         states = np.asarray(states, dtype=np.float32)
         actions = np.asarray(actions, dtype=np.int64)
         if states.ndim != 2 or states.shape[1] != self.state_dim:
             raise ValueError(f"DialogueModel.step: states must be [B, {self.state_dim}], got {list(states.shape)}")
-        if actions.shape != (states.shape[0],) or (actions.size and (actions.min() < 0 or actions.max() >= self.n_actions)):
+        if actions.shape != (states.shape[0],) or (
+            actions.size and (actions.min() < 0 or actions.max() >= self.n_actions)
+        ):
             raise ValueError(f"DialogueModel.step: actions must be int[{states.shape[0]}] in [0, {self.n_actions})")
         state = self.simulator.unpack(states)
         user_acts, atoms, ended, success = self.simulator.step(state, actions, rng, deterministic)
@@ -138,8 +146,12 @@ class DialogueModel:
         return make_rule_behaviour(self, name)
 
     def info(self) -> dict[str, Any]:
-        return {"n_atoms": len(self.actions.atoms), "state_dim": self.state_dim, "data_dir": self.data_root,
-                "corpus_share_of_actions": float(self.actions.counts.sum() / max(1, self._corpus_total()))}
+        return {
+            "n_atoms": len(self.actions.atoms),
+            "state_dim": self.state_dim,
+            "data_dir": self.data_root,
+            "corpus_share_of_actions": float(self.actions.counts.sum() / max(1, self._corpus_total())),
+        }
 
     def _corpus_total(self) -> int:
         return int(sum(c for _, c in load_multiwoz(self.data_root).composite_counts))

@@ -68,11 +68,15 @@ class RulePolicy:
             return out
 
         cap = [x.capitalize() for x in schema.domains]
-        self.answer_atoms = one_hot([f"{cap[schema.domains.index(dd)]}-Inform-{act_slot(dd, s)}"
-                                     for dd, s in schema.request_slots])  # [NR, n_atoms]
-        self.ask_atoms = one_hot([
-            f"{'Booking' if b and dd != 'train' else cap[schema.domains.index(dd)]}-Request-{act_slot(dd, s)}"
-            for (dd, s), b in zip(schema.inform_slots, schema.inform_is_book)])  # [NS, n_atoms]
+        self.answer_atoms = one_hot(
+            [f"{cap[schema.domains.index(dd)]}-Inform-{act_slot(dd, s)}" for dd, s in schema.request_slots]
+        )  # [NR, n_atoms]
+        self.ask_atoms = one_hot(
+            [
+                f"{'Booking' if b and dd != 'train' else cap[schema.domains.index(dd)]}-Request-{act_slot(dd, s)}"
+                for (dd, s), b in zip(schema.inform_slots, schema.inform_is_book, strict=True)
+            ]
+        )  # [NS, n_atoms]
         self.name_atoms = one_hot([NAME_ATOMS.get(x, f"{x.capitalize()}-Inform-Name") for x in schema.domains])
         self.book_atoms = one_hot([BOOK_ATOMS.get(x, "") for x in schema.domains])
         self.nooffer_atoms = one_hot([f"{x.capitalize()}-NoOffer-none" for x in schema.domains])
@@ -83,16 +87,20 @@ class RulePolicy:
         self.is_db = np.isin(np.arange(d), self.sim.db_domains)
         # the first slot to ask for: taxi route and time; booking details
         taxi = self.sim.taxi_slots
-        self.taxi_order = taxi[np.argsort([["departure", "destination", "leaveAt", "arriveBy"].index(schema.inform_slots[i][1])
-                                            for i in taxi])]
+        self.taxi_order = taxi[
+            np.argsort(
+                [["departure", "destination", "leaveAt", "arriveBy"].index(schema.inform_slots[i][1]) for i in taxi]
+            )
+        ]
         self.info_of_domain = self.sim.domain_of_slot & ~schema.inform_is_book[:, None]  # [NS, D]
         self.book_of_domain = self.sim.domain_of_slot & schema.inform_is_book[:, None]
 
     def observation(self, states: np.ndarray) -> dict[str, np.ndarray]:
         blocks = self.sim.blocks
-        return {name: states[:, blocks[name]] > 0.5 for name in
-                ("user_acts", "belief", "pending", "booked", "offered", "domain")} | {
-            "pointer": states[:, blocks["db_pointer"]].reshape(len(states), len(self.sim.db_domains), -1).argmax(-1)}
+        return {
+            name: states[:, blocks[name]] > 0.5
+            for name in ("user_acts", "belief", "pending", "booked", "offered", "domain")
+        } | {"pointer": states[:, blocks["db_pointer"]].reshape(len(states), len(self.sim.db_domains), -1).argmax(-1)}
 
     def wanted(self, states: np.ndarray) -> np.ndarray:
         """float32 [B, n_atoms]: the weight of every atom the policy wants to say."""
@@ -135,7 +143,9 @@ class RulePolicy:
             decided |= no_match
         # 5. booking
         said_book = obs["user_acts"][:, : sim.ns] & self.schema.inform_is_book
-        book_talk = ((said_book.astype(np.int64) @ sim.domain_of_slot) > 0) | obs["user_acts"][:, sim.ns + sim.nr: sim.ns + sim.nr + d]
+        book_talk = ((said_book.astype(np.int64) @ sim.domain_of_slot) > 0) | obs["user_acts"][
+            :, sim.ns + sim.nr : sim.ns + sim.nr + d
+        ]
         booking = ~decided & (cur & book_talk & self.bookable & ~obs["booked"]).any(1)
         untold = self.book_of_domain[None, :, :].transpose(0, 2, 1) & ~belief[:, None, :]  # [B, D, NS]
         untold_here = untold[np.arange(b), np.maximum(current, 0)]  # [B, NS]

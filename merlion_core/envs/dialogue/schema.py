@@ -29,11 +29,29 @@ DB_DOMAINS = tuple(d for d in DOMAINS if d != "taxi")
 BOOKABLE = ("hotel", "restaurant", "train")
 # corpus act slot name -> goal slot name (domain-specific overrides below)
 ACT_SLOT_NAMES = {
-    "Addr": "address", "Post": "postcode", "Phone": "phone", "Area": "area", "Type": "type",
-    "Name": "name", "Fee": "entrance fee", "Food": "food", "Stars": "stars", "Internet": "internet",
-    "Parking": "parking", "Department": "department", "Car": "car type", "Id": "trainID",
-    "Leave": "leaveAt", "Arrive": "arriveBy", "Depart": "departure", "Dest": "destination",
-    "Day": "day", "People": "people", "Stay": "stay", "Ticket": "price", "Price": "pricerange",
+    "Addr": "address",
+    "Post": "postcode",
+    "Phone": "phone",
+    "Area": "area",
+    "Type": "type",
+    "Name": "name",
+    "Fee": "entrance fee",
+    "Food": "food",
+    "Stars": "stars",
+    "Internet": "internet",
+    "Parking": "parking",
+    "Department": "department",
+    "Car": "car type",
+    "Id": "trainID",
+    "Leave": "leaveAt",
+    "Arrive": "arriveBy",
+    "Depart": "departure",
+    "Dest": "destination",
+    "Day": "day",
+    "People": "people",
+    "Stay": "stay",
+    "Ticket": "price",
+    "Price": "pricerange",
     "Time": "time",
 }
 TRAIN_ACT_SLOT_NAMES = {"Price": "price", "Time": "duration"}
@@ -131,8 +149,13 @@ def _slot_vocabulary(data: MultiWOZData, domain: str, slot: str, is_book: bool) 
     if not isinstance(dist, dict):
         raise SchemaError(f"goal_model.json: ind_slot_value_dist.{domain}.{kind}.{slot}: expected value -> probability")
     db = data.db[domain]
-    in_db = (domain in DB_DOMAINS and not is_book and isinstance(db, list)
-             and any(slot in e for e in db) and not (domain == "train" and slot in ("leaveAt", "arriveBy")))
+    in_db = (
+        domain in DB_DOMAINS
+        and not is_book
+        and isinstance(db, list)
+        and any(slot in e for e in db)
+        and not (domain == "train" and slot in ("leaveAt", "arriveBy"))
+    )
     if in_db:  # database slot: the database's own values, goal values restricted to them
         vocab = sorted({str(e[slot]) for e in db if slot in e})
     else:  # goal-only slot: goal values the ontology knows (times must parse)
@@ -191,14 +214,14 @@ def build_schema(data: MultiWOZData) -> DialogueSchema:
         inform += [(d, s) for s in sorted(dist.get("book", {}))]
         is_book += [True] * len(dist.get("book", {}))
         request += [(d, s) for s in sorted(dist.get("reqt", {}))]
-    vocabularies = [_slot_vocabulary(data, d, s, b) for (d, s), b in zip(inform, is_book)]
+    vocabularies = [_slot_vocabulary(data, d, s, b) for (d, s), b in zip(inform, is_book, strict=True)]
     values = tuple(v for v, _ in vocabularies)
     minutes = tuple(np.array([parse_minutes(x) for x in v], dtype=np.int64) for v in values)
     domain_of = {d: i for i, d in enumerate(DOMAINS)}
     inform_domain = np.array([domain_of[d] for d, _ in inform], dtype=np.int64)
     tables = {}
     for d in DB_DOMAINS:
-        slots = [i for i, ((dd, _), b) in enumerate(zip(inform, is_book)) if dd == d and not b]
+        slots = [i for i, ((dd, _), b) in enumerate(zip(inform, is_book, strict=True)) if dd == d and not b]
         tables[domain_of[d]] = _domain_table(data, d, slots, inform, values)
 
     orderings = [(o, p) for o, p in gm["domain_ordering_dist"] if o and p > 0]
@@ -213,24 +236,33 @@ def build_schema(data: MultiWOZData) -> DialogueSchema:
     info_combos, request_combos, request_prob, book_prob = [], [], [], []
     for d in DOMAINS:
         combos = gm["slots_combination_dist"].get(d, {})
-        info_index = {s: i for i, ((dd, s), b) in enumerate(zip(inform, is_book)) if dd == d and not b}
+        info_index = {s: i for i, ((dd, s), b) in enumerate(zip(inform, is_book, strict=True)) if dd == d and not b}
         request_of = {s: i for i, (dd, s) in enumerate(request) if dd == d}
         info_combos.append(_combos(combos.get("info", [[[], 1]]), info_index, len(inform), f"{d}.info"))
         request_combos.append(_combos(combos.get("reqt", []), request_of, len(request), f"{d}.reqt"))
         nums = gm["slots_num_dist"].get(d, {})
         n_info = sum(c for _, c in nums.get("info", [])) or 1
         request_prob.append(min(1.0, sum(c for _, c in nums.get("reqt", [])) / n_info))
-        has_book = any(dd == d and b for (dd, _), b in zip(inform, is_book))
+        has_book = any(dd == d and b for (dd, _), b in zip(inform, is_book, strict=True))
         book_prob.append(float(gm["book_dist"].get(d, 0.0)) if has_book else 0.0)
 
     return DialogueSchema(
-        domains=DOMAINS, inform_slots=tuple(inform), inform_domain=inform_domain,
-        inform_is_book=np.array(is_book, dtype=bool), request_slots=tuple(request),
+        domains=DOMAINS,
+        inform_slots=tuple(inform),
+        inform_domain=inform_domain,
+        inform_is_book=np.array(is_book, dtype=bool),
+        request_slots=tuple(request),
         request_domain=np.array([domain_of[d] for d, _ in request], dtype=np.int64),
-        values=values, sample_probs=tuple(p for _, p in vocabularies), value_minutes=minutes,
-        tables=tables, orderings=order_table, ordering_probs=order_probs / order_probs.sum(),
-        info_combos=tuple(info_combos), request_combos=tuple(request_combos),
-        request_prob=np.array(request_prob), book_prob=np.array(book_prob),
+        values=values,
+        sample_probs=tuple(p for _, p in vocabularies),
+        value_minutes=minutes,
+        tables=tables,
+        orderings=order_table,
+        ordering_probs=order_probs / order_probs.sum(),
+        info_combos=tuple(info_combos),
+        request_combos=tuple(request_combos),
+        request_prob=np.array(request_prob),
+        book_prob=np.array(book_prob),
     )
 
 
@@ -242,7 +274,7 @@ def match_entities(schema: DialogueSchema, domain: int, constraints: np.ndarray)
     table = schema.tables[domain]
     values = constraints[:, table.slots]  # [B, k]
     ok = np.ones((values.shape[0], table.entities.shape[0]), dtype=bool)
-    for col, (slot, kind) in enumerate(zip(table.slots, table.kinds)):
+    for col, (slot, kind) in enumerate(zip(table.slots, table.kinds, strict=True)):
         wanted = values[:, col]
         free = (wanted <= 0)[:, None]
         entity = table.entities[None, :, col]
@@ -260,7 +292,7 @@ def entity_meets(schema: DialogueSchema, domain: int, entities: np.ndarray, cons
     rows = table.entities[np.maximum(entities, 0)]  # [B, k]
     values = constraints[:, table.slots]
     ok = entities >= 0
-    for col, (slot, kind) in enumerate(zip(table.slots, table.kinds)):
+    for col, (slot, kind) in enumerate(zip(table.slots, table.kinds, strict=True)):
         wanted = values[:, col]
         if kind == CATEGORICAL:
             hit = rows[:, col] == wanted

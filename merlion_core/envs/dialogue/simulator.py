@@ -48,8 +48,9 @@ DB_BINS = np.array([0, 1, 2, 3, 6, 11])  # DB pointer: 0, 1, 2, 3-5, 6-10, 11+ m
 class UserSimulator:
     """State layout, goals -> initial states, and the batched turn."""
 
-    def __init__(self, schema: DialogueSchema, table: ActionTable, max_turns: int, max_user_acts: int,
-                 patience: int) -> None:
+    def __init__(
+        self, schema: DialogueSchema, table: ActionTable, max_turns: int, max_user_acts: int, patience: int
+    ) -> None:
         self.schema, self.table = schema, table
         self.effects = table.per_action()
         self.max_turns, self.max_user_acts, self.patience = max_turns, max_user_acts, patience
@@ -58,7 +59,9 @@ class UserSimulator:
         self.n_codes = ns + nr + d + 1  # inform s | request r | book it (domain d) | bye
         self.bye = self.n_codes - 1
         self.code_domain = np.concatenate([schema.inform_domain, schema.request_domain, np.arange(d), [0]])
-        self.db_domains = np.array([schema.domains.index(x) for x in DB_DOMAINS if schema.domains.index(x) in schema.tables])
+        self.db_domains = np.array(
+            [schema.domains.index(x) for x in DB_DOMAINS if schema.domains.index(x) in schema.tables]
+        )
         self.taxi = schema.domains.index("taxi")
         self.taxi_slots = np.flatnonzero(schema.inform_domain == self.taxi)
         taxi_names = [schema.inform_slots[i][1] for i in self.taxi_slots]
@@ -67,13 +70,38 @@ class UserSimulator:
         self.domain_of_slot = np.eye(d, dtype=bool)[schema.inform_domain]  # [NS, D]
         self.domain_of_request = np.eye(d, dtype=bool)[schema.request_domain]  # [NR, D]
         n_atoms = len(table.atoms)
-        observation = [("user_acts", self.n_codes), ("system_acts", n_atoms), ("belief", ns), ("pending", nr),
-                       ("db_pointer", len(self.db_domains) * len(DB_BINS)), ("booked", d), ("offered", d),
-                       ("domain", d), ("turn_fraction", 1), ("terminal", 1)]
-        hidden = [("rank", d), ("initial", ns), ("final", ns), ("requests", nr), ("has_book", d),
-                  ("switched", d), ("told", ns), ("asked", nr), ("answered", nr), ("failed", d),
-                  ("repeats", d), ("stack", self.n_codes), ("stack_len", 1), ("current", 1), ("turn", 1),
-                  ("top", d), ("count", d), ("success", 1)]
+        observation = [
+            ("user_acts", self.n_codes),
+            ("system_acts", n_atoms),
+            ("belief", ns),
+            ("pending", nr),
+            ("db_pointer", len(self.db_domains) * len(DB_BINS)),
+            ("booked", d),
+            ("offered", d),
+            ("domain", d),
+            ("turn_fraction", 1),
+            ("terminal", 1),
+        ]
+        hidden = [
+            ("rank", d),
+            ("initial", ns),
+            ("final", ns),
+            ("requests", nr),
+            ("has_book", d),
+            ("switched", d),
+            ("told", ns),
+            ("asked", nr),
+            ("answered", nr),
+            ("failed", d),
+            ("repeats", d),
+            ("stack", self.n_codes),
+            ("stack_len", 1),
+            ("current", 1),
+            ("turn", 1),
+            ("top", d),
+            ("count", d),
+            ("success", 1),
+        ]
         self.blocks: dict[str, slice] = {}
         start = 0
         for name, width in observation + hidden:
@@ -97,14 +125,18 @@ class UserSimulator:
     # ------------------------------------------------------------------ layout
     def unpack(self, states: np.ndarray) -> dict[str, np.ndarray]:
         """int64 copies of every hidden block (scalars as [B]) and the offered/booked flags."""
-        out = {name: states[:, sl].astype(np.int64) for name, sl in self.blocks.items()
-               if sl.start >= self.obs_dim or name in ("booked", "offered")}
+        out = {
+            name: states[:, sl].astype(np.int64)
+            for name, sl in self.blocks.items()
+            if sl.start >= self.obs_dim or name in ("booked", "offered")
+        }
         for name in ("stack_len", "current", "turn", "success"):
             out[name] = out[name][:, 0]
         return out
 
-    def pack(self, st: dict[str, np.ndarray], user_acts: np.ndarray, system_atoms: np.ndarray,
-             ended: np.ndarray) -> np.ndarray:
+    def pack(
+        self, st: dict[str, np.ndarray], user_acts: np.ndarray, system_atoms: np.ndarray, ended: np.ndarray
+    ) -> np.ndarray:
         """float32 [B, state_dim]: the observation blocks computed from ``st``, then ``st``."""
         b = len(ended)
         out = np.zeros((b, self.state_dim), dtype=np.float32)
@@ -181,8 +213,15 @@ class UserSimulator:
     # ------------------------------------------------------------------ agenda stack
     def _stale(self, st, finished: np.ndarray) -> np.ndarray:
         """bool [B, n_codes]: codes with nothing left to say."""
-        stale = np.concatenate([st["told"] == self.said_values(st), st["answered"] > 0, st["booked"] > 0,
-                                np.ones((len(finished), 1), bool)], axis=1)
+        stale = np.concatenate(
+            [
+                st["told"] == self.said_values(st),
+                st["answered"] > 0,
+                st["booked"] > 0,
+                np.ones((len(finished), 1), bool),
+            ],
+            axis=1,
+        )
         return stale | finished[:, self.code_domain]
 
     def _push(self, st, codes: np.ndarray) -> None:
@@ -210,21 +249,37 @@ class UserSimulator:
         self._compact(st, (positions < st["stack_len"][:, None]) & ~stale)
 
     # ------------------------------------------------------------------ turns
-    def initial(self, goals: Goals, rng: np.random.Generator, deterministic: bool = False
-                ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def initial(
+        self, goals: Goals, rng: np.random.Generator, deterministic: bool = False
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Hidden state of fresh dialogues and the user's opening acts."""
         b, d = goals.rank.shape
-        st = {name: np.zeros((b, sl.stop - sl.start), dtype=np.int64) for name, sl in self.blocks.items()
-              if sl.start >= self.obs_dim or name in ("booked", "offered")}
-        st.update(rank=goals.rank, initial=goals.initial, final=goals.final, requests=goals.requests.astype(np.int64),
-                  has_book=goals.has_book.astype(np.int64))
+        st = {
+            name: np.zeros((b, sl.stop - sl.start), dtype=np.int64)
+            for name, sl in self.blocks.items()
+            if sl.start >= self.obs_dim or name in ("booked", "offered")
+        }
+        st.update(
+            rank=goals.rank,
+            initial=goals.initial,
+            final=goals.final,
+            requests=goals.requests.astype(np.int64),
+            has_book=goals.has_book.astype(np.int64),
+        )
         for name in ("stack_len", "current", "turn", "success"):
             st[name] = st[name][:, 0]
         st["current"][:] = d  # "no domain yet" (one past the last)
         # agenda, bottom to top: larger key lower; per domain: constraints, booking, book it, requests
         codes = self.needs(st, goals.rank >= 0)
-        within = np.concatenate([rng.random((b, self.ns)) + np.where(self.schema.inform_is_book, 100, 0),
-                                 300 + rng.random((b, self.nr)), np.full((b, d), 200.0), np.zeros((b, 1))], axis=1)
+        within = np.concatenate(
+            [
+                rng.random((b, self.ns)) + np.where(self.schema.inform_is_book, 100, 0),
+                300 + rng.random((b, self.nr)),
+                np.full((b, d), 200.0),
+                np.zeros((b, 1)),
+            ],
+            axis=1,
+        )
         key = np.where(codes, goals.rank[:, self.code_domain] * 1000.0 + within, -np.inf)
         st["stack"] = np.argsort(-key, axis=1, kind="stable")
         st["stack_len"] = codes.sum(axis=1)
@@ -236,7 +291,11 @@ class UserSimulator:
         """Apply the system acts (int64 [B]) to the user; returns the codes the user pushes."""
         e, current = self.effects, st["current"]
         mention, informs, nooffer = e.mention[actions], e.informs[actions], e.nooffer[actions]
-        requests, book, offerbook = e.requests[actions, current], e.book[actions, current], e.offerbook[actions, current]
+        requests, book, offerbook = (
+            e.requests[actions, current],
+            e.book[actions, current],
+            e.offerbook[actions, current],
+        )
         in_goal = st["rank"] >= 0
         exists, meets = self.entity_ok(st)
         answer = informs & meets[:, self.schema.request_domain] & (st["requests"] > 0)
@@ -262,11 +321,12 @@ class UserSimulator:
         wants = (book | offerbook) & (st["has_book"] > 0) & (st["booked"] == 0)
         st["booked"] |= book & wants & ~incomplete & meets
         push[:, : self.ns] |= missing_book & wants[:, self.schema.inform_domain]
-        push[:, self.ns + self.nr: self.ns + self.nr + self.n_domains] |= offerbook & wants & ~incomplete
+        push[:, self.ns + self.nr : self.ns + self.nr + self.n_domains] |= offerbook & wants & ~incomplete
         return push
 
-    def user_turn(self, st, push: np.ndarray, rng: np.random.Generator, deterministic: bool
-                  ) -> tuple[np.ndarray, np.ndarray]:
+    def user_turn(
+        self, st, push: np.ndarray, rng: np.random.Generator, deterministic: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Update the agenda and pop the user's acts; returns (user act codes [B, n_codes], bye [B])."""
         b = len(push)
         n_pop = np.full(b, self.max_user_acts) if deterministic else rng.integers(1, self.max_user_acts + 1, size=b)
@@ -305,12 +365,13 @@ class UserSimulator:
         said = user_acts[:, : self.ns] & (st["told"] != self.said_values(st))
         st["told"] = np.where(user_acts[:, : self.ns], self.said_values(st), st["told"])
         st["offered"][(said.astype(np.int64) @ self.domain_of_slot) > 0] = 0
-        st["asked"] |= user_acts[:, self.ns: self.ns + self.nr]
+        st["asked"] |= user_acts[:, self.ns : self.ns + self.nr]
         st["current"] = np.where(take[:, 0], domain[:, 0], st["current"])
         return user_acts, bye
 
-    def step(self, st, actions: np.ndarray, rng: np.random.Generator, deterministic: bool = False
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def step(
+        self, st, actions: np.ndarray, rng: np.random.Generator, deterministic: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """One system turn and the user's answer: (user acts, atoms, ended, success), ``st`` in place."""
         atoms = self.table.act_atoms[actions]
         push = self.system_turn(st, actions)

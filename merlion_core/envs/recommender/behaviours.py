@@ -51,8 +51,11 @@ def watch_rate(model: RecommenderModel, states: np.ndarray, candidates: np.ndarr
     video_type = cat.types[videos]
     gain = p_click * np.minimum(states[:, BUDGET, None], cat.lengths[videos])
     repeat = video_type == states[:, LAST_TYPE, None]
-    spent = (gain * (1.0 - BUDGET_QUALITY_RATE * cat.qualities[videos])
-             + (1.0 - p_click) * cfg.no_click_penalty + cfg.same_type_penalty * repeat)
+    spent = (
+        gain * (1.0 - BUDGET_QUALITY_RATE * cat.qualities[videos])
+        + (1.0 - p_click) * cfg.no_click_penalty
+        + cfg.same_type_penalty * repeat
+    )
     return gain / spent
 
 
@@ -69,12 +72,15 @@ def medium_probability(model: RecommenderModel, states: np.ndarray, actions: np.
 def recommender_behaviour(model: RecommenderModel, name: str) -> Behaviour:
     """The expert or medium behaviour of a recommender twin."""
     if name == "expert":
+
         def expert(states: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
             return np.argmax(watch_rate(model, states), axis=1)
 
-        return Behaviour("expert", expert,
-                         lambda states, actions: (np.asarray(actions) == expert(states, None)).astype(np.float64))
+        return Behaviour(
+            "expert", expert, lambda states, actions: (np.asarray(actions) == expert(states, None)).astype(np.float64)
+        )
     if name == "medium":
+
         def medium(states: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             candidates = rng.integers(0, model.n_actions, size=(len(states), MEDIUM_CANDIDATES))
             best = np.argmax(watch_rate(model, states, candidates), axis=1)

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-from typing import Any, ClassVar, Iterator
+from collections.abc import Iterator
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -48,8 +49,9 @@ try:
         from recsim.environments import interest_evolution as ie
         from recsim.simulator import environment
 except ImportError as error:  # pragma: no cover - exercised only without the package
-    raise ImportError("merlion/Recommender-v0 needs RecSim: pip install recsim-no-tf==0.2.3 six gym==0.26.2 "
-                      f"({error})") from error
+    raise ImportError(
+        f"merlion/Recommender-v0 needs RecSim: pip install recsim-no-tf==0.2.3 six gym==0.26.2 ({error})"
+    ) from error
 
 
 class PaperVideoSampler(ie.UtilityModelVideoSampler):
@@ -81,8 +83,9 @@ class PaperUserState(ie.IEvUserState):
     def create_observation(self) -> np.ndarray:
         """f32[40 + 20 H]: interests, previous type, watched-types history (twin.encode_observation)."""
         history = (self.viewed_types + [-1] * self.history_length)[: self.history_length]
-        return encode_observation(self.user_interests[None, :], np.array([self.last_recommended_type]),
-                                  np.array([history]))[0]
+        return encode_observation(
+            self.user_interests[None, :], np.array([self.last_recommended_type]), np.array([history])
+        )[0]
 
 
 class PaperUserSampler(ie.UtilityModelUserSampler):
@@ -108,8 +111,12 @@ class PaperUserModel(ie.IEvUserModel):
     """RecSim's interest_evolution user model plus the same-type penalty and the viewed history."""
 
     def __init__(self, config: RecommenderConfig) -> None:
-        super().__init__(1, choice_model_ctor=choice_model.MultinomialProportionalChoiceModel,
-                         response_model_ctor=ie.IEvResponse, user_state_ctor=PaperUserState)
+        super().__init__(
+            1,
+            choice_model_ctor=choice_model.MultinomialProportionalChoiceModel,
+            response_model_ctor=ie.IEvResponse,
+            user_state_ctor=PaperUserState,
+        )
         self._config = config
         self._user_sampler = PaperUserSampler(config)
         self._user_state = self._user_sampler.sample_user()
@@ -158,7 +165,8 @@ class RecSimRecommenderEnv(gym.Env):
         self.config = from_dict(RecommenderConfig, {**to_dict(base), **overrides}) if overrides else base
         self.user_model = PaperUserModel(self.config)
         self.recsim = environment.SingleUserEnvironment(
-            self.user_model, PaperVideoSampler(self.config), self.config.n_videos, 1, resample_documents=False)
+            self.user_model, PaperVideoSampler(self.config), self.config.n_videos, 1, resample_documents=False
+        )
         obs_dim = 2 * N_TYPES + N_TYPES * self.config.history_length
         self.action_space = gym.spaces.Discrete(self.config.n_videos)
         self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(obs_dim,), dtype=np.float32)
@@ -168,8 +176,11 @@ class RecSimRecommenderEnv(gym.Env):
     def catalogue_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(types, qualities, lengths) of RecSim's candidate set, in action order."""
         videos = self.recsim.candidate_set.get_documents(range(self.config.n_videos))
-        return (np.array([v.cluster_id for v in videos], dtype=np.int64),
-                np.array([v.quality for v in videos]), np.array([v.video_length for v in videos]))
+        return (
+            np.array([v.cluster_id for v in videos], dtype=np.int64),
+            np.array([v.quality for v in videos]),
+            np.array([v.video_length for v in videos]),
+        )
 
     def state(self) -> np.ndarray:
         """float64 [1, 22 + H]: the user's full state (hidden budget included) in the twin's layout,
@@ -179,7 +190,7 @@ class RecSimRecommenderEnv(gym.Env):
         state[0, :N_TYPES] = user.user_interests
         state[0, BUDGET] = user.time_budget
         state[0, LAST_TYPE] = user.last_recommended_type
-        state[0, HISTORY:HISTORY + len(user.viewed_types)] = user.viewed_types
+        state[0, HISTORY : HISTORY + len(user.viewed_types)] = user.viewed_types
         return state
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):

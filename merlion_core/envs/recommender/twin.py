@@ -36,8 +36,9 @@ from merlion_core.envs.model import StepResult
 
 N_TYPES = 20
 """Video types (RecSim's IEvVideo.NUM_FEATURES and IEvUserState.NUM_FEATURES)."""
-CLUSTER_QUALITY_MEANS = np.concatenate((np.linspace(-3.0, 0.0, int(N_TYPES * 0.7)),
-                                        np.linspace(0.0, 3.0, int(N_TYPES * 0.3))))
+CLUSTER_QUALITY_MEANS = np.concatenate(
+    (np.linspace(-3.0, 0.0, int(N_TYPES * 0.7)), np.linspace(0.0, 3.0, int(N_TYPES * 0.3)))
+)
 """Mean quality of each type (RecSim's UtilityModelVideoSampler: 14 'trashy' then 6 'nutritious')."""
 QUALITY_STD = 0.1
 """Std of a video's quality around its type's mean (RecSim's UtilityModelVideoSampler)."""
@@ -86,11 +87,15 @@ class RecommenderConfig:
         if self.initial_budget <= 0:
             raise ValueError(f"RecommenderConfig.initial_budget: must be > 0, got {self.initial_budget}")
         if self.same_type_penalty < 0 or self.no_click_penalty <= 0:
-            raise ValueError("RecommenderConfig: same_type_penalty must be >= 0 and no_click_penalty > 0, got "
-                             f"{self.same_type_penalty} and {self.no_click_penalty}")
+            raise ValueError(
+                "RecommenderConfig: same_type_penalty must be >= 0 and no_click_penalty > 0, got "
+                f"{self.same_type_penalty} and {self.no_click_penalty}"
+            )
         if not 0 < self.length_min <= self.length_max or self.length_std < 0:
-            raise ValueError("RecommenderConfig: need 0 < length_min <= length_max and length_std >= 0, got "
-                             f"[{self.length_min}, {self.length_max}] and {self.length_std}")
+            raise ValueError(
+                "RecommenderConfig: need 0 < length_min <= length_max and length_std >= 0, got "
+                f"[{self.length_min}, {self.length_max}] and {self.length_std}"
+            )
         if not 0 <= self.history_length <= 50:
             raise ValueError(f"RecommenderConfig.history_length: must be in [0, 50], got {self.history_length}")
         if self.max_steps < 1:
@@ -106,8 +111,11 @@ class Catalogue:
     lengths: np.ndarray  # float64 [A]
 
 
-def sample_video(rng: np.random.RandomState, cluster_means: np.ndarray, config: RecommenderConfig,
-                 ) -> tuple[int, float, float]:
+def sample_video(
+    rng: np.random.RandomState,
+    cluster_means: np.ndarray,
+    config: RecommenderConfig,
+) -> tuple[int, float, float]:
     """One video (type, quality, length), in RecSim's draw order (type, then quality) plus the length."""
     video_type = int(rng.randint(0, len(cluster_means)))
     quality = float(rng.normal(cluster_means[video_type], QUALITY_STD))
@@ -190,7 +198,9 @@ class RecommenderModel:
         cfg, cat = self.config, self.catalogue
         states = np.asarray(states, dtype=np.float64)
         actions = np.asarray(actions, dtype=np.int64)
-        if actions.shape != (states.shape[0],) or (actions.size and (actions.min() < 0 or actions.max() >= self.n_actions)):
+        if actions.shape != (states.shape[0],) or (
+            actions.size and (actions.min() < 0 or actions.max() >= self.n_actions)
+        ):
             raise ValueError(f"RecommenderModel.step: actions must be int[{states.shape[0]}] in [0, {self.n_actions})")
         rows = np.arange(states.shape[0])
         video_type, quality, length = cat.types[actions], cat.qualities[actions], cat.lengths[actions]
@@ -216,8 +226,9 @@ class RecommenderModel:
 
     def true_step(self, states: np.ndarray, actions: np.ndarray) -> StepResult:
         """Not defined: the user's click and interest drift are random (use ``step`` with a generator)."""
-        raise ValueError("RecommenderModel.true_step: the simulated user is stochastic; "
-                         "call step(states, actions, rng)")
+        raise ValueError(
+            "RecommenderModel.true_step: the simulated user is stochastic; call step(states, actions, rng)"
+        )
 
     def action_features(self) -> np.ndarray:
         """float64 [A, 22]: each video's [one-hot type, quality, length] (the External representation)."""
