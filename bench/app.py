@@ -119,7 +119,7 @@ def slider_moves(page, url: str, moves: int) -> list[dict]:
     return out
 
 
-def upload_100k(page, url: str, folder: Path) -> float:
+def upload_100k(page, url: str, folder: Path) -> tuple[float, int]:
     n, rng = 100_000, np.random.default_rng(0)
     obs = rng.random((n, 3), dtype=np.float32)
     path = folder / "maze-100k.npz"

@@ -53,7 +53,7 @@ def collection_entry(env: str, n: int) -> dict:
     """Time a fresh-process collection of n medium transitions (noise 0.5), then summarise that dataset."""
     started = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", TIMED_COLLECT, env, str(n)], check=True, capture_output=True, text=True)
-    entry = {
+    entry: dict[str, object] = {
         "collect_seconds_including_startup": time.perf_counter() - started,
         "collect_seconds": float(out.stdout.strip().splitlines()[-1]),
     }
@@ -61,13 +61,13 @@ def collection_entry(env: str, n: int) -> dict:
 
     ds = collect(env, "medium", 0.5, n, seed=0)
     returns = ds.episode_returns()
+    expert, random = ds.meta.expert_return, ds.meta.random_return
+    assert expert is not None and random is not None  # collect() records the env's normalisers
     entry["medium_noise0.5_dataset"] = {
         "n_transitions": ds.n_transitions,
         "n_episodes": ds.n_episodes,
         "mean_return": float(returns.mean()),
-        "behaviour_normalised_score": float(
-            normalised_score(returns.mean(), ds.meta.expert_return, ds.meta.random_return)
-        ),
+        "behaviour_normalised_score": float(normalised_score(returns.mean(), expert, random)),
         "success_rate": float(ds.terminals[ds.episode_ends].mean()),
         "distinct_actions": ds.distinct_actions(),
     }
@@ -80,11 +80,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--out", default="bench/results/foundation.json")
     args = parser.parse_args()
-    results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "envs": {}}
+    envs: dict[str, dict] = {}
+    results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "envs": envs}
     for env in ("maze", "multistep-maze"):
         entry = behaviour_table(env, args.episodes)
         entry.update(collection_entry(env, args.n))
-        results["envs"][env] = entry
+        envs[env] = entry
         print(json.dumps({env: entry}, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")

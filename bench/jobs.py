@@ -96,7 +96,9 @@ def run_local(root: Path, dataset: str) -> dict:
         "collect_x8": batch(backend, store, [collect_spec(s) for s in range(8)]),
         "train_x8": batch(backend, store, [train_spec(dataset, s) for s in range(8)]),
     }
-    os.kill(supervisor_pid(root), signal.SIGTERM)
+    pid = supervisor_pid(root)  # ensure_supervisor started it, and it idles 60 s before it exits
+    if pid is not None and pid > 0:  # -1: held but unreadable; os.kill(-1) would signal every process
+        os.kill(pid, signal.SIGTERM)
     return out
 
 

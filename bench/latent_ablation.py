@@ -200,7 +200,7 @@ def precision_comparisons(summary: dict, records: list[dict]) -> dict:
         seeds = sorted(set(bf16) & set(fp32))
         if len(seeds) < 2:
             continue
-        cell = {"seeds": seeds}
+        cell: dict[str, object] = {"seeds": seeds}
         for measure in ("last_score", "last3_mean"):
             cell[measure] = {
                 "fp32": t_interval([fp32[s][measure] for s in seeds]),
@@ -273,7 +273,7 @@ def report(env: str) -> None:
             "last3_mean": t_interval([r["last3_mean"] for r in rows]),
             "per_seed_last": {r["seed"]: r["last_score"] for r in rows},
             **{
-                f"{rule}_last3_mean": t_interval([last3(r, rule) for r in rows])
+                f"{rule}_last3_mean": t_interval([v for v in (last3(r, rule) for r in rows) if v is not None])
                 for rule in OTHER_RULES
                 if all(last3(r, rule) is not None for r in rows)
             },

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -30,6 +31,10 @@ from speed import time_ours  # bench/speed.py: one timed sample + update loop fo
 from merlion_core.algos.registry import make_algorithm
 from merlion_core.data.dataset import TransitionDataset
 from merlion_core.representation.random_embeddings import TableRepresentation
+
+if TYPE_CHECKING:  # typing only: the timed merlion_core may be an older checkout (PYTHONPATH)
+    from merlion_core.algos.latent_bcq import LatentBCQ
+    from merlion_core.algos.latent_cql import LatentCQL
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latent-step.json"
 
@@ -69,7 +74,10 @@ def main() -> None:
         for _ in range(3)
     ]
     seconds = statistics.median(t["seconds"] / t["steps"] for t in timings)
-    algo = make_algorithm(args.algo, args.n_actions, args.obs_dim, {}, args.device, representation=representation)
+    algo = cast(
+        "LatentCQL | LatentBCQ",  # --algo is cql or bcq
+        make_algorithm(args.algo, args.n_actions, args.obs_dim, {}, args.device, representation=representation),
+    )
     algo.fit_latent_bound(
         algo.embed(
             torch.as_tensor(dataset.observations[:1000], device=algo.device),
@@ -83,7 +91,9 @@ def main() -> None:
             start = time.perf_counter()
             algo.greedy(obs_50).cpu()  # .cpu() waits for a GPU to finish
             act_seconds.append(time.perf_counter() - start)
-    code = Path(sys.modules[type(algo).__module__].__file__).parent.parent  # the merlion_core timed
+    module_file = sys.modules[type(algo).__module__].__file__
+    assert module_file is not None  # a module loaded from a .py file
+    code = Path(module_file).parent.parent  # the merlion_core timed
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=code
     ).stdout.strip()

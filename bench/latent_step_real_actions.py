@@ -20,6 +20,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from speed import time_ours  # bench/speed.py: one timed sample + update loop for every bench
@@ -28,6 +29,9 @@ from merlion_core.algos.registry import make_algorithm
 from merlion_core.benchmark.methods import LEGACY_LATENT_CQL
 from merlion_core.data.io import load_dataset
 from merlion_core.representation.artifacts import load_representation
+
+if TYPE_CHECKING:
+    from merlion_core.algos.latent_cql import LatentCQL
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latent-step-real-actions.json"
 VARIANTS = {
@@ -57,7 +61,9 @@ def main() -> None:
             continue
         timings = [time_ours("cql", "cql", dataset, overrides, rep, args.steps, args.warmup, "cpu") for _ in range(3)]
         seconds = statistics.median(t["seconds"] / t["steps"] for t in timings)
-        algo = make_algorithm("cql", dataset.n_actions, dataset.obs_dim, overrides, "cpu", representation=rep)
+        algo = cast(
+            "LatentCQL", make_algorithm("cql", dataset.n_actions, dataset.obs_dim, overrides, "cpu", representation=rep)
+        )
         obs = torch.as_tensor(dataset.observations[:1000].copy())
         algo.fit_latent_bound(algo.embed(obs, torch.as_tensor(dataset.actions[:1000].copy())))
         acting = []

@@ -22,6 +22,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
@@ -106,7 +107,15 @@ def zoo(args: argparse.Namespace) -> None:
         print(f"{args.env} {name}: true score {truth['normalised_score']:.1f}", flush=True)
 
 
-OPE_SETTING = {"fqe_steps": 2_000, "fqe_heads": 8, "fqe_target_update": 50}
+class OPESetting(TypedDict):
+    """The OPEConfig fields this measurement sets."""
+
+    fqe_steps: int
+    fqe_heads: int
+    fqe_target_update: int
+
+
+OPE_SETTING: OPESetting = {"fqe_steps": 2_000, "fqe_heads": 8, "fqe_target_update": 50}
 """The OPEConfig overrides of this measurement (the CLI default fits longer, with more heads): 2 cores."""
 
 
@@ -227,7 +236,8 @@ GOALS = {"fqe_spearman_mazes": 0.8, "regret_max": 10.0}
 
 
 def report() -> None:
-    summary = {"setting": OPE_SETTING, "goals": GOALS, "envs": {}}
+    envs: dict[str, dict] = {}
+    summary = {"setting": OPE_SETTING, "goals": GOALS, "envs": envs}
     lines = [
         "# Off-policy evaluation against the truth",
         "",
@@ -247,7 +257,7 @@ def report() -> None:
         if len(records) < 3:
             continue
         env = env_report(records)
-        summary["envs"][folder.name] = env
+        envs[folder.name] = env
         for name, e in env["estimators"].items():
             lines.append(
                 f"| {folder.name} | {env['n_agents']} | {env['true_range'][0]:.1f} to {env['true_range'][1]:.1f} "

@@ -100,6 +100,8 @@ def main() -> None:
     torch.set_num_threads(1)
     loaded = load_agent(args.agent)
     data = load_dataset(args.dataset)
+    if data.meta.env_id is None:
+        raise SystemExit(f"{args.dataset}: names no simulator (mazes only)")
     model = make_model(data.meta.env_id, data.meta.env_config)
     table = planner_table(model)
     if table is None:

@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -55,6 +55,7 @@ from merlion_core.models.precision import PRECISIONS, compute_precision, flush_d
 from merlion_core.peers import d3rlpy_peer
 from merlion_core.pipelines.encoder import representation_config
 from merlion_core.representation import merlion as merlion_method
+from merlion_core.representation.base import Representation
 from merlion_core.representation.external import ExternalConfig
 from merlion_core.representation.external import build as build_external
 from merlion_core.representation.registry import get_method
@@ -142,6 +143,16 @@ def time_encoder(dataset: Any, steps: int, warmup: int, device: str, precision: 
     }
 
 
+class PeerTiming(TypedDict):
+    """What time_peer passes to d3rlpy_peer.time_d3rlpy and time_d3rlpy_isolated alike."""
+
+    steps: int
+    warmup: int
+    seed: int
+    device: str
+    overrides: dict[str, Any]
+
+
 def time_peer(
     label: str,
     dataset_path: Path,
@@ -150,9 +161,9 @@ def time_peer(
     warmup: int,
     device: str,
     threads: int,
-    python: str | None,
+    python: str,
 ) -> dict[str, Any]:
-    kwargs = dict(steps=steps, warmup=warmup, seed=0, device=device, overrides=overrides)
+    kwargs = PeerTiming(steps=steps, warmup=warmup, seed=0, device=device, overrides=overrides)
     if python == sys.executable:
         record = d3rlpy_peer.time_d3rlpy("dcql", dataset_path, **kwargs)
     else:
@@ -163,7 +174,7 @@ def time_peer(
 
 def speed_part(args: argparse.Namespace, dataset: Any, dataset_path: Path) -> dict[str, Any]:
     external = build_external(ExternalConfig(env=dataset.meta.env_id or "maze"), dataset.n_actions, dataset.obs_dim)
-    reps = {"external": external}
+    reps: dict[str, Representation] = {"external": external}
     if args.encoder:
         from merlion_core.representation.artifacts import load_representation
 
@@ -314,7 +325,9 @@ def end_to_end(
     step_modes = {"encoder": getattr(rep, "step_mode", "eager"), "latent_cql": agent.step_mode}
     t = time.perf_counter()
     agent.eval()
-    result = evaluate(agent, dataset.meta.env_id, episodes, seed=0, env_overrides=dataset_env_overrides(dataset))
+    env_id = dataset.meta.env_id
+    assert env_id is not None  # collect() records its simulator
+    result = evaluate(agent, env_id, episodes, seed=0, env_overrides=dataset_env_overrides(dataset))
     stages[f"evaluate_{episodes}_episodes"] = time.perf_counter() - t
     total = time.perf_counter() - started
     return {

@@ -23,6 +23,7 @@ import os
 import platform
 import time
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -47,7 +48,7 @@ class LossOfOneSeed(nn.Module):
         terms = merlion_method.merlion_losses(
             self.rep, d["obs"][idx], d["act"][idx], d["rew"][idx], d["next_obs"][idx], act_j, self.config
         )
-        return sum(v for k, v in terms.items() if k.endswith("_loss"))
+        return cast(torch.Tensor, sum(v for k, v in terms.items() if k.endswith("_loss")))  # never empty
 
 
 def draws(generator: torch.Generator, n: int, n_actions: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,6 +104,7 @@ def vmapped_losses(
         loss.sum().backward()
         optimizer.step()
         losses.append(loss.detach().tolist())
+    assert started is not None  # set at step == warmup: the timed steps ran
     return losses, (time.perf_counter() - started) / steps
 
 

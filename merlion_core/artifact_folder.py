@@ -4,6 +4,7 @@ tensor state_dict, loaded with ``weights_only=True``), config.json and metrics.j
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ MAX_JSON_BYTES = 16 * 1024**2
 
 
 def write_folder(
-    out_dir: str | Path, module: nn.Module, document: dict[str, Any], metrics: dict[str, Any] | None
+    out_dir: str | os.PathLike[str], module: nn.Module, document: dict[str, Any], metrics: dict[str, Any] | None
 ) -> Path:
     """Write the module's state_dict, ``document`` as config.json and ``metrics``."""
     out = Path(out_dir)

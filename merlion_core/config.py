@@ -51,7 +51,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if len(non_none) == 1:
             return _coerce(non_none[0], value, where)
         return value
-    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp) and isinstance(value, dict):
         return from_dict(tp, value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
@@ -74,7 +74,7 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     """Build a config dataclass from a dict; unknown keys raise ConfigError."""
     if not isinstance(data, dict):
         raise ConfigError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]  # T is unbounded (any dataclass)
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"{cls.__name__}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")

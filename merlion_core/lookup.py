@@ -28,6 +28,8 @@ def _merge(
     if best_d is None:
         cand_d, cand_i = dist_BC, idx_BC
     else:
+        if best_i is None:
+            raise ValueError("_merge: best_i must be given together with best_d")
         # kept entries all have lower indices than the new chunk and are already in
         # (distance, index) order; the chunk is in index order. A stable sort on distance
         # therefore orders the concatenation by (distance, index).

@@ -130,7 +130,7 @@ with browse:
         labels = {e.path: e.label for e in entries}
         if st.session_state.get("data.browse") not in paths:
             st.session_state["data.browse"] = paths[-1]
-        path = st.selectbox("Dataset", paths, format_func=labels.get, key="data.browse")
+        path = st.selectbox("Dataset", paths, format_func=labels.__getitem__, key="data.browse")
         try:
             summary, returns, counts = loaders.summary(path)
         except DatasetError as exc:

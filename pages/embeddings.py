@@ -54,9 +54,9 @@ if hidden:
         f"{len(hidden)} other encoder(s) not offered: trained on data with another observation size, "
         "action count or simulator, so they cannot be shown at this encoder's state."
     )
-dataset_path = by_path[left_path].dataset
+dataset_path = by_path[left_path].dataset or ""  # none recorded: the load below fails with a message
 try:
-    ds = loaders.dataset(dataset_path or "")
+    ds = loaders.dataset(dataset_path)
 except DatasetError as exc:
     st.error(f"The dataset this encoder was trained on does not load: {exc}")
     st.stop()
@@ -112,6 +112,7 @@ state_key = tuple(float(v) for v in obs)
 # ---------------------------------------------------------------- one column
 def colour_values(entry: catalog.Entry, e: np.ndarray, side: str) -> tuple[np.ndarray | None, str]:
     if colour_mode == COLOURS[1] and explore.has_true_model(model):
+        assert env_key is not None  # a true model is a model: env_key was set beside it
         table = loaders.planner_table(*env_key)
         return (None, "") if table is None else (explore.true_q(model, table, obs), "Q*(s, a)")
     if colour_mode == COLOURS[0]:
@@ -154,7 +155,8 @@ def panel(side: str, path: str) -> None:
     projection = explore.pca_projection(e)
     colour, colour_label = colour_values(entry, e, side)
     info = loaders.action_info(*env_key) if env_key else explore.action_info(rep)
-    axis = ("e1", "e2") if rep.dim <= 2 else tuple(f"PC{i + 1} ({v:.0%})" for i, v in enumerate(projection.explained))
+    shares = projection.explained  # d > 2: the two principal components' shares of the variance
+    axis = ("e1", "e2") if rep.dim <= 2 else (f"PC1 ({shares[0]:.0%})", f"PC2 ({shares[1]:.0%})")
     title = f"{loaded.method}, d = {rep.dim}" + (" (PCA of the embeddings)" if rep.dim > 2 else "")
     warm_startable = hasattr(rep, "behaviour_model")
     if warm_startable:

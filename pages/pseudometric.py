@@ -129,7 +129,7 @@ if len(actions) <= HEATMAP_MAX:
         )
 else:
     st.caption(f"{len(actions)} actions: PNG overviews (no hover); pick a block below to zoom in with hover.")
-    for column, (_, matrix, label) in zip(st.columns(len(panels)), panels, strict=True):
+    for column, (_name, matrix, label) in zip(st.columns(len(panels)), panels, strict=True):
         column.image(
             matrix_png(matrix),
             caption=f"{label}, {len(actions)} x {len(actions)}",

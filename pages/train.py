@@ -2,6 +2,7 @@
 jobs; forms generated from the config dataclasses; launch, cancel, resume; progress."""
 
 import time
+from typing import TypedDict
 
 import streamlit as st
 
@@ -16,6 +17,14 @@ from studio import catalog, chains, jobs_client, loaders, settings, simulator
 from studio.forms import config_form
 from studio.page import any_active, job_table, live_fragment, progress_lines, setup
 
+
+class Evaluation(TypedDict, total=False):
+    """The evaluation fields of TrainAgentJob that this page sets."""
+
+    eval_every: int
+    eval_episodes: int
+
+
 setup("Train")
 st.title("Train")
 st.caption("Everything here runs as background jobs (see Runs); this page only submits them.")
@@ -25,7 +34,9 @@ if not datasets:
     st.info("No dataset yet: generate or upload one on the Data page, or wait for the demo's.")
     st.stop()
 labels = {e.path: e.label for e in datasets}
-dataset_path = st.selectbox("Dataset", list(labels), index=len(labels) - 1, format_func=labels.get, key="train.dataset")
+dataset_path = st.selectbox(
+    "Dataset", list(labels), index=len(labels) - 1, format_func=labels.__getitem__, key="train.dataset"
+)
 try:
     env_id = loaders.dataset(dataset_path).meta.env_id
 except DatasetError as exc:
@@ -83,11 +94,11 @@ with agent_tab:
             **{e.path: e.label for e in encoders},
         }
         encoder = st.selectbox(
-            "Encoder", choices, index=len(choices) - 1, format_func=enc_labels.get, key="train.encoder"
+            "Encoder", choices, index=len(choices) - 1, format_func=enc_labels.__getitem__, key="train.encoder"
         )
         new_encoder = encoder == "new"
     # without a simulator there are no episodes to roll out, and evaluation points (OPE) only where supported
-    evaluation = (
+    evaluation: Evaluation = (
         {"eval_every": settings.DEMO_EVAL_EVERY, "eval_episodes": settings.DEMO_EVAL_EPISODES}
         if env_id
         else {"eval_every": 0}
@@ -139,7 +150,7 @@ with ope_tab:
             "Agent",
             list(agent_labels),
             index=len(agent_labels) - 1,
-            format_func=agent_labels.get,
+            format_func=agent_labels.__getitem__,
             key="train.ope.agent",
         )
         ope_options = config_form(OPEConfig, OPEConfig(), "train.ope.options")

@@ -34,6 +34,7 @@ def config_form(
         tp, default, help_text = _scalar_type(hints[f.name]), values[f.name], docs.get(f.name)
         label, widget_key = f.name, f"{key}.{f.name}"
         with cols[i % columns]:
+            value: object  # a scalar from its widget, or whatever JSON the text holds
             if tp is bool:
                 value = st.checkbox(label, value=bool(default), help=help_text, key=widget_key)
             elif tp is int:

@@ -66,6 +66,7 @@ def ranking_rows(
         ope_job = by_agent.get(str((job.result or {}).get("agent")))
         if ope_job is not None:
             row["source"] = f"ope job #{ope_job.id}"
+            assert ope_job.result is not None  # by_agent holds only jobs with a result
             for name, e in ope_job.result.get("estimators", {}).items():
                 row[name] = e["normalised_score"] if e.get("normalised_score") is not None else e["value"]
                 ci = e.get("normalised_ci95") or e.get("ci95")

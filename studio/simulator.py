@@ -177,7 +177,9 @@ def clear_env(path: str | os.PathLike) -> DatasetMeta:
     named = ds.meta.extra.get(NAMED_KEY)
     if not isinstance(named, dict):
         raise SimulatorError(f"{Path(path).name}: its simulator was not named in the app; left as recorded")
-    previous = named.get("previous") if isinstance(named.get("previous"), dict) else {}
+    previous = named.get("previous")
+    if not isinstance(previous, dict):
+        previous = {}
     restored = {name: previous.get(name, getattr(DatasetMeta(), name)) for name in RESTORED}
     extra = {k: v for k, v in ds.meta.extra.items() if k != NAMED_KEY}
     try:
@@ -262,11 +264,19 @@ def _swap_meta_file(p: Path, fmt: str, new: TransitionDataset, digest: str, show
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     else:
-        atomic_write(target, lambda t: t.write_text(text, encoding="utf-8"))
+
+        def write_text(t: Path) -> None:
+            t.write_text(text, encoding="utf-8")
+
+        atomic_write(target, write_text)
     try:
         _check(p, fmt, digest, new.meta, shown)
     except SimulatorError:
-        atomic_write(target, lambda t: t.write_bytes(old))
+
+        def write_old(t: Path) -> None:
+            t.write_bytes(old)
+
+        atomic_write(target, write_old)
         raise
 
 
@@ -287,7 +297,8 @@ def pairable(first: str | os.PathLike, others: list[str]) -> tuple[list[str], li
     action count, and not two different recorded simulators (the same shapes can mean different
     actions, e.g. the maze and the multi-step maze)."""
     ref = shape_of_encoder(first)
-    keep, hidden = [], []
+    keep: list[str] = []
+    hidden: list[str] = []
     for path in others:
         shape = shape_of_encoder(path)
         same = (

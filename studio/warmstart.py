@@ -86,7 +86,7 @@ def frame_and_caption(job_id: int, base: np.ndarray) -> tuple[int | None, np.nda
 
 
 def follow(
-    job_id: int, base: np.ndarray, draw: Callable[[np.ndarray, str], None], caption: Callable[[str], None]
+    job_id: int, base: np.ndarray, draw: Callable[[np.ndarray, str], None], caption: Callable[[str], object]
 ) -> None:
     """Stream a warm-start job's frames into a chart while a worker runs it: ``draw(embeddings,
     text)`` redraws the chart (at most every REDRAW_SECONDS, and always for the last frame),

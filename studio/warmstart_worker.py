@@ -119,8 +119,8 @@ def main() -> int:
     warm_up()
     models = Models()
     # jobs this worker's predecessor left running are lost: fail them
-    for job in store.list("running", backend=BACKEND):
-        store.finish(job.id, "failed", "warm-start worker restarted")
+    for lost in store.list("running", backend=BACKEND):
+        store.finish(lost.id, "failed", "warm-start worker restarted")
     idle_since = time.monotonic()
     while time.monotonic() - idle_since < IDLE_EXIT_SECONDS:
         job = newest_queued(store)

@@ -46,7 +46,9 @@ def small(name: str, **overrides):
     """The algorithm's default config with small hidden layers (fast tests), plus ``overrides``."""
     config_cls, _ = ALGORITHMS[name]
     fields = {f.name for f in dataclasses.fields(config_cls)}
-    kwargs = {name: (32, 32) for name in ("hidden", "hidden_vae", "hidden_actor", "hidden_critic") if name in fields}
+    kwargs: dict[str, tuple[int, int]] = {
+        name: (32, 32) for name in ("hidden", "hidden_vae", "hidden_actor", "hidden_critic") if name in fields
+    }
     return config_cls(**{**kwargs, **overrides})
 
 
@@ -82,7 +84,7 @@ def run_updates(algo: OfflineAlgorithm, dataset: TransitionDataset, steps: int, 
 # --- sampler ----------------------------------------------------------------------------------------
 
 
-def test_sampler_batches_shapes_dtypes_and_rows(dataset):
+def test_sampler_batches_shapes_dtypes_and_rows(dataset: TransitionDataset) -> None:
     sampler = BatchSampler(dataset, 50, seed=3)
     batch = sampler.sample()
     assert isinstance(batch, Batch)

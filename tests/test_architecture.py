@@ -77,7 +77,7 @@ MODULES = dict(modules())
 def imported(tree: ast.AST) -> set[str]:
     """Every module a file imports, at the top or inside a function (``from pkg import mod`` names
     ``pkg.mod`` when that is a module of the package)."""
-    names = set()
+    names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)

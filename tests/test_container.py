@@ -18,7 +18,9 @@ import platform
 import socket
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from container_support import (
@@ -53,9 +55,9 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def numbers(request):
+def numbers(request: pytest.FixtureRequest) -> Iterator[dict[str, object]]:
     """What the run measured; written to $MERLION_CONTAINER_RESULTS at the end."""
-    data: dict = {
+    data: dict[str, object] = {
         "date": datetime.date.today().isoformat(),
         "cpu_count": os.cpu_count(),
         "load_average_1min_at_start": round(os.getloadavg()[0], 2),
@@ -122,7 +124,7 @@ def container(tool, image, numbers):
 
 
 def jobs_in(tool: Podman, container: dict) -> list[dict]:
-    return exec_json(tool, container["name"], "merlion", "jobs", "list", "--json")  # type: ignore[return-value]
+    return cast(list[dict], exec_json(tool, container["name"], "merlion", "jobs", "list", "--json"))
 
 
 def test_health_endpoint_and_the_images_healthcheck(tool, container):

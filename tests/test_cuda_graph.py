@@ -31,7 +31,9 @@ def dataset():
 def small_config(name: str, **overrides):
     config_cls, _ = ALGORITHMS[name]
     fields = {f.name for f in dataclasses.fields(config_cls)}
-    hidden = {key: (32, 32) for key in ("hidden", "hidden_vae", "hidden_actor", "hidden_critic") if key in fields}
+    hidden: dict[str, object] = {
+        key: (32, 32) for key in ("hidden", "hidden_vae", "hidden_actor", "hidden_critic") if key in fields
+    }
     if "vae_warmup" in fields:
         hidden["vae_warmup"] = 5  # PLAS: both phases within the test's steps
     return config_cls(**{**hidden, **overrides})

@@ -47,7 +47,7 @@ def d3rlpy_transitions(arrays: dict) -> list[tuple]:
                     last,
                 )
             )
-        start = end + 1
+        start = int(end) + 1
     return out
 
 

@@ -10,6 +10,8 @@ from types import SimpleNamespace
 
 from container_support import REPO, page_files, page_slug, torch_version, uncovered_pages
 
+from merlion_core.jobs.spec import JobSpec
+
 
 def instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined, comments dropped."""
@@ -100,7 +102,8 @@ class FakeRunner:
     """Stands in for the jobs store and backend: submitted specs, and statuses the test sets."""
 
     def __init__(self) -> None:
-        self.specs, self.records = {}, {}
+        self.specs: dict[int, tuple[JobSpec, str | None]] = {}
+        self.records: dict[int, SimpleNamespace] = {}
 
     def submit(self, spec, sweep=None):
         job_id = len(self.specs) + 1

@@ -153,8 +153,9 @@ def test_umap_projection_rejects_bad_input_before_importing_umap(points, kwargs,
 
 # ---------------------------------------------------------------------------- warm-start kind
 def _weights(path: str) -> torch.Tensor:
-    rep = load_representation(path).representation
-    return torch.cat([p.detach().flatten() for p in rep.encoder.parameters()])
+    encoder = load_representation(path).representation.encoder
+    assert isinstance(encoder, torch.nn.Module)
+    return torch.cat([p.detach().flatten() for p in encoder.parameters()])
 
 
 def test_warm_start_kind_through_the_worker_changes_the_encoder_and_p_matters(tiny, tmp_path):

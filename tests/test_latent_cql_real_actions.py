@@ -23,6 +23,8 @@ class StateShiftedTable(Representation):
     latent moves with the state, so a latent taken at the wrong state is detectably wrong."""
 
     method = "shifted-table"
+    table: torch.Tensor  # buffers, registered in __init__
+    shift: torch.Tensor
 
     def __init__(self, table: torch.Tensor, shift: torch.Tensor, obs_dim: int) -> None:
         super().__init__(table.shape[0], obs_dim, table.shape[1])

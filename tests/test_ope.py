@@ -38,7 +38,13 @@ HORIZON = 6
 # --- a small tabular MDP with terminal states and a time limit ----------------------------------
 
 
-def make_mdp(seed: int, n_states: int = 4, n_actions: int = 3, term_range=(0.0, 0.15), reward_offset=0.0):
+def make_mdp(
+    seed: int,
+    n_states: int = 4,
+    n_actions: int = 3,
+    term_range: tuple[float, float] = (0.0, 0.15),
+    reward_offset: float = 0.0,
+):
     rng = np.random.default_rng(seed)
     P = rng.dirichlet(np.ones(n_states) * 0.5, size=(n_states, n_actions))
     R = rng.uniform(-1, 1, size=(n_states, n_actions)) + reward_offset

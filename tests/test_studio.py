@@ -38,7 +38,8 @@ def test_only_the_ui_modules_import_streamlit_and_the_core_never_imports_the_app
 # ---------------------------------------------------------------------------- PNG
 def _decode_png(data: bytes) -> np.ndarray:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, chunks = 8, {}
+    pos = 8
+    chunks: dict[bytes, bytes] = {}
     while pos < len(data):
         (length,) = struct.unpack(">I", data[pos : pos + 4])
         tag, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
@@ -327,7 +328,8 @@ def test_follow_draws_a_short_job_once_and_streams_a_long_one(tmp_path, monkeypa
 
         thread = threading.Thread(target=worker)
         thread.start()
-        drawn, captions = [], []
+        drawn: list[tuple[np.ndarray, str]] = []
+        captions: list[str] = []
         warmstart.follow(job_id, base, lambda e, text: drawn.append((e.copy(), text)), captions.append)
         thread.join()
         return drawn, captions

@@ -69,7 +69,7 @@ def load_agent(path: str | os.PathLike, device: str = "cpu") -> LoadedAgent:
     if algo not in ALGORITHMS:
         raise AgentArtifactError(f"{folder / CONFIG}: unknown algorithm {algo!r}")
     try:
-        config = from_dict(ALGORITHMS[algo][0], document["config"])
+        config: object = from_dict(ALGORITHMS[algo][0], document["config"])
         representation = None
         if document.get("encoder"):
             from merlion_core.representation.artifacts import load_representation

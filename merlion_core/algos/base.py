@@ -15,7 +15,7 @@ import copy
 import dataclasses
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +26,8 @@ from merlion_core.models.cuda_graph import CapturedStep, fresh_generator, make_c
 from merlion_core.models.mlp import resolve_device
 from merlion_core.models.obs_features import ObservationFeatures, fit_observation_features, observation_features_fitted
 from merlion_core.models.precision import compute_precision
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 @contextlib.contextmanager
@@ -64,7 +66,7 @@ def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
         p_target.lerp_(p_online, tau)
 
 
-def frozen_copy(net: nn.Module) -> nn.Module:
+def frozen_copy(net: ModuleT) -> ModuleT:
     """A copy of ``net`` (same weights) that no optimizer updates: a target network."""
     target = copy.deepcopy(net)
     target.requires_grad_(False)

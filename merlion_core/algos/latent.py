@@ -18,6 +18,9 @@ in ``__init__``, then ``fit_latent_bound`` / ``embed`` / ``to_actor_space`` / ``
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Protocol
+
 import torch
 
 from merlion_core.representation.base import Representation
@@ -28,8 +31,23 @@ FIT_SAMPLE = 20_000
 """Logged (s, a) pairs, evenly spaced over the dataset, that fit the latent map before training."""
 
 
+class LatentAgent(Protocol):
+    """What ``attach_latent_space`` reads and sets on a latent algorithm (LatentCQL, LatentBCQ)."""
+
+    n_actions: int
+    obs_dim: int
+    device: torch.device
+    dim: int
+    latent_normalise: bool
+    _bound_known: bool
+
+    def register_buffer(self, name: str, tensor: torch.Tensor | None, persistent: bool = True) -> None: ...
+
+    def register_load_state_dict_post_hook(self, hook: Callable[..., None]) -> object: ...
+
+
 def attach_latent_space(
-    algo: torch.nn.Module,
+    algo: LatentAgent,
     representation: Representation | None,
     latent_bound: float,
     per_dim: bool = False,

@@ -253,6 +253,15 @@ class TwinCritic(nn.Module):
 class LatentBCQ(OfflineAlgorithm):
     """Acts with g(e*) = argmin_a ||e* - phi(a; s)||_1 (Eq. 1), e* the best perturbed VAE sample by Q_1."""
 
+    # set by attach_latent_space (merlion_core/algos/latent.py): the frozen representation and the latent map
+    representation: Representation
+    dim: int
+    latent_normalise: bool
+    latent_bound: torch.Tensor
+    latent_center: torch.Tensor
+    latent_scale: torch.Tensor
+    _bound_known: bool
+
     def __init__(
         self,
         config: LatentBCQConfig,
@@ -399,7 +408,12 @@ class LatentBCQ(OfflineAlgorithm):
     def behaviour_candidates(self, obs_BS: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(ids i64[B, K], allowed bool[B, K]): the K = min(k, |A|) actions most likely under the
         representation's G(a|s), allowed where G(a|s) / max G > ``behaviour_tau`` (the first always is)."""
-        logits_BA = self.representation.behaviour_model(obs_BS).float()
+        behaviour_model = self.representation.behaviour_model
+        if not isinstance(behaviour_model, nn.Module):
+            raise TypeError(
+                f"candidates='behaviour': the {self.representation.method} representation has no behaviour model"
+            )
+        logits_BA = behaviour_model(obs_BS).float()
         top_BK, idx_BK = logits_BA.topk(min(k, self.n_actions), dim=1)
         allowed_BK = (top_BK - top_BK[:, :1]) > torch.log(torch.tensor(self.config.behaviour_tau))
         return idx_BK, allowed_BK

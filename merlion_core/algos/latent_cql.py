@@ -193,7 +193,8 @@ class TanhGaussianActor(nn.Module):
         self, obs_BS: torch.Tensor, bound: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_BD, log pi(x | s)_B), reparameterised (differentiable in the actor's weights)."""
-        return self.sample_from(*self(obs_BS), bound, generator)
+        mu_BD, log_std_BD = self(obs_BS)
+        return self.sample_from(mu_BD, log_std_BD, bound, generator)
 
     @staticmethod
     def log_prob_u(
@@ -241,6 +242,16 @@ class TwinCritic(nn.Module):
 
 class LatentCQL(OfflineAlgorithm):
     """Acts with the Wolpertinger rule over the ``knn_k`` actions nearest the actor's mean latent (k = 1: Eq. 1)."""
+
+    # set by attach_latent_space (merlion_core/algos/latent.py): the frozen representation and the latent map
+    representation: Representation
+    dim: int
+    latent_normalise: bool
+    latent_bound: torch.Tensor
+    latent_center: torch.Tensor
+    latent_scale: torch.Tensor
+    _bound_known: bool
+    updates: torch.Tensor
 
     def __init__(
         self,
@@ -348,7 +359,10 @@ class LatentCQL(OfflineAlgorithm):
             log_2b = torch.log(2.0 * bound)
             log_qs.append((-(log_2b.sum() if bound.ndim else self.dim * log_2b)).expand(b, n))
         if cfg.n_behaviour:
-            log_g_BA = torch.log_softmax(self.representation.behaviour_model(obs_BS).float(), dim=1)
+            behaviour_model = self.representation.behaviour_model
+            if not isinstance(behaviour_model, nn.Module):
+                raise TypeError(f"n_behaviour: the {self.representation.method} representation has no behaviour model")
+            log_g_BA = torch.log_softmax(behaviour_model(obs_BS).float(), dim=1)
             act_BM = torch.multinomial(log_g_BA.exp(), cfg.n_behaviour, replacement=True, generator=gen)
             parts.append(self.embed_actions(obs_BS, act_BM).view(b, cfg.n_behaviour, -1))
             log_qs.append(log_g_BA.gather(1, act_BM))
@@ -405,6 +419,8 @@ class LatentCQL(OfflineAlgorithm):
         q_pi_2BM = torch.cat([q_cur_2X.reshape(2, b, m), q_nxt_2X.reshape(2, b, m)], dim=2)
         gaps = [cql_h_term(q_rand_2BN[i], log_q_BN, q_pi_2BM[i], log_pi_BM, q_data_2B[i]) for i in range(2)]
         cql_loss = sum(gaps)
+        if not isinstance(cql_loss, torch.Tensor):  # sum() of the two twins' tensors; 0 only for no critics
+            raise RuntimeError("latent CQL: no CQL(H) gap terms")
         if self.log_alpha_prime.requires_grad:  # CQL-Lagrange: alpha' >= 0 keeps the gap near the target
             alpha_prime = self.log_alpha_prime.exp().clamp(0.0, 1e6)
             critic_loss = td_loss + alpha_prime.detach() * (cql_loss - 2 * cfg.cql_target_gap)

@@ -128,6 +128,8 @@ class ActionCVAE(nn.Module):
 class PLAS(OfflineAlgorithm):
     """Acts with argmax D(s, pi(s)): the decoded action of the latent policy."""
 
+    step: torch.Tensor
+
     def __init__(self, config: PLASConfig, n_actions: int, obs_dim: int, device: str = "auto") -> None:
         super().__init__(config, n_actions, obs_dim, device)
         with seeded(config.seed):

@@ -46,6 +46,8 @@ def make_algorithm(
     if name in LATENT_ALGORITHMS:
         if representation is None:
             raise ValueError(f"{name}: acts in a representation's latent space; pass a representation (--encoder)")
+        if not issubclass(algo_cls, (LatentCQL, LatentBCQ)):
+            raise TypeError(f"{name}: listed as a latent algorithm, but {algo_cls.__name__} takes no representation")
         return algo_cls(config, n_actions, obs_dim, device, representation=representation)
     if representation is not None:
         raise ValueError(f"{name}: acts on raw actions; drop the representation (--encoder)")

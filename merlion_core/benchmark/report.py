@@ -84,7 +84,7 @@ def summarise_method(records: list[dict[str, Any]]) -> dict[str, Any]:
         ]
         mean, ci = mean_ci95(values)
         curve.append({"step": step, "mean": mean, "ci95": ci, "n": len(values)})
-    seconds = [r.get("train_seconds") for r in ok if r.get("train_seconds") is not None]
+    seconds: list[float] = [r["train_seconds"] for r in ok if r.get("train_seconds") is not None]
     # None where the env has no task success (the recommender): the column then reads "-"
     successes = [r["last_success_rate"] for r in ok if r.get("last_success_rate") is not None]
     return {

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
@@ -159,6 +159,8 @@ def train_bench_encoder(
             return str(path)
     if path.exists():
         shutil.rmtree(path)  # a stale or unfinished encoder of an earlier benchmark in our work folder
+    if method.representation is None:
+        raise ValueError(f"{method.name}: trains on raw actions; it has no encoder to train")
     train_encoder(dataset_path, method.representation, path, overrides=overrides, device=device, precision=precision)
     key_file.write_text(json.dumps(key))
     return str(path)
@@ -261,6 +263,17 @@ def run_one(
     }
 
 
+class _PeerKwargs(TypedDict):
+    """The keyword arguments :func:`_run_peer` passes to ``run_d3rlpy`` and ``run_d3rlpy_isolated``."""
+
+    steps: int
+    seed: int
+    eval_every: int
+    eval_episodes: int
+    device: str
+    overrides: NotRequired[dict[str, Any]]
+
+
 def _run_peer(
     dataset_path: str, method: BenchMethod, seed: int, config: BenchConfig, agent_dir: str, peer_python: str | None
 ) -> dict[str, Any]:
@@ -268,7 +281,7 @@ def _run_peer(
     ``$MERLION_D3RLPY_PYTHON``), a venv of its own (d3rlpy pins gymnasium 1.0)."""
     from merlion_core.peers.d3rlpy_peer import d3rlpy_python, run_d3rlpy, run_d3rlpy_isolated
 
-    kwargs = {
+    kwargs: _PeerKwargs = {
         "steps": config.steps,
         "seed": seed,
         "eval_every": config.eval_every,

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from merlion_core.cli.common import add_config_union_arguments, config_overrides
+
+if TYPE_CHECKING:
+    from merlion_core.pipelines.ope import OPEConfig
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -87,7 +91,7 @@ TUPLE_OPTIONS = ("estimators", "fqe_hidden")
 """OPEConfig's list fields, given on the command line as comma-separated values."""
 
 
-def ope_config_from_args(args: argparse.Namespace) -> object:
+def ope_config_from_args(args: argparse.Namespace) -> OPEConfig:
     from merlion_core.pipelines.ope import OPEConfig
 
     values = config_overrides(args)

@@ -137,7 +137,7 @@ def collect(
         chosen = policy(states, behaviour_rng)
         replace = noise_rng.random(n_slots) < noise
         chosen = np.where(replace, noise_rng.integers(0, model.n_actions, size=n_slots), chosen)
-        if propensities is not None:  # draws nothing: the logged bytes do not depend on it
+        if propensities is not None and probability is not None:  # draws nothing: the logged bytes do not depend on it
             propensities[t] = (1.0 - noise) * probability(states, chosen) + noise / model.n_actions
         result = model.step(states, chosen, env_rng)
         elapsed += 1
@@ -174,8 +174,8 @@ def collect(
         "next_observations": flat(next_observations),
         "terminals": flat(terminals),
         "timeouts": flat(timeouts),
-        "propensities": None if propensities is None else flat(propensities),
     }
+    logged_propensities = None if propensities is None else flat(propensities)
     if len(fields["actions"]) < n:  # cannot happen by construction; guard the invariant
         raise RuntimeError(f"collect: gathered {len(fields['actions'])} < {n} transitions")
     fields["timeouts"][-1] |= ~fields["terminals"][-1]  # the cut episode ends here
@@ -190,4 +190,4 @@ def collect(
         random_return=random_return,
         extra={"n_envs": int(n_slots), "collector": "merlion_core.data.collect/1"},
     )
-    return TransitionDataset(**fields, n_actions=model.n_actions, meta=meta)
+    return TransitionDataset(**fields, n_actions=model.n_actions, meta=meta, propensities=logged_propensities)

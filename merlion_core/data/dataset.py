@@ -197,7 +197,7 @@ class TransitionDataset:
         for name in FIELDS:
             array = np.ascontiguousarray(getattr(self, name))
             digest.update(f"|{name}:{array.dtype.str}:{array.shape}|".encode())
-            digest.update(memoryview(array).cast("B"))
+            digest.update(array.data.cast("B"))  # ndarray.data is memoryview(array)
         return digest.hexdigest()
 
     def distinct_actions(self) -> int:
@@ -208,9 +208,10 @@ class TransitionDataset:
     def normalised_score(self, returns: Any) -> Any:
         """D4RL normalised score ``100 * (R - R_random) / (R_expert - R_random)``."""
         hi, lo = self.meta.expert_return, self.meta.random_return
-        for name, value in (("expert_return", hi), ("random_return", lo)):
-            if value is None:
-                raise DatasetError(f"meta.{name}: missing normaliser; cannot compute a normalised score")
+        if hi is None:
+            raise DatasetError("meta.expert_return: missing normaliser; cannot compute a normalised score")
+        if lo is None:
+            raise DatasetError("meta.random_return: missing normaliser; cannot compute a normalised score")
         if hi == lo:
             raise DatasetError(f"meta.expert_return: equals meta.random_return ({hi}); cannot normalise")
         score = 100.0 * (np.asarray(returns, dtype=np.float64) - lo) / (hi - lo)
@@ -219,9 +220,11 @@ class TransitionDataset:
     def subset(self, indices: Any) -> TransitionDataset:
         """A new dataset of the selected transitions (copies; must still hold an episode end)."""
         idx = np.asarray(indices)
-        return dataclasses.replace(
-            self, **{name: np.ascontiguousarray(getattr(self, name)[idx]) for name in self.arrays(optional=True)}
-        )
+        # only array fields change; dict[str, Any] lets them through replace()'s per-field signature
+        changes: dict[str, Any] = {
+            name: np.ascontiguousarray(getattr(self, name)[idx]) for name in self.arrays(optional=True)
+        }
+        return dataclasses.replace(self, **changes)
 
     def arrays(self, optional: bool = False) -> dict[str, np.ndarray]:
         """The six required arrays by name; ``optional=True`` adds the optional ones that are present."""
@@ -288,13 +291,15 @@ def from_arrays(
             raise DatasetError(f"{name}: expected an array with a leading [N] axis, got a scalar")
         if length != lengths["observations"] and name != "observations":
             raise DatasetError(f"{name}: length {length} differs from observations length {lengths['observations']}")
+    n_rows = lengths["observations"]
+    assert n_rows is not None  # the loop above raised for a scalar observations array
     for name in ("observations", "next_observations", "rewards"):
         out[name] = _coerce_float(name, out[name])
     out["actions"] = _coerce_actions(out["actions"])
     for name in ("terminals", "timeouts"):
         out[name] = _coerce_flag(name, out[name])
     if fields.get("propensities") is not None:
-        out["propensities"] = _coerce_propensities(fields["propensities"], lengths["observations"])
+        out["propensities"] = _coerce_propensities(fields["propensities"], n_rows)
     ids = out["actions"]  # every row's: n_actions is inferred from them, dropped or not
     if keep is not None:
         out = _keep_rows(out, keep, n_actions, max_actions, meta)

@@ -19,6 +19,7 @@ reader drops (recorded in ``meta.extra["dropped_rows"]``/``["dropped_reason"]``)
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -193,7 +194,7 @@ def _save_native(ds: TransitionDataset, p: Path, **_: Any) -> None:
     p.mkdir(parents=True, exist_ok=True)
     arrays = ds.arrays(optional=True)
     for name, arr in arrays.items():
-        atomic_write(p / f"{name}.npy", lambda t, a=arr: _write_npy(t, a))
+        atomic_write(p / f"{name}.npy", functools.partial(_write_npy, arr=arr))
     for name in OPTIONAL_FIELDS:  # a dataset saved over one that had the field must not inherit it
         stale = p / f"{name}.npy"
         if name not in arrays and (stale.is_symlink() or stale.exists()):

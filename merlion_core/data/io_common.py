@@ -101,7 +101,7 @@ def dump_json(doc: Any) -> str:
         raise DatasetError(f"meta: not JSON-serialisable ({exc})") from None
 
 
-def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, writer: Callable[[Path], object]) -> None:
     """Write via a sibling temp file then rename, so readers (and memmaps) never see a half file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:

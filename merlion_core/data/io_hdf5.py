@@ -11,7 +11,7 @@ links are never followed. Layout details and the handling of episode ends are do
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import h5py
 import numpy as np
@@ -91,6 +91,14 @@ def _subgroup(group: h5py.Group, name: str) -> h5py.Group | None:
     return obj if isinstance(obj, h5py.Group) else None
 
 
+@overload
+def _dset(
+    group: h5py.Group, name: str, what: str, budget: Budget, *, required: Literal[True] = ..., kinds: str = ...
+) -> h5py.Dataset: ...
+@overload
+def _dset(
+    group: h5py.Group, name: str, what: str, budget: Budget, *, required: bool, kinds: str = ...
+) -> h5py.Dataset | None: ...
 def _dset(
     group: h5py.Group, name: str, what: str, budget: Budget, *, required: bool = True, kinds: str = "biuf"
 ) -> h5py.Dataset | None:
@@ -146,6 +154,10 @@ def _string(group: h5py.Group, name: str, what: str, *, required: bool = False) 
         raise DatasetError(f"{what}: not valid UTF-8 text") from None
 
 
+@overload
+def _int(group: h5py.Group, name: str, what: str, *, required: Literal[True] = ...) -> int: ...
+@overload
+def _int(group: h5py.Group, name: str, what: str, *, required: bool) -> int | None: ...
 def _int(group: h5py.Group, name: str, what: str, *, required: bool = True) -> int | None:
     obj = _get(group, name, what, required=required)
     if obj is None:

@@ -221,7 +221,7 @@ def save_minari(
                     ("truncations", ds.timeouts),
                 ):
                     _create(g, name, arr[a:b], compressed, chunks=True, maxshape=(None,))
-                if ds.has_propensities:  # aligned with actions: entry t is the probability of action t
+                if ds.propensities is not None:  # aligned with actions: entry t is the probability of action t
                     _create(
                         g.create_group("infos"),
                         "propensities",

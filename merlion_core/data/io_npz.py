@@ -136,7 +136,7 @@ def _read_member(raw: BinaryIO, zi: zipfile.ZipInfo, what: str, budget: Budget, 
             f"{zi.file_size - (stream.produced - len(stream.pending))}"
         )
     arr = np.empty(count, dtype=dtype)
-    stream.readinto(memoryview(arr.view(np.uint8)))
+    stream.readinto(arr.view(np.uint8).data)  # ndarray.data is memoryview(array)
     stream.finish()
     return arr.reshape(shape, order="F" if fortran else "C")
 

@@ -95,7 +95,7 @@ def _plan_behaviour(name: str, config: MultiStepMazeConfig, region_aware: bool) 
     moves = np.arange(4)
     powers = 4 ** np.arange(config.plan_length - 1, -1, -1)
 
-    def act(states: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def act(states: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:  # draws nothing
         plan = np.zeros(len(states), dtype=np.int64)
         current = np.asarray(states, dtype=np.float32)
         done = np.zeros(len(states), dtype=bool)

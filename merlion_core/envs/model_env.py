@@ -20,7 +20,7 @@ class ModelEnv(gym.Env):
     raise ConfigError.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": []}  # gym.Env declares it an instance variable
     config_cls: ClassVar[type]
     model_cls: ClassVar[type]
 

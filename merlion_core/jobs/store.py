@@ -15,6 +15,7 @@ short transaction, WAL lets readers run beside the writer, and ``busy_timeout`` 
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import sqlite3
@@ -186,6 +187,8 @@ class JobStore:
             "VALUES (?, ?, ?, 'queued', ?, ?, ?)",
             (kind, json.dumps(config, sort_keys=True), int(seed), backend, sweep, time.time()),
         )
+        if cur.lastrowid is None:
+            raise RuntimeError("job store: INSERT into jobs returned no row id")
         job_id = int(cur.lastrowid)
         self.job_dir(job_id).mkdir(parents=True, exist_ok=True)
         self.event(job_id, "submit")
@@ -327,7 +330,7 @@ class JobStore:
         """Remove metric rows past ``step`` (a resumed job recomputes them); returns how many."""
         return self.db.execute("DELETE FROM metrics WHERE job_id = ? AND step > ?", (int(job_id), int(step))).rowcount
 
-    def metrics(self, job_id: int, name: str | None = None) -> list[dict[str, Any]]:
+    def metrics(self, job_id: int, name: str | None = None) -> builtins.list[dict[str, Any]]:
         query = "SELECT step, name, value, time FROM metrics WHERE job_id = ?"
         args: list[Any] = [int(job_id)]
         if name is not None:
@@ -341,7 +344,7 @@ class JobStore:
             (time.time(), job_id, event, running, detail),
         )
 
-    def events(self, event: str | None = None) -> list[dict[str, Any]]:
+    def events(self, event: str | None = None) -> builtins.list[dict[str, Any]]:
         query, args = "SELECT * FROM events", []
         if event is not None:
             query, args = query + " WHERE event = ?", [event]

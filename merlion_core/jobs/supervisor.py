@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from merlion_core.config import from_json, to_json
 from merlion_core.jobs.processes import (
@@ -78,7 +79,7 @@ class Supervisor:
         gpus = visible_gpus()
         self.gpus = gpus if config.gpus < 0 else (gpus + [str(i) for i in range(len(gpus), config.gpus)])[: config.gpus]
         self.workers: dict[int, Worker] = {}
-        self.lock_handle = None
+        self.lock_handle: TextIO | None = None
         self.idle_since = time.monotonic()
         self.stopping = False
 

@@ -76,7 +76,7 @@ def expand(document: Any, default_name: str = "sweep") -> Sweep:
         n_runs *= len(values)
     if n_runs > MAX_RUNS:
         raise ValueError(f"sweep spec: {n_runs} runs; at most {MAX_RUNS}")
-    specs = []
+    specs: list[JobSpec] = []
     for combination in itertools.product(*grid.values()):
         config = copy.deepcopy(base)
         for key, value in zip(grid, combination, strict=True):

@@ -121,6 +121,8 @@ class CapturedStep:
     def _replay(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         for key, static in self._static_in.items():
             static.copy_(inputs[key], non_blocking=True)
+        if self._graph is None or self._static_out is None:
+            raise RuntimeError("CapturedStep: replay before a successful capture")
         self._graph.replay()
         values = self._static_out.clone()  # the next replay overwrites the static output
         return {key: values[i] for i, key in enumerate(self._keys)}

@@ -42,6 +42,11 @@ def fourier_features(z_BS: torch.Tensor, frequencies_SK: torch.Tensor) -> torch.
 class ObservationFeatures(nn.Module):
     """x -> [features(x[:, :obs_dim]), x[:, obs_dim:]] with fixed (fitted, not trained) statistics."""
 
+    frequencies: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    fitted: torch.Tensor
+
     def __init__(self, obs_dim: int, n_fourier: int, scale: float, seed: int) -> None:
         super().__init__()
         check_feature_options(n_fourier, scale)
@@ -96,7 +101,9 @@ def feature_mlp_repeated(
     latents per state, 441 feature columns) about 2.4 times fewer multiply-adds.
     """
     features, body = net[0], net[1]
-    first = body[0]
+    first = body[0] if isinstance(body, nn.Sequential) else None
+    if not isinstance(body, nn.Sequential) or not isinstance(first, nn.Linear):
+        raise TypeError("feature_mlp_repeated: net must be a feature_mlp (features, then an MLP from a Linear)")
     if extra_XE.shape[0] != obs_BS.shape[0] * sum(repeats):
         raise ValueError(
             f"feature_mlp_repeated: {extra_XE.shape[0]} extra rows, expected "

@@ -11,7 +11,7 @@ logged actions, from logged propensities or a fitted :class:`BehaviourModel`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
@@ -83,6 +83,17 @@ __all__ = [
     "to_padded",
     "wdr",
 ]
+
+
+class _ImportanceInputs(TypedDict):
+    """The arguments every importance estimator of :func:`estimate` shares."""
+
+    rewards_N: np.ndarray
+    actions_N: np.ndarray
+    policy_actions_N: np.ndarray
+    mu_N: np.ndarray
+    table: EpisodeTable
+    gamma: float
 
 
 def estimate(
@@ -169,7 +180,7 @@ def estimate(
                 progress=progress,
                 device=device,
             )
-    common = dict(
+    common = _ImportanceInputs(
         rewards_N=np.asarray(rewards),
         actions_N=np.asarray(actions, dtype=np.int64),
         policy_actions_N=policy_actions_N,

@@ -77,7 +77,7 @@ class BehaviourModel:
     """A fitted mu(a | s): :meth:`probabilities` for every action, :meth:`probability` of given ones."""
 
     def __init__(
-        self, net: nn.Module, n_actions: int, config: BehaviourModelConfig, device: torch.device, final_loss: float
+        self, net: nn.Sequential, n_actions: int, config: BehaviourModelConfig, device: torch.device, final_loss: float
     ) -> None:
         self.net = net
         self.n_actions = int(n_actions)
@@ -115,7 +115,7 @@ class BehaviourModel:
         return np.maximum(p, self.config.min_probability)
 
 
-def _check_obs(obs: np.ndarray, net: nn.Module) -> np.ndarray:
+def _check_obs(obs: np.ndarray, net: nn.Sequential) -> np.ndarray:
     obs = np.asarray(obs, dtype=np.float32)
     obs_dim = net[0].obs_dim
     if obs.ndim != 2 or obs.shape[1] != obs_dim:

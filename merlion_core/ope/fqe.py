@@ -192,7 +192,7 @@ def fitted_q_evaluation(
     obs = np.asarray(observations, dtype=np.float32)
     if obs.ndim != 2 or obs.shape[0] == 0:
         raise ValueError(f"observations: expected a non-empty [N, S] array, got shape {obs.shape}")
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "actions": np.asarray(actions, np.int64),
         "rewards": np.asarray(rewards, np.float32),
         "next_observations": np.asarray(next_observations, np.float32),

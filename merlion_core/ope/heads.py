@@ -24,6 +24,10 @@ FULL_OUTPUT_MAX_ACTIONS = 64
 class BatchedQHeads(nn.Module):
     """Q_h(s, .) for heads h = 0..H-1: observations f32[B, S] -> Q values f32[H, B, A]."""
 
+    frequencies: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(
         self,
         n_heads: int,

@@ -92,7 +92,7 @@ def to_d3rlpy_arrays(
             f"observations: expected equal [N, S] observations and next_observations, "
             f"got {obs.shape} and {next_obs.shape}"
         )
-    flat = {
+    flat: dict[str, np.ndarray] = {
         "actions": np.asarray(actions, dtype=np.int64),
         "rewards": np.asarray(rewards, dtype=np.float32),
         "terminals": np.asarray(terminals, dtype=bool),

@@ -65,11 +65,11 @@ def warm_start_encoder(
     and tau; every ``frame_every`` steps write the embeddings at ``state`` to ``frames_dir``
     (step-0 first: the encoder as loaded) and report ``progress(step, metrics, total=steps)``
     (it may raise to stop). With ``out_dir``, save the warm-started encoder there."""
-    from merlion_core.representation.merlion import warm_start
+    from merlion_core.representation.merlion import MerlionRepresentation, warm_start
 
     progress = progress or _no_progress
     rep = loaded.representation
-    if not hasattr(rep, "behaviour_model"):
+    if not isinstance(rep, MerlionRepresentation):
         raise ValueError(f"{source or 'warm start'}: warm starts need a MERLION encoder, got {loaded.method}")
     rep = copy.deepcopy(rep)  # the caller's (possibly cached) encoder stays as it was
     obs = _state_rows(dataset, state, rep.obs_dim, source or "warm start")
@@ -81,6 +81,8 @@ def warm_start_encoder(
     for update in warm_start(
         rep, dataset, p=p, tau=tau, steps=steps, yield_every=frame_every, states=obs, device="cpu", seed=seed
     ):
+        if update.embeddings is None:  # warm_start embeds whenever it is given states
+            raise RuntimeError("warm start: an update without the embeddings at the requested state")
         write_frame(frames_dir, update.step, update.embeddings[0])
         metrics = update.metrics
         progress(update.step, metrics, total=steps)
@@ -130,8 +132,8 @@ def umap_embeddings(
         )
     progress(0, {}, total=2)
     with torch.no_grad():
-        e = rep.embed_all(torch.as_tensor(np.asarray(dataset.observations)[rows], dtype=torch.float32))
-    e = e.float().cpu().numpy()  # [R, A, D]
+        e_RAD = rep.embed_all(torch.as_tensor(np.asarray(dataset.observations)[rows], dtype=torch.float32))
+    e = e_RAD.float().cpu().numpy()  # [R, A, D]
     progress(1, {"points": float(e.shape[0] * e.shape[1])}, total=2)
     started = time.perf_counter()
     coords = umap_projection(e.reshape(-1, e.shape[2]), n_neighbors=n_neighbors, min_dist=min_dist, seed=seed)

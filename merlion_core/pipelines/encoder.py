@@ -6,7 +6,7 @@ import dataclasses
 import inspect
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from merlion_core.models.mlp import resolve_device
 from merlion_core.models.precision import compute_precision, flush_denormals, resolve_precision
 from merlion_core.representation.artifacts import load_representation, save_representation
 from merlion_core.representation.base import ProgressFn
-from merlion_core.representation.merlion import PAPER_ENV_DEFAULTS
+from merlion_core.representation.merlion import PAPER_ENV_DEFAULTS, MerlionRepresentation
 from merlion_core.representation.registry import get_method
 
 
@@ -32,7 +32,9 @@ def representation_config(method: str, env_id: str | None, overrides: dict[str, 
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise ValueError(f"{method}: no option(s) {', '.join(unknown)}; it has {', '.join(sorted(names))}")
-    env_defaults = PAPER_ENV_DEFAULTS.get(env_id or "", {}) if method.startswith("merlion") else {}
+    env_defaults: Mapping[str, object] = (
+        PAPER_ENV_DEFAULTS.get(env_id or "", {}) if method.startswith("merlion") else {}
+    )
     if "external" == method and "env" in names and env_id and "env" not in overrides:
         env_defaults = {"env": env_id}
     # per-env paper settings, then the method's own fixed settings (merlion-no-p: p = 0), then the user's
@@ -135,7 +137,7 @@ def diagnose_encoder(
 
     result = diagnostics.diagnose(model, embed_fn, states, n_action_samples=n_action_samples, rng=rng)
     out = {"env_id": env_id, "method": loaded.method, **result.to_dict()}
-    if hasattr(rep, "relative_behaviour_probs"):
+    if isinstance(rep, MerlionRepresentation):  # the one representation with a behaviour model G(a|s)
         probs = rep.relative_behaviour_probs(torch.as_tensor(states)).numpy()
         out["ood_fraction"] = diagnostics.ood_fraction(probs, loaded.config.tau)
         # does the indicator separate? the share of uniformly drawn actions it flags against the share

@@ -71,7 +71,7 @@ def load_representation(path: str | os.PathLike, device: str | torch.device = "c
         raise ArtifactError(f"{folder / CONFIG}: version {document['version']} is newer than this MERLION Studio")
     try:
         spec = get_method(document["method"])
-        config = from_dict(spec.config_cls, document["config"])
+        config: object = from_dict(spec.config_cls, document["config"])
         rep = spec.build(config, int(document["n_actions"]), int(document["obs_dim"]))
     except (KeyError, ConfigError, ValueError, TypeError) as exc:
         raise ArtifactError(f"{folder / CONFIG}: {exc}") from None

@@ -60,6 +60,7 @@ class ExternalRepresentation(Representation):
     """A state-independent feature table e[A, dim] held as a buffer."""
 
     method = "external"
+    table: torch.Tensor
 
     def __init__(self, features_AD: torch.Tensor, obs_dim: int, config: ExternalConfig) -> None:
         super().__init__(features_AD.shape[0], obs_dim, features_AD.shape[1])

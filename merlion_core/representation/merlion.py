@@ -85,6 +85,8 @@ class MerlionRepresentation(Representation):
     """phi(a; s) plus the models it was trained with (kept for warm starts and diagnostics)."""
 
     method = "merlion"
+    step_mode: str
+    """How the last :func:`train_steps` ran its gradient steps (set when it finishes; models/cuda_graph.py)."""
 
     def __init__(self, config: MerlionConfig, n_actions: int, obs_dim: int) -> None:
         super().__init__(n_actions, obs_dim, config.dim)
@@ -147,7 +149,7 @@ def merlion_losses(
         r_i = r_hat[:b].detach() if config.reward_target == "model" else rew_i
         d_hat = losses.pseudometric_target(r_i, r_hat[b:].detach(), w2_ij, ood_j, config.gamma, config.p)
     out = {"encoder_loss": losses.encoder_loss(e_i, e_j, d_hat)}
-    if train_models:
+    if behaviour_loss is not None:  # train_models
         out["transition_loss"] = losses.transition_loss(mu[:b], std[:b], next_obs)
         out["reward_loss"] = losses.reward_loss(r_hat[:b], rew_i)
         out["behaviour_loss"] = behaviour_loss
@@ -208,6 +210,8 @@ def train_steps(
             train_models,
         )
         loss = sum(v for k, v in terms.items() if k.endswith("_loss"))
+        if not isinstance(loss, torch.Tensor):  # sum() of no terms is the int 0
+            raise RuntimeError("merlion: no loss terms to minimise")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -66,6 +66,8 @@ class Rand2Config:
 class TableRepresentation(Representation):
     """A state-independent representation: a fixed table e[A, dim] held as a buffer."""
 
+    table: torch.Tensor
+
     def __init__(self, method: str, table_AD: torch.Tensor, obs_dim: int) -> None:
         super().__init__(table_AD.shape[0], obs_dim, table_AD.shape[1])
         self.method = method

@@ -56,6 +56,10 @@ class EncoderDecoder(Representation):
     """phi(a; s) = encoder([emb(a), s]) and a decoder [s, e] -> standardised (s' - s, r)."""
 
     method = "reconstruction"
+    obs_mean: torch.Tensor
+    obs_std: torch.Tensor
+    target_mean: torch.Tensor
+    target_std: torch.Tensor
 
     def __init__(
         self, n_actions: int, obs_dim: int, dim: int, hidden: tuple[int, ...], action_embed_dim: int, encoder_out: int

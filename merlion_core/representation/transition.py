@@ -53,6 +53,8 @@ class TransitionRepresentation(Representation):
     """Action table E[A, dim] (the representation is tanh(E)) plus the inverse-dynamics encoder."""
 
     method = "transition"
+    in_mean: torch.Tensor
+    in_std: torch.Tensor
 
     def __init__(self, n_actions: int, obs_dim: int, dim: int) -> None:
         super().__init__(n_actions, obs_dim, dim)

@@ -146,17 +146,17 @@ SLOTS = {  # domain: (info slot -> values, reqt slots, book slot -> values)
         {},
     ),
 }
-INFO_COMBOS = {
-    "restaurant": [[["area", "food"], 3], [["food", "pricerange"], 2], [["name"], 1]],
-    "hotel": [[["area", "pricerange"], 2], [["parking", "stars", "type"], 1]],
-    "attraction": [[["area", "type"], 2], [["name"], 1]],
-    "hospital": [[[], 2], [["department"], 1]],
-    "police": [[[], 1]],
+INFO_COMBOS: dict[str, list[tuple[list[str], int]]] = {  # (informed slots, weight)
+    "restaurant": [(["area", "food"], 3), (["food", "pricerange"], 2), (["name"], 1)],
+    "hotel": [(["area", "pricerange"], 2), (["parking", "stars", "type"], 1)],
+    "attraction": [(["area", "type"], 2), (["name"], 1)],
+    "hospital": [([], 2), (["department"], 1)],
+    "police": [([], 1)],
     "train": [
-        [["day", "departure", "destination", "leaveAt"], 1],
-        [["arriveBy", "day", "departure", "destination"], 1],
+        (["day", "departure", "destination", "leaveAt"], 1),
+        (["arriveBy", "day", "departure", "destination"], 1),
     ],
-    "taxi": [[["leaveAt"], 2], [["arriveBy"], 1]],
+    "taxi": [(["leaveAt"], 2), (["arriveBy"], 1)],
 }
 ONTOLOGY_NAMES = {"pricerange": "price range", "arriveBy": "arrive by", "leaveAt": "leave at"}
 

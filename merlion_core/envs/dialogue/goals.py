@@ -110,7 +110,7 @@ def _adjust(schema, d, chosen, values, relax_probability, rng) -> tuple[np.ndarr
     relaxed = values[rows].copy()
     relaxed[np.arange(len(rows)), np.maximum(j, 0)] = 0
     candidates = match_entities(schema, d, relaxed) & (j >= 0)[:, None]
-    has_candidate = candidates.any(axis=1)
+    has_candidate = np.asarray(candidates.any(axis=1))  # no copy; ndarray.any(axis) is typed np.bool | NDArray
     may_relax = schema.domains[d] != "train"  # a train query needs all its slots
     relax = has_candidate & (rng.random(len(rows)) < relax_probability) & may_relax
     entity = np.where(has_candidate, _random_true(candidates, rng), rng.integers(0, len(table.entities), len(rows)))

@@ -112,7 +112,10 @@ class RulePolicy:
         matches = np.zeros((b, d), dtype=np.int64)
         matches[:, sim.db_domains] = obs["pointer"]  # count bin: 0 = no match
         belief = obs["belief"]
-        taxi_ready = belief[:, sim.taxi_slots[sim.taxi_route]].all(1) & belief[:, sim.taxi_slots[sim.taxi_times]].any(1)
+        # np.asarray (no copy): ndarray.all/any with an axis are typed np.bool | NDArray
+        taxi_ready = np.asarray(
+            belief[:, sim.taxi_slots[sim.taxi_route]].all(1) & belief[:, sim.taxi_slots[sim.taxi_times]].any(1)
+        )
         available = (matches > 0) | (~self.is_db[None, :] & taxi_ready[:, None])
         pending = obs["pending"]
         pending_domain = (pending.astype(np.int64) @ sim.domain_of_request) > 0
@@ -164,7 +167,7 @@ class RulePolicy:
         wanted[~decided] += self.general["reqmore"]
         return wanted
 
-    def __call__(self, states: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def __call__(self, states: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
         """int64 [B]: argmax over actions of sum(wanted weights) - EXTRA_ATOM_COST * unwanted atoms.
 
         The wanted matrix has a few entries a row, so the score is a sparse x dense product:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -158,7 +158,7 @@ class RecSimRecommenderEnv(gym.Env):
     not watched). Terminates when the hidden budget is <= 0; truncates after ``max_steps``.
     Keyword overrides (``gymnasium.make(id, n_videos=50)``) change the default config."""
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": []}  # gym.Env declares it an instance variable
 
     def __init__(self, config: RecommenderConfig | None = None, **overrides: Any) -> None:
         base = config or RecommenderConfig()
