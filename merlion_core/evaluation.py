@@ -5,10 +5,13 @@ drawn from a generator seeded by ``seed``): each step ``policy.act`` gets the ba
 of the episodes still running. Returns are undiscounted; the normalised score is
 100 * (R - R_random) / (R_expert - R_random) of the mean return with the env config's
 normalisers (``data.collect.env_normalisers``). The same arguments give the same result.
+``progress(done, total)``, when given, is called with 0 as the episodes start and then each time
+more of them have finished (a count that only grows, ending at ``total``); it never prints.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -18,6 +21,9 @@ from merlion_core.data.collect import env_normalisers, normalised_score
 from merlion_core.envs import make_model, resolve_env_id
 from merlion_core.envs.rollout import rollout_episodes
 from merlion_core.policy import Policy
+
+ProgressFn = Callable[[int, int], None]
+"""``progress(done, total)``: episodes finished so far, of ``total``."""
 
 MAX_LISTED_EPISODES = 1000
 """``EvalResult.to_dict`` lists per-episode values only up to this many episodes."""
@@ -70,17 +76,33 @@ class EvalResult:
 
 
 def evaluate(
-    policy: Policy, env: str, episodes: int = 50, seed: int = 0, env_overrides: dict[str, Any] | None = None
+    policy: Policy,
+    env: str,
+    episodes: int = 50,
+    seed: int = 0,
+    env_overrides: dict[str, Any] | None = None,
+    progress: ProgressFn | None = None,
 ) -> EvalResult:
-    """Run ``episodes`` episodes of ``policy`` on ``env`` (short name or id) side by side."""
+    """Run ``episodes`` episodes of ``policy`` on ``env`` (short name or id) side by side;
+    ``progress(done, episodes)`` as they finish (see the module's docstring)."""
     if episodes < 1:
         raise ValueError(f"evaluate: episodes must be >= 1, got {episodes}")
     if not callable(getattr(policy, "act", None)):
         raise ValueError(f"evaluate: policy must have act(obs) -> int64[B], got {type(policy).__name__}")
     env_id = resolve_env_id(env)
     model = make_model(env_id, env_overrides)
+    # the normalisers (measured once per env config and process, seconds the first time) come
+    # before the episodes, so that the progress count's end is the end of the work
+    env_normalisers(env_id, env_overrides)
+    reported = 0  # episodes reported finished; act() sees the running ones, one call per step
+    if progress is not None:
+        progress(0, episodes)
 
     def act(states: np.ndarray, _rng: np.random.Generator) -> np.ndarray:
+        nonlocal reported
+        if progress is not None and episodes - states.shape[0] > reported:
+            reported = episodes - states.shape[0]
+            progress(reported, episodes)
         actions = np.asarray(policy.act(states))
         if actions.shape != (states.shape[0],) or not np.issubdtype(actions.dtype, np.integer):
             raise ValueError(
@@ -91,6 +113,8 @@ def evaluate(
         return actions.astype(np.int64, copy=False)
 
     result = rollout_episodes(model, act, episodes, np.random.default_rng(seed), policy_sees="observation")
+    if progress is not None and reported < episodes:  # the last ones end with the last step (or its time limit)
+        progress(episodes, episodes)
     return _eval_result(result, env_id, env_overrides)
 
 

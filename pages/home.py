@@ -45,11 +45,17 @@ def demo_status() -> None:
 
 
 live_fragment(demo_status, lambda: chains.status(chains.load(chains.DEMO)) == "building")
-cols = st.columns(5)
-page_link(cols[0], "pages/data.py", "Data: generate or upload", ":material/dataset:")
-page_link(cols[1], "pages/train.py", "Train encoders and agents", ":material/model_training:")
-page_link(cols[2], "pages/embeddings.py", "Embeddings (Fig. 4)", ":material/scatter_plot:")
-page_link(cols[3], "pages/pseudometric.py", "Pseudometric", ":material/grid_on:")
-page_link(cols[4], "pages/runs.py", "Runs and returns", ":material/monitoring:")
+QUICK_LINKS = (
+    ("pages/data.py", "Data: generate or upload", ":material/dataset:"),
+    ("pages/train.py", "Train encoders and agents", ":material/model_training:"),
+    ("pages/embeddings.py", "Embeddings (Fig. 4)", ":material/scatter_plot:"),
+    ("pages/pseudometric.py", "Pseudometric", ":material/grid_on:"),
+    ("pages/runs.py", "Runs and returns", ":material/monitoring:"),
+)
+# One row that wraps: each link is as wide as its label and goes to the next line when the row
+# is full (five equal columns cut the longer labels off at 1400 px with the sidebar open).
+links = st.container(horizontal=True, wrap=True, gap="medium", key="home.links")
+for target, label, icon in QUICK_LINKS:
+    page_link(links, target, label, icon)
 active = [job for job in jobs_client.jobs() if job.status in jobs_client.ACTIVE]
 st.caption(f"{len(active)} job(s) queued or running.")

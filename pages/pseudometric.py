@@ -2,6 +2,8 @@
 pseudometric (Eq. 3), ordered by equivalence class; a hover heatmap up to 256 x 256, a PNG
 overview with a zoomable block beyond; the diagnostics (Spearman, class separation, OOD share)."""
 
+import time
+
 import numpy as np
 import streamlit as st
 
@@ -13,6 +15,22 @@ from studio.page import setup
 from studio.png import matrix_png
 
 SIZES = (64, 128, 256, 512, 1024)
+COMPUTE_SECONDS_AT_4096 = 8.0
+DRAW_SECONDS_AT_4096 = 9.0
+"""Measured on this project's 2-core machine for the 4096-action maze at one state: the true
+pseudometric 3.7 s and Spearman and class separation 3.9 s (computing), the two PNG overviews
+8.8 s (drawing); about (K / 4096)^2 of that for K actions; a cached state is instant."""
+DIAGNOSTICS_SECONDS = "5-15 s"
+"""pipelines.diagnose_encoder (64 states, 512 actions) on the maze: 5 s on a quiet 2-core
+machine, 11 s on a busy one."""
+
+
+def work_message(what: str, k: int, seconds_at_4096: float) -> str:
+    """A spinner's text: what is computed, and how long it usually takes where that is seconds."""
+    seconds = seconds_at_4096 * (k / 4096) ** 2
+    took = f": usually about {seconds:.0f} s on 2 CPU cores the first time, cached after" if seconds >= 2 else ""
+    return f"{what}{took} ..."
+
 
 setup("Pseudometric")
 st.title("Pseudometric")
@@ -64,12 +82,13 @@ obs = observations[row].astype(np.float32)
 st.markdown("State: `" + ", ".join(f"{v:.3f}" for v in obs) + "`")
 
 
-@st.cache_data(max_entries=16, show_spinner="Computing the distance matrices ...")
+@st.cache_data(max_entries=16, show_spinner=False)  # the page's own spinner says what is computed
 def matrices(
     path: str, mtime: float, state: tuple, k: int, seed: int, env: tuple | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(actions int[K] in class order, learned f32[K, K], true f32[K, K] or None); ``env`` (the
-    dataset's env key) is in the cache key: a simulator named later brings the true matrix."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, float | None]]:
+    """(actions int[K] in class order, learned f32[K, K], true f32[K, K] or None, this state's
+    Spearman and class separation); ``env`` (the dataset's env key) is in the cache key: a
+    simulator named later brings the true matrix."""
     e = loaders.embeddings(path, mtime, state)
     classes = loaders.action_info(*env).classes if env is not None else None
     actions = explore.ordered_actions(len(e), classes, k, np.random.default_rng(seed))
@@ -77,13 +96,26 @@ def matrices(
     true = (
         explore.true_distances(model, np.asarray(state, np.float32), actions) if explore.has_true_model(model) else None
     )
-    return actions, learned, true
+    stats = explore.state_diagnostics(learned, true, None if classes is None else np.asarray(classes)[actions])
+    return actions, learned, true, stats
 
 
-actions, learned, true = matrices(path, catalog.stamp(path), tuple(float(v) for v in obs), int(size), seed, env)
+@st.cache_data(max_entries=4, show_spinner=False)
+def overviews(path: str, mtime: float, state: tuple, k: int, seed: int, env: tuple | None) -> list[bytes]:
+    """The PNG overviews (learned, then true where there is one) of ``matrices``' result."""
+    _, learned, true, _ = matrices(path, mtime, state, k, seed, env)
+    return [matrix_png(m) for m in (learned, true) if m is not None]
+
+
+state_key = (path, catalog.stamp(path), tuple(float(v) for v in obs), int(size), seed, env)
+what = "the learned L1 distances" + (" and the true pseudometric (Eq. 3)" if explore.has_true_model(model) else "")
+with st.spinner(
+    work_message(f"Computing {what} of {size} x {size} action pairs at this state", size, COMPUTE_SECONDS_AT_4096),
+    show_time=True,
+):
+    actions, learned, true, stats = matrices(*state_key)
 all_classes = loaders.action_info(*env).classes if env is not None else None
 classes = None if all_classes is None else np.asarray(all_classes)[actions]
-stats = explore.state_diagnostics(learned, true, classes)
 rep = loaders.representation(path).representation
 ood = explore.ood_mask(rep, obs, float(getattr(loaders.representation(path).config, "tau", 0.3)))
 metrics = [
@@ -129,9 +161,16 @@ if len(actions) <= HEATMAP_MAX:
         )
 else:
     st.caption(f"{len(actions)} actions: PNG overviews (no hover); pick a block below to zoom in with hover.")
-    for column, (_name, matrix, label) in zip(st.columns(len(panels)), panels, strict=True):
+    with st.spinner(
+        work_message(
+            f"Drawing the {len(actions)} x {len(actions)} overviews as PNG images", len(actions), DRAW_SECONDS_AT_4096
+        ),
+        show_time=True,
+    ):
+        images = overviews(*state_key)
+    for column, (_name, _matrix, label), image in zip(st.columns(len(panels)), panels, images, strict=True):
         column.image(
-            matrix_png(matrix),
+            image,
             caption=f"{label}, {len(actions)} x {len(actions)}",
             width="stretch",
             output_format="PNG",
@@ -153,13 +192,34 @@ else:
 
 if not ds.meta.env_id:
     st.stop()  # the diagnostics compare with the true pseudometric: said up front
-with st.expander("Diagnostics over many states (pipelines.diagnose_encoder: 64 states, 512 actions)"):
-    if not explore.has_true_model(model):
-        st.caption("Needs an environment with a deterministic true model (the mazes).")
-    elif st.button("Run diagnostics", key="pm.diagnose"):
-        with st.spinner("Comparing with the true pseudometric ..."):
-            result = diagnose_encoder(path, dataset_path=by_path[path].dataset)
-        st.session_state["pm.diagnostics"] = (path, {k: v for k, v in result.items() if k != "spearman_per_state"})
-    saved = st.session_state.get("pm.diagnostics")
-    if saved and saved[0] == path:
-        st.json(saved[1])
+
+
+def diagnostics_panel() -> None:
+    """A fragment: the button reruns only this panel (the page above stays as it is, not greyed
+    out) and a status box says what runs and for how long while it does."""
+    with st.expander("Diagnostics over many states (pipelines.diagnose_encoder: 64 states, 512 actions)"):
+        if not explore.has_true_model(model):
+            st.caption("Needs an environment with a deterministic true model (the mazes).")
+        elif st.button("Run diagnostics", key="pm.diagnose"):
+            started = time.perf_counter()
+            with st.status(
+                "Running the diagnostics: the true pseudometric at 64 dataset states x 512 actions against the "
+                f"learned distances (Spearman, class separation, OOD share); usually {DIAGNOSTICS_SECONDS} "
+                "on 2 CPU cores ...",
+                expanded=True,
+            ) as status:
+                st.caption(f"pipelines.diagnose_encoder on {path}")
+                result = diagnose_encoder(path, dataset_path=by_path[path].dataset)
+                status.update(
+                    label=f"Diagnostics done in {time.perf_counter() - started:.1f} s", state="complete", expanded=False
+                )
+            st.session_state["pm.diagnostics"] = (
+                path,
+                {k: v for k, v in result.items() if k != "spearman_per_state"},
+            )
+        saved = st.session_state.get("pm.diagnostics")
+        if saved and saved[0] == path:
+            st.json(saved[1])
+
+
+st.fragment(diagnostics_panel)()

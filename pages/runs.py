@@ -1,7 +1,10 @@
-"""Runs: live return curves of running and finished jobs (mean and 95% CI over seeds), the job
-table with cancel / resume, and the benchmark tables from results/."""
+"""Runs: live return curves of running and finished jobs (mean over seeds, with a 95% t band from 3 seeds
+on and each seed's own line below that), the runs left off the chart and why, the job table with cancel /
+resume, and the benchmark tables from results/."""
 
 import json
+import re
+from collections.abc import Sequence
 
 import streamlit as st
 
@@ -49,13 +52,36 @@ def curve_panel() -> None:
         "at every evaluation: docs/results.md explains each.",
     )
     chosen = [job for job in with_curves if job.id in picked]
-    groups = curves.group_curves(chosen, lambda job_id: jobs_client.metric_series(job_id, metric), jobs_client.describe)
-    running = [job for job in chosen if job.status in jobs_client.ACTIVE]
-    st.caption(f"{len(running)} running; live (polled every 2 s)" if running else "All finished.")
+    data = {job.id: jobs_client.metric_series(job.id, metric) for job in chosen}
+    groups = curves.group_curves(chosen, data.__getitem__, jobs_client.describe)
+    missing = curves.left_out(chosen, data.__getitem__, metric, _logged)
+    live = any(job.status in jobs_client.ACTIVE for job in chosen)
+    queued = sum(job.status == "queued" for job in records)
+    st.caption(
+        curves.status_line(chosen)
+        + (" Live (polled every 2 s)." if live else "")
+        + (f" {queued} more queued (not started, not listed)." if queued else "")
+    )
     if groups:
         st.plotly_chart(charts.learning_curves(groups, METRICS[metric]), key="runs.curves")
-    else:
-        st.caption("No evaluation logged yet (the first comes after eval_every steps).")
+    elif chosen:
+        st.caption("Nothing to draw: no picked run has an evaluation point of this metric (why: below).")
+    if missing:
+        left_out_list(missing, "Not on the chart, or drawn apart")
+
+
+def _logged(job_id: int) -> set[str]:
+    return set(jobs_client.latest_metrics(job_id))
+
+
+def _plain(text: str) -> str:
+    """Text shown as it is in markdown (an error message may hold *, _, `, $, ...)."""
+    return re.sub(r"([\\`*_{}\[\]<>#|~$])", r"\\\1", text)
+
+
+def left_out_list(items: Sequence[curves.LeftOut], title: str) -> None:
+    lines = [f"- **#{i.job.id}** {_plain(jobs_client.describe(i.job))}: {_plain(i.reason)}" for i in items]
+    st.markdown(f"**{title}**\n" + "\n".join(lines))
 
 
 st.subheader("Returns")
@@ -84,11 +110,20 @@ def ope_panel() -> None:
         "interval (one line per run). Runs on data without a simulator log them at every evaluation; "
         "`merlion ope` or an ope job scores any saved agent. docs/ope.md: when each estimator can be trusted."
     )
+    name = f"ope_{estimator}"
+    data = {job.id: jobs_client.metric_series(job.id, name) for job in on}
     groups = ope_view.ope_curves(on, estimator, jobs_client.metric_series, jobs_client.describe)
     if groups:
         st.plotly_chart(
             charts.learning_curves(groups, f"{ope_view.OPE_ESTIMATORS[estimator]} estimate"), key="runs.ope.curves"
         )
+    missing = curves.left_out(on, data.__getitem__, name, _logged)
+    failed = [i for i in missing if i.job.status in curves.ENDED]
+    if failed:
+        left_out_list(failed, "Failed or cancelled")
+    if len(missing) > len(failed):
+        with st.expander(f"{len(missing) - len(failed)} run(s) on this dataset without {name} points (why)"):
+            left_out_list([i for i in missing if i.job.status not in curves.ENDED], "Not on the chart")
     rows = ope_view.ranking_rows(on, jobs_client.jobs("ope"), jobs_client.latest_metrics, jobs_client.describe)
     if rows:
         st.markdown("**Ranking** (best FQE estimate first; the simulator's score beside it where there is one)")

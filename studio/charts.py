@@ -80,23 +80,60 @@ def _rect_shapes(rects: Sequence[Sequence[float]], fill: str) -> list[dict[str, 
     ]
 
 
+STATE_COLOURS = ("#7f7f7f", "#1f77b4")
+"""Dataset states on the maze map: the bonus not yet taken (flag 0), taken (flag 1)."""
+MAZE_REGIONS = (
+    ("walls", "walls", "rgba(60,60,60,0.85)"),
+    ("goal", "goal (+ goal reward, ends the episode)", "rgba(44,160,44,0.6)"),
+    ("bonus_regions", "bonus region (+ bonus once an episode)", "rgba(31,119,180,0.25)"),
+    ("penalty_regions", "penalty region (penalty each step inside)", "rgba(214,39,40,0.25)"),
+)
+"""(MazeConfig field, legend name, fill) of the rectangles drawn on the maze map."""
+
+
 def maze_map(states_N3: np.ndarray, config: Any, selected: np.ndarray | None = None) -> go.Figure:
-    """The maze with dataset states as clickable points (walls grey, goal green, bonus blue,
-    penalty red); ``selected`` is the chosen state."""
+    """The maze with dataset states as clickable points (trace 0, one point per state: the page maps a
+    click's point index to its dataset row) and a legend naming everything drawn: the states by their
+    bonus flag (grey: not yet taken, blue: taken), the chosen state, and the walls, goal, bonus and
+    penalty regions (shapes with their own legend entries; a click on one hides that kind)."""
     s = np.asarray(states_N3, dtype=np.float32)
+    flag = s[:, 2] if s.shape[1] > 2 else np.zeros(len(s), np.float32)
     fig = go.Figure(
         go.Scattergl(
             x=s[:, 0],
             y=s[:, 1],
             mode="markers",
             name="dataset states",
+            legendgroup="states",
+            showlegend=False,  # its colour depends on the point: the two entries below name both colours
             marker=dict(
-                size=5, color=s[:, 2], colorscale=[[0, "#7f7f7f"], [1, "#1f77b4"]], cmin=0, cmax=1, opacity=0.6
+                size=5,
+                color=flag,
+                colorscale=[[0, STATE_COLOURS[0]], [1, STATE_COLOURS[1]]],
+                cmin=0,
+                cmax=1,
+                opacity=0.6,
             ),
             customdata=np.arange(len(s)),
             hovertemplate="(%{x:.3f}, %{y:.3f})<extra>click to pick</extra>",
         )
     )
+    for present, colour, name in (
+        ((flag < 0.5).any(), STATE_COLOURS[0], "dataset state, bonus not yet taken"),
+        ((flag >= 0.5).any(), STATE_COLOURS[1], "dataset state, bonus already taken"),
+    ):
+        if present:  # a legend entry only (no points): clicking it hides or shows every dataset state
+            fig.add_trace(
+                go.Scatter(
+                    x=[None],
+                    y=[None],
+                    mode="markers",
+                    name=name,
+                    legendgroup="states",
+                    marker=dict(size=8, color=colour, opacity=0.8),
+                    hoverinfo="skip",
+                )
+            )
     if selected is not None:
         fig.add_trace(
             go.Scatter(
@@ -107,18 +144,19 @@ def maze_map(states_N3: np.ndarray, config: Any, selected: np.ndarray | None = N
                 marker=dict(size=16, color="rgba(0,0,0,0)", line=dict(color="black", width=3)),
             )
         )
-    shapes = (
-        _rect_shapes(config.walls, "rgba(60,60,60,0.85)")
-        + _rect_shapes([config.goal], "rgba(44,160,44,0.6)")
-        + _rect_shapes(config.bonus_regions, "rgba(31,119,180,0.25)")
-        + _rect_shapes(config.penalty_regions, "rgba(214,39,40,0.25)")
-    )
+    shapes: list[dict[str, Any]] = []
+    for field, name, fill in MAZE_REGIONS:
+        drawn = getattr(config, field, None)
+        rects = ([drawn] if field == "goal" else list(drawn)) if drawn else []
+        for i, rect in enumerate(_rect_shapes(rects, fill)):
+            shapes.append({**rect, "name": name, "legendgroup": field, "showlegend": i == 0})
     fig.update_layout(
         shapes=shapes,
-        height=420,
+        height=460,
         xaxis=dict(range=[0, 1], constrain="domain"),
         yaxis=dict(range=[0, 1], scaleanchor="x"),
-        showlegend=False,
+        showlegend=True,
+        legend=dict(orientation="h", y=-0.12),
         clickmode="event+select",
         **_LAYOUT,
     )
@@ -186,9 +224,24 @@ def distance_heatmap(
     return fig
 
 
+MIN_BAND_SEEDS = 3
+"""Fewest seeds for a t interval band: with 2 seeds t_{0.975, 1} = 12.7 makes the band so wide that every
+curve looks flat, so fewer seeds are drawn one by one (thin lines) instead."""
+
+
+@dataclass(frozen=True)
+class SeedLine:
+    """One run of a group, drawn thin beside the group's mean when the group has too few seeds for a band."""
+
+    label: str
+    steps: np.ndarray
+    values: np.ndarray
+
+
 @dataclass(frozen=True)
 class CurveGroup:
-    """One line of the returns plot: mean over seeds and the 95% CI band."""
+    """One line of the returns plot: the mean over seeds, and the 95% t band (MIN_BAND_SEEDS seeds or more)
+    or each seed's own line (``seeds``, fewer than MIN_BAND_SEEDS)."""
 
     label: str
     steps: np.ndarray
@@ -198,39 +251,78 @@ class CurveGroup:
     n_seeds: int
     band: str = ""
     """What low/high are when they are not a t interval over seeds (drawn for one run too), e.g. an estimator's CI."""
+    seeds: tuple[SeedLine, ...] = ()
+    """Each run's own curve (drawn when 1 < n_seeds < MIN_BAND_SEEDS)."""
+
+
+def curve_name(g: CurveGroup) -> str:
+    """The legend entry of a group's main line: what it is and what surrounds it."""
+    if g.band:
+        return f"{g.label} ({g.band})"
+    if g.n_seeds >= MIN_BAND_SEEDS:
+        return f"{g.label} (mean of {g.n_seeds} seeds, 95% t interval band)"
+    if g.n_seeds > 1:
+        return f"{g.label} (mean of {g.n_seeds} seeds; each seed drawn thin)"
+    return g.label
 
 
 def learning_curves(groups: Sequence[CurveGroup], y_title: str = "normalised score") -> go.Figure:
+    """One colour per group: its mean line, with a band (an estimator's interval, or a t interval over
+    MIN_BAND_SEEDS or more seeds) or, for 2 seeds, each seed's own thin line. The legend is always shown
+    (plotly hides it for a single trace otherwise); a group's legend entry toggles its band or seed lines too."""
     fig = go.Figure()
     palette = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
     for i, g in enumerate(groups):
         colour = palette[i % len(palette)]
+        group = f"group {i}"
         steps = np.asarray(g.steps, dtype=np.float32)
-        if g.n_seeds > 1 or g.band:
+        if g.band or g.n_seeds >= MIN_BAND_SEEDS:
             fig.add_trace(
                 go.Scatter(
                     x=np.concatenate([steps, steps[::-1]]),
                     y=np.concatenate([g.high, g.low[::-1]]).astype(np.float32),
+                    mode="lines",
                     fill="toself",
                     fillcolor=colour,
                     opacity=0.2,
                     line=dict(width=0),
                     hoverinfo="skip",
                     showlegend=False,
-                    name=f"{g.label} {g.band or '95% CI'}",
+                    legendgroup=group,
+                    name=f"{g.label} {g.band or '95% t interval'}",
                 )
             )
-        name = f"{g.label} ({g.band})" if g.band else f"{g.label} ({g.n_seeds} seed{'s' * (g.n_seeds > 1)})"
+        elif g.n_seeds > 1:
+            for seed in g.seeds:
+                fig.add_trace(
+                    go.Scatter(
+                        x=np.asarray(seed.steps, dtype=np.float32),
+                        y=np.asarray(seed.values, dtype=np.float32),
+                        mode="lines",
+                        line=dict(color=colour, width=1),
+                        opacity=0.55,
+                        showlegend=False,
+                        legendgroup=group,
+                        name=seed.label,
+                        hovertemplate=f"{seed.label}<br>step %{{x}}: %{{y:.3g}}<extra></extra>",
+                    )
+                )
         fig.add_trace(
             go.Scatter(
                 x=steps,
                 y=np.asarray(g.mean, dtype=np.float32),
                 mode="lines+markers",
-                line=dict(color=colour),
-                name=name,
+                line=dict(color=colour, width=2.5),
+                legendgroup=group,
+                name=curve_name(g),
             )
         )
     fig.update_layout(
-        xaxis_title="gradient step", yaxis_title=y_title, height=420, legend=dict(orientation="h", y=-0.2), **_LAYOUT
+        xaxis_title="gradient step",
+        yaxis_title=y_title,
+        height=420,
+        showlegend=True,
+        legend=dict(orientation="h", y=-0.2),
+        **_LAYOUT,
     )
     return fig

@@ -8,6 +8,7 @@ so the demo's jobs can be told apart.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import numpy as np
 
 from merlion_core.jobs.backend import LocalBackend
 from merlion_core.jobs.spec import JobSpec
-from merlion_core.jobs.store import FINAL, JobRecord, JobStore, read_log
+from merlion_core.jobs.store import FINAL, JobRecord, JobStore, read_log, resumable, resume_refusal
 from merlion_core.jobs.supervisor import ensure_supervisor
 from studio import settings
 
@@ -40,7 +41,7 @@ def submit(kind: str, config: dict[str, Any], seed: int = 0, tag: str | None = N
     """Queue a job (validated by the runner: one-line ValueError on a bad config) and make sure a
     supervisor runs; returns its id."""
     with open_store() as store:
-        return LocalBackend(store).submit(JobSpec(kind, dict(config), int(seed)), sweep=tag)
+        return LocalBackend(store, owner_pid=os.getpid()).submit(JobSpec(kind, dict(config), int(seed)), sweep=tag)
 
 
 def jobs(kind: str | None = None, status: str | tuple[str, ...] | None = None) -> list[JobRecord]:
@@ -60,17 +61,29 @@ def cancel(job_id: int) -> str:
     with open_store() as store:
         job = store.get(job_id)
         if job.backend == "local":
-            return LocalBackend(store).cancel(job_id)
+            return LocalBackend(store, owner_pid=os.getpid()).cancel(job_id)
         return store.request_cancel(job_id)
 
 
+def can_resume(job: JobRecord) -> bool:
+    """Whether to offer Resume: an interrupted, killed or cancelled job, never one that failed with its
+    own error (it would fail the same way)."""
+    return resumable(job)
+
+
+def why_not_resumable(job: JobRecord) -> str | None:
+    """The one-line reason Resume is not offered (None when it is)."""
+    return resume_refusal(job)
+
+
 def resume(job_id: int) -> None:
-    """Queue a failed or cancelled job again, from its latest checkpoint (JobStateError otherwise)."""
+    """Queue an interrupted, killed or cancelled job again, from its latest checkpoint (JobStateError,
+    one line, otherwise: a job that failed with its own error is refused)."""
     with open_store() as store:
         job = store.get(job_id)
         store.requeue(job_id, resume=True)
         if job.backend == "local":
-            ensure_supervisor(store.root)
+            ensure_supervisor(store.root, owner_pid=os.getpid())
 
 
 def metric_series(job_id: int, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -92,7 +92,7 @@ def page_link(column: object, path: str, label: str, icon: str) -> None:
 
 
 def job_table(records: list, key: str, actions: bool = True) -> None:
-    """A table of jobs, and cancel / resume for the one picked."""
+    """A table of jobs, and cancel / resume (interrupted, killed or cancelled jobs only) for the one picked."""
     if not records:
         st.info("No jobs yet.")
         return
@@ -111,7 +111,9 @@ def job_table(records: list, key: str, actions: bool = True) -> None:
         outcome = jobs_client.cancel(picked)
         st.session_state[f"{key}.notice"] = f"job #{picked}: cancel {outcome}"
         st.rerun()
-    if cols[2].button("Resume", key=f"{key}.resume", disabled=job.status not in ("failed", "cancelled")):
+    # resume only an interrupted, killed or cancelled job: one that failed with its own error would fail again
+    why_not = jobs_client.why_not_resumable(job) if job.status == "failed" else None
+    if cols[2].button("Resume", key=f"{key}.resume", disabled=not jobs_client.can_resume(job), help=why_not):
         try:
             jobs_client.resume(picked)
             st.session_state[f"{key}.notice"] = f"job #{picked}: queued again from its latest checkpoint"

@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from merlion_core.jobs import store as job_store
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ASSETS = REPO_ROOT / "assets"
 RESULTS = REPO_ROOT / "results"
 
-HOME_ENV = "MERLION_STUDIO_HOME"
+HOME_ENV = job_store.HOME_ENV
 """Folder holding data/ and runs/ (default: the repository root)."""
 DATA_ENV = "MERLION_DATA_DIR"
-RUNS_ENV = "MERLION_RUNS_DIR"  # the same variable the jobs runner reads
+RUNS_ENV = job_store.RUNS_ENV  # the jobs runner's variable: one rule for the CLI and the app
 DEMO_ENV = "MERLION_STUDIO_DEMO"
 """'0' or 'off': do not build the demo on first start (tests)."""
 
@@ -41,8 +43,10 @@ def data_dir() -> Path:
 
 
 def runs_dir() -> Path:
-    """The jobs runner's runs folder (jobs.sqlite, one folder per job) and the app's own state (studio/)."""
-    return Path(os.environ.get(RUNS_ENV) or home() / "runs").expanduser().resolve()
+    """The jobs runner's runs folder (jobs.sqlite, one folder per job) and the app's own state (studio/):
+    the runner's rule (merlion_core.jobs.store.runs_dir: $MERLION_RUNS_DIR, else
+    $MERLION_STUDIO_HOME/runs), with runs/ in the repository as the app's default."""
+    return job_store.runs_dir(default=REPO_ROOT / "runs")
 
 
 def studio_dir() -> Path:

@@ -10,6 +10,10 @@ the new p and tau (models frozen) and writes each frame's embeddings as it goes.
 heartbeats, cancel requests and statuses are the store's, so the Runs page and ``merlion jobs
 list`` show them.
 
+The worker belongs to the app process that started it (its owner, recorded in
+STUDIO/warmstart.owner next to the lock): once that process is gone the worker takes no new job,
+interrupts the one it runs (cancelled between frames) and exits.
+
 Frame files: RUNS/jobs/<id>/artifacts/frames/step-<N>.npy, f32[A, D] at the requested state
 (merlion_core.representation.artifacts.write_frame / latest_frame).
 """
@@ -139,12 +143,21 @@ def worker_pid() -> int | None:
     return lock_holder_pid(lock_path())
 
 
-def ensure_worker() -> int:
+def ensure_worker(owner_pid: int | None = None) -> int:
     """The resident worker's pid, starting one (detached, one torch thread) when none runs. Called
-    when the Embeddings page opens, so torch is loaded before the first slider move."""
+    when the Embeddings page opens, so torch is loaded before the first slider move.
+
+    ``owner_pid``: the process a worker started now serves and ends with (None: this process, the
+    app; 0: none). A worker whose owner is gone is retiring: a new one is started, and takes over
+    once the old one has let go of the lock."""
+    from merlion_core.jobs.processes import owner_gone
+
     pid = worker_pid()
-    if pid is not None:
+    if pid is not None and not owner_gone(lock_path(), pid):
         return pid
+    owner = os.getpid() if owner_pid is None else int(owner_pid)
+    if owner < 0:
+        raise ValueError(f"owner_pid: must be a pid (> 0) or 0 for none, got {owner}")
     folder = settings.studio_dir()
     folder.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
@@ -154,7 +167,7 @@ def ensure_worker() -> int:
     env[settings.RUNS_ENV] = str(settings.runs_dir())
     with open(folder / "warmstart.log", "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "studio.warmstart_worker"],
+            [sys.executable, "-m", "studio.warmstart_worker", "--owner-pid", str(owner)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -1,13 +1,16 @@
-"""The resident warm-start worker: ``python -m studio.warmstart_worker`` (started by
-studio.warmstart.ensure_worker; one per runs folder, held by an flock; exits when idle).
+"""The resident warm-start worker: ``python -m studio.warmstart_worker [--owner-pid PID]``
+(started by studio.warmstart.ensure_worker; one per runs folder, held by an flock; exits when
+idle, or once its owner, the app process that started it, is gone).
 
 It claims the newest queued warm-start job, supersedes older ones, and runs it with the jobs
 runner's own entry point (merlion_core.jobs.runner.run_warm_start), keeping encoders and datasets
-loaded between jobs."""
+loaded between jobs. Its owner is recorded next to the lock (STUDIO/warmstart.owner) and looked
+at every poll and every frame: once it is gone the worker takes no new job, the running one ends
+``cancelled`` ("interrupted at step N: ...") at its next frame, and the worker exits."""
 
 from __future__ import annotations
 
-import fcntl
+import argparse
 import os
 import sys
 import time
@@ -15,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from merlion_core.config import from_dict
-from merlion_core.jobs.processes import process_start
+from merlion_core.jobs.processes import Owner, process_start, remove_owner, take_lock, write_owner
 from merlion_core.jobs.runner import load_input, run_warm_start
 from merlion_core.jobs.store import JobRecord, JobStore
 from studio import settings
@@ -23,6 +26,8 @@ from studio.warmstart import BACKEND, KIND, WarmStartJob, lock_path
 
 POLL_SECONDS = 0.05
 IDLE_EXIT_SECONDS = 900.0
+RETIRE_WAIT = 30.0
+"""Seconds a new worker waits for a retiring one (its owner gone) to let go of the lock."""
 
 
 class Models:
@@ -43,6 +48,10 @@ class Superseded(Exception):
     """A newer slider move (or a cancel request) came: stop this warm start between frames."""
 
 
+class OwnerGone(Exception):
+    """The app this worker serves is gone: stop this warm start between frames, then exit."""
+
+
 def newest_queued(store: JobStore) -> JobRecord | None:
     """The newest queued warm-start job; older queued ones are cancelled (superseded)."""
     queued = [job for job in store.list("queued", backend=BACKEND) if job.kind == KIND]
@@ -51,7 +60,7 @@ def newest_queued(store: JobStore) -> JobRecord | None:
     return queued[-1] if queued else None
 
 
-def run(store: JobStore, job: JobRecord, models: Models) -> None:
+def run(store: JobStore, job: JobRecord, models: Models, owner: Owner | None = None) -> None:
     config = from_dict(WarmStartJob, job.config)
     store.mark_started(job.id, os.getpid(), process_start(os.getpid()))
 
@@ -59,6 +68,8 @@ def run(store: JobStore, job: JobRecord, models: Models) -> None:
         if metrics:
             store.add_metrics(job.id, step, metrics)
         store.beat(job.id, step, total)
+        if owner is not None and not owner.alive():
+            raise OwnerGone(f"interrupted at step {step}: the app that started the worker (pid {owner.pid}) is gone")
         if step and (
             store.cancel_requested(job.id) or any(q.kind == KIND for q in store.list("queued", backend=BACKEND))
         ):
@@ -66,11 +77,13 @@ def run(store: JobStore, job: JobRecord, models: Models) -> None:
 
     try:
         result = run_warm_start(config, job.seed, store.artifacts_dir(job.id), progress, load=models)
-    except Superseded as exc:
+    except (Superseded, OwnerGone) as exc:
         store.finish(job.id, "cancelled", str(exc))
         return
-    except Exception as exc:  # noqa: BLE001 - the job fails with one line; the worker goes on
-        store.finish(job.id, "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500])
+    except Exception as exc:  # noqa: BLE001 - the job fails with its whole message; the worker goes on
+        store.finish(
+            job.id, "failed", f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, failure="error"
+        )
         return
     store.finish(job.id, "succeeded", None, result)
 
@@ -100,19 +113,31 @@ def warm_up() -> None:
         pass
 
 
-def main() -> int:
-    store = JobStore(settings.runs_dir())
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m studio.warmstart_worker")
+    parser.add_argument("--owner-pid", type=int, default=0, help="exit once this process is gone (0: never)")
+    args = parser.parse_args(argv)
+    owner = Owner.of(args.owner_pid)
     path = lock_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    handle = take_lock(path, wait_retiring=RETIRE_WAIT)
+    if handle is None:
         return 0  # another worker serves this runs folder
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
+    write_owner(path, owner)
+    try:
+        return serve(owner)
+    finally:
+        remove_owner(path)
+        handle.close()
+
+
+def serve(owner: Owner | None) -> int:
+    log(f"warm-start worker pid {os.getpid()}" + (f", owner pid {owner.pid}" if owner else ", no owner"))
+    store = JobStore(settings.runs_dir())
     import torch
 
     torch.set_num_threads(1)
@@ -120,15 +145,19 @@ def main() -> int:
     models = Models()
     # jobs this worker's predecessor left running are lost: fail them
     for lost in store.list("running", backend=BACKEND):
-        store.finish(lost.id, "failed", "warm-start worker restarted")
+        store.finish(lost.id, "failed", "warm-start worker restarted", failure="interrupted")
     idle_since = time.monotonic()
     while time.monotonic() - idle_since < IDLE_EXIT_SECONDS:
+        if owner is not None and not owner.alive():
+            log(f"owner pid {owner.pid} is gone: exiting")
+            break
         job = newest_queued(store)
         if job is None or not store.claim(job.id, backend=BACKEND):
             time.sleep(POLL_SECONDS)
             continue
-        run(store, store.get(job.id), models)
+        run(store, store.get(job.id), models, owner)
         idle_since = time.monotonic()
+    store.close()
     return 0
 
 

@@ -123,12 +123,13 @@ def quiet_app(monkeypatch, home) -> None:
     """Point the app at ``home``; no demo, no supervisor, warm-start worker or chain advancer thread started
     (a thread would outlive the test and its home)."""
     import merlion_core.jobs.backend as backend
-    from studio import chains, warmstart
+    from studio import chains, jobs_client, warmstart
 
     monkeypatch.setenv("MERLION_STUDIO_HOME", str(home))
     monkeypatch.delenv("MERLION_RUNS_DIR", raising=False)
     monkeypatch.delenv("MERLION_DATA_DIR", raising=False)
     monkeypatch.setenv("MERLION_STUDIO_DEMO", "0")
     monkeypatch.setattr(backend, "ensure_supervisor", lambda *a, **k: 0)
-    monkeypatch.setattr(warmstart, "ensure_worker", lambda: 0)
+    monkeypatch.setattr(jobs_client, "ensure_supervisor", lambda *a, **k: 0)  # resume's
+    monkeypatch.setattr(warmstart, "ensure_worker", lambda *a, **k: 0)
     monkeypatch.setattr(chains, "start_advancer", lambda: None)

@@ -392,7 +392,7 @@ def test_pseudometric_png_overview_beyond_the_heatmap_limit(studio_env, monkeypa
 
 
 # ---------------------------------------------------------------------------- Runs
-def test_runs_curves_average_the_seeds_with_a_ci_band(studio_env):
+def test_runs_curves_average_the_seeds_and_draw_each_of_two_seeds(studio_env):
     at = page("runs").run()
     no_exception(at)
     spec = next(
@@ -400,14 +400,16 @@ def test_runs_curves_average_the_seeds_with_a_ci_band(studio_env):
         for c in at.get("plotly_chart")
         if "gradient step" in json.dumps(json.loads(c.proto.spec)["layout"])
     )
-    band, line = spec["data"][0], spec["data"][1]
+    seed0, seed1, line = spec["data"]  # 2 seeds: each seed's own thin line, no t band (t_{0.975, 1} = 12.7)
     curve = json.loads((Path(studio_env["agent"]) / "metrics.json").read_text())["curve"]
     base = np.array([p["normalised_score"] for p in curve])
-    np.testing.assert_allclose(array(line["y"]), base + 5, rtol=1e-5)  # seeds 0 and 1 score base and base + 10
-    half = 12.706204736174707 * np.std([0, 10], ddof=1) / np.sqrt(2)  # t_{0.975, 1} sd / sqrt(n)
-    upper = array(band["y"])[: len(base)]
-    np.testing.assert_allclose(upper, base + 5 + half, rtol=1e-4)
+    np.testing.assert_allclose(array(seed0["y"]), base, rtol=1e-5)  # seeds 0 and 1 score base and base + 10
+    np.testing.assert_allclose(array(seed1["y"]), base + 10, rtol=1e-5)
+    np.testing.assert_allclose(array(line["y"]), base + 5, rtol=1e-5)
+    assert not [t for t in spec["data"] if t.get("fill") == "toself"]
     assert "2 seeds" in line["name"]
+    assert all(f"#{i}" in line["name"] for i in studio_env["jobs"]["agents"])
+    assert spec["layout"]["showlegend"] is True
 
 
 def test_runs_job_table_cancels_and_resumes(studio_env):
@@ -420,6 +422,5 @@ def test_runs_job_table_cancels_and_resumes(studio_env):
     no_exception(at)
     assert jobs_client.get(job_id).status == "cancelled"
     at.button(key="runs.jobs.resume").click().run()
-    # requeued; the supervisor that resume starts may already have picked it up
-    assert jobs_client.get(job_id).status in ("queued", "running", "succeeded")
-    _cancel(job_id)
+    no_exception(at)
+    assert jobs_client.get(job_id).status == "queued"  # requeued (no supervisor runs in these tests)

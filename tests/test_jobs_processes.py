@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import pytest
+from polling import wait_for
 
 from merlion_core.config import to_json
 from merlion_core.jobs.backend import LocalBackend
@@ -34,16 +35,6 @@ def short(seed=0, n=3000):
 
 def long(seed=0, n=200_000):
     return JobSpec("collect", {"env": "maze", "behaviour": "random", "n": n, "n_envs": 1, "env_config": SMALL}, seed)
-
-
-def wait_for(predicate, timeout=30.0, poll=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 class Harness:

@@ -54,6 +54,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--agent", required=True, help="agent folder from train-agent")
     p.add_argument("--episodes", type=int, default=50, help="episodes (default: 50)")
     p.add_argument("--seed", type=int, default=0, help="seed of the env noise")
+    p.add_argument("--quiet", action="store_true", help="no progress messages or bar on stderr")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_evaluate)
 
@@ -179,9 +180,28 @@ def cmd_train_agent(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    def say(message: str) -> None:
+        if not args.quiet:
+            print(f"evaluate: {message} ...", file=sys.stderr, flush=True)
+
+    # said before anything slow (importing torch and the algorithms is seconds on its own)
+    say(f"evaluating the agent in {args.agent} on {args.episodes} episodes (seed {args.seed}); loading torch")
+    from tqdm import tqdm
+
     from merlion_core.pipelines.agent import evaluate_agent
 
-    result = evaluate_agent(args.agent, episodes=args.episodes, seed=args.seed)
+    bars: list = []  # the bar starts with the episodes, not with the setup before them
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, unit="episode", desc="evaluate", disable=args.quiet, file=sys.stderr))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        result = evaluate_agent(args.agent, episodes=args.episodes, seed=args.seed, progress=progress, stage=say)
+    finally:
+        for bar in bars:
+            bar.close()
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:

@@ -90,29 +90,45 @@ def cmd_collect(args: argparse.Namespace) -> int:
     config = config_from_args(CollectConfig, args)
     overrides = load_json_arg(args.env_config, "--env-config")
     out = prepare_output(args.out, args.overwrite)
-    bar = tqdm(
-        total=config.n,
-        unit="transition",
-        desc=f"collect {config.env}/{config.behaviour}",
-        disable=args.quiet,
-        file=sys.stderr,
-    )
+    # The preparation (the env's normalisers, the behaviour's planner: seconds on the mazes, most
+    # of a short collection) is announced as it starts, and the bar starts with the stepping
+    # (collect's progress(0, n)): a bar started before the preparation counted its seconds as
+    # collection time and showed an ETA of minutes for a job of seconds.
+    bars: list = []
+
+    def stage(message: str) -> None:
+        if not args.quiet:
+            print(f"collect: preparing {message} ...", file=sys.stderr, flush=True)
 
     def progress(done: int, total: int) -> None:
-        bar.update(done - bar.n)
+        if not bars:
+            bars.append(
+                tqdm(
+                    total=total,
+                    unit="transition",
+                    desc=f"collect {config.env}/{config.behaviour}",
+                    disable=args.quiet,
+                    file=sys.stderr,
+                )
+            )
+        bars[0].update(done - bars[0].n)
 
     started = time.perf_counter()
-    dataset = collect(
-        config.env,
-        config.behaviour,
-        config.noise,
-        config.n,
-        config.seed,
-        n_envs=config.n_envs,
-        env_overrides=overrides or None,
-        progress=progress,
-    )
-    bar.close()
+    try:
+        dataset = collect(
+            config.env,
+            config.behaviour,
+            config.noise,
+            config.n,
+            config.seed,
+            n_envs=config.n_envs,
+            env_overrides=overrides or None,
+            progress=progress,
+            stage=stage,
+        )
+    finally:
+        for bar in bars:
+            bar.close()
     path = save_dataset(dataset, out, format=args.format)
     seconds = time.perf_counter() - started
     summary = dataset_summary(dataset, args.format)

@@ -49,7 +49,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.set_defaults(func=cmd_logs)
 
-    p = jobs_sub.add_parser("resume", help="queue a failed or cancelled job again, from its latest checkpoint")
+    p = jobs_sub.add_parser(
+        "resume", help="queue an interrupted, killed or cancelled job again, from its latest checkpoint"
+    )
     p.add_argument("id", type=int)
     p.add_argument("--no-supervisor", action="store_true", help="only queue it (a supervisor runs elsewhere)")
     _common(p)
@@ -75,15 +77,28 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _common(p: argparse.ArgumentParser, json_flag: bool = False) -> None:
-    p.add_argument("--runs", help="runs folder (default: $MERLION_RUNS_DIR or ./runs)")
+    p.add_argument(
+        "--runs", help="runs folder (default: $MERLION_RUNS_DIR, else $MERLION_STUDIO_HOME/runs, else ./runs)"
+    )
     if json_flag:
         p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def _store(args: argparse.Namespace) -> Any:
+    """The store, created when missing (commands that submit or run jobs)."""
     from merlion_core.jobs.store import JobStore
 
     return JobStore(args.runs)
+
+
+def _existing_store(args: argparse.Namespace, job_id: int) -> Any:
+    """The store of a command about job ``job_id``; a folder without one is 'no such job' (nothing is created)."""
+    from merlion_core.jobs.store import JobStore, NoJobStore, runs_dir
+
+    try:
+        return JobStore(args.runs, create=False)
+    except NoJobStore:
+        raise CLIError(f"job {job_id}: no such job in {runs_dir(args.runs)}") from None
 
 
 def _get(store: Any, job_id: int) -> Any:
@@ -134,8 +149,20 @@ def _progress(job: Any) -> str:
     return f"{job.step}/{job.total}" if job.total else str(job.step)
 
 
+def _one_line(text: str | None) -> str:
+    """A reason, whole, on one table line."""
+    return " ".join((text or "").splitlines())
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    jobs = _store(args).list(args.status, sweep=args.sweep)
+    from merlion_core.jobs.store import JobStore, NoJobStore, runs_dir
+
+    try:
+        store = JobStore(args.runs, create=False)
+    except NoJobStore:  # a read-only command creates nothing
+        print("[]" if args.json else f"no jobs in {runs_dir(args.runs)}")
+        return 0
+    jobs = store.list(args.status, sweep=args.sweep)
     if args.json:
         print(json.dumps([job.to_dict() for job in jobs], indent=2, sort_keys=True))
         return 0
@@ -145,13 +172,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     for job in jobs:
         print(
             f"{job.id:>5}  {job.kind:<13} {job.status:<10} {job.backend:<7} {job.seed:>4}  {_progress(job):<14} "
-            f"{_when(job.created_at):<19}  {job.exit_reason or ''}"
+            f"{_when(job.created_at):<19}  {_one_line(job.exit_reason)}"
         )
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    store = _store(args)
+    from merlion_core.jobs.store import resumable
+
+    store = _existing_store(args, args.id)
     job = _get(store, args.id)
     latest: dict[str, Any] = {}
     for row in store.metrics(job.id):
@@ -162,6 +191,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         "artifacts": str(store.artifacts_dir(job.id)),
         "checkpoints": str(store.checkpoint_dir(job.id)),
         "latest_metrics": latest,
+        "resumable": resumable(job),
     }
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
@@ -175,6 +205,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         "sweep",
         "attempts",
         "exit_reason",
+        "failure",
+        "resumable",
         "pid",
         "gpu",
         "log",
@@ -196,7 +228,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     from merlion_core.jobs.backend import LocalBackend
     from merlion_core.jobs.store import JobStateError
 
-    store = _store(args)
+    store = _existing_store(args, args.id)
     job = _get(store, args.id)
     try:  # a Ray job's worker polls the store too; its sweep driver enforces the grace period
         outcome = store.request_cancel(job.id) if job.backend == "ray" else LocalBackend(store).cancel(job.id)
@@ -216,7 +248,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     from merlion_core.jobs.store import FINAL, read_log
 
-    store = _store(args)
+    store = _existing_store(args, args.id)
     job = _get(store, args.id)
     path = store.log_path(job.id)
     text = read_log(path)
@@ -238,11 +270,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from merlion_core.jobs.store import JobStateError
     from merlion_core.jobs.supervisor import ensure_supervisor
 
-    store = _store(args)
+    store = _existing_store(args, args.id)
     job = _get(store, args.id)
     if job.backend != "local":
         raise CLIError(f"job {job.id}: ran on {job.backend}; resume it with a new sweep")
-    try:
+    try:  # refuses a job that failed with its own error (one line): a resume would fail the same way
         store.requeue(job.id, resume=True)
     except JobStateError as exc:
         raise CLIError(str(exc)) from None

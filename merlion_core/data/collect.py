@@ -7,6 +7,11 @@ exactly ``n`` transitions (the cut episode's last kept transition is flagged as 
 as D4RL does). The same arguments give the same dataset, bit for bit. When the behaviour can
 compute the probability of an action (``Behaviour.probability``), each transition also records
 its propensity: ``(1 - noise) * pi_beta(a | s) + noise / n_actions`` for the logged action a.
+
+Feedback without printing: ``stage(message)`` names each slow preparation before it starts (the
+env's normalisers, the behaviour's planner: seconds on the mazes, most of a short collection),
+then ``progress(done, n)`` is called with 0 as the stepping starts and with the count after
+each step, so a progress bar started at the 0 measures the collection's own rate.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from merlion_core.envs.model import observe
 from merlion_core.envs.rollout import rollout_episodes
 
 ProgressFn = Callable[[int, int], None]
+StageFn = Callable[[str], None]
 NORMALISER_EPISODES = 1000
 NORMALISER_SEED = 20220717  # fixed: normalisers are a property of the env config, not of a run
 MAX_TRANSITIONS = 50_000_000
@@ -79,7 +85,9 @@ class CollectConfig:
     """Environments stepped side by side (changes the data, not its distribution)."""
 
 
-def collect_from_config(config: CollectConfig, progress: ProgressFn | None = None) -> TransitionDataset:
+def collect_from_config(
+    config: CollectConfig, progress: ProgressFn | None = None, stage: StageFn | None = None
+) -> TransitionDataset:
     """``collect`` with the settings of a :class:`CollectConfig`."""
     return collect(
         config.env,
@@ -89,6 +97,7 @@ def collect_from_config(config: CollectConfig, progress: ProgressFn | None = Non
         config.seed,
         n_envs=config.n_envs,
         progress=progress,
+        stage=stage,
     )
 
 
@@ -102,8 +111,10 @@ def collect(
     n_envs: int = 256,
     env_overrides: dict[str, Any] | None = None,
     progress: ProgressFn | None = None,
+    stage: StageFn | None = None,
 ) -> TransitionDataset:
-    """Collect ``n`` transitions of ``behaviour`` with a share ``noise`` of uniform random actions."""
+    """Collect ``n`` transitions of ``behaviour`` with a share ``noise`` of uniform random actions;
+    ``stage`` and ``progress``: see the module's docstring."""
     env_id = resolve_env_id(env)
     if behaviour not in BEHAVIOURS:
         raise ValueError(f"behaviour: unknown {behaviour!r}; choose one of {', '.join(BEHAVIOURS)}")
@@ -114,7 +125,14 @@ def collect(
     if n_envs < 1:
         raise ValueError(f"n_envs: must be >= 1, got {n_envs}")
     model = make_model(env_id, env_overrides)
+    if stage is not None:
+        stage(
+            f"{env_id}: the expert and random returns that normalise scores "
+            f"({NORMALISER_EPISODES} episodes each, once per process)"
+        )
     expert_return, random_return = env_normalisers(env_id, env_overrides)  # cached per process
+    if stage is not None:
+        stage(f"the {behaviour} behaviour policy (planners solve the env's true model first)")
     policy = make_behaviour(model, behaviour)
     behaviour_rng, noise_rng, env_rng = np.random.default_rng(seed).spawn(3)
 
@@ -133,6 +151,8 @@ def collect(
 
     states = model.initial_states(n_slots, env_rng)
     elapsed = np.zeros(n_slots, dtype=np.int64)
+    if progress is not None:
+        progress(0, n)  # the preparation is over: the stepping starts
     for t in range(n_steps):
         chosen = policy(states, behaviour_rng)
         replace = noise_rng.random(n_slots) < noise

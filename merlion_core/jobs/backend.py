@@ -82,14 +82,17 @@ class LocalBackend(Backend):
 
     name = "local"
 
-    def __init__(self, store: JobStore, *, start_supervisor: bool = True) -> None:
+    def __init__(self, store: JobStore, *, start_supervisor: bool = True, owner_pid: int | None = None) -> None:
+        """``owner_pid``: the process the supervisor serves (the app); it interrupts its jobs and exits
+        when that process is gone. None: no owner (the CLI's supervisor, which exits when idle)."""
         super().__init__(store)
         self.start_supervisor = start_supervisor
+        self.owner_pid = owner_pid
 
     def launch(self, job_id: int) -> None:
         if self.start_supervisor:
-            ensure_supervisor(self.store.root)
+            ensure_supervisor(self.store.root, owner_pid=self.owner_pid)
 
     def stop(self, job_id: int) -> None:
         if self.start_supervisor:  # it enforces the grace period and kills the process group
-            ensure_supervisor(self.store.root)
+            ensure_supervisor(self.store.root, owner_pid=self.owner_pid)

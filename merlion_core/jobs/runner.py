@@ -87,8 +87,12 @@ def run_train_encoder(
 ) -> dict[str, Any]:
     from merlion_core.pipelines.encoder import train_encoder
 
+    total: int | None = None
+
     def on_config(resolved: Any) -> None:
-        progress(0, {}, total=int(getattr(resolved, "steps", 0)) or None)
+        nonlocal total
+        total = int(getattr(resolved, "steps", 0)) or None
+        progress(0, {}, total=total)
 
     result = train_encoder(
         config.dataset,
@@ -103,6 +107,8 @@ def run_train_encoder(
         checkpoint_every=config.checkpoint_every,
         resume=resume,
     )
+    if total:  # trained to the end: every step done, whatever the method's own reporting cadence
+        progress(total, total)
     return {
         "encoder": result["out"],
         "method": config.method,
@@ -130,6 +136,7 @@ def run_train_agent(
         device=config.device,
         precision=config.precision,
         progress=progress,
+        step_progress=lambda done, total: progress(done, total),  # a counter: the job's step, evaluating or not
         checkpoint_dir=checkpoint_dir if config.checkpoint_every else None,
         checkpoint_every=config.checkpoint_every,
         resume=resume,

@@ -11,6 +11,15 @@ Every file format of the jobs package lives here::
 
 Many processes (supervisor, workers, CLI, app) open the database at once: every write is one
 short transaction, WAL lets readers run beside the writer, and ``busy_timeout`` waits out locks.
+
+Where the runs folder is (one rule for the CLI, the app and the workers: :func:`runs_dir`): an
+explicit path (``--runs``), else $MERLION_RUNS_DIR, else $MERLION_STUDIO_HOME/runs, else the
+caller's default (the CLI: ./runs; the app: runs/ in the repository).
+
+A failed job records why in ``failure``: ``error`` (the job raised an exception: running it again
+fails the same way, so it is not resumable), ``killed`` (its process was killed or vanished) or
+``interrupted`` (stopped from outside, e.g. Ctrl-C). Only killed, interrupted and cancelled jobs
+can be resumed (:func:`resumable`).
 """
 
 from __future__ import annotations
@@ -29,6 +38,11 @@ STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL = frozenset({"succeeded", "failed", "cancelled"})
 DEFAULT_RUNS = "runs"
 RUNS_ENV = "MERLION_RUNS_DIR"
+HOME_ENV = "MERLION_STUDIO_HOME"
+"""Folder holding data/ and runs/ (the app's home): runs go to $MERLION_STUDIO_HOME/runs."""
+FAILURES = ("error", "killed", "interrupted")
+"""Why a failed job failed: an exception raised by the job; its process killed or gone; stopped from outside."""
+RESUMABLE_FAILURES = frozenset({"killed", "interrupted"})
 MAX_SPEC_BYTES = 1024**2
 
 SCHEMA = """
@@ -55,7 +69,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     step INTEGER,
     total INTEGER,
     result TEXT,
-    external_id TEXT
+    external_id TEXT,
+    failure TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, backend);
 CREATE TABLE IF NOT EXISTS metrics (
@@ -85,9 +100,28 @@ class JobStateError(ValueError):
     """The job is not in a state that allows the request (one-line message)."""
 
 
-def runs_dir(path: str | os.PathLike | None = None) -> Path:
-    """The runs folder: ``path``, else $MERLION_RUNS_DIR, else ./runs (absolute)."""
-    return Path(path or os.environ.get(RUNS_ENV) or DEFAULT_RUNS).expanduser().resolve()
+class NoJobStore(LookupError):
+    """The runs folder holds no jobs database (nothing was ever submitted there)."""
+
+
+def runs_dir(path: str | os.PathLike | None = None, *, default: str | os.PathLike = DEFAULT_RUNS) -> Path:
+    """The runs folder (absolute), one rule for the CLI and the app: ``path`` (``--runs``), else
+    $MERLION_RUNS_DIR, else $MERLION_STUDIO_HOME/runs, else ``default`` (relative: to the current
+    folder; the CLI's is ./runs, the app passes runs/ under its home)."""
+    home = os.environ.get(HOME_ENV)
+    chosen = path or os.environ.get(RUNS_ENV) or (Path(home).expanduser() / "runs" if home else default)
+    return Path(chosen).expanduser().resolve()
+
+
+def failure_of(reason: str | None) -> str:
+    """The failure kind a reason without one reads as (stores written before the ``failure`` column,
+    writers that do not say): "ExceptionName: message" is an error raised by the job; anything else
+    (the supervisor's "worker killed by signal 9 (SIGKILL)", "no heartbeat for ...", "worker process
+    gone ...") is a killed process."""
+    text = reason or ""
+    head = text.split(":", 1)[0]
+    name = head.replace(".", "").replace("_", "").isalnum()
+    return "error" if name and (":" in text or head.endswith(("Error", "Exception"))) else "killed"
 
 
 def read_spec_file(path: str | os.PathLike, what: str) -> Any:
@@ -135,24 +169,90 @@ class JobRecord:
     total: int | None
     result: dict[str, Any] | None
     external_id: str | None
+    failure: str | None = None
+    """For a failed job: error (raised by the job: not resumable), killed or interrupted."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-class JobStore:
-    """The jobs database of one runs folder; open one per process (or thread)."""
+def resumable(job: JobRecord) -> bool:
+    """Whether ``merlion jobs resume`` may queue the job again: cancelled, killed or interrupted
+    jobs; not a job that failed with its own error (it would fail the same way) nor an unfinished one."""
+    return job.status == "cancelled" or (job.status == "failed" and job.failure in RESUMABLE_FAILURES)
 
-    def __init__(self, root: str | os.PathLike | None = None) -> None:
+
+def resume_refusal(job: JobRecord) -> str | None:
+    """Why the job cannot be resumed (one line), or None when it can."""
+    if resumable(job):
+        return None
+    if job.status == "failed":
+        error = ((job.exit_reason or "").split(":", 1)[0].splitlines() or ["an error"])[0][:80]
+        return (
+            f"job {job.id}: failed with its own error ({error}), not interrupted: a resume would fail the same "
+            f"way; fix the cause and submit it again (merlion jobs show {job.id} for the whole message)"
+        )
+    return (
+        f"job {job.id}: is {job.status}; only failed or cancelled jobs can be resumed "
+        "(failed: killed or interrupted, not by the job's own error)"
+    )
+
+
+class JobStore:
+    """The jobs database of one runs folder; open one per process (or thread).
+
+    ``create=False`` (read-only commands, cancel, resume): raise :class:`NoJobStore` when the
+    folder holds no database, and create nothing on disk."""
+
+    def __init__(self, root: str | os.PathLike | None = None, *, create: bool = True) -> None:
         self.root = runs_dir(root)
-        self.root.mkdir(parents=True, exist_ok=True)
         self.path = self.root / "jobs.sqlite"
-        self.db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+            target = str(self.path)
+        elif not self.path.is_file():
+            raise NoJobStore(f"no jobs in {self.root} (no jobs.sqlite there)")
+        else:  # mode=rw: never creates the file, even when it is removed meanwhile
+            target = f"{self.path.resolve().as_uri()}?mode=rw"
+        try:
+            self.db = sqlite3.connect(
+                target, timeout=60.0, isolation_level=None, check_same_thread=False, uri=not create
+            )
+        except sqlite3.OperationalError:
+            raise NoJobStore(f"no jobs in {self.root} (jobs.sqlite cannot be opened)") from None
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA busy_timeout = 60000")
-        self.db.execute("PRAGMA journal_mode = WAL")
+        if create:
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.executescript(SCHEMA)
+        elif self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone() is None:
+            self.db.close()
+            raise NoJobStore(f"no jobs in {self.root} (jobs.sqlite holds no jobs table)")
         self.db.execute("PRAGMA synchronous = NORMAL")
-        self.db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a store of an older version up to date: the ``failure`` column, filled in for old
+        failed jobs from their reason. A store that cannot be written (read-only files) is read as
+        it is: records then infer ``failure`` from the reason."""
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
+        if "failure" in columns:
+            return
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                if "failure" not in {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}:
+                    self.db.execute("ALTER TABLE jobs ADD COLUMN failure TEXT")
+                    failed = self.db.execute("SELECT id, exit_reason FROM jobs WHERE status = 'failed'").fetchall()
+                    self.db.executemany(
+                        "UPDATE jobs SET failure = ? WHERE id = ?", [(failure_of(r[1]), r[0]) for r in failed]
+                    )
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError:  # read-only: leave it to _record
+            pass
 
     def close(self) -> None:
         self.db.close()
@@ -260,10 +360,23 @@ class JobStore:
             values["total"] = int(total)
         self._update(job_id, "status = 'running'", **values)
 
-    def finish(self, job_id: int, status: str, reason: str | None = None, result: dict[str, Any] | None = None) -> bool:
-        """running -> a final status; False (nothing changed) when the job was no longer running."""
+    def finish(
+        self,
+        job_id: int,
+        status: str,
+        reason: str | None = None,
+        result: dict[str, Any] | None = None,
+        *,
+        failure: str | None = None,
+    ) -> bool:
+        """running -> a final status; False (nothing changed) when the job was no longer running.
+
+        ``failure`` (status failed): error, killed or interrupted; when not given, read from the
+        reason (:func:`failure_of`: "ExceptionName: ..." is an error, anything else a killed process)."""
         if status not in FINAL:
             raise ValueError(f"status: {status!r} is not final")
+        if failure is not None and failure not in FAILURES:
+            raise ValueError(f"failure: {failure!r} is not one of {', '.join(FAILURES)}")
         ok = self._update(
             job_id,
             "status = 'running'",
@@ -271,6 +384,7 @@ class JobStore:
             exit_reason=reason,
             finished_at=time.time(),
             result=None if result is None else json.dumps(result, sort_keys=True, default=str),
+            failure=(failure or failure_of(reason)) if status == "failed" else None,
         )
         if ok:
             self.event(job_id, status, detail=reason)
@@ -297,10 +411,17 @@ class JobStore:
         return row is not None and row[0] is not None
 
     def requeue(self, job_id: int, *, resume: bool) -> None:
-        """A failed or cancelled job goes back to the queue (``resume``: from its latest checkpoint)."""
+        """A failed or cancelled job goes back to the queue (``resume``: from its latest checkpoint;
+        only a :func:`resumable` job: killed, interrupted or cancelled, not one that raised its own error)."""
         job = self.get(job_id)
         if job.status not in ("failed", "cancelled"):
-            raise JobStateError(f"job {job_id}: is {job.status}; only failed or cancelled jobs can be resumed")
+            raise JobStateError(
+                f"job {job_id}: is {job.status}; only failed or cancelled jobs can be resumed "
+                "(failed: killed or interrupted, not by the job's own error)"
+            )
+        refusal = resume_refusal(job) if resume else None
+        if refusal is not None:
+            raise JobStateError(refusal)
         self._update(
             job_id,
             "status IN ('failed', 'cancelled')",
@@ -310,6 +431,7 @@ class JobStore:
             exit_reason=None,
             finished_at=None,
             result=None,
+            failure=None,
         )
         self.event(job_id, "requeue", detail="resume" if resume else "restart")
 
@@ -355,6 +477,8 @@ def _record(row: sqlite3.Row) -> JobRecord:
     data = dict(row)
     data["config"] = json.loads(data["config"])
     data["result"] = json.loads(data["result"]) if data["result"] else None
+    if data["status"] == "failed" and not data.get("failure"):  # a store that could not be migrated
+        data["failure"] = failure_of(data["exit_reason"])
     return JobRecord(**data)
 
 

@@ -7,6 +7,13 @@ or exit code), kills the process group of a job whose cancel request went unansw
 jobs into free slots. Workers run in their own sessions, so they outlive the supervisor; a
 restarted supervisor adopts the ones still alive (same pid and start time) and marks the others
 failed. ``ensure_supervisor`` starts a detached one on demand (CLI, app).
+
+A supervisor may have an owner (``owner_pid``: the app passes its own pid; the CLI's supervisors
+have none). It records it in RUNS/supervisor.owner and looks at it every tick; once the owner is
+gone it retires: it launches no more queued jobs (they stay queued for the next supervisor),
+interrupts the jobs it runs (a cancel request: they stop between steps and end ``cancelled``,
+resumable from their latest checkpoint; a worker that has not stopped after ``cancel_grace`` is
+killed), waits for their workers to exit, and exits, letting go of its lock.
 """
 
 from __future__ import annotations
@@ -17,25 +24,33 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
 from merlion_core.config import from_json, to_json
 from merlion_core.jobs.processes import (
+    Owner,
     cpu_count,
     is_alive,
     kill_group,
+    owner_gone,
     package_root,
     process_start,
+    read_owner,
+    remove_owner,
+    take_lock,
     visible_gpus,
     worker_env,
+    write_owner,
 )
 from merlion_core.jobs.spec import wants_gpu
-from merlion_core.jobs.store import JobRecord, JobStore, runs_dir
+from merlion_core.jobs.store import JobRecord, JobStateError, JobStore, runs_dir
 
 START_GRACE = 30.0
 """Seconds a launched worker has to record its pid before it counts as lost."""
+RETIRE_WAIT = 120.0
+"""Seconds a new supervisor waits for a retiring one (its owner gone) to let go of the lock."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,8 @@ class SupervisorConfig:
     """Seconds without a heartbeat after which a live worker counts as hung and is killed."""
     idle_exit: float = 0.0
     """Exit after this many seconds with nothing queued or running (0: never)."""
+    owner_pid: int = 0
+    """Pid of the process served (the app; 0: none): once it is gone, interrupt the jobs and exit."""
 
 
 class SupervisorRunning(RuntimeError):
@@ -82,42 +99,76 @@ class Supervisor:
         self.lock_handle: TextIO | None = None
         self.idle_since = time.monotonic()
         self.stopping = False
+        self.owner = Owner.of(config.owner_pid)
+        self.retiring = False
 
     # ------------------------------------------------------------------ lifecycle
     def acquire(self) -> None:
-        handle = open(self.store.lock_path, "a+")
-        for attempt in range(10):  # supervisor_pid() holds the lock for an instant when it looks
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if attempt == 9:
-                    handle.seek(0)
-                    holder = handle.read().strip() or "?"
-                    handle.close()
-                    raise SupervisorRunning(f"a supervisor (pid {holder}) already runs for {self.store.root}") from None
-                time.sleep(0.05)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
+        # supervisor_pid() holds the lock for an instant when it looks; a retiring holder (its
+        # owner gone) lets go once its jobs are stopped
+        handle = take_lock(self.store.lock_path, wait_retiring=RETIRE_WAIT)
+        if handle is None:
+            holder = self.store.lock_path.read_text().strip() or "?"
+            raise SupervisorRunning(f"a supervisor (pid {holder}) already runs for {self.store.root}")
         self.lock_handle = handle
+        write_owner(self.store.lock_path, self.owner)
+
+    def release(self) -> None:
+        """Let go of the lock (and the owner record next to it)."""
+        if self.lock_handle is not None:
+            remove_owner(self.store.lock_path)
+            self.lock_handle.close()
+            self.lock_handle = None
 
     def run(self) -> None:
         self.acquire()
+        try:
+            self.serve()
+        finally:
+            self.release()
+
+    def serve(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
         self.log(
             f"supervisor pid {os.getpid()}: {self.slots} slots, {self.threads} threads per job, "
             f"GPUs {self.gpus or 'none'}, runs {self.store.root}"
+            + (f", owner pid {self.owner.pid}" if self.owner else "")
         )
+        if self.owner is not None and not self.owner.alive():  # gone before we started: touch nothing
+            self.log(f"owner pid {self.owner.pid} is already gone: exiting")
+            return
         self.adopt()
         while not self.stopping:
+            if self.owner is not None and not self.retiring and not self.owner.alive():
+                self.retire()
             self.tick()
+            if self.retiring and not self.workers:
+                self.log(f"owner pid {self.owner.pid if self.owner else '?'} gone and no job running: exiting")
+                return
             if self.config.idle_exit and time.monotonic() - self.idle_since > self.config.idle_exit:
                 self.log(f"idle for {self.config.idle_exit:g} s: exiting")
                 break
             time.sleep(self.config.poll)
         self.log("supervisor stopped (workers keep running; the next supervisor adopts them)")
+
+    def retire(self) -> None:
+        """The owner is gone: take no new jobs and ask every running one to stop (a cancel
+        request; ``enforce`` kills a worker that has not stopped after ``cancel_grace``)."""
+        self.retiring = True
+        owner = self.owner.pid if self.owner else "?"
+        self.log(f"owner pid {owner} is gone: no new jobs; interrupting {len(self.workers)} running job(s)")
+        for job_id in list(self.workers):
+            try:
+                self.store.request_cancel(job_id)
+            except JobStateError:
+                continue  # it ended meanwhile
+            detail = f"owner pid {owner} gone: cancel requested (resume it to continue from its latest checkpoint)"
+            self.store.event(job_id, "interrupt", running=len(self.workers), detail=detail)
+            try:
+                with open(self.store.log_path(job_id), "a") as log:
+                    log.write(f"[{time.strftime('%H:%M:%S')}] supervisor: {detail}\n")
+            except OSError:
+                pass
 
     def log(self, message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
@@ -138,7 +189,8 @@ class Supervisor:
     def tick(self) -> None:
         self.reap()
         self.enforce()
-        self.launch()
+        if not self.retiring:
+            self.launch()
         if self.workers or self.store.list("queued", backend="local"):
             self.idle_since = time.monotonic()
 
@@ -178,7 +230,7 @@ class Supervisor:
 
     def lost(self, job: JobRecord, reason: str) -> None:
         status = "cancelled" if job.cancel_requested_at is not None else "failed"
-        if self.store.finish(job.id, status, reason):
+        if self.store.finish(job.id, status, reason, failure="killed" if status == "failed" else None):
             self.log(f"job {job.id}: {status}: {reason}")
 
     def enforce(self) -> None:
@@ -191,6 +243,7 @@ class Supervisor:
                     "failed",
                     f"no heartbeat for {self.config.stale_after:g} s "
                     "(its Ray task, or the driver that ran it, is gone)",
+                    failure="killed",
                 )
         for job in self.store.list("running", backend="local"):
             worker = self.workers.get(job.id)
@@ -210,6 +263,7 @@ class Supervisor:
                     job.id,
                     "failed",
                     f"no heartbeat for {now - job.heartbeat:.0f} s: worker hung, its process group was killed",
+                    failure="killed",
                 )
 
     def launch(self) -> None:
@@ -272,15 +326,36 @@ def lock_holder_pid(path: str | os.PathLike) -> int | None:
     return None
 
 
+def supervisor_owner(root: str | os.PathLike | None = None) -> int | None:
+    """The owner pid the running supervisor of this runs folder serves (None: none runs, or it has
+    no owner)."""
+    folder = runs_dir(root)
+    owner = read_owner(folder / "supervisor.lock", supervisor_pid(folder))
+    return owner.pid if owner else None
+
+
 def ensure_supervisor(
-    root: str | os.PathLike | None = None, config: SupervisorConfig = SupervisorConfig(idle_exit=600.0)
+    root: str | os.PathLike | None = None,
+    config: SupervisorConfig = SupervisorConfig(idle_exit=600.0),
+    *,
+    owner_pid: int | None = None,
 ) -> int:
     """The running supervisor's pid, or the pid of a detached one started now (its own session,
-    output to RUNS/supervisor.log; by default it exits after 10 idle minutes)."""
+    output to RUNS/supervisor.log; by default it exits after 10 idle minutes).
+
+    ``owner_pid``: the process a supervisor started now serves (the app passes ``os.getpid()``):
+    when it is gone the supervisor interrupts its jobs and exits. None (the default) keeps
+    ``config.owner_pid``, 0 unless set: no owner, as for the CLI. A running supervisor is used
+    whatever its owner, unless it is retiring (its owner gone): then a new one is started, which
+    takes over the runs folder once the retiring one has let go of it."""
     folder = runs_dir(root)
     pid = supervisor_pid(folder)
-    if pid is not None:
+    if pid is not None and not owner_gone(folder / "supervisor.lock", pid):
         return pid
+    if owner_pid is not None:
+        if owner_pid < 0:
+            raise ValueError(f"owner_pid: must be a pid (> 0) or 0 for none, got {owner_pid}")
+        config = replace(config, owner_pid=int(owner_pid))
     folder.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(

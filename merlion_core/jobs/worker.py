@@ -2,7 +2,8 @@
 
 The supervisor (or a Ray task) starts it with stdout/stderr going to the job's log. It marks
 the job started, runs it, and writes the final status itself: succeeded (with a result),
-failed (with the exception's first line) or cancelled. Progress callbacks become metric rows
+failed (with the exception's whole message, failure ``error``: not resumable; ``interrupted``
+for Ctrl-C or SystemExit) or cancelled. Progress callbacks become metric rows
 and heartbeats; a background thread beats every second and watches for a cancel request,
 which the next progress callback turns into :class:`JobCancelled` (a cooperative stop between
 steps; the supervisor kills the process group if that does not come in time).
@@ -146,10 +147,15 @@ def run_worker(store: JobStore, job_id: int, threads: int | None = None) -> int:
         log(str(exc))
         store.finish(job_id, "cancelled", f"cancelled by request ({exc})")
         return 0
-    except BaseException as exc:  # any failure: the traceback to the log, its first line to the store
+    except BaseException as exc:  # any failure: the traceback to the log, the whole message to the store
         traceback.print_exc()
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        store.finish(job_id, "failed", f"{type(exc).__name__}: {first}"[:500])
+        message = str(exc)
+        store.finish(
+            job_id,
+            "failed",
+            f"{type(exc).__name__}: {message}" if message else type(exc).__name__,
+            failure="interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "error",
+        )
         return 1
     finally:
         heartbeat.done.set()
@@ -162,7 +168,9 @@ def run_worker(store: JobStore, job_id: int, threads: int | None = None) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m merlion_core.jobs.worker", description="run one job")
     parser.add_argument("job_id", type=int)
-    parser.add_argument("--runs", help="runs folder (default: $MERLION_RUNS_DIR or ./runs)")
+    parser.add_argument(
+        "--runs", help="runs folder (default: $MERLION_RUNS_DIR, else $MERLION_STUDIO_HOME/runs, else ./runs)"
+    )
     parser.add_argument("--claim", action="store_true", help="claim the queued job first (Ray Jobs API entrypoint)")
     args = parser.parse_args(argv)
     store = JobStore(args.runs)

@@ -42,6 +42,7 @@ def train_agent(
     eval_episodes: int = 20,
     device: str = "auto",
     progress: Callable[[int, dict[str, float]], None] | None = None,
+    step_progress: Callable[[int, int], None] | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 0,
     resume: bool = False,
@@ -61,6 +62,10 @@ def train_agent(
 
     ``extra_evaluation(agent, step)``, when given, runs at every evaluation point and its dict joins the
     point's diagnostics (e.g. other acting rules scored on the same episodes).
+
+    ``progress(step, point)`` gets every logged point (every ``eval_every`` steps, else every 1,000, and
+    the last); ``step_progress(done, steps)`` counts the gradient steps done, whether or not the run
+    evaluates: about every 1% of the run (:func:`step_progress_every`), and at each logged point.
 
     With ``checkpoint_dir``, save a checkpoint every ``checkpoint_every`` steps (at logging points);
     ``resume`` continues from the latest one there (weights, optimizer, RNG streams, curve).
@@ -118,9 +123,21 @@ def train_agent(
     curve: list[dict[str, Any]] = list(saved.get("curve", []))
     diagnose = latent_diagnostics_probe(agent, dataset) if algo in LATENT_ALGORITHMS else None
     started = time.perf_counter()
-    log_every = eval_every or min(steps, 1000)
-    for step, metrics in agent.train_steps(sampler, steps - start, log_every=max(1, log_every)):
+    log_every = eval_every or LOG_EVERY
+    every = step_progress_every(steps, log_every)
+    if step_progress is not None:
+        step_progress(start, steps)
+    window: list[tuple[int, dict[str, float]]] = []  # (steps, loss means) of each report since the last log
+    done = start
+    for step, chunk in agent.train_steps(sampler, steps - start, log_every=every):
         step += start  # checkpoints sit at logging points, so a resumed run logs at the same steps
+        window.append((step - done, chunk))
+        done = step
+        if step_progress is not None:
+            step_progress(step, steps)
+        if (step - start) % log_every and step != steps:
+            continue
+        metrics, window = _window_means(window), []
         point: dict[str, Any] = {"step": step, **metrics}
         if not dataset.meta.env_id and (eval_every or step == steps):
             agent.eval()
@@ -186,6 +203,38 @@ def train_agent(
 
 NO_SIMULATOR_HOLDOUT = 0.2
 """Share of whole episodes held out for off-policy evaluation when a dataset names no simulator."""
+LOG_EVERY = 1000
+"""Steps between two logged points (losses, checkpoints) of a run that evaluates only at its end."""
+STEP_PROGRESS_REPORTS = 100
+"""About how many times a run reports its step count (``step_progress``)."""
+MIN_STEP_PROGRESS_EVERY = 10
+"""Fewest steps between two step counts (each costs one host sync of the loss sums)."""
+
+
+def step_progress_every(steps: int, log_every: int) -> int:
+    """Steps between two step counts of a ``steps``-step run logging every ``log_every``: the largest
+    divisor of ``log_every`` (logged points must stay report points) not above
+    max(MIN_STEP_PROGRESS_EVERY, steps / STEP_PROGRESS_REPORTS); ``log_every`` itself when every such
+    divisor is under a quarter of that (a prime ``log_every``: no sync every step)."""
+    target = max(MIN_STEP_PROGRESS_EVERY, steps // STEP_PROGRESS_REPORTS)
+    if log_every <= target:
+        return max(1, log_every)
+    best = max(d for d in range(1, target + 1) if log_every % d == 0)
+    return best if 4 * best >= target else log_every
+
+
+def _window_means(window: list[tuple[int, dict[str, float]]]) -> dict[str, float]:
+    """The loss means over a logging window from its reports' means ``(steps, means)``, each
+    weighted by its steps (a loss part missing from a report counts as 0 there, as in train_steps).
+    One report: its means as they are."""
+    if len(window) == 1:
+        return window[0][1]
+    total = sum(n for n, _ in window)
+    sums: dict[str, float] = {}
+    for n, means in window:
+        for key, value in means.items():
+            sums[key] = sums.get(key, 0.0) + value * n
+    return {key: value / total for key, value in sums.items()}
 
 
 def _holdout(dataset: Any, fraction: float, seed: int, where: Any) -> Any:
@@ -237,11 +286,32 @@ def latent_diagnostics_probe(agent: Any, dataset: Any) -> Callable[[], dict[str,
     return lambda: latent_agent_diagnostics(agent, obs, act, mc)
 
 
-def evaluate_agent(agent_dir: str | os.PathLike, *, episodes: int = 50, seed: int = 0) -> dict[str, Any]:
+def evaluate_agent(
+    agent_dir: str | os.PathLike,
+    *,
+    episodes: int = 50,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    stage: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """A saved agent's evaluation summary in its recorded environment. ``stage(message)`` says
+    what is being prepared (loading the agent, the env's normalisers); ``progress(done, episodes)``
+    counts finished episodes (``evaluation.evaluate``). Neither prints."""
+    from merlion_core.data.collect import NORMALISER_EPISODES, env_normalisers
+
+    if stage is not None:
+        stage(f"loading the agent {os.fspath(agent_dir)}")
     loaded = load_agent(agent_dir)
     env_id = loaded.info.get("env_id")
     if not env_id:
         raise ValueError(f"{agent_dir}: the agent records no environment to evaluate in")
-    result = evaluate(loaded.agent, env_id, episodes, seed=seed, env_overrides=loaded.info.get("env_overrides"))
+    env_overrides = loaded.info.get("env_overrides")
+    if stage is not None:
+        stage(
+            f"{env_id}: the expert and random returns that normalise the score "
+            f"({NORMALISER_EPISODES} episodes each, once per process)"
+        )
+    env_normalisers(env_id, env_overrides)  # cached: evaluate finds them measured
+    result = evaluate(loaded.agent, env_id, episodes, seed=seed, env_overrides=env_overrides, progress=progress)
     summary = result.to_dict(include_episodes=False)
     return {"algo": loaded.algo, **summary}
