@@ -195,12 +195,15 @@ def panel(side: str, path: str) -> None:
             tau = float(st.session_state[f"emb.tau.{side}"])
         ood = explore.ood_mask(rep, obs, tau)
         chart_slot, caption_slot = st.empty(), st.empty()
+        draws = [0]  # each redraw in this run gets its own key: two equal charts never share an id
 
         def draw(shown: np.ndarray, caption: str) -> None:
+            draws[0] += 1
             chart_slot.plotly_chart(
                 embedding_scatter(
                     projection(shown), colour, colour_label, info.customdata, info.hovertemplate, ood, title, axis
-                )
+                ),
+                key=f"emb.chart.{side}.{draws[0]}",
             )
             caption_slot.caption(caption)
 

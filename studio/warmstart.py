@@ -110,7 +110,9 @@ def follow(
         if new_text == text:
             continue
         text = new_text
-        if final or (step != drawn_step and time.monotonic() - drawn_at >= REDRAW_SECONDS):
+        # a frame already drawn is never drawn again (the same chart twice in one run is a duplicate
+        # element): the last frame redraws only if it is new, else only the caption changes
+        if step != drawn_step and (final or time.monotonic() - drawn_at >= REDRAW_SECONDS):
             draw(shown, text)
             drawn_at, drawn_step = time.monotonic(), step
         else:
