@@ -24,24 +24,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
+from browser_support import CHROMIUM, CHROMIUM_ARGS, READY
+
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 REPO = Path(__file__).resolve().parents[1]
 CI_DIR = REPO / ".ci" / "container"
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-CHROMIUM = os.environ.get("MERLION_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-READY = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 NAV_LINKS = (
     'a[data-testid="stSidebarNavLink"], a[data-testid="stTopNavLink"], '
     'a[data-testid="stTopNavDropdownLink"], a[data-testid="stPageLink-NavLink"]'

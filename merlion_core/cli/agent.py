@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import TYPE_CHECKING
 
-from merlion_core.cli.common import add_config_union_arguments, config_overrides
+from merlion_core.cli.common import add_config_union_arguments, config_overrides, print_json
 
 if TYPE_CHECKING:
     from merlion_core.pipelines.ope import OPEConfig
@@ -123,7 +122,7 @@ def cmd_ope(args: argparse.Namespace) -> int:
     result = ope_agent(args.agent, args.dataset, config, progress=progress, device=args.device)
     bar.close()
     if args.json:
-        print(json.dumps({**result, "estimators": without_details(result["estimators"])}, indent=2, sort_keys=True))
+        print_json({**result, "estimators": without_details(result["estimators"])})
         return 0
     print(
         f"{result['held_out_episodes']} held-out episodes ({result['held_out']}); behaviour: "
@@ -173,7 +172,7 @@ def cmd_train_agent(args: argparse.Namespace) -> int:
     )
     bar.close()
     if args.json:
-        print(json.dumps(result, indent=2, sort_keys=True))
+        print_json(result)
     else:
         print(f"wrote {result['out']}: {args.algo} in {result['seconds']:.1f} s")
     return 0
@@ -203,7 +202,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for bar in bars:
             bar.close()
     if args.json:
-        print(json.dumps(result, indent=2, sort_keys=True))
+        print_json(result)
     else:
         for key in ("algo", "env_id", "n_episodes", "mean_return", "normalised_score", "success_rate"):
             print(f"{key:>18}: {result.get(key)}")

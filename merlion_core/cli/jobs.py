@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-from merlion_core.cli.common import CLIError, add_config_arguments, config_from_args
+from merlion_core.cli.common import CLIError, add_config_arguments, config_from_args, print_json
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -137,7 +137,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     backend = LocalBackend(store, start_supervisor=not args.no_supervisor)
     job_id = backend.submit(JobSpec(args.kind, _read_config(args.config), args.seed))
     if args.json:
-        print(json.dumps(store.get(job_id).to_dict(), indent=2, sort_keys=True))
+        print_json(store.get(job_id).to_dict())
     else:
         print(f"job {job_id}: {args.kind} queued in {store.root}")
     return 0
@@ -164,7 +164,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     jobs = store.list(args.status, sweep=args.sweep)
     if args.json:
-        print(json.dumps([job.to_dict() for job in jobs], indent=2, sort_keys=True))
+        print_json([job.to_dict() for job in jobs])
         return 0
     print(
         f"{'id':>5}  {'kind':<13} {'status':<10} {'backend':<7} {'seed':>4}  {'progress':<14} {'created':<19}  reason"
@@ -194,7 +194,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         "resumable": resumable(job),
     }
     if args.json:
-        print(json.dumps(data, indent=2, sort_keys=True))
+        print_json(data)
         return 0
     for key in (
         "id",

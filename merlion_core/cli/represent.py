@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
-from merlion_core.cli.common import add_config_union_arguments, config_overrides
+from merlion_core.cli.common import add_config_union_arguments, config_overrides, print_json
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -72,7 +71,7 @@ def cmd_train_encoder(args: argparse.Namespace) -> int:
     )
     bar.close()
     if args.json:
-        print(json.dumps(result, indent=2, sort_keys=True))
+        print_json(result)
     else:
         print(f"wrote {result['out']}: {args.method} in {result['seconds']:.1f} s")
     return 0
@@ -85,7 +84,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         args.encoder, n_states=args.states, n_action_samples=args.actions, seed=args.seed, dataset_path=args.dataset
     )
     if args.json:
-        print(json.dumps(result, indent=2, sort_keys=True))
+        print_json(result)
     else:
         for key, value in result.items():
             if key != "spearman_per_state":
