@@ -15,21 +15,11 @@ from studio.page import setup
 from studio.png import matrix_png
 
 SIZES = (64, 128, 256, 512, 1024)
-COMPUTE_SECONDS_AT_4096 = 8.0
-DRAW_SECONDS_AT_4096 = 9.0
-"""Measured on this project's 2-core machine for the 4096-action maze at one state: the true
-pseudometric 3.7 s and Spearman and class separation 3.9 s (computing), the two PNG overviews
-8.8 s (drawing); about (K / 4096)^2 of that for K actions; a cached state is instant."""
-DIAGNOSTICS_SECONDS = "5-15 s"
-"""pipelines.diagnose_encoder (64 states, 512 actions) on the maze: 5 s on a quiet 2-core
-machine, 11 s on a busy one."""
 
 
-def work_message(what: str, k: int, seconds_at_4096: float) -> str:
-    """A spinner's text: what is computed, and how long it usually takes where that is seconds."""
-    seconds = seconds_at_4096 * (k / 4096) ** 2
-    took = f": usually about {seconds:.0f} s on 2 CPU cores the first time, cached after" if seconds >= 2 else ""
-    return f"{what}{took} ..."
+def work_message(what: str) -> str:
+    """A spinner's text: what is computed (the spinner shows the time elapsed; results are cached)."""
+    return f"{what} (cached for this state after the first time) ..."
 
 
 setup("Pseudometric")
@@ -110,7 +100,7 @@ def overviews(path: str, mtime: float, state: tuple, k: int, seed: int, env: tup
 state_key = (path, catalog.stamp(path), tuple(float(v) for v in obs), int(size), seed, env)
 what = "the learned L1 distances" + (" and the true pseudometric (Eq. 3)" if explore.has_true_model(model) else "")
 with st.spinner(
-    work_message(f"Computing {what} of {size} x {size} action pairs at this state", size, COMPUTE_SECONDS_AT_4096),
+    work_message(f"Computing {what} of {size} x {size} action pairs at this state"),
     show_time=True,
 ):
     actions, learned, true, stats = matrices(*state_key)
@@ -162,9 +152,7 @@ if len(actions) <= HEATMAP_MAX:
 else:
     st.caption(f"{len(actions)} actions: PNG overviews (no hover); pick a block below to zoom in with hover.")
     with st.spinner(
-        work_message(
-            f"Drawing the {len(actions)} x {len(actions)} overviews as PNG images", len(actions), DRAW_SECONDS_AT_4096
-        ),
+        work_message(f"Drawing the {len(actions)} x {len(actions)} overviews as PNG images"),
         show_time=True,
     ):
         images = overviews(*state_key)
@@ -204,8 +192,7 @@ def diagnostics_panel() -> None:
             started = time.perf_counter()
             with st.status(
                 "Running the diagnostics: the true pseudometric at 64 dataset states x 512 actions against the "
-                f"learned distances (Spearman, class separation, OOD share); usually {DIAGNOSTICS_SECONDS} "
-                "on 2 CPU cores ...",
+                "learned distances (Spearman, class separation, OOD share): seconds on 2 CPU cores ...",
                 expanded=True,
             ) as status:
                 st.caption(f"pipelines.diagnose_encoder on {path}")
