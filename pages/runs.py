@@ -1,6 +1,6 @@
-"""Runs: live return curves of running and finished jobs (mean over seeds, with a 95% t band from 3 seeds
-on and each seed's own line below that), the runs left off the chart and why, the job table with cancel /
-resume, and the benchmark tables from results/."""
+"""Runs: live return curves of running and finished jobs, offline (train-agent) and online (train-online)
+ones (mean over seeds, with a 95% t band from 3 seeds on and each seed's own line below that), the runs left
+off the chart and why, the job table with cancel / resume, and the benchmark tables from results/."""
 
 import json
 import re
@@ -28,8 +28,12 @@ METRICS = {
 }
 
 
+CURVE_KINDS = ("train-agent", "train-online")
+"""Jobs with learning curves: offline agents (x: gradient steps) and online ones (x: env steps)."""
+
+
 def curve_panel() -> None:
-    records = jobs_client.jobs("train-agent")
+    records = sorted((job for kind in CURVE_KINDS for job in jobs_client.jobs(kind)), key=lambda job: job.id)
     with_curves = [job for job in records if job.status != "queued"]
     if not with_curves:
         st.info("No training run yet: start one on the Train page (or wait for the demo).")
@@ -49,7 +53,8 @@ def curve_panel() -> None:
         key="runs.metric",
         format_func=METRICS.get,
         help="Latent agents (MERLION-CQL / BCQ) also log their critic and lookup diagnostics "
-        "at every evaluation: docs/results.md explains each.",
+        "at every evaluation: docs/results.md explains each. Online runs (labelled online) count "
+        "env steps on the x axis, offline runs gradient steps.",
     )
     chosen = [job for job in with_curves if job.id in picked]
     data = {job.id: jobs_client.metric_series(job.id, metric) for job in chosen}
@@ -63,7 +68,9 @@ def curve_panel() -> None:
         + (f" {queued} more queued (not started, not listed)." if queued else "")
     )
     if groups:
-        st.plotly_chart(charts.learning_curves(groups, METRICS[metric]), key="runs.curves")
+        figure = charts.learning_curves(groups, METRICS[metric])
+        figure.update_layout(xaxis_title=curves.x_axis_title(chosen))
+        st.plotly_chart(figure, key="runs.curves")
     elif chosen:
         st.caption("Nothing to draw: no picked run has an evaluation point of this metric (why: below).")
     if missing:
@@ -85,7 +92,7 @@ def left_out_list(items: Sequence[curves.LeftOut], title: str) -> None:
 
 
 st.subheader("Returns")
-live_fragment(curve_panel, lambda: any_active(("train-agent",)))  # live while a run goes on, quiet otherwise
+live_fragment(curve_panel, lambda: any_active(CURVE_KINDS))  # live while a run goes on, quiet otherwise
 
 
 def ope_panel() -> None:

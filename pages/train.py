@@ -6,9 +6,10 @@ from typing import TypedDict
 
 import streamlit as st
 
-from merlion_core.algos.registry import ALGORITHMS, LATENT_ALGORITHMS
+from merlion_core.algos.registry import ALGORITHMS, FACTORISED_ALGORITHMS, LATENT_ALGORITHMS
 from merlion_core.config import ConfigError
 from merlion_core.data.dataset import DatasetError
+from merlion_core.envs.factors import env_action_factors
 from merlion_core.jobs.spec import TrainAgentJob
 from merlion_core.pipelines.encoder import representation_config
 from merlion_core.pipelines.ope import OPEConfig
@@ -77,10 +78,13 @@ with rep_tab:
         )
 
 with agent_tab:
+    # DecQN needs sub-actions: offered only where the dataset's env declares them (the mazes)
+    factorised = env_id is not None and env_action_factors(env_id) is not None
+    algos = [a for a in ALGORITHMS if factorised or a not in FACTORISED_ALGORITHMS]
     algo = st.selectbox(
         "Algorithm",
-        list(ALGORITHMS),
-        index=list(ALGORITHMS).index("cql"),
+        algos,
+        index=algos.index("cql"),
         key="train.algo",
         format_func=lambda a: f"{a}{' (latent: needs an encoder)' if a in LATENT_ALGORITHMS else ''}",
     )

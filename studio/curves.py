@@ -1,4 +1,4 @@
-"""Learning curves of train-agent jobs grouped over seeds (mean, and a 95% t interval from 3 seeds on,
+"""Learning curves of train-agent and train-online jobs grouped over seeds (mean, and a 95% t interval from 3 seeds on,
 each seed's own line below that), what is left off the chart and why, and the runs' status line.
 Pure functions of job records and metric series; no streamlit."""
 
@@ -28,6 +28,31 @@ FAILURES = {
 """What a failed job's ``failure`` kind (where the store records one) means."""
 SIMULATOR_METRICS = ("normalised_score", "mean_return", "success_rate")
 LATENT_ALGOS = ("cql", "bcq")
+ONLINE_KIND = "train-online"
+"""Online runs (merlion_core.pipelines.online): their curves' steps count env steps, not gradient steps."""
+
+
+def run_length(job: JobRecord) -> tuple[int, object]:
+    """(eval_every, length) of a training run: gradient steps of a train-agent job, env steps of an
+    online one (its options, else OnlineConfig's defaults)."""
+    if job.kind != ONLINE_KIND:
+        return int(job.config.get("eval_every") or 0), job.config.get("steps")
+    options = job.config.get("options") or {}
+    if "eval_every" in options and "env_steps" in options:
+        return int(options["eval_every"] or 0), options["env_steps"]
+    from merlion_core.algos.online import OnlineConfig  # the defaults (imports torch: only when needed)
+
+    return int(options.get("eval_every", OnlineConfig.eval_every) or 0), options.get(
+        "env_steps", OnlineConfig.env_steps
+    )
+
+
+def x_axis_title(jobs: Sequence[JobRecord]) -> str:
+    """The curves' x axis: gradient steps (offline runs), env steps (online runs), or both when mixed."""
+    kinds = {job.kind == ONLINE_KIND for job in jobs}
+    if kinds == {True}:
+        return "env step (online)"
+    return "gradient step (offline) / env step (online)" if kinds == {True, False} else "gradient step"
 
 
 def group_key(job: JobRecord) -> str:
@@ -118,15 +143,15 @@ def no_points_reason(job: JobRecord, metric: str, logged: Collection[str]) -> st
     sim = any(name in names for name in SIMULATOR_METRICS)
     ope = any(name.startswith("ope_") for name in names)
     if not (sim or ope):  # not evaluated yet (training losses may be logged already)
-        eval_every = int(job.config.get("eval_every") or 0)
-        steps = job.config.get("steps")
-        now = f"now at step {job.step or 0}" + (f" of {job.total or steps}" if job.total or steps else "")
+        eval_every, steps = run_length(job)
+        unit = "env step" if job.kind == ONLINE_KIND else "step"
+        now = f"now at {unit} {job.step or 0}" + (f" of {job.total or steps}" if job.total or steps else "")
         if job.status == "queued":
             return "queued, not started yet"
         if job.status == "running":
             if not eval_every:
                 return f"evaluation only at the end (eval_every 0); {now}"
-            return f"still before the first evaluation at step {eval_every} ({now})"
+            return f"still before the first evaluation at {unit} {eval_every} ({now})"
         if job.status in ENDED:
             return f"it ended before its first evaluation (eval_every {eval_every or '0: only at the end'})"
         return "no evaluation was logged"
@@ -135,6 +160,8 @@ def no_points_reason(job: JobRecord, metric: str, logged: Collection[str]) -> st
     if metric.startswith("ope_") and not ope:
         return "evaluated in its simulator, so it logs no off-policy estimates (an ope job scores a saved agent)"
     if metric.startswith("diag_"):
+        if job.kind == ONLINE_KIND:
+            return "online runs log no critic and lookup diagnostics (offline latent agents do)"
         if job.config.get("algo") not in LATENT_ALGOS:
             return f"diagnostics are logged by latent agents ({', '.join(LATENT_ALGOS)}) only"
         if not sim:

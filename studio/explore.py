@@ -33,17 +33,31 @@ def action_embeddings(rep: Any, obs_S: np.ndarray) -> np.ndarray:
 def q_values(agent: Any, algo: str, obs_S: np.ndarray, embeddings_AD: np.ndarray) -> np.ndarray | None:
     """f32[A]: the trained critic's Q(s, a) for every action, or None when the algorithm has none.
 
-    Latent algorithms (cql, bcq): min of the twin critics at each action's embedding phi(a; s).
-    Discrete CQL / BCQ: their Q head. BC and PLAS have no per-action Q to show."""
+    Latent algorithms (cql, bcq, iql): min of the twin critics at each action's embedding phi(a; s),
+    mapped into the agent's actor space (its latent normalisation). Discrete CQL / BCQ: their Q head;
+    discrete IQL: the min of its twin Q heads; DecQN: the mean of the sub-actions' utilities.
+    BC and PLAS have no per-action Q to show."""
+    from merlion_core.algos.registry import LATENT_ALGORITHMS
+
     obs = torch.as_tensor(np.asarray(obs_S, dtype=np.float32)[None])
     with torch.no_grad():
-        if algo in ("cql", "bcq"):
-            e = torch.as_tensor(embeddings_AD, dtype=torch.float32)
-            return agent.critic(obs.expand(len(e), -1), e).min(0).values.cpu().numpy()
+        if algo in LATENT_ALGORITHMS:
+            from merlion_core.algos.latent import to_actor_space
+
+            x = to_actor_space(agent, torch.as_tensor(embeddings_AD, dtype=torch.float32))
+            return agent.critic(obs.expand(len(x), -1), x).min(0).values.cpu().numpy()
         if algo == "dcql":
             return agent.q(obs)[0].cpu().numpy()
         if algo == "dbcq":
             return agent.net(obs)[0][0].cpu().numpy()
+        if algo == "diql":
+            return agent.q(obs).min(0).values[0].cpu().numpy()
+        if algo in ("decqn-cql", "decqn-bcq"):
+            from merlion_core.algos.decqn import decoupled_q
+
+            u_1KN = agent.utilities(obs) if algo == "decqn-cql" else agent.heads(obs)[0]
+            sub_AK = agent.layout.decode(torch.arange(agent.n_actions))
+            return decoupled_q(u_1KN.expand(len(sub_AK), -1, -1), sub_AK).cpu().numpy()
     return None
 
 

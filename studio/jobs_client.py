@@ -24,7 +24,7 @@ from merlion_core.jobs.supervisor import ensure_supervisor
 from studio import settings
 
 ACTIVE = ("queued", "running")
-RESULT_PATH_KEYS = {"collect": "dataset", "train-encoder": "encoder", "train-agent": "agent"}
+RESULT_PATH_KEYS = {"collect": "dataset", "train-encoder": "encoder", "train-agent": "agent", "train-online": "agent"}
 """The result key holding the path a finished job produced."""
 
 
@@ -150,6 +150,12 @@ def describe(job: JobRecord) -> str:
     if job.kind == "train-agent":
         encoder = f" + encoder #{_job_of(cfg['encoder'])}" if cfg.get("encoder") else ""
         return f"{cfg.get('algo')}{encoder} {cfg.get('steps')} steps (seed {job.seed})"
+    if job.kind == "train-online":
+        from studio.curves import run_length
+
+        steps = run_length(job)[1]
+        env = f" on {cfg['env']}" if cfg.get("env") else ""
+        return f"online cql + encoder #{_job_of(str(cfg.get('encoder', '')))}{env} {steps} env steps (seed {job.seed})"
     if job.kind == "warm-start":
         return f"warm start p={cfg.get('p')} tau={cfg.get('tau')}"
     if job.kind == "umap":

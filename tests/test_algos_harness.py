@@ -49,6 +49,8 @@ def small(name: str, **overrides):
     kwargs: dict[str, tuple[int, int]] = {
         name: (32, 32) for name in ("hidden", "hidden_vae", "hidden_actor", "hidden_critic") if name in fields
     }
+    if "action_factors" in fields:  # DecQN: the maze's declared factorisation
+        kwargs["action_factors"] = make_model("maze", ENV_OVERRIDES).action_factors
     return config_cls(**{**kwargs, **overrides})
 
 

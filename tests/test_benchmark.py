@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import torch
 
 from merlion_core.benchmark import runner as benchmark
 from merlion_core.benchmark.methods import (
+    FIELD_METHODS,
     PAPER_METHODS,
     bench_method,
     encoder_overrides,
@@ -227,6 +229,50 @@ def test_groups_leave_out_external_where_the_env_has_none():
     assert "external-cql" in expand_methods("paper", "maze")
     with pytest.raises(ValueError, match="external-bcq: merlion/Dialogue-v0 has no external representation"):
         expand_methods("dcql,external-bcq", "merlion/Dialogue-v0")
+
+
+def test_the_field_group_applies_decqn_only_where_the_actions_are_factorised():
+    skipped: dict[str, str] = {}
+    assert expand_methods("field", "recommender", skipped) == ["diql", "merlion-iql"]
+    assert set(skipped) == {"decqn-cql", "decqn-bcq"}
+    assert "declares no factorised action space" in skipped["decqn-cql"]
+    assert expand_methods("field", "maze") == list(FIELD_METHODS)
+    assert expand_methods("field", "multistep-maze") == list(FIELD_METHODS)
+    with pytest.raises(ValueError, match="decqn-bcq: merlion/Dialogue-v0 declares no factorised .*not applicable"):
+        expand_methods("bc,decqn-bcq", "merlion/Dialogue-v0")
+
+
+def test_a_command_that_adds_methods_keeps_the_earlier_rows(tmp_path, monkeypatch):
+    data_path = tmp_path / "data"
+    save_dataset(collect("maze", "medium", 0.5, 1000, seed=0, env_overrides={"n_actuators": 6}), data_path)
+    options = dict(eval_every=10, eval_episodes=2, workers=1, dataset=str(data_path))
+    run_benchmark("maze", "bc", 1, 10, tmp_path, **options)
+    summary = run_benchmark("maze", "dcql", 1, 10, tmp_path, **options)
+    assert list(summary["methods"]) == ["bc", "dcql"] and summary["methods"]["bc"]["seeds"] == 1
+    table = (tmp_path / "README.md").read_text()
+    assert "| bc | 1 |" in table and "| dcql | 1 |" in table
+    # other settings (here the evaluation) are another benchmark: its table starts afresh
+    assert list(run_benchmark("maze", "dcql", 1, 10, tmp_path, **{**options, "eval_episodes": 3})["methods"]) == [
+        "dcql"
+    ]
+
+
+def test_not_applicable_methods_are_rows_with_their_reason(tmp_path):
+    from merlion_core.benchmark.report import write_summary
+
+    config = {"seeds": 1, "steps": 10, "eval_every": 5, "eval_episodes": 1, "encoder_steps": 1}
+    summary = write_summary(
+        tmp_path,
+        "merlion/Recommender-v0",
+        [],
+        SimpleNamespace(**config),
+        3.0,
+        {"env_id": "x", "dataset": "d"},
+        config_dict=config,
+        not_applicable={"decqn-cql": "no factors"},
+    )
+    assert summary["not_applicable"] == {"decqn-cql": "no factors"}
+    assert "| decqn-cql | not applicable: no factors | - | - | - | - |" in (tmp_path / "README.md").read_text()
 
 
 def test_every_representation_gets_the_paper_dim_of_the_env():

@@ -36,6 +36,8 @@ def small_config(name: str, **overrides):
     }
     if "vae_warmup" in fields:
         hidden["vae_warmup"] = 5  # PLAS: both phases within the test's steps
+    if "action_factors" in fields:
+        hidden["action_factors"] = (2,) * 6  # DecQN: the 64-action maze's actuators
     return config_cls(**{**hidden, **overrides})
 
 

@@ -246,6 +246,41 @@ def test_q_values_of_a_discrete_critic_are_its_q_head():
     assert explore.q_values(make_algorithm("bc", 8, 3, None, "cpu"), "bc", obs, np.zeros((8, 2))) is None
 
 
+def test_q_values_of_decqn_and_discrete_iql_are_their_flat_action_values():
+    import torch
+
+    from merlion_core.algos.registry import make_algorithm
+
+    obs = np.array([0.1, 0.2, 0.0], np.float32)
+    decqn = make_algorithm("decqn-cql", 8, 3, {"action_factors": (2, 4), "hidden": (8,)}, "cpu")
+    with torch.no_grad():
+        u = decqn.layout.split(decqn.u(torch.as_tensor(obs[None])))[0].numpy()  # [K=2, N=4], head 0 padded
+    expected = [(u[0, a // 4] + u[1, a % 4]) / 2 for a in range(8)]  # big-endian: a = 4 a_0 + a_1
+    np.testing.assert_allclose(explore.q_values(decqn, "decqn-cql", obs, np.zeros((8, 2))), expected, rtol=1e-6)
+    iql = make_algorithm("diql", 8, 3, {"hidden": (8,)}, "cpu")
+    with torch.no_grad():
+        q1, q2 = iql.q.q1(torch.as_tensor(obs[None]))[0], iql.q.q2(torch.as_tensor(obs[None]))[0]
+    np.testing.assert_allclose(explore.q_values(iql, "diql", obs, np.zeros((8, 2))), torch.minimum(q1, q2).numpy())
+
+
+def test_q_values_of_a_latent_critic_see_the_agents_normalised_latents():
+    import torch
+
+    from merlion_core.algos.registry import make_algorithm
+    from merlion_core.data.collect import collect
+    from merlion_core.representation.random_embeddings import Rand1Config, fit_rand1
+
+    data = collect("maze", "medium", 0.5, 300, seed=0, env_overrides={"n_actuators": 3})
+    rep, _ = fit_rand1(data, Rand1Config(dim=2), device="cpu")
+    agent = make_algorithm("cql", 8, data.obs_dim, {"hidden": (8,)}, "cpu", rep)
+    e = rep.embed_all(torch.as_tensor(data.observations[:1]))[0]
+    agent.fit_latent_bound(e * 3.0)  # a map that is not the identity: centre 0, half-width 3.3 max |e|
+    with torch.no_grad():
+        x = (e - agent.latent_center) / agent.latent_scale
+        expected = agent.critic(torch.as_tensor(data.observations[:1]).expand(8, -1), x).min(0).values.numpy()
+    np.testing.assert_allclose(explore.q_values(agent, "cql", data.observations[0], e.numpy()), expected, rtol=1e-6)
+
+
 # ---------------------------------------------------------------------------- warm-start adapter
 def test_warm_start_submission_supersedes_older_jobs(tmp_path, monkeypatch):
     from studio import jobs_client, warmstart

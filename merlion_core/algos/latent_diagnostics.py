@@ -1,5 +1,5 @@
 """What a latent agent's critic and lookup do, measured on dataset states (issue: latent RL tied to
-real actions). Every latent CQL / BCQ run reports these beside its learning curve:
+real actions). Every latent CQL / BCQ / IQL run reports these beside its learning curve:
 
 * ``q_data`` against ``mc_return``: the critics' mean value of the logged latents, min_i Q_i(s, x_data),
   and the mean discounted Monte Carlo return of the same transitions in the dataset (truncated at a
@@ -8,6 +8,8 @@ real actions). Every latent CQL / BCQ run reports these beside its learning curv
   actor's latent less its value at the real action the deployed rule takes;
 * ``taken_ood_share``: the share of states whose taken action the representation's behaviour model
   calls out of distribution, G(a|s) / max G <= tau (MERLION only; None elsewhere);
+* ``v_data`` (agents with a state value V(s): IQL; absent elsewhere): the mean V(s) at the same states,
+  the expectile of the target critics' values that IQL's critics back up through;
 * :class:`CriticArgmaxPolicy`: the critic's argmax over every real action, to be evaluated beside the
   deployed rule (``critic_argmax_score`` in a run's record).
 """
@@ -73,6 +75,8 @@ def latent_agent_diagnostics(
     }
     if hasattr(agent, "log_alpha"):
         out["entropy_alpha"] = float(agent.log_alpha.exp())
+    if hasattr(agent, "state_value"):
+        out["v_data"] = float(agent.state_value(obs_BS).mean())
     agent.train(was_training)
     return out
 

@@ -11,10 +11,13 @@ from typing import Any
 
 from merlion_core.algos.base import OfflineAlgorithm
 from merlion_core.algos.bc import BC, BCConfig
+from merlion_core.algos.decqn import DecQNBCQ, DecQNBCQConfig, DecQNCQL, DecQNCQLConfig
 from merlion_core.algos.discrete_bcq import DiscreteBCQ, DiscreteBCQConfig
 from merlion_core.algos.discrete_cql import DiscreteCQL, DiscreteCQLConfig
+from merlion_core.algos.discrete_iql import DiscreteIQL, DiscreteIQLConfig
 from merlion_core.algos.latent_bcq import LatentBCQ, LatentBCQConfig
 from merlion_core.algos.latent_cql import LatentCQL, LatentCQLConfig
+from merlion_core.algos.latent_iql import LatentIQL, LatentIQLConfig
 from merlion_core.algos.plas import PLAS, PLASConfig
 from merlion_core.config import from_dict
 
@@ -22,12 +25,19 @@ ALGORITHMS: dict[str, tuple[type, type[OfflineAlgorithm]]] = {
     "bc": (BCConfig, BC),
     "dcql": (DiscreteCQLConfig, DiscreteCQL),
     "dbcq": (DiscreteBCQConfig, DiscreteBCQ),
+    "decqn-cql": (DecQNCQLConfig, DecQNCQL),
+    "decqn-bcq": (DecQNBCQConfig, DecQNBCQ),
     "plas": (PLASConfig, PLAS),
     "cql": (LatentCQLConfig, LatentCQL),
     "bcq": (LatentBCQConfig, LatentBCQ),
+    "diql": (DiscreteIQLConfig, DiscreteIQL),
+    "iql": (LatentIQLConfig, LatentIQL),
 }
-LATENT_ALGORITHMS = frozenset({"cql", "bcq"})
+LATENT_ALGORITHMS = frozenset({"cql", "bcq", "iql"})
 """Algorithms that act in a representation's latent space (they need ``representation=``)."""
+FACTORISED_ALGORITHMS = frozenset({"decqn-cql", "decqn-bcq"})
+"""Algorithms that need the action space as a product of sub-actions (``action_factors``: given, or
+declared by the dataset's env, merlion_core.envs.factors.env_action_factors)."""
 
 
 def make_algorithm(
@@ -46,7 +56,7 @@ def make_algorithm(
     if name in LATENT_ALGORITHMS:
         if representation is None:
             raise ValueError(f"{name}: acts in a representation's latent space; pass a representation (--encoder)")
-        if not issubclass(algo_cls, (LatentCQL, LatentBCQ)):
+        if not issubclass(algo_cls, (LatentCQL, LatentBCQ, LatentIQL)):
             raise TypeError(f"{name}: listed as a latent algorithm, but {algo_cls.__name__} takes no representation")
         return algo_cls(config, n_actions, obs_dim, device, representation=representation)
     if representation is not None:

@@ -49,8 +49,10 @@ def _fixed_methods() -> dict[str, BenchMethod]:
         ),
         "merlion-cql-before": BenchMethod("merlion-cql-before", "merlion", (), "cql", algo_overrides=LEGACY_LATENT_CQL),
     }
-    for raw in ("dcql", "dbcq", "bc", "plas"):
+    for raw in ("dcql", "dbcq", "bc", "plas", "decqn-cql", "decqn-bcq", "diql"):
         methods[raw] = BenchMethod(raw, None, (), raw)
+    # IQL in the latent space of MERLION's representation (issue 25)
+    methods["merlion-iql"] = BenchMethod("merlion-iql", "merlion", (), "iql")
     for rep in ("rand1", "rand2", "transition", "reconstruction", "external"):
         methods[f"{rep}-cql"] = BenchMethod(f"{rep}-cql", rep, (), "cql")
         methods[f"{rep}-bcq"] = BenchMethod(f"{rep}-bcq", rep, (), "bcq")
@@ -75,6 +77,10 @@ PAPER_METHODS = (
 )
 ABLATIONS = ("merlion-p0.1-cql", "merlion-p0.3-cql", "merlion-p0.5-cql", "merlion-no-p-cql", "cvae-cql")
 PEER_METHODS = ("d3rlpy-dcql", "d3rlpy-dbcq", "d3rlpy-bc")
+FIELD_METHODS = ("decqn-cql", "decqn-bcq", "diql", "merlion-iql")
+"""The field's stronger peers (issue 25): factorised Q (DecQN, Beeson et al. TMLR 2024; factorised
+action spaces only), discrete IQL, and IQL in MERLION's latent space."""
+
 _P_ABLATION = re.compile(r"^merlion-p(\d+(?:\.\d+)?)-(cql|bcq)$")
 
 
@@ -98,24 +104,42 @@ def representation_available(representation: str | None, env: str | None) -> boo
     return has_features(env)
 
 
-def expand_methods(names: str | list[str], env: str | None = None) -> list[str]:
-    """A comma list (or list) of method names; ``paper``, ``ablations`` and ``peers`` expand to groups.
+def method_unavailable(method: BenchMethod, env: str | None) -> str | None:
+    """Why ``method`` does not apply to ``env`` (None: it does): External without hand-made action
+    features (dialogue, as in the paper); DecQN without a factorised action space (recommender, dialogue)."""
+    if env is None:
+        return None
+    if not representation_available(method.representation, env):
+        return f"{env} has no {method.representation} representation (no hand-made action features, as in the paper)"
+    from merlion_core.algos.registry import FACTORISED_ALGORITHMS
 
-    With ``env``, a group leaves out the methods whose representation the env lacks (External on
-    dialogue, as the paper does), and naming such a method is an error."""
+    if method.algo in FACTORISED_ALGORITHMS:
+        from merlion_core.envs.factors import env_action_factors
+
+        if env_action_factors(env, None) is None:
+            return f"{env} declares no factorised action space (DecQN needs sub-actions)"
+    return None
+
+
+def expand_methods(names: str | list[str], env: str | None = None, skipped: dict[str, str] | None = None) -> list[str]:
+    """A comma list (or list) of method names; ``paper``, ``ablations``, ``peers`` and ``field`` expand to groups.
+
+    With ``env``, a group leaves out the methods that do not apply to the env (External on dialogue,
+    as the paper does; DecQN where the actions are not factorised), recording each in ``skipped``
+    (name -> reason) when given; naming such a method is an error."""
     items = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
-    groups = {"paper": PAPER_METHODS, "ablations": ABLATIONS, "peers": PEER_METHODS}
+    groups = {"paper": PAPER_METHODS, "ablations": ABLATIONS, "peers": PEER_METHODS, "field": FIELD_METHODS}
     out: list[str] = []
     for item in items:
         for name in groups.get(item, (item,)):
             method = bench_method(name)  # validates
-            if not representation_available(method.representation, env):
+            reason = method_unavailable(method, env)
+            if reason is not None:
                 if item in groups:
+                    if skipped is not None:
+                        skipped[name] = reason
                     continue
-                raise ValueError(
-                    f"bench: {name}: {env} has no {method.representation} representation "
-                    "(no hand-made action features; the paper leaves External out there too)"
-                )
+                raise ValueError(f"bench: {name}: {reason}: not applicable")
             if name not in out:
                 out.append(name)
     if not out:

@@ -146,10 +146,12 @@ def write_summary(
     normalisers: dict[str, Any] | None = None,
     reference: dict[str, Any] | None = None,
     config_dict: dict[str, Any] | None = None,
+    not_applicable: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Read every run record of ``methods`` and write summary.json, README.md and curves.svg
     (``normalisers``: the expert and random returns the scores are normalised with; ``reference``:
-    the behaviour policy without noise on the evaluation episodes, ``benchmark.behaviour_reference``)."""
+    the behaviour policy without noise on the evaluation episodes, ``benchmark.behaviour_reference``;
+    ``not_applicable``: methods of a requested group that do not apply to the env, with the reason)."""
     out = Path(out_dir)
     rows = {}
     for method in methods:
@@ -171,6 +173,7 @@ def write_summary(
             "normalisers": normalisers,
             "behaviour_reference": reference,
             "methods": rows,
+            "not_applicable": {k: v for k, v in (not_applicable or {}).items() if k not in rows},
         }
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -200,6 +203,7 @@ def refresh_summary(out_dir: str | os.PathLike) -> dict[str, Any]:
         old.get("normalisers"),
         reference,
         config_dict=old["config"],
+        not_applicable=old.get("not_applicable"),
     )
 
 
@@ -265,12 +269,21 @@ def markdown_table(summary: dict[str, Any]) -> str:
             f"| {name} | {row['seeds']}{failed} | {_fmt(row['last_mean'], row['last_ci95'])} | "
             f"{_fmt(row.get('last3_mean'), row.get('last3_ci95'))} | {success} | {seconds} |"
         )
+    for name, reason in (summary.get("not_applicable") or {}).items():
+        lines.append(f"| {name} | not applicable: {reason} | - | - | - | - |")
     lines += ["", "Curves: `curves.svg` (mean over seeds, shaded 95% CI); per-run JSON under `runs/`.", ""]
     return "\n".join(lines)
 
 
-def curves_svg(summary: dict[str, Any], width: int = 820, height: int = 460) -> str:
-    """Learning curves (mean normalised score, shaded 95% CI) as a standalone SVG."""
+def curves_svg(
+    summary: dict[str, Any],
+    width: int = 820,
+    height: int = 460,
+    x_label: str = "gradient steps",
+    reference_label: str = "behaviour",
+) -> str:
+    """Learning curves (mean normalised score, shaded 95% CI) as a standalone SVG; the dashed line is
+    ``summary["behaviour_score"]`` (``reference_label``)."""
     left, right, top, bottom = 60, 220, 30, 50
     series = [(name, row["curve"]) for name, row in summary["methods"].items() if row["curve"]]
     points = [(p["step"], p["mean"]) for _, curve in series for p in curve if p["mean"] is not None]
@@ -299,7 +312,7 @@ def curves_svg(summary: dict[str, Any], width: int = 820, height: int = 460) -> 
         )
     for tick in np.linspace(0, x_max, 5):
         parts.append(f'<text x="{sx(tick):.1f}" y="{top + plot_h + 18}" text-anchor="middle">{tick:.0f}</text>')
-    parts.append(f'<text x="{left + plot_w / 2}" y="{height - 10}" text-anchor="middle">gradient steps</text>')
+    parts.append(f'<text x="{left + plot_w / 2}" y="{height - 10}" text-anchor="middle">{x_label}</text>')
     parts.append(
         f'<line x1="{left}" x2="{left + plot_w}" y1="{sy(summary["behaviour_score"]):.1f}" '
         f'y2="{sy(summary["behaviour_score"]):.1f}" stroke="black" stroke-dasharray="5,4"/>'
@@ -323,7 +336,7 @@ def curves_svg(summary: dict[str, Any], width: int = 820, height: int = 460) -> 
     y_label = top + 14 + 16 * len(series)
     parts.append(
         f'<line x1="{left + plot_w + 12}" x2="{left + plot_w + 32}" y1="{y_label - 4}" y2="{y_label - 4}" '
-        f'stroke="black" stroke-dasharray="5,4"/><text x="{left + plot_w + 38}" y="{y_label}">behaviour</text>'
+        f'stroke="black" stroke-dasharray="5,4"/><text x="{left + plot_w + 38}" y="{y_label}">{reference_label}</text>'
     )
     parts.append("</svg>")
     return "\n".join(parts)

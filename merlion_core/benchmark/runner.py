@@ -390,6 +390,19 @@ def bench_normalisers(data: Any) -> dict[str, Any]:
     }
 
 
+def earlier_table(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """The methods (in order) and not-applicable notes of ``out_dir``'s summary.json when it holds a
+    benchmark of the same ``settings``, so a command that adds methods keeps the table's other rows."""
+    from merlion_core.benchmark.report import same_settings
+
+    path = out_dir / "summary.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if same_settings(old.get("settings"), settings):
+            return {"methods": list(old.get("methods", {})), "not_applicable": dict(old.get("not_applicable") or {})}
+    return {"methods": [], "not_applicable": {}}
+
+
 def run_benchmark(
     env: str,
     methods: str | list[str],
@@ -419,7 +432,8 @@ def run_benchmark(
     config = BenchConfig(seeds=seeds, steps=steps, **options)
     check_device(config.device)
     env_id = resolve_env_id(env)
-    names = expand_methods(methods, env_id)
+    not_applicable: dict[str, str] = {}
+    names = expand_methods(methods, env_id, skipped=not_applicable)
     out_dir = Path(out)
     work = out_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
@@ -579,15 +593,17 @@ def run_benchmark(
             done, _ = concurrent.futures.wait(list(runs), timeout=5.0, return_when=concurrent.futures.FIRST_COMPLETED)
             for future in done:
                 finish(*runs.pop(future), future)
+    earlier = earlier_table(out_dir, settings)  # rows of this benchmark run before, by other commands
     summary = write_summary(
         out_dir,
         env_id,
-        names,
+        [*[name for name in earlier["methods"] if name not in names], *names],
         config,
         behaviour_score,
         settings,
         normalisers,
         behaviour_reference(data, config, task_success),
+        not_applicable={**earlier["not_applicable"], **not_applicable},
     )
     notify("summary", {"path": str(out_dir / "summary.json")})
     return summary

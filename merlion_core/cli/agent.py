@@ -6,7 +6,13 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from merlion_core.cli.common import add_config_union_arguments, config_overrides, print_json
+from merlion_core.cli.common import (
+    add_config_union_arguments,
+    add_precision_argument,
+    config_overrides,
+    load_json_arg,
+    print_json,
+)
 
 if TYPE_CHECKING:
     from merlion_core.pipelines.ope import OPEConfig
@@ -14,7 +20,6 @@ if TYPE_CHECKING:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from merlion_core.algos.registry import ALGORITHMS
-    from merlion_core.models.precision import PRECISIONS
 
     p = sub.add_parser("train-agent", help="train an offline RL agent (raw actions, or latent with --encoder)")
     p.add_argument("--dataset", required=True, help="dataset path (any supported format)")
@@ -25,13 +30,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-episodes", type=int, default=20, help="episodes per evaluation (default: 20)")
     p.add_argument("--out", required=True, help="output folder (weights.pt, config.json, metrics.json)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
-    p.add_argument(
-        "--precision",
-        default="auto",
-        choices=PRECISIONS,
-        help="networks' precision in gradient steps: bf16 autocast where the CPU or GPU has bf16 "
-        "matrix units (auto), fp32 or bf16 (default: auto)",
-    )
+    add_precision_argument(p)
     p.add_argument(
         "--holdout",
         type=float,
@@ -58,6 +57,72 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_evaluate)
 
     add_ope_command(sub)
+    add_online_command(sub)
+
+
+def add_online_command(sub: argparse._SubParsersAction) -> None:
+    """``merlion train-online``: options generated from algos.online.OnlineConfig and the learner's
+    LatentCQLConfig (shown with the online defaults)."""
+    from merlion_core.algos.latent_cql import LatentCQLConfig
+    from merlion_core.algos.online import ONLINE_LEARNER_DEFAULTS, OnlineConfig
+
+    p = sub.add_parser(
+        "train-online", help="train a latent agent online (SAC in a fixed representation's space, paper A.6)"
+    )
+    p.add_argument("--env", help="environment: short name or id (default: the one the encoder records)")
+    p.add_argument("--encoder", required=True, help="representation folder from train-encoder (kept fixed)")
+    p.add_argument("--out", required=True, help="output folder (weights.pt, config.json, metrics.json)")
+    p.add_argument(
+        "--env-config", help="JSON object or .json file of env config overrides (those of the encoder's data)"
+    )
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
+    add_precision_argument(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_config_union_arguments(
+        p,
+        {"online": (OnlineConfig, {}), "learner": (LatentCQLConfig, ONLINE_LEARNER_DEFAULTS)},
+        "online run and learner options (unset = the default)",
+    )
+    p.set_defaults(func=cmd_train_online)
+
+
+def cmd_train_online(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from merlion_core.algos.online import online_config
+    from merlion_core.pipelines.online import train_online
+
+    config = online_config(config_overrides(args))
+    bar = tqdm(total=None, unit="env step", desc="train online", disable=args.quiet, file=sys.stderr)
+
+    def step_progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    def progress(_step: int, point: dict) -> None:
+        bar.set_postfix({"score": f"{point['normalised_score']:.1f}"}, refresh=False)
+
+    result = train_online(
+        args.env,
+        args.encoder,
+        args.out,
+        config=config,
+        env_overrides=load_json_arg(args.env_config, "--env-config") or None,
+        device=args.device,
+        precision=args.precision,
+        progress=progress,
+        step_progress=step_progress,
+    )
+    bar.close()
+    if args.json:
+        print_json(result)
+    else:
+        print(
+            f"wrote {result['out']}: online {result['algo']}, {result['env_steps']} env steps, "
+            f"{result['updates']} updates in {result['seconds']:.1f} s"
+        )
+    return 0
 
 
 def add_ope_command(sub: argparse._SubParsersAction) -> None:

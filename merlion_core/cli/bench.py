@@ -10,7 +10,7 @@ from merlion_core.cli.common import add_config_arguments
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from merlion_core.benchmark.methods import ABLATIONS, PAPER_METHODS, PEER_METHODS
+    from merlion_core.benchmark.methods import ABLATIONS, FIELD_METHODS, PAPER_METHODS, PEER_METHODS
     from merlion_core.benchmark.runner import BenchConfig
 
     p = sub.add_parser(
@@ -22,8 +22,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         + ",".join(ABLATIONS)
         + "; peers = "
         + ",".join(PEER_METHODS)
-        + ". A group leaves out "
-        "the methods the env has no representation for (external on dialogue, as the paper).",
+        + "; field = "
+        + ",".join(FIELD_METHODS)
+        + ". A group leaves out the methods that do not apply to the env (external on dialogue, as the "
+        "paper; DecQN where the actions are not factorised) and the table lists them as not applicable. "
+        "Rows of earlier commands with the same settings in --out stay in the table.",
     )
     p.add_argument("--env", required=True, help="environment short name or id (maze, multistep-maze, ...)")
     p.add_argument("--methods", default="paper", help="comma list of methods or groups (default: paper)")

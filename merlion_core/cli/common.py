@@ -99,3 +99,16 @@ def add_config_union_arguments(
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
+
+
+def add_precision_argument(p: argparse.ArgumentParser) -> None:
+    """``--precision auto|fp32|bf16`` of every training command (models/precision.py)."""
+    from merlion_core.models.precision import PRECISIONS
+
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="networks' precision in gradient steps: bf16 autocast where the CPU or GPU has bf16 "
+        "matrix units (auto), fp32 or bf16 (default: auto)",
+    )

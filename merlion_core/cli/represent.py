@@ -6,11 +6,10 @@ import argparse
 import sys
 from typing import Any
 
-from merlion_core.cli.common import add_config_union_arguments, config_overrides, print_json
+from merlion_core.cli.common import add_config_union_arguments, add_precision_argument, config_overrides, print_json
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from merlion_core.models.precision import PRECISIONS
     from merlion_core.representation.registry import METHODS
 
     p = sub.add_parser("train-encoder", help="learn an action representation from a dataset")
@@ -18,13 +17,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", required=True, choices=list(METHODS), help="representation method")
     p.add_argument("--out", required=True, help="output folder (weights.pt, config.json, metrics.json)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
-    p.add_argument(
-        "--precision",
-        default="auto",
-        choices=PRECISIONS,
-        help="networks' precision in gradient steps: bf16 autocast where the CPU or GPU has bf16 "
-        "matrix units (auto), fp32 or bf16 (default: auto)",
-    )
+    add_precision_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     add_config_union_arguments(

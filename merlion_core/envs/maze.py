@@ -113,6 +113,11 @@ class MazeModel:
         norms = np.linalg.norm(self.displacements, axis=1)
         self.zero_displacement_actions = np.flatnonzero(norms < 1e-9)
 
+    @property
+    def action_factors(self) -> tuple[int, ...]:
+        """(2,) * n_actuators: action id bit k (most significant first) switches actuator k (envs/factors.py)."""
+        return (2,) * self.config.n_actuators
+
     def initial_states(self, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
         """float32 [n, 3]: every episode starts at the start position with no bonus taken."""
         state = np.array([*self.config.start, 0.0], dtype=np.float32)

@@ -97,6 +97,11 @@ class MultiStepMazeModel:
         self.action_classes = equivalence_classes(self.displacements)
         self.n_equivalence_classes = int(self.action_classes.max()) + 1
 
+    @property
+    def action_factors(self) -> tuple[int, ...]:
+        """(4,) * plan_length: base-4 digit k of a plan id (most significant first) is move k (envs/factors.py)."""
+        return (4,) * self.config.plan_length
+
     def initial_states(self, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
         state = np.array([*self.config.start, 0.0], dtype=np.float32)
         return np.tile(state, (n, 1))

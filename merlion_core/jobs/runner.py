@@ -19,6 +19,7 @@ from merlion_core.jobs.spec import (
     OPEJob,
     TrainAgentJob,
     TrainEncoderJob,
+    TrainOnlineJob,
     UmapJob,
     WarmStartJob,
     parse_config,
@@ -47,6 +48,8 @@ def run_job(
         return run_train_encoder(parsed, seed, artifacts, progress, checkpoint_dir, resume)
     if kind == "train-agent":
         return run_train_agent(parsed, seed, artifacts, progress, checkpoint_dir, resume)
+    if kind == "train-online":
+        return run_train_online(parsed, seed, artifacts, progress)
     if kind == "evaluate":
         return run_evaluate(parsed, seed, progress)
     if kind == "ope":
@@ -147,6 +150,37 @@ def run_train_agent(
         "agent": result["out"],
         "algo": config.algo,
         "seconds": result["seconds"],
+        "last": result["last"],
+        "precision": result["precision"],
+    }
+
+
+def run_train_online(config: TrainOnlineJob, seed: int, artifacts: Path, progress: Progress) -> dict[str, Any]:
+    """An online agent in artifacts/agent; the job's step counts env steps (no checkpoints: a resumed
+    job starts again)."""
+    from merlion_core.algos.online import online_config, vector_steps
+    from merlion_core.pipelines.online import train_online
+
+    online = online_config({**config.options, "seed": seed})
+    progress(0, {}, total=vector_steps(online.env_steps, online.n_envs) * online.n_envs)
+    result = train_online(
+        config.env,
+        config.encoder,
+        artifacts / "agent",
+        config=online,
+        env_overrides=config.env_config,
+        device=config.device,
+        precision=config.precision,
+        progress=progress,
+        step_progress=lambda done, total: progress(done, total),
+    )
+    return {
+        "agent": result["out"],
+        "algo": result["algo"],
+        "mode": "online",
+        "seconds": result["seconds"],
+        "env_steps": result["env_steps"],
+        "updates": result["updates"],
         "last": result["last"],
         "precision": result["precision"],
     }

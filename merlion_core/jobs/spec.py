@@ -86,6 +86,26 @@ class TrainAgentJob:
 
 
 @dataclass(frozen=True)
+class TrainOnlineJob:
+    """``train-online``: a latent agent trained online in a fixed representation's space
+    (merlion_core.pipelines.online.train_online; progress counts env steps)."""
+
+    encoder: str = ""
+    """Representation folder (kept fixed while the agent trains)."""
+    env: str | None = None
+    """Environment: short name or id (null: the one the encoder records)."""
+    env_config: dict[str, Any] | None = None
+    """Env config overrides (a JSON object; those of the encoder's data), or null for the env's defaults."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """algos.online.OnlineConfig fields (env_steps, n_envs, eval_every, ...) and LatentCQLConfig overrides
+    (its seed is the job's seed)."""
+    device: str = "auto"
+    """auto (CUDA when available), cpu or cuda[:N]."""
+    precision: str = "auto"
+    """Networks' precision in gradient steps: auto (bf16 where the CPU or GPU has bf16 matrix units), fp32, bf16."""
+
+
+@dataclass(frozen=True)
 class EvaluateJob:
     """``evaluate``: a saved agent in its environment (merlion_core.pipelines.agent.evaluate_agent)."""
 
@@ -117,7 +137,7 @@ class BenchJob:
     env: str = "maze"
     """Environment: short name or full id."""
     methods: tuple[str, ...] = ("merlion-cql",)
-    """Benchmark methods or groups (merlion_core.benchmark.runner: paper, ablations, peers, merlion-cql, dcql, ...)."""
+    """Benchmark methods or groups (benchmark.methods: paper, ablations, peers, field, merlion-cql, dcql, ...)."""
     seeds: int = 5
     """Seeds per method (0 .. seeds-1; the paper: 5)."""
     steps: int = 20_000
@@ -169,6 +189,7 @@ KINDS: dict[str, type] = {
     "collect": CollectJob,
     "train-encoder": TrainEncoderJob,
     "train-agent": TrainAgentJob,
+    "train-online": TrainOnlineJob,
     "evaluate": EvaluateJob,
     "ope": OPEJob,
     "bench": BenchJob,
@@ -193,9 +214,11 @@ LOWER_BOUNDS = {
 """Least value of numeric config fields, by name (any kind)."""
 UPPER_BOUNDS = {"tau": 1}
 """Largest value of numeric config fields, by name (any kind)."""
-TORCH_KINDS = frozenset({"train-encoder", "train-agent", "evaluate", "ope", "bench", "warm-start", "umap"})
+TORCH_KINDS = frozenset(
+    {"train-encoder", "train-agent", "train-online", "evaluate", "ope", "bench", "warm-start", "umap"}
+)
 """Kinds that run PyTorch (the worker sets torch's thread count for them)."""
-GPU_KINDS = frozenset({"train-encoder", "train-agent", "bench"})
+GPU_KINDS = frozenset({"train-encoder", "train-agent", "train-online", "bench"})
 """Kinds that use a GPU when one is free and their device allows it."""
 
 
@@ -256,6 +279,13 @@ def validate(spec: JobSpec, *, base: str | Path | None = None, check_inputs: boo
             from_dict(OPEConfig, config.options)
         except (ConfigError, TypeError, ValueError) as exc:
             raise ValueError(f"ope config: options: {str(exc).splitlines()[0]}") from None
+    if spec.kind == "train-online":
+        from merlion_core.algos.online import online_config
+
+        try:
+            online_config(config.options)
+        except (ConfigError, TypeError, ValueError) as exc:
+            raise ValueError(f"train-online config: options: {str(exc).splitlines()[0]}") from None
     if not getattr(config, "rows", (0,)) or min(getattr(config, "rows", (0,))) < 0:
         raise ValueError(f"{spec.kind} config: rows: need at least one dataset row index >= 0, got {config.rows!r}")
     config = dataclasses.replace(config, **changes)

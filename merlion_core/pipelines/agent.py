@@ -88,6 +88,16 @@ def train_agent(
             "evaluation on held-out episodes: set a holdout share > 0"
         )
     config = agent_config(algo, overrides or {})
+    if hasattr(config, "action_factors") and not config.action_factors:  # DecQN: the env's sub-actions
+        from merlion_core.envs.factors import env_action_factors
+
+        factors = env_action_factors(full.meta.env_id, dataset_env_overrides(full))
+        if factors is None:
+            raise ValueError(
+                f"{algo}: needs a factorised action space, and {dataset_path}'s env "
+                f"({full.meta.env_id or 'none recorded'}) declares none; set action_factors (n_1..n_K)"
+            )
+        config = dataclasses.replace(config, action_factors=factors)
     representation = None
     if algo in LATENT_ALGORITHMS:
         if encoder_dir is None:
