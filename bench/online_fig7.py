@@ -8,8 +8,8 @@ L1 lookup) trains in the simulator. One JSON per run, a summary with the mean an
 seeds at every evaluation, and the curves as SVG.
 
 Usage: python bench/online_fig7.py --dataset runs/multistep100k [--seeds 5] [--env-steps 30000]
-  [--methods merlion,transition,reconstruction] [--out bench/results/online-fig7] [--work runs/online-fig7]
-  [--report-only]
+  [--methods merlion,transition,reconstruction] [--learner '{"backup_entropy": false}']
+  [--out bench/results/online-fig7] [--work runs/online-fig7] [--report-only]
   (dataset: merlion collect --env multistep-maze --n 100000 --seed 0 --out runs/multistep100k)
 A finished run (its JSON under --out with the same settings) is not trained again.
 """
@@ -55,7 +55,11 @@ def run_one(args: argparse.Namespace, method: str, seed: int, settings: dict[str
         args.precision,
     )
     config = OnlineConfig(
-        env_steps=args.env_steps, eval_every=args.eval_every, eval_episodes=args.eval_episodes, seed=seed
+        env_steps=args.env_steps,
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+        seed=seed,
+        learner=json.loads(args.learner),
     )
     result = train_online(
         None,
@@ -96,6 +100,7 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=50)
     parser.add_argument("--encoder-steps", type=int, default=10_000)
     parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--learner", default="{}", help="JSON object of latent CQL overrides for the online learner")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "online-fig7"))
     parser.add_argument("--work", default="runs/online-fig7")
     parser.add_argument("--report-only", action="store_true", help="train nothing; write the summary and SVG")
@@ -113,6 +118,7 @@ def main() -> None:
         "eval_episodes": args.eval_episodes,
         "encoder_steps": args.encoder_steps,
         "dataset": args.dataset,
+        "learner": json.loads(args.learner),
     }
     if not args.report_only:
         for seed in range(args.seeds):  # seed-major: an interrupted run has every method at its first seeds

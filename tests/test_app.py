@@ -247,8 +247,9 @@ def test_embeddings_scatter_shows_every_action_coloured_by_the_critic(studio_env
         e = rep.embed_all(torch.as_tensor(obs[None]))[0].numpy()
         ood = rep.relative_behaviour_probs(torch.as_tensor(obs[None]))[0].numpy() <= rep.config.tau
     agent = load_agent(studio_env["agent"]).agent
-    with torch.no_grad():
-        q = agent.critic(torch.as_tensor(obs[None]).expand(len(e), -1), torch.as_tensor(e)).min(0).values.numpy()
+    with torch.no_grad():  # the critic sees the agent's normalised latents x = (e - c) / h
+        x_AD = (torch.as_tensor(e) - agent.latent_center) / agent.latent_scale
+        q = agent.critic(torch.as_tensor(obs[None]).expand(len(e), -1), x_AD).min(0).values.numpy()
     spec = chart(at, "merlion, d = 2")
     assert all(t["type"] == "scattergl" for t in spec["data"])
     assert array(spec["data"][0]["x"]).dtype == np.float32

@@ -1,0 +1,105 @@
+"""Issue 25's rows beside the paper's, from the four committed benchmark tables (results/ENV/summary.json):
+each new method's last-3 score (mean and 95% interval over seeds) against the behaviour policy, BC,
+MERLION-CQL and discrete CQL, with every comparison "resolved" only where the two 95% intervals separate.
+
+Usage: python bench/field_table.py   -> bench/results/field-peers.json and a markdown table on stdout
+(after `bash bench/field_rows.sh ENV` has added the rows; no training here).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from merlion_core.benchmark.methods import FIELD_METHODS  # noqa: E402
+
+ENVS = ("maze", "multistep-maze", "recommender", "dialogue")
+BASELINES = ("bc", "merlion-cql", "dcql")
+"""Rows every new method is compared with (besides the behaviour policy's score)."""
+
+
+def interval(row: dict[str, Any]) -> tuple[float, float] | None:
+    """The last-3 score's 95% interval over seeds, or None without at least two seeds."""
+    mean, ci = row.get("last3_mean"), row.get("last3_ci95")
+    if mean is None or ci is None:
+        return None
+    return mean - ci, mean + ci
+
+
+def compare(a: tuple[float, float] | None, b: tuple[float, float] | None) -> str:
+    """'above' / 'below' where the intervals separate, else 'not resolved'."""
+    if a is None or b is None:
+        return "not resolved"
+    if a[0] > b[1]:
+        return "above"
+    if a[1] < b[0]:
+        return "below"
+    return "not resolved"
+
+
+def env_rows(summary: dict[str, Any]) -> dict[str, Any]:
+    methods = summary["methods"]
+    behaviour = summary["behaviour_score"]
+    out: dict[str, Any] = {}
+    for name in FIELD_METHODS:
+        if name in (summary.get("not_applicable") or {}):
+            out[name] = {"not_applicable": summary["not_applicable"][name]}
+            continue
+        row = methods.get(name)
+        if not row or not row.get("seeds"):
+            out[name] = {"seeds": 0}
+            continue
+        mine = interval(row)
+        vs = {"behaviour": compare(mine, (behaviour, behaviour))}
+        for base in BASELINES:
+            if base in methods and methods[base].get("seeds"):
+                vs[base] = compare(mine, interval(methods[base]))
+        out[name] = {
+            "seeds": row["seeds"],
+            "last3_mean": row["last3_mean"],
+            "last3_ci95": row["last3_ci95"],
+            "last_mean": row["last_mean"],
+            "last_ci95": row["last_ci95"],
+            "vs": vs,
+        }
+    return {
+        "behaviour_score": behaviour,
+        "baselines": {
+            b: {"last3_mean": methods[b]["last3_mean"], "last3_ci95": methods[b]["last3_ci95"]}
+            for b in BASELINES
+            if b in methods and methods[b].get("seeds")
+        },
+        "rows": out,
+    }
+
+
+def main() -> None:
+    report = {}
+    for env in ENVS:
+        path = REPO / "results" / env / "summary.json"
+        if path.exists():
+            report[env] = env_rows(json.loads(path.read_text()))
+    out = REPO / "bench" / "results" / "field-peers.json"
+    out.write_text(json.dumps(report, indent=1))
+    print("| env | method | seeds | last 3 | vs behaviour | vs bc | vs merlion-cql | vs dcql |")
+    print("| --- | --- | ---: | ---: | --- | --- | --- | --- |")
+    for env, data in report.items():
+        for name, row in data["rows"].items():
+            if "not_applicable" in row:
+                print(f"| {env} | {name} | - | not applicable | | | | |")
+            elif row["seeds"]:
+                vs = row["vs"]
+                cells = " | ".join(vs.get(k, "-") for k in ("behaviour", *BASELINES))
+                print(
+                    f"| {env} | {name} | {row['seeds']} | {row['last3_mean']:.1f} +- {row['last3_ci95'] or 0:.1f} | "
+                    f"{cells} |"
+                )
+
+
+if __name__ == "__main__":
+    main()
