@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from merlion_core.representation.base import DEFAULT_CHUNK, Representation
+from merlion_core.representation.base import DEFAULT_CHUNK, FLOAT_BYTES, Representation, check_bytes
 
 
 def _merge(
@@ -49,6 +49,7 @@ def l1_nearest(
     representation: Representation | None = None,
     obs_BS: torch.Tensor | None = None,
     chunk: int = DEFAULT_CHUNK,
+    max_chunk_bytes: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` actions nearest (L1) to each query: ``(idx int64[B, k], dist[B, k])``.
 
@@ -56,7 +57,9 @@ def l1_nearest(
     shared by every query) or ``representation`` and ``obs_BS`` (``[B, S]``), in which case
     ``representation.embed_chunk(obs_BS, actions)`` is evaluated ``chunk`` actions at a time.
     Rows are sorted by distance, ties broken by the lower action index. The lookup is not
-    differentiable: it runs under ``torch.no_grad``.
+    differentiable: it runs under ``torch.no_grad``. ``max_chunk_bytes`` (None: no cap) bounds one
+    chunk's work (the [B, chunk, D] differences plus the representation's ``chunk_bytes``): past it a
+    :class:`~merlion_core.representation.base.MemoryCapError` is raised before anything is computed.
     """
     if query_BD.ndim != 2:
         raise ValueError(f"l1_nearest: query must be [B, D], got shape {tuple(query_BD.shape)}")
@@ -87,6 +90,9 @@ def l1_nearest(
         )
     if not 1 <= k <= n_actions:
         raise ValueError(f"l1_nearest: k must be in [1, {n_actions}], got {k}")
+    width = min(chunk, n_actions)
+    needed = b * width * d * FLOAT_BYTES + (0 if representation is None else representation.chunk_bytes(b, width))
+    check_bytes("max_chunk_bytes", f"l1_nearest of {b} queries, chunk {width}", needed, max_chunk_bytes)
 
     best_d: torch.Tensor | None = None
     best_i: torch.Tensor | None = None

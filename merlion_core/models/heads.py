@@ -38,7 +38,11 @@ class RewardModel(nn.Module):
 
 class BehaviourModel(nn.Module):
     """G(a | s) ~ pi_beta(a | s): logits over every action (a narrow last hidden layer keeps the
-    |A|-way output cheap)."""
+    |A|-way output cheap).
+
+    The logits are ``h_BH @ W_AH.T + b_A`` with h the last hidden layer (:meth:`features`), so a
+    subset of actions costs only its rows of W (:meth:`logits_of`, :meth:`pair_logits`) and the
+    largest logit is found ``chunk`` actions at a time (:meth:`chunked_max_logit`)."""
 
     def __init__(self, obs_dim: int, n_actions: int, hidden: Sequence[int] = (128, 64)) -> None:
         super().__init__()
@@ -46,3 +50,50 @@ class BehaviourModel(nn.Module):
 
     def forward(self, obs_BS: torch.Tensor) -> torch.Tensor:
         return self.net(obs_BS)
+
+    @property
+    def output(self) -> nn.Linear:
+        """The |A|-way output layer (W_AH, b_A)."""
+        layer = self.net[-1]
+        assert isinstance(layer, nn.Linear)
+        return layer
+
+    def features(self, obs_BS: torch.Tensor) -> torch.Tensor:
+        """h_BH: the last hidden layer (after its activation)."""
+        return self.net[:-1](obs_BS)
+
+    def logits_of(self, h_BH: torch.Tensor, actions_K: torch.Tensor, sparse: bool = False) -> torch.Tensor:
+        """logits_BK of the actions ``actions_K`` (shared by every row); ``sparse``: W's gradient is a
+        sparse tensor touching only those rows."""
+        w_KH = F.embedding(actions_K, self.output.weight, sparse=sparse)
+        return h_BH @ w_KH.T + self.output.bias[actions_K]
+
+    def pair_logits(self, h_BH: torch.Tensor, act_B: torch.Tensor, sparse: bool = False) -> torch.Tensor:
+        """logit_B of action ``act_B[i]`` at row i."""
+        w_BH = F.embedding(act_B, self.output.weight, sparse=sparse)
+        return (h_BH * w_BH).sum(-1) + self.output.bias[act_B]
+
+    @torch.no_grad()
+    def max_logit_upper_bound(self, h_BH: torch.Tensor) -> torch.Tensor:
+        """U_B >= max_a logit(a | s), from one pass over W (O(|A| H), not O(B |A| H)): with w_bar the mean
+        row, logit_a = w_bar.h + (w_a - w_bar).h + b_a <= w_bar.h + ||h|| max_a ||w_a - w_bar|| + max_a b_a.
+        Tight when G is nearly flat, where a lower bound decides nothing."""
+        weight_AH, bias_A = self.output.weight, self.output.bias
+        w_bar_H = weight_AH.mean(dim=0)
+        # ||w_a - w_bar||^2 - ||w_bar||^2, without an [A, H] temporary
+        sq_A = torch.linalg.vector_norm(weight_AH, dim=1) ** 2 - 2.0 * (weight_AH @ w_bar_H)
+        radius = (sq_A.max() + w_bar_H @ w_bar_H).clamp(min=0.0).sqrt()
+        return h_BH @ w_bar_H + torch.linalg.vector_norm(h_BH, dim=1) * radius + bias_A.max()
+
+    @torch.no_grad()
+    def chunked_max_logit(self, h_BH: torch.Tensor, chunk: int) -> torch.Tensor:
+        """max_a logit(a | s) per row, exact, scanning ``chunk`` actions at a time: no [B, |A|] tensor
+        beyond [B, chunk] is ever held."""
+        if chunk < 1:
+            raise ValueError(f"BehaviourModel.chunked_max_logit: chunk must be >= 1, got {chunk}")
+        weight_AH, bias_A = self.output.weight, self.output.bias
+        best_B = torch.full((h_BH.shape[0],), -torch.inf, dtype=h_BH.dtype, device=h_BH.device)
+        for start in range(0, weight_AH.shape[0], chunk):
+            part_BC = torch.addmm(bias_A[start : start + chunk], h_BH, weight_AH[start : start + chunk].T)
+            best_B = torch.maximum(best_B, part_BC.amax(dim=1))
+        return best_B

@@ -16,12 +16,30 @@ import torch
 from torch import nn
 
 DEFAULT_CHUNK = 1024
+FLOAT_BYTES = 4
+"""Bytes of one float32: the element size the memory caps count in."""
+
+
+class MemoryCapError(ValueError):
+    """An allocation would pass a configured memory cap (raised before allocating, instead of an
+    out-of-memory crash); the message names the cap's field and the size needed."""
+
+
+def check_bytes(field: str, what: str, needed: int, cap: int | None) -> None:
+    """Raise :class:`MemoryCapError` when ``needed`` bytes for ``what`` pass ``cap`` (None or 0: no cap)."""
+    if cap and needed > cap:
+        raise MemoryCapError(
+            f"{what} needs {needed} bytes ({needed / 2**20:.1f} MiB), over {field}={cap} "
+            f"({cap / 2**20:.1f} MiB): raise {field} or use fewer states / smaller chunks"
+        )
 
 
 class Representation(nn.Module):
     """Base class: phi(a; s) -> e in R^dim for a finite action set of ``n_actions``."""
 
     method: str = "base"
+    max_table_bytes: int | None = None
+    """Cap on one per-action allocation (``embed_all``'s [B, A, D] plus a chunk's work); None: no cap."""
 
     def __init__(self, n_actions: int, obs_dim: int, dim: int) -> None:
         super().__init__()
@@ -43,8 +61,20 @@ class Representation(nn.Module):
         act = actions_C[None, :].expand(b, c).reshape(-1)
         return self.embed(obs, act).reshape(b, c, self.dim)
 
+    def chunk_bytes(self, n_states: int, n_actions: int) -> int:
+        """Bytes :meth:`embed_chunk` holds at most for ``n_states`` x ``n_actions`` (an estimate for the
+        memory caps: the default counts the repeated states and the output)."""
+        return n_states * n_actions * (self.obs_dim + self.dim) * FLOAT_BYTES
+
     def embed_all(self, obs_BS: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
-        """e_BAD: every action's representation at every state, computed ``chunk`` actions at a time."""
+        """e_BAD: every action's representation at every state, computed ``chunk`` actions at a time.
+
+        Raises :class:`MemoryCapError` first when the table and one chunk's work pass ``max_table_bytes``."""
+        b = obs_BS.shape[0]
+        needed = b * self.n_actions * self.dim * FLOAT_BYTES + self.chunk_bytes(b, min(chunk, self.n_actions))
+        check_bytes(
+            "max_table_bytes", f"embed_all of {b} states x {self.n_actions} actions", needed, self.max_table_bytes
+        )
         device = obs_BS.device
         parts = [
             self.embed_chunk(obs_BS, torch.arange(start, min(start + chunk, self.n_actions), device=device))

@@ -8,6 +8,8 @@ J(P_hat, phi), J(R_hat, phi)); the behaviour loss trains G only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch.nn import functional as F
 
@@ -95,3 +97,64 @@ def behaviour_loss_and_max_logit(logits_BA: torch.Tensor, act_B: torch.Tensor) -
     logit that I_hat (A.3) needs, computed together: the |A|-wide softmax is most of an encoder step
     on large action sets (docs/results.md, "Training speed")."""
     return _CrossEntropyAndMax.apply(logits_BA, act_B)
+
+
+def sampled_softmax_loss(
+    target_logit_B: torch.Tensor,
+    negative_logits_BK: torch.Tensor,
+    act_B: torch.Tensor,
+    negatives_K: torch.Tensor,
+    n_actions: int,
+) -> torch.Tensor:
+    """J(G) of Eq. 26 estimated with a sampled softmax whose cost does not grow with |A|.
+
+    ``negatives_K`` are drawn uniformly with replacement from the |A| actions (proposal Q(a) = 1/|A|),
+    shared by every row. The partition function Z(s) = sum_a exp(logit_a) is replaced by
+
+        Z_hat = exp(logit_{a_i}) + sum_{k: a_k != a_i} exp(logit_{a_k} - log(K Q(a_k))),
+
+    the logQ correction of importance-sampled softmax (Bengio & Senecal 2008; Jean et al. 2015,
+    "On Using Very Large Target Vocabulary for Neural Machine Translation"): with accidental hits
+    (a_k = a_i) removed, E[Z_hat] = Z exactly, and the gradient -d logit_{a_i} + d log Z_hat is a
+    consistent estimate of the full softmax cross-entropy's gradient (its bias shrinks as 1/K)."""
+    k = negatives_K.shape[0]
+    correction = torch.log(torch.as_tensor(k / n_actions, dtype=negative_logits_BK.dtype))
+    hit_BK = negatives_K[None, :] == act_B[:, None]
+    corrected_BK = (negative_logits_BK - correction).masked_fill(hit_BK, -torch.inf)
+    log_z_hat_B = torch.logsumexp(torch.cat([target_logit_B[:, None], corrected_BK], dim=1), dim=1)
+    return (log_z_hat_B - target_logit_B).mean()
+
+
+def ood_indicator_from_logit(logit_B: torch.Tensor, max_logit_B: torch.Tensor, tau: float) -> torch.Tensor:
+    """I_hat_beta(a | s) (A.3) from the pair's logit and the row's largest logit: 1 when
+    logit(a|s) - max_a' logit(a'|s) <= log tau (the same test as :func:`ood_indicator`)."""
+    log_relative = logit_B - max_logit_B
+    return (log_relative <= torch.log(torch.as_tensor(tau, dtype=logit_B.dtype))).to(logit_B.dtype)
+
+
+def ood_indicator_bounded(
+    logit_j_B: torch.Tensor,
+    lower_B: torch.Tensor,
+    upper: Callable[[torch.Tensor], torch.Tensor] | None,
+    tau: float,
+    row_max: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """I_hat_beta(a_j | s) (A.3), exact, asking for the exact max logit only where it can matter;
+    returns (I_hat [B], share of rows whose exact max was asked for).
+
+    ``lower_B <= max_a logit(a|s)``: a row with logit_j - lower_B <= log tau is out of distribution
+    whatever the max is. ``upper(rows_R)`` (optional) bounds the max from above on the other rows: one
+    with logit_j - upper > log tau is in distribution. ``row_max(rows_R)`` gives the exact max of the rest."""
+    log_tau = torch.log(torch.as_tensor(tau, dtype=logit_j_B.dtype))
+    open_B = logit_j_B - lower_B > log_tau
+    max_B = lower_B.clone()
+    rows_R = open_B.nonzero().squeeze(1)
+    if rows_R.numel() and upper is not None:
+        upper_R = upper(rows_R)
+        decided_in = logit_j_B[rows_R] - upper_R > log_tau
+        max_B[rows_R[decided_in]] = upper_R[decided_in]
+        open_B[rows_R[decided_in]] = False
+        rows_R = rows_R[~decided_in]
+    if rows_R.numel():
+        max_B[rows_R] = row_max(rows_R)
+    return ood_indicator_from_logit(logit_j_B, max_B, tau), open_B.to(logit_j_B.dtype).mean()
