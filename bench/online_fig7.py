@@ -59,6 +59,7 @@ def run_one(args: argparse.Namespace, method: str, seed: int, settings: dict[str
         eval_every=args.eval_every,
         eval_episodes=args.eval_episodes,
         seed=seed,
+        updates_per_step=args.updates_per_step,
         learner=json.loads(args.learner),
     )
     result = train_online(
@@ -97,6 +98,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--env-steps", type=int, default=30_000)
     parser.add_argument("--eval-every", type=int, default=3_000)
+    parser.add_argument("--updates-per-step", type=int, default=4, help="gradient steps per vector step of 16 envs")
     parser.add_argument("--eval-episodes", type=int, default=50)
     parser.add_argument("--encoder-steps", type=int, default=10_000)
     parser.add_argument("--precision", default="bf16")
@@ -119,6 +121,7 @@ def main() -> None:
         "encoder_steps": args.encoder_steps,
         "dataset": args.dataset,
         "learner": json.loads(args.learner),
+        "updates_per_step": args.updates_per_step,
     }
     if not args.report_only:
         for seed in range(args.seeds):  # seed-major: an interrupted run has every method at its first seeds
