@@ -2,6 +2,8 @@
 trained critic or by the true value, hover = the action's meaning, OOD actions marked, two
 representations side by side; p and tau sliders start a warm-start job and the scatter re-forms."""
 
+import uuid
+
 import numpy as np
 import streamlit as st
 
@@ -142,9 +144,17 @@ def start_warm_start(side: str, entry_path: str) -> None:
         state=state_key,
     )
     try:
-        st.session_state[f"emb.warm.{side}"] = (warmstart.submit(job), state_key)
+        st.session_state[f"emb.warm.{side}"] = (warmstart.submit(job, session=browser_session()), state_key)
     except ValueError as exc:
         st.session_state[f"emb.warm_error.{side}"] = str(exc)
+
+
+def browser_session() -> str:
+    """This browser session's id (a slider move supersedes only this session's warm starts): kept in
+    the session state, so a rerun, or AppTest without a runtime, gets the same one."""
+    if "emb.session" not in st.session_state:
+        st.session_state["emb.session"] = uuid.uuid4().hex[:12]
+    return str(st.session_state["emb.session"])
 
 
 def panel(side: str, path: str) -> None:

@@ -121,15 +121,23 @@ def follow(
         draw(shown, text)
 
 
-def submit(job: WarmStartJob, seed: int = 0) -> int:
-    """Record a warm-start job (validated by the runner's spec: one-line ValueError; older queued
-    or running ones are cancelled: superseded) and make sure the resident worker runs."""
+def session_tag(session: str = "") -> str:
+    """The jobs store's ``sweep`` tag of one browser session's warm starts (all sessions share
+    one worker; a slider move supersedes only its own session's older warm starts)."""
+    return f"{TAG}:{session}" if session else TAG
+
+
+def submit(job: WarmStartJob, seed: int = 0, session: str = "") -> int:
+    """Record a warm-start job (validated by the runner's spec: one-line ValueError; the older
+    queued or running ones of the same ``session`` are cancelled: superseded) and make sure the
+    resident worker runs. Other sessions' warm starts go on."""
     spec = validate(JobSpec(KIND, to_dict(job), seed))
+    tag = session_tag(session)
     with jobs_client.open_store() as store:
-        for old in store.list(("queued", "running"), backend=BACKEND):
+        for old in store.list(("queued", "running"), backend=BACKEND, sweep=tag):
             if old.kind == KIND:
                 store.request_cancel(old.id)
-        job_id = store.submit(KIND, spec.config, spec.seed, backend=BACKEND, sweep=TAG)
+        job_id = store.submit(KIND, spec.config, spec.seed, backend=BACKEND, sweep=tag)
     ensure_worker()
     return job_id
 

@@ -53,11 +53,16 @@ class OwnerGone(Exception):
 
 
 def newest_queued(store: JobStore) -> JobRecord | None:
-    """The newest queued warm-start job; older queued ones are cancelled (superseded)."""
-    queued = [job for job in store.list("queued", backend=BACKEND) if job.kind == KIND]
-    for old in queued[:-1]:
-        store.request_cancel(old.id)
-    return queued[-1] if queued else None
+    """The next warm start to run: each session's newest queued one (its older queued ones are
+    cancelled: superseded), the session that has waited longest first."""
+    newest: dict[str | None, JobRecord] = {}
+    for job in store.list("queued", backend=BACKEND):  # oldest first
+        if job.kind != KIND:
+            continue
+        if job.sweep in newest:
+            store.request_cancel(newest[job.sweep].id)
+        newest[job.sweep] = job
+    return min(newest.values(), key=lambda job: job.id) if newest else None
 
 
 def run(store: JobStore, job: JobRecord, models: Models, owner: Owner | None = None) -> None:
@@ -71,7 +76,8 @@ def run(store: JobStore, job: JobRecord, models: Models, owner: Owner | None = N
         if owner is not None and not owner.alive():
             raise OwnerGone(f"interrupted at step {step}: the app that started the worker (pid {owner.pid}) is gone")
         if step and (
-            store.cancel_requested(job.id) or any(q.kind == KIND for q in store.list("queued", backend=BACKEND))
+            store.cancel_requested(job.id)
+            or any(q.kind == KIND for q in store.list("queued", backend=BACKEND, sweep=job.sweep))
         ):
             raise Superseded(f"superseded or cancelled at step {step}")
 

@@ -305,6 +305,25 @@ def test_warm_start_submission_supersedes_older_jobs(tmp_path, monkeypatch):
     assert step == 20 and frame.dtype == np.float32 and (frame == 2.0).all()
 
 
+def test_a_session_supersedes_only_its_own_warm_starts(tmp_path, monkeypatch):
+    from studio import jobs_client, warmstart, warmstart_worker
+
+    monkeypatch.setenv("MERLION_STUDIO_HOME", str(tmp_path))
+    monkeypatch.setattr(warmstart, "ensure_worker", lambda: 0)
+    (tmp_path / "enc").mkdir()
+    (tmp_path / "ds").mkdir()
+    job = warmstart.WarmStartJob(encoder=str(tmp_path / "enc"), dataset=str(tmp_path / "ds"), p=0.1)
+    a1 = warmstart.submit(job, session="a")
+    b1 = warmstart.submit(job, session="b")
+    a2 = warmstart.submit(job, session="a")
+    assert [jobs_client.get(i).status for i in (a1, b1, a2)] == ["cancelled", "queued", "queued"]
+    b2 = warmstart.submit(job, session="b")
+    with jobs_client.open_store() as store:
+        # the worker runs each session's newest, the longest-waiting session first
+        assert warmstart_worker.newest_queued(store).id == a2
+        assert [store.get(i).status for i in (b1, b2)] == ["cancelled", "queued"]
+
+
 def test_follow_draws_the_last_frame_of_a_finished_job(tmp_path, monkeypatch):
     from studio import jobs_client, warmstart
 
