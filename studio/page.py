@@ -63,17 +63,41 @@ def setup(title: str) -> None:
         st.caption(f"Demo: **{state}** · runs in `{settings.runs_dir()}`")
 
 
+LIVE_MAX_EVERY = 30.0
+"""Longest refresh interval of a live fragment (seconds), however slow its body gets."""
+
+
+def next_interval(interval: float, took: float, every: float, most: float = LIVE_MAX_EVERY) -> float:
+    """A live fragment's next refresh interval: its body must take under half of it, or the next
+    refresh queues before the last one is drawn and the page never settles (a busy CPU). Grows to
+    3x the body's time when it took over half the interval, shrinks back towards ``every`` when it
+    took under a sixth; otherwise unchanged (no back-and-forth)."""
+    if 2 * took > interval:
+        return min(most, max(every, 3 * took))
+    if 6 * took < interval and interval > every:
+        return max(every, 3 * took)
+    return interval
+
+
 def live_fragment(body: Callable[[], None], active: Callable[[], bool], every: float = 2.0) -> None:
-    """Run ``body`` as a fragment that reruns every ``every`` seconds while ``active()`` holds and
-    stays quiet otherwise; a change of ``active()`` reruns the page to switch modes."""
+    """Run ``body`` as a fragment that reruns every ``every`` seconds (longer while the body is slow:
+    :func:`next_interval`) while ``active()`` holds and stays quiet otherwise; a change of ``active()``
+    or of the interval reruns the page."""
     live = active()
+    key = f"live.every.{body.__module__}.{body.__qualname__}"
+    interval = float(st.session_state.get(key, every))
 
     def wrapped() -> None:
+        started = time.perf_counter()
         body()
+        wanted = next_interval(interval, time.perf_counter() - started, every)
         if active() != live:
             st.rerun(scope="app")
+        elif live and wanted != interval:
+            st.session_state[key] = wanted
+            st.rerun(scope="app")
 
-    st.fragment(run_every=every if live else None)(wrapped)()
+    st.fragment(run_every=interval if live else None)(wrapped)()
 
 
 def any_active(kinds: tuple[str, ...] | None = None) -> bool:

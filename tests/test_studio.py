@@ -437,3 +437,14 @@ def test_umap_requests_are_cached_in_the_store_and_failed_ones_run_again(tmp_pat
     with pytest.raises(ValueError, match="holds 1 state\\(s\\) x 5 actions; expected 1 x 6"):
         projections.coordinates(str(path), 6)
     assert "UMAP of encoder #enc at rows [4]" in jobs_client.describe(jobs_client.get(again))
+
+
+def test_a_live_fragment_slows_its_refresh_while_its_body_is_slow():
+    from studio.page import next_interval
+
+    assert next_interval(2.0, 0.5, 2.0) == 2.0  # under half the interval: unchanged
+    assert next_interval(2.0, 1.5, 2.0) == 4.5  # over half: 3x the body's time
+    assert next_interval(4.5, 1.5, 2.0) == 4.5  # settled: no back-and-forth
+    assert next_interval(4.5, 0.5, 2.0) == 2.0  # fast again: back to the page's interval, not below
+    assert next_interval(12.0, 1.0, 2.0) == 3.0
+    assert next_interval(2.0, 40.0, 2.0) == 30.0  # capped
