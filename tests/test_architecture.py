@@ -23,6 +23,7 @@ RANKS = [
     ("merlion_core.diagnostics", 3),
     ("merlion_core.data.sampler", 2),
     ("merlion_core.lookup", 3),
+    ("merlion_core.lookup_index", 3),  # approximate L1 lookup (numeric)
     ("merlion_core.algos", 3),
     ("merlion_core.algos.artifacts", 4),  # agent weights + config.json: the agent I/O module
     ("merlion_core.policy", 4),
@@ -51,6 +52,7 @@ NUMERIC = (
     "merlion_core.representation.base",
     "merlion_core.diagnostics",
     "merlion_core.lookup",
+    "merlion_core.lookup_index",
     "merlion_core.algos",
     "merlion_core.policy",
     "merlion_core.evaluation",
