@@ -37,6 +37,7 @@ from merlion_core.envs.recommender.twin import (
     LAST_TYPE,
     N_TYPES,
     RecommenderConfig,
+    catalogue_order,
     encode_observation,
     sample_video,
 )
@@ -163,6 +164,12 @@ class RecSimRecommenderEnv(gym.Env):
     def __init__(self, config: RecommenderConfig | None = None, **overrides: Any) -> None:
         base = config or RecommenderConfig()
         self.config = from_dict(RecommenderConfig, {**to_dict(base), **overrides}) if overrides else base
+        if catalogue_order(self.config) != "recsim":
+            raise ValueError(
+                f"RecSimRecommenderEnv: RecSim draws its catalogue one video at a time; n_videos "
+                f"{self.config.n_videos} with catalogue_order {self.config.catalogue_order!r} is the twin's "
+                "vectorised catalogue (use merlion/Recommender-v0)"
+            )
         self.user_model = PaperUserModel(self.config)
         self.recsim = environment.SingleUserEnvironment(
             self.user_model, PaperVideoSampler(self.config), self.config.n_videos, 1, resample_documents=False

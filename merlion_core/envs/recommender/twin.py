@@ -3,7 +3,10 @@
 It computes exactly what the RecSim-based env (``recsim_env.py``) computes, with the same
 floating-point operations, so a one-user twin driven by the same random streams reproduces
 RecSim's trajectories bit for bit (tests/test_recommender.py); with a batch of users and one
-``np.random.Generator`` the draw order differs, not the distribution.
+``np.random.Generator`` the draw order differs, not the distribution. The catalogue is RecSim's
+(one video at a time from RandomState(catalogue_seed)) up to 100,000 videos; larger catalogues
+(up to 10^6, or any size with ``catalogue_order="vectorised"``) are drawn array-wise from the
+same distributions: another catalogue, which the RecSim env does not reproduce.
 
 One step, for a user with interests x (20 types), hidden time budget b and a recommended video
 of type c, quality q and length L (the paper's changes to RecSim marked *):
@@ -50,6 +53,12 @@ MIN_NORMALIZER = -1.0
 """RecSim's min_normalizer, subtracted from every choice score."""
 BUDGET, LAST_TYPE, HISTORY = N_TYPES, N_TYPES + 1, N_TYPES + 2
 """Column of the budget, of the previous recommendation's type, first column of the history."""
+MAX_VIDEOS = 1_000_000
+"""Largest catalogue a config accepts."""
+RECSIM_ORDER_MAX_VIDEOS = 100_000
+"""Largest catalogue drawn in RecSim's one-video-at-a-time order (a Python loop at construction)."""
+CATALOGUE_ORDERS = ("auto", "recsim", "vectorised")
+"""Values of RecommenderConfig.catalogue_order."""
 
 
 @dataclass(frozen=True)
@@ -57,9 +66,11 @@ class RecommenderConfig:
     """RecSim interest_evolution with the MERLION paper's changes (A.4; docs/datasets.md)."""
 
     n_videos: int = 1000
-    """|A|: videos in the fixed catalogue, the action set (paper: 1000)."""
+    """|A|: videos in the fixed catalogue, the action set (paper: 1000; at most 10^6)."""
     catalogue_seed: int = 0
-    """Seed of the RandomState that draws the catalogue once (RecSim's document-sampler seed)."""
+    """Seed of the catalogue's one draw (RecSim's document-sampler RandomState; default_rng when vectorised)."""
+    catalogue_order: str = "auto"
+    """Catalogue draw: recsim (RecSim's order, <= 100,000 videos), vectorised, or auto (recsim up to 100,000)."""
     initial_budget: float = 100.0
     """Time budget of a new user (paper: 100; RecSim: 200)."""
     same_type_penalty: float = 2.5
@@ -80,8 +91,17 @@ class RecommenderConfig:
     """Truncation after this many recommendations (the expert's longest episodes take about 150)."""
 
     def __post_init__(self) -> None:
-        if not 1 <= self.n_videos <= 100_000:
-            raise ValueError(f"RecommenderConfig.n_videos: must be in [1, 100000], got {self.n_videos}")
+        if not 1 <= self.n_videos <= MAX_VIDEOS:
+            raise ValueError(f"RecommenderConfig.n_videos: must be in [1, {MAX_VIDEOS}], got {self.n_videos}")
+        if self.catalogue_order not in CATALOGUE_ORDERS:
+            raise ValueError(
+                f"RecommenderConfig.catalogue_order: one of {', '.join(CATALOGUE_ORDERS)}, got {self.catalogue_order!r}"
+            )
+        if self.catalogue_order == "recsim" and self.n_videos > RECSIM_ORDER_MAX_VIDEOS:
+            raise ValueError(
+                f"RecommenderConfig: catalogue_order 'recsim' allows at most {RECSIM_ORDER_MAX_VIDEOS} videos, "
+                f"got n_videos={self.n_videos}; use 'vectorised' or 'auto'"
+            )
         if not 0 <= self.catalogue_seed < 2**32:
             raise ValueError(f"RecommenderConfig.catalogue_seed: must be in [0, 2^32), got {self.catalogue_seed}")
         if self.initial_budget <= 0:
@@ -123,13 +143,41 @@ def sample_video(
     return video_type, quality, length
 
 
-@functools.lru_cache(maxsize=8)
-def draw_catalogue(config: RecommenderConfig) -> Catalogue:
+def catalogue_order(config: RecommenderConfig) -> str:
+    """'recsim' or 'vectorised': how ``config``'s catalogue is drawn ('auto' resolved by its size)."""
+    if config.catalogue_order != "auto":
+        return config.catalogue_order
+    return "recsim" if config.n_videos <= RECSIM_ORDER_MAX_VIDEOS else "vectorised"
+
+
+def recsim_order_catalogue(config: RecommenderConfig) -> Catalogue:
     """The catalogue RecSim's document sampler draws from RandomState(catalogue_seed), one video at
     a time (a one-off loop at construction: vectorising it would change the draw order)."""
     rng = np.random.RandomState(config.catalogue_seed)
     videos = np.array([sample_video(rng, CLUSTER_QUALITY_MEANS, config) for _ in range(config.n_videos)])
-    catalogue = Catalogue(videos[:, 0].astype(np.int64), videos[:, 1].copy(), videos[:, 2].copy())
+    return Catalogue(videos[:, 0].astype(np.int64), videos[:, 1].copy(), videos[:, 2].copy())
+
+
+def vectorised_catalogue(config: RecommenderConfig) -> Catalogue:
+    """The same distributions as RecSim's sampler (uniform type, quality ~ N(type mean, 0.1),
+    clipped normal length) drawn array-wise from default_rng(catalogue_seed): types, then
+    qualities, then lengths. Another catalogue than RecSim's order for the same seed."""
+    rng = np.random.default_rng(config.catalogue_seed)
+    types = rng.integers(0, N_TYPES, size=config.n_videos, dtype=np.int64)
+    qualities = rng.normal(CLUSTER_QUALITY_MEANS[types], QUALITY_STD)
+    lengths = np.clip(
+        rng.normal(config.length_mean, config.length_std, size=config.n_videos), config.length_min, config.length_max
+    )
+    return Catalogue(types, qualities, lengths)
+
+
+@functools.lru_cache(maxsize=8)
+def draw_catalogue(config: RecommenderConfig) -> Catalogue:
+    """The fixed catalogue of ``config`` (read-only arrays), drawn in :func:`catalogue_order`'s way."""
+    if catalogue_order(config) == "recsim":
+        catalogue = recsim_order_catalogue(config)
+    else:
+        catalogue = vectorised_catalogue(config)
     for array in (catalogue.types, catalogue.qualities, catalogue.lengths):
         array.setflags(write=False)
     return catalogue
@@ -231,10 +279,13 @@ class RecommenderModel:
         )
 
     def action_features(self) -> np.ndarray:
-        """float64 [A, 22]: each video's [one-hot type, quality, length] (the External representation)."""
+        """float64 [A, 22]: each video's [one-hot type, quality, length] (the External representation),
+        written into one array (no [A, 20] temporary)."""
         cat = self.catalogue
-        one_hot = (cat.types[:, None] == np.arange(N_TYPES)[None, :]).astype(np.float64)
-        return np.concatenate([one_hot, cat.qualities[:, None], cat.lengths[:, None]], axis=1)
+        table = np.zeros((self.n_actions, N_TYPES + 2))
+        table[np.arange(self.n_actions), cat.types] = 1.0
+        table[:, N_TYPES], table[:, N_TYPES + 1] = cat.qualities, cat.lengths
+        return table
 
     def info(self) -> dict[str, Any]:
         cat = self.catalogue
