@@ -181,6 +181,7 @@ def test_tiny_benchmark_runs_and_resumes(tmp_path, monkeypatch):
     )
     assert [e for e, _ in events if e == "run"] == []
     assert report["methods"]["bc"]["seeds"] == 2 and report["methods"]["dcql"]["seeds"] == 0
+    assert "| dcql | 0 (not run yet) | - |" in (tmp_path / "README.md").read_text()
     assert not (tmp_path / "runs" / "dcql").exists()
     assert "workers" not in json.loads((tmp_path / "summary.json").read_text())["settings"]["config"]
     # the seed count is not part of a run's settings: more seeds train only the new ones, fewer

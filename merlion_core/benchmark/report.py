@@ -264,7 +264,7 @@ def markdown_table(summary: dict[str, Any]) -> str:
     for name, row in summary["methods"].items():
         success = "-" if row["last_success_rate"] is None else f"{row['last_success_rate']:.2f}"
         seconds = "-" if row["mean_train_seconds"] is None else f"{row['mean_train_seconds']:.0f}"
-        failed = f" ({len(row['failed'])} failed)" if row["failed"] else ""
+        failed = f" ({len(row['failed'])} failed)" if row["failed"] else " (not run yet)" if not row["seeds"] else ""
         lines.append(
             f"| {name} | {row['seeds']}{failed} | {_fmt(row['last_mean'], row['last_ci95'])} | "
             f"{_fmt(row.get('last3_mean'), row.get('last3_ci95'))} | {success} | {seconds} |"
