@@ -1,6 +1,8 @@
 """Embeddings (the paper's Fig. 4): every action's embedding at one state, coloured by Q from the
 trained critic or by the true value, hover = the action's meaning, OOD actions marked, two
-representations side by side; p and tau sliders start a warm-start job and the scatter re-forms."""
+representations side by side; p and tau sliders start a warm-start job and the scatter re-forms.
+Above studio.sampling.POINT_BUDGET actions: a seeded sample (the logged and the policy's action always
+in it) over a density of all, and a region drawn at full resolution (the zoom)."""
 
 import uuid
 
@@ -8,7 +10,7 @@ import numpy as np
 import streamlit as st
 
 from merlion_core.data.dataset import DatasetError
-from studio import catalog, explore, jobs_client, loaders, projections, simulator, warmstart
+from studio import catalog, explore, jobs_client, loaders, projections, sampling, simulator, warmstart
 from studio.charts import embedding_scatter, maze_map
 from studio.page import live_fragment, setup
 
@@ -20,7 +22,9 @@ setup("Embeddings")
 st.title("Embeddings")
 st.caption(
     "Every action's embedding phi(a; s) at one state (the paper's Fig. 4). Crosses: actions the "
-    "behaviour model calls out of distribution (Eq. 7, G(a|s) / max G <= tau)."
+    "behaviour model calls out of distribution (Eq. 7, G(a|s) / max G <= tau). Arrows: the dataset's logged "
+    f"action at this row and the policy's action. Above {sampling.POINT_BUDGET:,} actions a seeded sample "
+    "is drawn over a density of all of them; the zoom draws every action in a region."
 )
 
 encoders = catalog.encoders()
@@ -112,26 +116,80 @@ state_key = tuple(float(v) for v in obs)
 
 
 # ---------------------------------------------------------------- one column
-def colour_values(entry: catalog.Entry, e: np.ndarray, side: str) -> tuple[np.ndarray | None, str]:
+def pick_critic(entry: catalog.Entry, side: str) -> str | None:
+    """The agent whose critic colours the scatter (and whose own action is always drawn), or None."""
+    if colour_mode != COLOURS[0]:
+        return None
+    agents = [a for a in catalog.agents() if a.encoder == entry.path]
+    if not agents:
+        st.caption("No agent trained on this encoder yet: no critic to colour by.")
+        return None
+    return st.selectbox(
+        "Critic",
+        [a.path for a in agents],
+        index=len(agents) - 1,
+        key=f"emb.agent.{side}",
+        format_func=lambda p: next(a.label for a in agents if a.path == p),
+    )
+
+
+def colour_values(actions: np.ndarray, e_drawn: np.ndarray, critic: str | None) -> tuple[np.ndarray | None, str]:
+    """The colour of the drawn ``actions`` only (Q of 10^6 actions is never computed)."""
     if colour_mode == COLOURS[1] and explore.has_true_model(model):
         assert env_key is not None  # a true model is a model: env_key was set beside it
         table = loaders.planner_table(*env_key)
-        return (None, "") if table is None else (explore.true_q(model, table, obs), "Q*(s, a)")
-    if colour_mode == COLOURS[0]:
-        agents = [a for a in catalog.agents() if a.encoder == entry.path]
-        if not agents:
-            st.caption("No agent trained on this encoder yet: no critic to colour by.")
-            return None, ""
-        picked = st.selectbox(
-            "Critic",
-            [a.path for a in agents],
-            index=len(agents) - 1,
-            key=f"emb.agent.{side}",
-            format_func=lambda p: next(a.label for a in agents if a.path == p),
-        )
-        loaded = loaders.agent(picked)
-        return explore.q_values(loaded.agent, loaded.algo, obs, e), f"Q ({loaded.algo})"
+        return (None, "") if table is None else (explore.true_q(model, table, obs, actions=actions), "Q*(s, a)")
+    if critic is not None:
+        loaded = loaders.agent(critic)
+        return explore.q_values(loaded.agent, loaded.algo, obs, e_drawn, actions=actions), f"Q ({loaded.algo})"
     return None, ""
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def policy_action(agent_path: str, mtime: float, state: tuple[float, ...]) -> int:
+    """The agent's own action at this state (``act``: a latent agent's lookup over every action)."""
+    return int(loaders.agent(agent_path).agent.act(np.asarray(state, np.float32)[None])[0])
+
+
+def always_drawn(critic: str | None) -> list[tuple[int, str]]:
+    """(action, label) of the actions drawn whatever the sample: the dataset's logged action at the
+    chosen row and, with an agent picked, the policy's action at this state."""
+    logged = int(np.asarray(ds.actions)[int(st.session_state["emb.row"])])
+    if critic is None:
+        return [(logged, f"logged action {logged}")]
+    try:
+        chosen = policy_action(critic, catalog.stamp(critic), state_key)
+    except ValueError as exc:  # an agent that cannot act here: its Q still colours the points
+        st.caption(f"The policy's action is not drawn: {exc}")
+        return [(logged, f"logged action {logged}")]
+    if chosen == logged:
+        return [(logged, f"logged = policy's action {logged}")]
+    return [(logged, f"logged action {logged}"), (chosen, f"policy's action {chosen}")]
+
+
+def region_filter(side: str, full: sampling.Region) -> sampling.Region | None:
+    """The zoom: a rectangle of the view whose every action is drawn (up to the budget). Its bounds
+    start at the whole view and follow the state until the filter is switched on."""
+    keys = [f"emb.region.{k}.{side}" for k in ("x0", "x1", "y0", "y1")]
+    with st.expander("Zoom: every action in a region (full resolution)"):
+        on = st.checkbox("Draw only the actions in this region", key=f"emb.region.on.{side}")
+        if not on and st.session_state.get(f"emb.region.for.{side}") != (state_key, full):
+            outward = (np.floor, np.ceil, np.floor, np.ceil)  # 4 decimals, rounded out: every action stays inside
+            for key, value, rounding in zip(keys, (full.x0, full.x1, full.y0, full.y1), outward, strict=True):
+                st.session_state[key] = float(rounding(value * 1e4) / 1e4)
+            st.session_state[f"emb.region.for.{side}"] = (state_key, full)
+        cols = st.columns(4)
+        bounds = [
+            float(col.number_input(label, key=key, step=0.01, format="%.4f"))
+            for col, label, key in zip(cols, ("x from", "x to", "y from", "y to"), keys, strict=True)
+        ]
+    if not on:
+        return None
+    try:
+        return sampling.Region(*bounds)
+    except ValueError as exc:
+        st.error(str(exc))
+        return None
 
 
 def start_warm_start(side: str, entry_path: str) -> None:
@@ -163,7 +221,11 @@ def panel(side: str, path: str) -> None:
     rep = loaded.representation
     e = loaders.embeddings(path, catalog.stamp(path), state_key)
     projection = explore.pca_projection(e)
-    colour, colour_label = colour_values(entry, e, side)
+    critic = pick_critic(entry, side)
+    marked = always_drawn(critic)
+    # above the point budget: a seeded sample of the actions, the ones that matter always in it
+    base = sampling.select_points(rep.n_actions, sampling.POINT_BUDGET, [a for a, _ in marked])
+    colour, colour_label = colour_values(base.actions, e[base.actions], critic)
     info = loaders.action_info(*env_key) if env_key else explore.action_info(rep)
     shares = projection.explained  # d > 2: the two principal components' shares of the variance
     axis = ("e1", "e2") if rep.dim <= 2 else (f"PC1 ({shares[0]:.0%})", f"PC2 ({shares[1]:.0%})")
@@ -173,8 +235,8 @@ def panel(side: str, path: str) -> None:
         warmstart.ensure_worker()  # torch and the encoder load while the user looks
 
     def body() -> None:
-        """The sliders and the scatter: a fragment, so a slider move reruns only this, and the
-        warm start's frames stream into the same chart while its job runs."""
+        """The sliders, the zoom and the scatter: a fragment, so a slider move or a new region reruns
+        only this, and the warm start's frames stream into the same chart while its job runs."""
         tau = float(getattr(loaded.config, "tau", 0.3))
         if warm_startable:
             p0 = float(getattr(loaded.config, "p", 0.01))
@@ -203,7 +265,24 @@ def panel(side: str, path: str) -> None:
             warm = None
         if warm is not None:
             tau = float(st.session_state[f"emb.tau.{side}"])
-        ood = explore.ood_mask(rep, obs, tau)
+        ood_all = explore.ood_mask(rep, obs, tau)
+        xy_all = projection(e) if rep.n_actions > sampling.POINT_BUDGET else None
+        selection, colour_now, density = base, colour, None
+        if xy_all is not None:
+            full = sampling.extent(xy_all)
+            region = region_filter(side, full)
+            if region is not None:
+                candidates = region.inside(xy_all)
+                selection = sampling.select_points(
+                    rep.n_actions, sampling.POINT_BUDGET, [a for a, _ in marked], candidates, region=region
+                )
+                colour_now, _ = colour_values(selection.actions, e[selection.actions], critic)
+            if selection.sampled:
+                density = sampling.density_grid(xy_all, region or full)
+        drawn = selection.actions
+        rows = info.rows(drawn)
+        ood = None if ood_all is None else ood_all[drawn]
+        marks = [(int(np.searchsorted(drawn, a)), label) for a, label in marked if a in selection.kept]
         chart_slot, caption_slot = st.empty(), st.empty()
         draws = [0]  # each redraw in this run gets its own key: two equal charts never share an id
 
@@ -211,32 +290,51 @@ def panel(side: str, path: str) -> None:
             draws[0] += 1
             chart_slot.plotly_chart(
                 embedding_scatter(
-                    projection(shown), colour, colour_label, info.customdata, info.hovertemplate, ood, title, axis
+                    projection(shown[drawn]),
+                    colour_now,
+                    colour_label,
+                    rows,
+                    info.hovertemplate,
+                    ood,
+                    title,
+                    axis,
+                    density=density,
+                    marks=marks,
+                    view=selection.region,
                 ),
                 key=f"emb.chart.{side}.{draws[0]}",
             )
             caption_slot.caption(caption)
 
         if warm is None:
-            draw(e, f"{rep.n_actions:,} actions")
+            draw(e, selection.caption() + ("; the grey shading counts every action" if density else ""))
         else:  # the job's frames stream into the chart while it runs
             warmstart.follow(warm[0], e, draw, caption_slot.caption)
-        if ood is not None:
+            if selection.sampled or selection.region is not None:
+                st.caption(selection.caption())
+        if ood_all is not None:
             st.caption(
-                f"Out of distribution at this state: {int(ood.sum()):,} of {len(ood):,} actions "
+                f"Out of distribution at this state: {int(ood_all.sum()):,} of {len(ood_all):,} actions "
                 f"(G(a|s) / max G <= tau = {tau})."
             )
 
     st.fragment(body)()
     if rep.dim > 2:
-        umap_view(side, path, loaded, colour, colour_label, info)
+        umap_view(side, path, loaded, base, colour, colour_label, info)
 
 
 def umap_view(
-    side: str, path: str, loaded, colour: np.ndarray | None, colour_label: str, info: explore.ActionInfo
+    side: str,
+    path: str,
+    loaded,
+    selection: sampling.PointSelection,
+    colour: np.ndarray | None,
+    colour_label: str,
+    info: explore.ActionInfo,
 ) -> None:
     """d > 2: UMAP of the same embeddings, computed by a job of the runner's umap kind (the store
-    caches it per encoder, state and settings); polled every 2 s while the job runs."""
+    caches it per encoder, state and settings); polled every 2 s while the job runs. The same actions
+    as the PCA view's (``selection``: all, or the sample) with the density of all under a sample."""
     cols = st.columns([1, 1, 1])
     n_neighbors = cols[0].number_input("UMAP n_neighbors", 2, 200, 15, key=f"emb.umap.k.{side}")
     min_dist = cols[1].number_input("UMAP min_dist", 0.0, 1.0, 0.1, step=0.05, key=f"emb.umap.md.{side}")
@@ -266,21 +364,23 @@ def umap_view(
                 st.error(projections.status_text(job))
             return
         xy = loaders.projection(archive, rep.n_actions)
+        drawn = selection.actions
         st.plotly_chart(
             embedding_scatter(
-                xy,
+                xy[drawn],
                 colour,
                 colour_label,
-                info.customdata,
+                info.rows(drawn),
                 info.hovertemplate,
-                ood,
+                None if ood is None else ood[drawn],
                 f"{loaded.method}, d = {rep.dim}: UMAP (n_neighbors {request.n_neighbors}, "
                 f"min_dist {request.min_dist})",
                 ("UMAP 1", "UMAP 2"),
+                density=sampling.density_grid(xy, sampling.extent(xy)) if selection.sampled else None,
             ),
             key=f"emb.umap.chart.{side}",
         )
-        st.caption(projections.status_text(job))
+        st.caption(projections.status_text(job) + (f"; {selection.caption()}" if selection.sampled else ""))
 
     live_fragment(show, lambda: projections.running(request))
 

@@ -1,6 +1,8 @@
 """Pseudometric: at one state, the learned L1 distances between actions next to the true
 pseudometric (Eq. 3), ordered by equivalence class; a hover heatmap up to 256 x 256, a PNG
-overview with a zoomable block beyond; the diagnostics (Spearman, class separation, OOD share)."""
+overview with a zoomable block beyond; the diagnostics (Spearman, class separation, OOD share).
+Above studio.sampling.PSEUDOMETRIC_BUDGET actions the heatmaps cover a seeded sample (said in a
+caption), whose embeddings alone are computed."""
 
 import time
 
@@ -9,7 +11,7 @@ import streamlit as st
 
 from merlion_core.data.dataset import DatasetError
 from merlion_core.pipelines.encoder import diagnose_encoder
-from studio import catalog, explore, loaders, simulator
+from studio import catalog, explore, loaders, sampling, simulator
 from studio.charts import HEATMAP_MAX, distance_heatmap
 from studio.page import setup
 from studio.png import matrix_png
@@ -61,7 +63,8 @@ observations = np.asarray(ds.observations)
 cols = st.columns(3)
 row = int(cols[0].number_input("Dataset row (the state)", 0, len(observations) - 1, 0, step=1, key="pm.row"))
 n_actions = int(loaders.representation(path).representation.n_actions)
-sizes = [k for k in SIZES if k < n_actions] + [n_actions]
+limit = min(n_actions, sampling.PSEUDOMETRIC_BUDGET)  # a K x K matrix: never every action of a large set
+sizes = [k for k in SIZES if k < limit] + [limit]
 if len(sizes) > 1:
     size = cols[1].select_slider("Actions shown", sizes, value=256 if 256 in sizes else sizes[-1], key="pm.size")
 else:
@@ -70,6 +73,11 @@ else:
 seed = int(cols[2].number_input("Action sample seed", 0, 10_000, 0, key="pm.seed"))
 obs = observations[row].astype(np.float32)
 st.markdown("State: `" + ", ".join(f"{v:.3f}" for v in obs) + "`")
+if size < n_actions:
+    st.caption(
+        f"The heatmaps show a seeded random sample of {size:,} of {n_actions:,} actions (sample seed {seed}; "
+        f"at most {sampling.PSEUDOMETRIC_BUDGET:,}), in class order; the OOD share counts every action."
+    )
 
 
 @st.cache_data(max_entries=16, show_spinner=False)  # the page's own spinner says what is computed
@@ -79,10 +87,14 @@ def matrices(
     """(actions int[K] in class order, learned f32[K, K], true f32[K, K] or None, this state's
     Spearman and class separation); ``env`` (the dataset's env key) is in the cache key: a
     simulator named later brings the true matrix."""
-    e = loaders.embeddings(path, mtime, state)
+    rep = loaders.representation(path).representation
     classes = loaders.action_info(*env).classes if env is not None else None
-    actions = explore.ordered_actions(len(e), classes, k, np.random.default_rng(seed))
-    learned = explore.learned_distances(e[actions])
+    actions = explore.ordered_actions(rep.n_actions, classes, k, np.random.default_rng(seed))
+    if k < rep.n_actions:  # a sample: its K embeddings only, not embed_all over every action
+        e_K = explore.action_embeddings(rep, np.asarray(state, np.float32), actions)
+    else:
+        e_K = loaders.embeddings(path, mtime, state)[actions]
+    learned = explore.learned_distances(e_K)
     true = (
         explore.true_distances(model, np.asarray(state, np.float32), actions) if explore.has_true_model(model) else None
     )

@@ -13,10 +13,14 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
+from studio.sampling import Density, Region
+
 HEATMAP_MAX = 256
 """Largest side of a go.Heatmap with per-cell hover."""
 SCORE_COLOURS = "Viridis"
 OOD_COLOUR = "rgba(214,39,40,0.9)"
+DENSITY_COLOURS = [[0.0, "rgba(255,255,255,0)"], [1.0, "rgba(90,90,90,0.55)"]]
+"""The density layer under a sampled scatter: empty cells transparent, the fullest mid grey."""
 _LAYOUT = dict(margin=dict(l=40, r=10, t=40, b=40), template="plotly_white")
 
 
@@ -30,12 +34,32 @@ def embedding_scatter(
     title: str = "",
     axis_titles: tuple[str, str] = ("e1", "e2"),
     colour_range: tuple[float, float] | None = None,
+    density: Density | None = None,
+    marks: Sequence[tuple[int, str]] = (),
+    view: Region | None = None,
 ) -> go.Figure:
-    """Every action's embedding at one state (the paper's Fig. 4): WebGL points coloured by
-    ``colour_A`` (Q or true value), hover = the action's meaning, OOD actions drawn as crosses."""
+    """The drawn actions' embeddings at one state (the paper's Fig. 4): WebGL points coloured by
+    ``colour_A`` (Q or true value), hover = the action's meaning, OOD actions drawn as crosses.
+    ``density``: every action's count grid, drawn as grey shading under the points (a sample is
+    drawn); ``marks``: (row of ``xy_A2``, label) of the actions named by an arrow (the logged action,
+    the policy's action); ``view``: the axis ranges (a zoomed region)."""
     xy = np.asarray(xy_A2, dtype=np.float32)
     ood = np.zeros(len(xy), bool) if ood_A is None else np.asarray(ood_A, bool)
     fig = go.Figure()
+    if density is not None:
+        counts = np.asarray(density.counts)
+        fig.add_trace(
+            go.Heatmap(
+                x=density.x,
+                y=density.y,
+                z=np.log10(1.0 + counts).astype(np.float32),
+                text=counts,
+                colorscale=DENSITY_COLOURS,
+                showscale=False,
+                name="every action (density)",
+                hovertemplate="%{text} actions in this cell<extra>density</extra>",
+            )
+        )
     for mask, name, symbol in ((~ood, "in distribution", "circle"), (ood, "out of distribution (I_hat = 1)", "x")):
         if not mask.any():
             continue
@@ -62,6 +86,10 @@ def embedding_scatter(
                 hovertemplate=hovertemplate + "<extra></extra>",
             )
         )
+    for row, label in marks:
+        fig.add_annotation(
+            x=float(xy[row, 0]), y=float(xy[row, 1]), text=label, showarrow=True, arrowhead=2, ax=30, ay=-30
+        )
     fig.update_layout(
         title=title,
         xaxis_title=axis_titles[0],
@@ -70,6 +98,9 @@ def embedding_scatter(
         legend=dict(orientation="h", y=-0.15),
         **_LAYOUT,
     )
+    if view is not None:
+        fig.update_xaxes(range=[view.x0, view.x1])
+        fig.update_yaxes(range=[view.y0, view.y1])
     return fig
 
 
