@@ -78,7 +78,8 @@ HOW_TO_READ = {
     "errors + uncaught page errors; not counted: see each configuration's not_counted",
     "jobs": "every training job a configuration submitted: succeeded with its artifact on disk = not lost",
     "cpu_during_load": "CPU seconds by role while the sessions ran (from /proc); the browsers run on the same "
-    "2 cores as the app, so their share is load the app's server did not cause",
+    "2 cores as the app, so their share is load the app's server did not cause; niceness_by_role: the "
+    "niceness its processes ran at (job workers: SupervisorConfig.nice)",
     "warmup": "every page once by 1 session before the measured configurations (untimed in the figures)",
 }
 """What the figures mean (written into the JSON)."""
@@ -289,7 +290,8 @@ class CpuMeter:
     supervisor and the warm-start worker (processes whose environment names ``home``), the browser
     (chromium and playwright's driver: this process's descendants), this process, and the rest of the
     machine (other work). Sampled from /proc every ``every`` seconds (a process that starts and ends
-    between two samples is missed)."""
+    between two samples is missed). Also the niceness each role's processes ran at (job workers: the
+    supervisor's ``nice``, default 10)."""
 
     ROLES = (
         (b"streamlit", "app server"),
@@ -304,6 +306,7 @@ class CpuMeter:
         self.tick = os.sysconf("SC_CLK_TCK")
         self.first: dict[tuple[int, str], float] = {}
         self.last: dict[tuple[int, str], tuple[str, float]] = {}
+        self.nice: dict[str, set[int]] = {}
         self.busy0 = self.wall0 = 0.0
         self.starting = False
         self.lock = threading.Lock()
@@ -336,7 +339,7 @@ class CpuMeter:
             self._sample()
 
     def _sample(self) -> None:
-        stats: dict[int, tuple[int, str, float]] = {}
+        stats: dict[int, tuple[int, str, float, int]] = {}
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -344,9 +347,10 @@ class CpuMeter:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except (OSError, IndexError):
                 continue
-            stats[int(entry.name)] = (int(fields[1]), fields[19], (int(fields[11]) + int(fields[12])) / self.tick)
+            cpu = (int(fields[11]) + int(fields[12])) / self.tick
+            stats[int(entry.name)] = (int(fields[1]), fields[19], cpu, int(fields[16]))
         parents = {pid: stat[0] for pid, stat in stats.items()}
-        for pid, (_, started, cpu) in stats.items():
+        for pid, (_, started, cpu, nice) in stats.items():
             key = (pid, started)
             if key in self.last:
                 role = self.last[key][0]
@@ -360,6 +364,7 @@ class CpuMeter:
                 role = found
                 self.first[key] = cpu if self.starting else 0.0  # started since: all its time counts
             self.last[key] = (role, cpu)
+            self.nice.setdefault(role, set()).add(nice)
 
     def start(self) -> None:
         self.starting = True
@@ -386,6 +391,7 @@ class CpuMeter:
             "cpu_seconds_by_role": {k: round(v, 1) for k, v in sorted(used.items(), key=lambda kv: -kv[1])},
             "cores_busy_by_role": {k: round(v / wall, 2) for k, v in sorted(used.items(), key=lambda kv: -kv[1])},
             "cores_busy_in_all": round(busy / wall, 2),
+            "niceness_by_role": {role: sorted(values) for role, values in sorted(self.nice.items())},
         }
 
 
@@ -611,6 +617,19 @@ def percentiles(values: list[float]) -> dict:
     }
 
 
+def _first_visits(records: list[dict], first: bool) -> list[dict]:
+    """Each session's first visit to each page (``first``) or its later visits: a first visit makes the
+    session's browser context load the page's chart code, and its server session build the page."""
+    chosen = []
+    for r in records:
+        seen: set[str] = set()
+        for p in r.get("paints", []):
+            if (p["page"] not in seen) == first:
+                chosen.append(p)
+            seen.add(p["page"])
+    return chosen
+
+
 def summarise(records: list[dict]) -> dict:
     paints = [p for r in records for p in r.get("paints", [])]
     actions = [a for r in records for a in r.get("actions", [])]
@@ -623,6 +642,8 @@ def summarise(records: list[dict]) -> dict:
         "first_paint_by_page_s": {name: percentiles([p["s"] for p in paints if p["page"] == name]) for name in pages},
         "first_paint_by_url_s": percentiles([p["s"] for p in paints if p["how"] == "url"]),
         "first_paint_by_sidebar_s": percentiles([p["s"] for p in paints if p["how"] == "sidebar"]),
+        "first_paint_first_visit_to_page_s": percentiles([p["s"] for p in _first_visits(records, True)]),
+        "first_paint_repeat_visits_s": percentiles([p["s"] for p in _first_visits(records, False)]),
         "widget_change_to_idle_s": percentiles([a["s"] for a in actions]),
         "widget_changes": len(actions),
         "widget_changes_skipped": [dict(k, session=r["session"]) for r in records for k in r.get("skipped", [])],
@@ -684,6 +705,51 @@ def run_configuration(home: Path, url: str, fixture: dict, n: int, settings: Set
     }
 
 
+def figures_of(result: dict, sessions: int) -> dict[str, Any]:
+    """The headline figures of a run's configurations (1 session against ``sessions``)."""
+    configurations = result["configurations"]
+    one, many = configurations.get("1"), configurations.get(str(sessions))
+    figures: dict[str, Any] = {}
+    if one is not None:
+        figures["p50_first_paint_1_s"] = one["first_paint_s"]["p50"]
+        figures["p95_first_paint_1_s"] = one["first_paint_s"]["p95"]
+    if many is not None:
+        figures[f"p50_first_paint_{sessions}_s"] = many["first_paint_s"]["p50"]
+        figures[f"p95_first_paint_{sessions}_s"] = many["first_paint_s"]["p95"]
+    if one is not None and many is not None and one["first_paint_s"]["p95"] and many["first_paint_s"]["p95"]:
+        figures["p95_ratio"] = round(many["first_paint_s"]["p95"] / one["first_paint_s"]["p95"], 2)
+        figures["goal_ratio_at_most"] = GOAL_RATIO
+        figures["ratio_goal_met"] = figures["p95_ratio"] <= GOAL_RATIO
+        # the same without each session's first visit (by URL: a new browser context loads the app's
+        # JavaScript, the N sessions' first visits all at once): page switches by the sidebar only
+        one_s, many_s = one["first_paint_by_sidebar_s"]["p95"], many["first_paint_by_sidebar_s"]["p95"]
+        if one_s and many_s:
+            figures["p95_first_paint_sidebar_switches_1_s"] = one_s
+            figures[f"p95_first_paint_sidebar_switches_{sessions}_s"] = many_s
+            figures["p95_ratio_sidebar_switches"] = round(many_s / one_s, 2)
+        # and without any session's first visit to a page (its browser context loads that page's chart
+        # code, its server session builds the page): the visits of a user who has seen the page before
+        one_r, many_r = one["first_paint_repeat_visits_s"]["p95"], many["first_paint_repeat_visits_s"]["p95"]
+        if one_r and many_r:
+            figures["p95_first_paint_repeat_visits_1_s"] = one_r
+            figures[f"p95_first_paint_repeat_visits_{sessions}_s"] = many_r
+            figures["p95_ratio_repeat_visits"] = round(many_r / one_r, 2)
+    measured = list(configurations.values()) + ([result["warmup"]] if "warmup" in result else [])
+    figures["exceptions"] = sum(c["exceptions"] for c in measured)
+    figures["exceptions_in_warmup"] = result["warmup"]["exceptions"] if "warmup" in result else None
+    figures["paint_failures"] = sum(c["paint_failures"] for c in measured)
+    figures["rerun_failures"] = sum(c["rerun_failures"] for c in measured)
+    figures["driver_failures"] = sum(c["driver_failures"] for c in measured)
+    figures["every_page_rendered_by_every_session"] = bool(configurations) and all(
+        c["every_page_rendered_by_every_session"] for c in configurations.values()
+    )
+    figures["every_job_succeeded"] = bool(configurations) and all(
+        c["jobs_all_succeeded"] for c in configurations.values()
+    )
+    figures["jobs_submitted"] = sum(len(c["jobs"]) for c in configurations.values())
+    return figures
+
+
 def run(home: Path, settings: Settings) -> dict:
     """The whole measurement (see the module's docstring); returns the result (without writing it)."""
     started = time.monotonic()
@@ -720,39 +786,7 @@ def run(home: Path, settings: Settings) -> dict:
         stop_background_processes(home)  # server() does it too; once more if it never started
     result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result["configurations"] = configurations
-    one, many = configurations.get("1"), configurations.get(str(settings.sessions))
-    figures: dict[str, Any] = {}
-    if one is not None:
-        figures["p50_first_paint_1_s"] = one["first_paint_s"]["p50"]
-        figures["p95_first_paint_1_s"] = one["first_paint_s"]["p95"]
-    if many is not None:
-        figures[f"p50_first_paint_{settings.sessions}_s"] = many["first_paint_s"]["p50"]
-        figures[f"p95_first_paint_{settings.sessions}_s"] = many["first_paint_s"]["p95"]
-    if one is not None and many is not None and one["first_paint_s"]["p95"] and many["first_paint_s"]["p95"]:
-        figures["p95_ratio"] = round(many["first_paint_s"]["p95"] / one["first_paint_s"]["p95"], 2)
-        figures["goal_ratio_at_most"] = GOAL_RATIO
-        figures["ratio_goal_met"] = figures["p95_ratio"] <= GOAL_RATIO
-        # the same without each session's first visit (by URL: a new browser context loads the app's
-        # JavaScript, the N sessions' first visits all at once): page switches by the sidebar only
-        one_s, many_s = one["first_paint_by_sidebar_s"]["p95"], many["first_paint_by_sidebar_s"]["p95"]
-        if one_s and many_s:
-            figures["p95_first_paint_sidebar_switches_1_s"] = one_s
-            figures[f"p95_first_paint_sidebar_switches_{settings.sessions}_s"] = many_s
-            figures["p95_ratio_sidebar_switches"] = round(many_s / one_s, 2)
-    measured = list(configurations.values()) + ([result["warmup"]] if "warmup" in result else [])
-    figures["exceptions"] = sum(c["exceptions"] for c in measured)
-    figures["exceptions_in_warmup"] = result["warmup"]["exceptions"] if "warmup" in result else None
-    figures["paint_failures"] = sum(c["paint_failures"] for c in measured)
-    figures["rerun_failures"] = sum(c["rerun_failures"] for c in measured)
-    figures["driver_failures"] = sum(c["driver_failures"] for c in measured)
-    figures["every_page_rendered_by_every_session"] = bool(configurations) and all(
-        c["every_page_rendered_by_every_session"] for c in configurations.values()
-    )
-    figures["every_job_succeeded"] = bool(configurations) and all(
-        c["jobs_all_succeeded"] for c in configurations.values()
-    )
-    figures["jobs_submitted"] = sum(len(c["jobs"]) for c in configurations.values())
-    result["figures"] = figures
+    result["figures"] = figures_of(result, settings.sessions)
     result["how_to_read"] = HOW_TO_READ
     result["total_s"] = round(time.monotonic() - started, 1)
     return result
@@ -795,7 +829,25 @@ def main() -> int:
     parser.add_argument("--home", help="studio home to build (default: a new temporary folder)")
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--keep-records", action="store_true", help="keep every visit's record in the JSON")
+    parser.add_argument(
+        "--resummarise",
+        metavar="JSON",
+        help="measure nothing: recompute the summaries and figures of a JSON written with --keep-records (in place)",
+    )
     args = parser.parse_args()
+    if args.resummarise:
+        path = Path(args.resummarise)
+        result = json.loads(path.read_text())
+        for name, c in [*result["configurations"].items(), ("warmup", result.get("warmup"))]:
+            if c is None:
+                continue
+            if "records" not in c:
+                parser.error(f"{path}: configuration {name} has no records (run with --keep-records)")
+            c.update(summarise(c["records"]))
+        result["figures"] = figures_of(result, result["settings"]["sessions"])
+        path.write_text(json.dumps(result, indent=1))
+        print(json.dumps(result["figures"], indent=1))
+        return 0
     settings = Settings(
         sessions=args.sessions,
         rounds=args.rounds,

@@ -45,6 +45,9 @@ def test_method_names():
     assert bench_method("dcql").representation is None
     assert bench_method("transition-bcq").algo == "bcq"
     assert bench_method("d3rlpy-dbcq").peer
+    # the catalogue-scale MERLION row (issue 24): its encoder trains G by a sampled softmax, sparse tables
+    sampled = encoder_overrides(bench_method("merlion-sampled-cql"), 3, 500, "merlion/Recommender-v0")
+    assert sampled == {"behaviour_loss": "sampled", "sparse_tables": True, "seed": 3, "steps": 500}
     with pytest.raises(ValueError, match="unknown method 'merlion-sac'"):
         bench_method("merlion-sac")
     assert expand_methods("paper,dcql,merlion-p0.5-cql") == [*PAPER_METHODS, "merlion-p0.5-cql"]

@@ -291,3 +291,21 @@ def test_resume_from_a_checkpoint_continues_at_the_saved_step(harness, tmp_path)
     expected = load_agent(tmp_path / "ref").agent.state_dict()
     assert all(torch.equal(resumed[k], expected[k]) for k in expected)
     assert job.result["last"]["loss"] == reference["last"]["loss"]
+
+
+@pytest.mark.parametrize("nice", [0, 7])
+def test_workers_run_at_the_configured_niceness(harness, nice):
+    """Jobs train below the app's priority (SupervisorConfig.nice), so pages stay quick on a busy machine."""
+    h = harness(slots=1, nice=nice)
+    h.start()
+    job = h.wait_running(h.submit(long()), min_step=100)
+    expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice)
+    assert os.getpriority(os.PRIO_PROCESS, job.pid) == expected
+    autogroup = f"/proc/{job.pid}/autogroup"  # the worker's own session is its own scheduling group
+    if nice and os.path.exists(autogroup):
+        assert open(autogroup).read().split()[-1] == str(expected)
+
+
+def test_niceness_out_of_range_is_refused():
+    with pytest.raises(ValueError, match=r"SupervisorConfig.nice: must be in \[0, 19\], got 20"):
+        SupervisorConfig(nice=20)

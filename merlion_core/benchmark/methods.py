@@ -51,6 +51,11 @@ def _fixed_methods() -> dict[str, BenchMethod]:
     }
     for raw in ("dcql", "dbcq", "bc", "plas", "decqn-cql", "decqn-bcq", "diql"):
         methods[raw] = BenchMethod(raw, None, (), raw)
+    # MERLION for catalogue-scale action sets (issue 24): G by a sampled softmax, the action tables by
+    # sparse gradients; the same pseudometric and latent CQL
+    methods["merlion-sampled-cql"] = BenchMethod(
+        "merlion-sampled-cql", "merlion", (("behaviour_loss", "sampled"), ("sparse_tables", True)), "cql"
+    )
     # IQL in the latent space of MERLION's representation (issue 25)
     methods["merlion-iql"] = BenchMethod("merlion-iql", "merlion", (), "iql")
     for rep in ("rand1", "rand2", "transition", "reconstruction", "external"):

@@ -73,6 +73,12 @@ class SupervisorConfig:
     """Exit after this many seconds with nothing queued or running (0: never)."""
     owner_pid: int = 0
     """Pid of the process served (the app; 0: none): once it is gone, interrupt the jobs and exit."""
+    nice: int = 10
+    """Niceness added to each job worker (0-19; 0: the supervisor's priority): pages stay quick while jobs train."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.nice <= 19:
+            raise ValueError(f"SupervisorConfig.nice: must be in [0, 19], got {self.nice}")
 
 
 class SupervisorRunning(RuntimeError):
@@ -286,7 +292,10 @@ class Supervisor:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(
-                [sys.executable, "-m", "merlion_core.jobs.worker", str(job_id), "--runs", str(self.store.root)],
+                [
+                    *[sys.executable, "-m", "merlion_core.jobs.worker", str(job_id), "--runs", str(self.store.root)],
+                    *(["--nice", str(self.config.nice)] if self.config.nice else []),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

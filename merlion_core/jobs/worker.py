@@ -165,6 +165,20 @@ def run_worker(store: JobStore, job_id: int, threads: int | None = None) -> int:
     return 0
 
 
+def lower_priority(nice: int) -> int:
+    """Add ``nice`` to this process's niceness, and set its scheduler autogroup's to the same: where the
+    kernel groups processes by session (sched(7), ``/proc/sys/kernel/sched_autogroup_enabled``), a worker
+    in a session of its own competes as a whole group at the group's niceness, whatever its own.
+    Returns the new niceness."""
+    value = os.nice(nice)
+    try:
+        with open("/proc/self/autogroup", "w") as autogroup:
+            autogroup.write(str(value))
+    except OSError:  # no autogroups (or not allowed): the process's own niceness still counts within its group
+        pass
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m merlion_core.jobs.worker", description="run one job")
     parser.add_argument("job_id", type=int)
@@ -172,7 +186,12 @@ def main(argv: list[str] | None = None) -> int:
         "--runs", help="runs folder (default: $MERLION_RUNS_DIR, else $MERLION_STUDIO_HOME/runs, else ./runs)"
     )
     parser.add_argument("--claim", action="store_true", help="claim the queued job first (Ray Jobs API entrypoint)")
+    parser.add_argument("--nice", type=int, default=0, help="niceness to add to this process first (0-19)")
     args = parser.parse_args(argv)
+    if not 0 <= args.nice <= 19:
+        parser.error(f"--nice: must be in [0, 19], got {args.nice}")
+    if args.nice:
+        log(f"job {args.job_id}: niceness {lower_priority(args.nice)}")
     store = JobStore(args.runs)
     try:
         if args.claim and not store.claim(args.job_id, backend="ray"):
