@@ -9,7 +9,7 @@ seeds at every evaluation, and the curves as SVG.
 
 Usage: python bench/online_fig7.py --dataset runs/multistep100k [--seeds 5] [--env-steps 30000]
   [--methods merlion,transition,reconstruction] [--learner '{"backup_entropy": false}']
-  [--out bench/results/online-fig7] [--work runs/online-fig7] [--report-only]
+  [--merlion-encoder-updates 0] [--out bench/results/online-fig7] [--work runs/online-fig7] [--report-only]
   (dataset: merlion collect --env multistep-maze --n 100000 --seed 0 --out runs/multistep100k)
 A finished run (its JSON under --out with the same settings) is not trained again.
 """
@@ -60,6 +60,7 @@ def run_one(args: argparse.Namespace, method: str, seed: int, settings: dict[str
         eval_episodes=args.eval_episodes,
         seed=seed,
         updates_per_step=args.updates_per_step,
+        encoder_updates_per_step=args.merlion_encoder_updates if method == "merlion" else 0,
         learner=json.loads(args.learner),
     )
     result = train_online(
@@ -102,6 +103,13 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=50)
     parser.add_argument("--encoder-steps", type=int, default=10_000)
     parser.add_argument("--precision", default="bf16")
+    parser.add_argument(
+        "--merlion-encoder-updates",
+        type=int,
+        default=0,
+        help="fine-tuning steps of the MERLION encoder per vector step (OnlineConfig.encoder_updates_per_step; "
+        "the other representations stay fixed)",
+    )
     parser.add_argument("--learner", default="{}", help="JSON object of latent CQL overrides for the online learner")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "online-fig7"))
     parser.add_argument("--work", default="runs/online-fig7")
@@ -123,6 +131,8 @@ def main() -> None:
         "learner": json.loads(args.learner),
         "updates_per_step": args.updates_per_step,
     }
+    if args.merlion_encoder_updates:  # recorded only when used: earlier records keep their settings
+        settings["merlion_encoder_updates_per_step"] = args.merlion_encoder_updates
     if not args.report_only:
         for seed in range(args.seeds):  # seed-major: an interrupted run has every method at its first seeds
             for method in methods:

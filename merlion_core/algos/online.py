@@ -17,8 +17,11 @@ tied to real actions. One run:
    in the replay buffer, then takes ``updates_per_step`` gradient steps on uniform minibatches:
    the critic learns on x = phi(a_executed; s), as in the offline pipeline.
 
-The encoder stays fixed throughout: Chandak et al. (2019) also adapt the representation online;
-fine-tuning it is out of scope here (docs/deviations.md). Episodes end on termination or at the
+4. **Fine-tuning (optional).** With ``encoder_updates_per_step`` > 0 a MERLION representation takes
+   that many steps of its own losses (Algorithm 2: Eq. 6 and the models' Eq. 26) on replay
+   minibatches after the learner's steps (:mod:`merlion_core.representation.online_tuning`), as
+   Chandak et al. (2019) adapt theirs online; the latent map fitted at the warm-up is kept. The
+   default, 0, keeps the encoder fixed. Episodes end on termination or at the
 model's ``max_steps`` (a truncation: stored with done = 0, so the target bootstraps), and restart
 from ``model.initial_states``. Everything random comes from streams derived from ``config.seed``:
 the same seed (and thread count) gives the same run. No paths, no printing: the pipeline
@@ -40,6 +43,7 @@ from merlion_core.algos.latent_cql import LatentCQL, LatentCQLConfig
 from merlion_core.data.sampler import Batch
 from merlion_core.envs.model import observe
 from merlion_core.models.mlp import host_to_device, resolve_device
+from merlion_core.representation.online_tuning import ReplayTuner, check_tunable
 
 ONLINE_LEARNER_DEFAULTS: dict[str, Any] = {
     "alpha": 0.0,
@@ -79,6 +83,10 @@ class OnlineConfig:
     """Episodes per evaluation (evaluation.evaluate, the env noise seeded by the env step)."""
     seed: int = 0
     """Seed of the env, the warm-up actions, the exploration, the replay sampling and the learner."""
+    encoder_updates_per_step: int = 0
+    """Fine-tuning steps of MERLION's phi and models (Eq. 6, 26) on replay minibatches per vector step; 0: fixed."""
+    encoder_lr: float = 0.0
+    """Adam learning rate of those fine-tuning steps; 0: the representation's own training lr."""
     learner: dict[str, Any] = field(default_factory=dict)
     """LatentCQLConfig overrides on top of ONLINE_LEARNER_DEFAULTS (alpha = 0, bc_steps = 0, backup_entropy)."""
 
@@ -90,6 +98,11 @@ class OnlineConfig:
             raise ValueError(f"OnlineConfig.warmup_steps: {self.warmup_steps} exceeds env_steps {self.env_steps}")
         if self.replay_size < self.n_envs:
             raise ValueError(f"OnlineConfig.replay_size: must be >= n_envs {self.n_envs}, got {self.replay_size}")
+        if self.encoder_updates_per_step < 0 or not self.encoder_lr >= 0:
+            raise ValueError(
+                "OnlineConfig.encoder_updates_per_step, encoder_lr: must be >= 0, "
+                f"got {self.encoder_updates_per_step}, {self.encoder_lr}"
+            )
         if self.eval_every < 0 or self.seed < 0:
             raise ValueError(f"OnlineConfig.eval_every, seed: must be >= 0, got {self.eval_every}, {self.seed}")
         learner_config(self)  # the learner's overrides are checked with the run's
@@ -237,13 +250,25 @@ class OnlineStep:
     """bool[E]: whether each of those succeeded (StepResult.successes; else: terminated)."""
     losses: tuple[dict[str, torch.Tensor], ...]
     """The detached loss parts of each gradient step taken after this vector step."""
+    tuning: tuple[dict[str, torch.Tensor], ...] = ()
+    """The detached loss parts of each fine-tuning step of the representation (names prefixed tune_)."""
 
 
-def _seeds(seed: int) -> tuple[np.random.Generator, np.random.Generator, int, int]:
-    """Independent streams of one seed: env, warm-up actions (numpy); replay, exploration (torch seeds)."""
-    env_ss, warmup_ss, replay_ss, explore_ss = np.random.SeedSequence(int(seed)).spawn(4)
-    replay_seed, explore_seed = (int(ss.generate_state(1)[0]) for ss in (replay_ss, explore_ss))
-    return np.random.default_rng(env_ss), np.random.default_rng(warmup_ss), replay_seed, explore_seed
+def _seeds(seed: int) -> tuple[np.random.Generator, np.random.Generator, int, int, int]:
+    """Independent streams of one seed: env, warm-up actions (numpy); replay, exploration, fine-tuning
+    (torch seeds). The fifth child leaves the first four as they were with four."""
+    env_ss, warmup_ss, replay_ss, explore_ss, tune_ss = np.random.SeedSequence(int(seed)).spawn(5)
+    replay_seed, explore_seed, tune_seed = (int(ss.generate_state(1)[0]) for ss in (replay_ss, explore_ss, tune_ss))
+    return np.random.default_rng(env_ss), np.random.default_rng(warmup_ss), replay_seed, explore_seed, tune_seed
+
+
+def make_tuner(agent: LatentCQL, config: OnlineConfig, seed: int) -> ReplayTuner | None:
+    """The fine-tuner of the agent's representation (None when ``encoder_updates_per_step`` is 0);
+    a one-line ValueError for a representation that cannot be tuned."""
+    if config.encoder_updates_per_step == 0:
+        return None
+    rep = check_tunable(agent.representation, "OnlineConfig.encoder_updates_per_step")
+    return ReplayTuner(rep, config.encoder_lr or rep.config.lr, seed, "OnlineConfig.encoder_updates_per_step")
 
 
 def interact(
@@ -257,7 +282,8 @@ def interact(
             f"interact: the env has {model.n_actions} actions / obs_dim {model.obs_dim}, "
             f"the agent {agent.n_actions} / {agent.obs_dim}"
         )
-    env_rng, warmup_rng, replay_seed, explore_seed = _seeds(config.seed)
+    env_rng, warmup_rng, replay_seed, explore_seed, tune_seed = _seeds(config.seed)
+    tuner = make_tuner(agent, config, tune_seed)
     if replay is None:
         replay = ReplayBuffer(config.replay_size, agent.obs_dim, config.batch_size, replay_seed, str(agent.device))
     explore_gen = torch.Generator(device=agent.device).manual_seed(explore_seed)
@@ -286,6 +312,7 @@ def interact(
             states[ended] = model.initial_states(int(ended.sum()), env_rng)
             elapsed[ended], returns[ended] = 0, 0.0
         losses: list[dict[str, torch.Tensor]] = []
+        tuning: tuple[dict[str, torch.Tensor], ...] = ()
         if t >= warmup - 1:
             if t == warmup - 1:  # the warm-up is complete: fit the networks' inputs and the latent map
                 agent.prepare_observation_features(replay.observations)
@@ -294,4 +321,6 @@ def interact(
             for _ in range(config.updates_per_step):
                 losses.append(agent.update_tensors(replay.sample()))
             updates += config.updates_per_step
-        yield OnlineStep((t + 1) * n, updates, finished_returns, finished_success, tuple(losses))
+            if tuner is not None:
+                tuning = tuple(tuner.step(replay.sample()) for _ in range(config.encoder_updates_per_step))
+        yield OnlineStep((t + 1) * n, updates, finished_returns, finished_success, tuple(losses), tuning)

@@ -23,8 +23,9 @@ from merlion_core.config import to_dict
 from merlion_core.envs import make_model, resolve_env_id
 from merlion_core.evaluation import evaluate, learning_curve_point
 from merlion_core.models.precision import check_precision, flush_denormals, resolve_precision
-from merlion_core.representation.artifacts import load_representation
+from merlion_core.representation.artifacts import LoadedRepresentation, load_representation, save_representation
 from merlion_core.representation.base import MetricWindow
+from merlion_core.representation.online_tuning import check_tunable
 
 ALGO = "cql"
 """The registered name of the learner's class (LatentCQL, with ONLINE_LEARNER_DEFAULTS): what load_agent rebuilds."""
@@ -99,11 +100,14 @@ def train_online(
     seconds = time.perf_counter() - started
     env_steps = last.env_steps if last is not None else 0
     updates = last.updates if last is not None else 0
+    encoder = os.path.abspath(os.fspath(encoder_dir))
+    if config.encoder_updates_per_step:  # the agent acts with the tuned phi: save it beside the agent
+        encoder = save_tuned_encoder(loaded, out_dir, encoder, config, updates)
     info = {
         "mode": "online",
         "env_id": env_id,
         "env_overrides": env_overrides or None,
-        "encoder": os.path.abspath(os.fspath(encoder_dir)),
+        "encoder": encoder,
         "encoder_method": loaded.method,
         "dataset": None,
         "online": to_dict(config),
@@ -130,12 +134,35 @@ def train_online(
     }
 
 
+TUNED_ENCODER = "encoder"
+"""Sub-folder of an online agent's folder that holds its fine-tuned representation."""
+
+
+def save_tuned_encoder(
+    loaded: LoadedRepresentation, out_dir: str | os.PathLike, source: str, config: OnlineConfig, updates: int
+) -> str:
+    """Save the fine-tuned representation to ``out_dir/encoder`` with the source encoder's record and
+    what tuned it; returns the folder's absolute path (what the agent's config.json names)."""
+    rep = check_tunable(loaded.representation, "OnlineConfig.encoder_updates_per_step")
+    folder = os.path.abspath(os.path.join(os.fspath(out_dir), TUNED_ENCODER))
+    own = {"format", "version", "method", "n_actions", "obs_dim", "dim"}
+    info = {k: v for k, v in loaded.info.items() if k not in own}
+    info["fine_tuned_online"] = {
+        "source": source,
+        "steps": updates // config.updates_per_step * config.encoder_updates_per_step,
+        "lr": config.encoder_lr or rep.config.lr,
+    }
+    save_representation(rep, loaded.method, loaded.config, folder, info=info)
+    return folder
+
+
 class _Window:
     """Means since the last evaluation point: the loss parts of every gradient step, and the return
     and success of the training episodes that ended (None when none did)."""
 
     def __init__(self) -> None:
         self.losses = MetricWindow()
+        self.tuning = MetricWindow()
         self.returns: list[np.ndarray] = []
         self.successes: list[np.ndarray] = []
         self.episodes = 0
@@ -143,6 +170,8 @@ class _Window:
     def add(self, step: OnlineStep) -> None:
         for parts in step.losses:
             self.losses.add(parts)
+        for parts in step.tuning:
+            self.tuning.add(parts)
         self.returns.append(step.episode_returns)
         self.successes.append(step.episode_successes)
         self.episodes += len(step.episode_returns)
@@ -152,6 +181,7 @@ class _Window:
         successes = np.concatenate([np.zeros(0, dtype=bool), *self.successes])
         out = {
             **self.losses.flush(),
+            **self.tuning.flush(),
             "train_episodes": self.episodes,
             "train_return": float(returns.mean()) if len(returns) else None,
             "train_success_rate": float(successes.mean()) if len(successes) else None,
