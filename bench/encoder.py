@@ -35,6 +35,7 @@ def main() -> None:
         action="store_true",
         help="leave subnormal floats on (the training pipelines flush them to zero)",
     )
+    parser.add_argument("--config", default="{}", help="JSON object of MerlionConfig overrides")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if not args.no_flush_denormals:
@@ -52,7 +53,7 @@ def main() -> None:
         if args.device == "auto" and torch.cuda.is_available()
         else (args.device if args.device != "auto" else "cpu")
     )
-    config = config_for_env(dataset.meta.env_id, steps=args.steps, log_every=1000)
+    config = config_for_env(dataset.meta.env_id, **{**json.loads(args.config), "steps": args.steps, "log_every": 1000})
     rep = build(config, dataset.n_actions, dataset.obs_dim)
     load_at_start = os.getloadavg()
     started = time.perf_counter()
@@ -96,7 +97,10 @@ def main() -> None:
         "embed_all_64x4096_ms_median": 1000 * sorted(timings)[len(timings) // 2],
         "embed_all_shape": list(table.shape),
         "warm_start_300_steps_seconds": warm_seconds,
-        "config": {k: getattr(config, k) for k in ("dim", "p", "tau", "lr", "batch_size", "reward_scale")},
+        "config": {
+            k: getattr(config, k)
+            for k in ("dim", "p", "tau", "lr", "batch_size", "reward_scale", "behaviour_loss", "sparse_tables")
+        },
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

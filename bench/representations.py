@@ -1,6 +1,7 @@
 """Every representation on both mazes: median Spearman vs the true pseudometric, class separation.
 
 Usage: python bench/representations.py --env maze [--seeds 0 1 2] [--methods ...] [--steps N]
+  [--config '{"behaviour_loss": "sampled"}' --label +sampled]
 Writes bench/results/representations-ENV.json (one record per run, appended as runs finish)
 and prints a markdown table. Datasets: `merlion collect --behaviour medium --noise 0.5 --n
 100000 --seed 0` for the env, collected in memory here.
@@ -42,7 +43,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="override every method's steps")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--config", default="{}", help="JSON object of config overrides for every method")
+    parser.add_argument("--label", default="", help="suffix of the methods' names in the records (e.g. +sampled)")
     args = parser.parse_args()
+    extra = json.loads(args.config)
     torch.set_num_threads(args.threads)
     env_id = resolve_env_id(args.env)
     out = Path(args.out or f"bench/results/representations-{args.env}.json")
@@ -53,9 +57,9 @@ def main() -> None:
     done = {(r["method"], r["seed"]) for r in records}
     for method in args.methods:
         for seed in args.seeds:
-            if (method, seed) in done:
+            if (method + args.label, seed) in done:
                 continue
-            overrides = {"seed": seed, **({"steps": args.steps} if args.steps else {})}
+            overrides = {**extra, "seed": seed, **({"steps": args.steps} if args.steps else {})}
             config = representation_config(method, env_id, overrides)
             started = time.perf_counter()
             rep, metrics = get_method(method).fit(dataset, config, device="cpu")
@@ -63,7 +67,8 @@ def main() -> None:
             result = evaluate(rep, model, dataset)
             record = {
                 "env": env_id,
-                "method": method,
+                "method": method + args.label,
+                "config_overrides": extra,
                 "seed": seed,
                 "train_seconds": seconds,
                 "spearman_median": result["spearman_median"],
