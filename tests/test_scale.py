@@ -147,6 +147,43 @@ def test_max_logit_upper_bound_holds_and_is_tight_for_a_flat_g():
     assert (gap >= -1e-5).all() and (gap < 0.01).all()
 
 
+def test_upper_bound_schedule_backs_off_while_useless_and_resets_when_it_decides():
+    model = BehaviourModel(3, 50, (8, 4))
+    tried = []
+    for step in range(300):
+        if model.upper_bound_due():
+            tried.append(step)
+            model.record_upper_bound(0)  # decides nothing: waits of 1, 2, 4, ... 64 steps
+    assert tried[:8] == [0, 2, 5, 10, 19, 36, 69, 134] and tried[8] == 199  # capped at 64
+    model.record_upper_bound(3)  # a try that decided rows: tried again at every step
+    assert model.upper_bound_due() and model.upper_bound_due()
+
+
+def test_skipping_the_upper_bound_changes_no_weight():
+    """The schedule only moves rows from the bound to the exact scan: 120 sampled steps with it and
+    with the bound tried at every step end with identical weights, the same OOD shares at every log,
+    and the bound tried fewer times."""
+    dataset = synthetic_dataset(64, n=256, peaked=True)
+    config = MerlionConfig(
+        steps=120, batch_size=32, hidden=32, action_embed_dim=8, log_every=10, lr=1e-2, tau=0.9,
+        behaviour_loss="sampled", behaviour_samples=8, behaviour_chunk=10,
+    )  # fmt: skip
+    runs = []
+    for always in (False, True):
+        rep = build(config, 64, 3)
+        model = rep.behaviour_model
+        tries = []
+        bound = model.max_logit_upper_bound
+        model.max_logit_upper_bound = lambda h, bound=bound, tries=tries: tries.append(1) or bound(h)
+        if always:
+            model.upper_bound_due = lambda: True
+        shares = [m["ood_share"] for _, m in train_steps(rep, dataset, config, device="cpu")]
+        runs.append((rep.state_dict(), shares, len(tries)))
+    (scheduled, shares_s, tries_s), (every, shares_e, tries_e) = runs
+    assert all(torch.equal(scheduled[k], every[k]) for k in every)
+    assert shares_s == shares_e and 0 < tries_s < tries_e
+
+
 def test_sampled_step_has_the_exact_ood_indicator_and_target_of_the_full_step():
     """Only J(G) differs between 'full' and 'sampled': I_hat, d_hat and the other losses are the same."""
     rep = build(MerlionConfig(dim=3, hidden=16, action_embed_dim=4, tau=0.9), 300, 3)

@@ -44,9 +44,32 @@ class BehaviourModel(nn.Module):
     subset of actions costs only its rows of W (:meth:`logits_of`, :meth:`pair_logits`) and the
     largest logit is found ``chunk`` actions at a time (:meth:`chunked_max_logit`)."""
 
+    UPPER_BOUND_BACKOFF_MAX = 64
+    """Most steps :meth:`upper_bound_due` skips the upper bound after tries that decided no row."""
+
     def __init__(self, obs_dim: int, n_actions: int, hidden: Sequence[int] = (128, 64)) -> None:
         super().__init__()
         self.net = mlp(obs_dim, hidden, n_actions)
+        self._upper_backoff = 0  # steps to skip after the next useless try (0, 1, 2, 4, ... 64)
+        self._upper_idle = 0  # steps still to skip
+
+    def upper_bound_due(self) -> bool:
+        """Whether this step should try :meth:`max_logit_upper_bound` (three passes over W) on its open
+        rows. After a try that decided no row it is skipped for 1, then 2, 4, ... up to 64 steps, and
+        tried every step again once it decides one. Skipping only sends more rows to the exact scan:
+        the OOD indicator is the same either way (on a trained G the bound sits far above the max)."""
+        if self._upper_idle > 0:
+            self._upper_idle -= 1
+            return False
+        return True
+
+    def record_upper_bound(self, decided_rows: int) -> None:
+        """Report how many rows a try of the upper bound decided (the schedule of :meth:`upper_bound_due`)."""
+        if decided_rows > 0:
+            self._upper_backoff = 0
+        else:
+            self._upper_backoff = min(max(1, 2 * self._upper_backoff), self.UPPER_BOUND_BACKOFF_MAX)
+        self._upper_idle = self._upper_backoff
 
     def forward(self, obs_BS: torch.Tensor) -> torch.Tensor:
         return self.net(obs_BS)

@@ -9,6 +9,7 @@ hundred steps, yielding intermediate embeddings (the app's sliders).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -176,8 +177,14 @@ def sampled_behaviour_terms(
         logit_j = model.pair_logits(h_BH, act_j)
         lower = torch.maximum(torch.maximum(logit_i.detach(), logit_j), negative_BK.detach().amax(dim=1))
         row_max = lambda rows_R: model.chunked_max_logit(h_BH[rows_R], config.behaviour_chunk)  # noqa: E731
-        upper = lambda rows_R: model.max_logit_upper_bound(h_BH[rows_R])  # noqa: E731
-        ood_j, scanned = losses.ood_indicator_bounded(logit_j, lower, upper, config.tau, row_max)
+
+        def upper(rows_R: torch.Tensor) -> torch.Tensor:  # tried on a schedule: BehaviourModel.upper_bound_due
+            bound_R = model.max_logit_upper_bound(h_BH[rows_R])
+            model.record_upper_bound(int((logit_j[rows_R] - bound_R > math.log(config.tau)).sum()))
+            return bound_R
+
+        due = model.upper_bound_due()
+        ood_j, scanned = losses.ood_indicator_bounded(logit_j, lower, upper if due else None, config.tau, row_max)
     return (loss if train_models else None), ood_j, scanned
 
 
