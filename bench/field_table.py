@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from merlion_core.benchmark.methods import FIELD_METHODS  # noqa: E402
+from merlion_core.benchmark.report import mean_ci95  # noqa: E402
 
 ENVS = ("maze", "multistep-maze", "recommender", "dialogue")
 BASELINES = ("bc", "merlion-cql", "dcql")
@@ -78,12 +79,40 @@ def env_rows(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def critic_rule(env: str, method: str) -> dict[str, Any] | None:
+    """For a latent method: at the last evaluation of each seed, the deployed rule's score and the
+    critic's argmax over every real action on the same episodes (``critic_argmax_score``), with the
+    mean and 95% interval of each and of their paired difference; None without such records."""
+    deployed, argmax = [], []
+    for path in sorted((REPO / "results" / env / "runs" / method).glob("seed*.json")):
+        last = json.loads(path.read_text())["curve"][-1]
+        score = (last.get("diagnostics") or {}).get("critic_argmax_score")
+        if score is not None:
+            deployed.append(last["normalised_score"])
+            argmax.append(score)
+    if len(argmax) < 2:
+        return None
+    out: dict[str, Any] = {"seeds": len(argmax)}
+    for name, values in (
+        ("deployed", deployed),
+        ("critic_argmax", argmax),
+        ("argmax_minus_deployed", [a - d for a, d in zip(argmax, deployed, strict=True)]),
+    ):
+        mean, ci = mean_ci95(values)
+        out[name] = {"mean": mean, "ci95": ci, "values": values}
+    return out
+
+
 def main() -> None:
     report = {}
     for env in ENVS:
         path = REPO / "results" / env / "summary.json"
         if path.exists():
             report[env] = env_rows(json.loads(path.read_text()))
+            for name in FIELD_METHODS:
+                rule = critic_rule(env, name)
+                if rule is not None:
+                    report[env]["rows"][name]["critic_rule_last_eval"] = rule
     out = REPO / "bench" / "results" / "field-peers.json"
     out.write_text(json.dumps(report, indent=1))
     print("| env | method | seeds | last 3 | vs behaviour | vs bc | vs merlion-cql | vs dcql |")
@@ -99,6 +128,19 @@ def main() -> None:
                     f"| {env} | {name} | {row['seeds']} | {row['last3_mean']:.1f} +- {row['last3_ci95'] or 0:.1f} | "
                     f"{cells} |"
                 )
+
+    print()
+    print("| env | method | seeds | deployed (last) | critic's argmax over all actions | difference (paired) |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for env, data in report.items():
+        for name, row in data["rows"].items():
+            rule = row.get("critic_rule_last_eval")
+            if rule:
+                cells = " | ".join(
+                    f"{rule[k]['mean']:.1f} +- {rule[k]['ci95']:.1f}"
+                    for k in ("deployed", "critic_argmax", "argmax_minus_deployed")
+                )
+                print(f"| {env} | {name} | {rule['seeds']} | {cells} |")
 
 
 if __name__ == "__main__":
