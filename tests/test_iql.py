@@ -359,3 +359,23 @@ def test_latent_iql_through_the_agent_pipeline(tmp_path):
     # the External phi gives equivalent actions one latent: the taken action is one at the least L1 distance
     taken = dist_BA.gather(1, torch.as_tensor(ids)[:, None])[:, 0]
     torch.testing.assert_close(taken, dist_BA.min(1).values)
+
+
+def test_the_critic_argmax_evaluation_is_skipped_above_the_action_cap(tmp_path, monkeypatch):
+    """Above CRITIC_ARGMAX_MAX_ACTIONS the last evaluation records why the critic's argmax over every
+    action was not scored, instead of scoring it (64 actions here, the cap lowered to 10)."""
+    from merlion_core.data.io import save_dataset
+    from merlion_core.pipelines import agent as agent_pipeline
+    from merlion_core.pipelines.encoder import train_encoder
+
+    monkeypatch.setattr(agent_pipeline, "CRITIC_ARGMAX_MAX_ACTIONS", 10)
+    data = collect("maze", "medium", 0.5, 2000, seed=0, env_overrides={"n_actuators": 6})
+    path = save_dataset(data, tmp_path / "data")
+    train_encoder(path, "external", tmp_path / "enc")
+    result = agent_pipeline.train_agent(
+        path, "iql", tmp_path / "iql", steps=20, encoder_dir=tmp_path / "enc", eval_episodes=2, overrides=SMALL,
+        device="cpu",
+    )  # fmt: skip
+    diag = result["last"]["diagnostics"]
+    assert "critic_argmax_score" not in diag and diag["critic_argmax_skipped"].startswith("64 actions > 10")
+    assert math.isfinite(diag["lookup_gap"])

@@ -18,6 +18,10 @@ from merlion_core.evaluation import evaluate, learning_curve_point
 from merlion_core.models.precision import check_precision, flush_denormals, resolve_precision
 from merlion_core.ope import split_to_dict
 
+CRITIC_ARGMAX_MAX_ACTIONS = 20_000
+"""Largest action set whose last evaluation also scores the critic's argmax over every action (at 10^5
+videos and 50 episodes that is the encoder and the critic at 5 million (state, action) pairs per env step)."""
+
 
 def agent_config(algo: str, overrides: dict[str, Any]) -> Any:
     if algo not in ALGORITHMS:
@@ -164,7 +168,12 @@ def train_agent(
                 point["diagnostics"] = diagnose()
                 if extra_evaluation is not None:
                     point["diagnostics"].update(extra_evaluation(agent, step))
-                if step == steps:  # the critic's own choice over every real action, beside the deployed rule
+                if step == steps and dataset.n_actions > CRITIC_ARGMAX_MAX_ACTIONS:
+                    point["diagnostics"]["critic_argmax_skipped"] = (
+                        f"{dataset.n_actions} actions > {CRITIC_ARGMAX_MAX_ACTIONS}: the critic at every action "
+                        "for every evaluation state would cost more than the run"
+                    )
+                elif step == steps:  # the critic's own choice over every real action, beside the deployed rule
                     from merlion_core.algos.latent_diagnostics import CriticArgmaxPolicy
 
                     argmax = evaluate(
