@@ -15,6 +15,7 @@ import streamlit as st
 
 from merlion_core.jobs.store import JobStateError
 from studio import chains, jobs_client, settings
+from studio.navigation import rerun_app_unless_leaving
 
 PAGES = (
     ("pages/home.py", "Home", ":material/home:"),
@@ -92,10 +93,10 @@ def live_fragment(body: Callable[[], None], active: Callable[[], bool], every: f
         body()
         wanted = next_interval(interval, time.perf_counter() - started, every)
         if active() != live:
-            st.rerun(scope="app")
+            rerun_app_unless_leaving()
         elif live and wanted != interval:
             st.session_state[key] = wanted
-            st.rerun(scope="app")
+            rerun_app_unless_leaving()
 
     st.fragment(run_every=interval if live else None)(wrapped)()
 
