@@ -40,6 +40,10 @@ def train_one(job: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     flush_denormals()
+    if job.get("upper_bound_every_step"):  # the schedule off: the bound on max G tried at every step
+        from merlion_core.models.heads import BehaviourModel
+
+        BehaviourModel.upper_bound_due = lambda self: True  # type: ignore[method-assign]
     data = load_dataset(job["dataset"])
     config = config_for_env(
         data.meta.env_id,
@@ -89,6 +93,11 @@ def main() -> None:
     parser.add_argument("--tail", type=float, default=0.2, help="share of the last windows that make the figure")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench/results/scale-trained.json")
+    parser.add_argument(
+        "--upper-bound-every-step",
+        action="store_true",
+        help="try the upper bound on max G at every step (BehaviourModel.upper_bound_due off), as before its schedule",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -99,7 +108,14 @@ def main() -> None:
     results: dict[str, Any] = {}
     for item in args.datasets.split(","):
         label, _, path = item.partition("=")
-        job = {"dataset": path, "steps": args.steps, "window": args.window, "tail": args.tail, "seed": args.seed}
+        job = {
+            "dataset": path,
+            "steps": args.steps,
+            "window": args.window,
+            "tail": args.tail,
+            "seed": args.seed,
+            "upper_bound_every_step": args.upper_bound_every_step,
+        }
         print(f"|A| = {label}: {path}", flush=True)
         done = subprocess.run(
             [sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True, check=False
