@@ -10,6 +10,7 @@ seeds at every evaluation, and the curves as SVG.
 Usage: python bench/online_fig7.py --dataset runs/multistep100k [--seeds 5] [--env-steps 30000]
   [--methods merlion,transition,reconstruction] [--learner '{"backup_entropy": false}']
   [--merlion-encoder-updates 0] [--out bench/results/online-fig7] [--work runs/online-fig7] [--report-only]
+  [--shard K/N]  (train only every N-th pending run from the K-th: N processes, one per core, share the work)
   (dataset: merlion collect --env multistep-maze --n 100000 --seed 0 --out runs/multistep100k)
 A finished run (its JSON under --out with the same settings) is not trained again.
 """
@@ -92,6 +93,17 @@ def run_one(args: argparse.Namespace, method: str, seed: int, settings: dict[str
     }
 
 
+def parse_shard(parser: argparse.ArgumentParser, text: str) -> tuple[int, int]:
+    """'K/N' -> (K, N) with 0 <= K < N, or a one-line parser error."""
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        parser.error(f"--shard: expected K/N such as 0/2, got {text!r}")
+    if not 0 <= k < n:
+        parser.error(f"--shard: K must be in [0, N), got {text!r}")
+    return k, n
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="runs/multistep100k")
@@ -114,6 +126,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "online-fig7"))
     parser.add_argument("--work", default="runs/online-fig7")
     parser.add_argument("--report-only", action="store_true", help="train nothing; write the summary and SVG")
+    parser.add_argument("--shard", default="0/1", help="K/N: train the runs whose index (seed-major) is K modulo N")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -133,14 +146,16 @@ def main() -> None:
     }
     if args.merlion_encoder_updates:  # recorded only when used: earlier records keep their settings
         settings["merlion_encoder_updates_per_step"] = args.merlion_encoder_updates
+    shard, shards = parse_shard(parser, args.shard)
     if not args.report_only:
-        for seed in range(args.seeds):  # seed-major: an interrupted run has every method at its first seeds
-            for method in methods:
-                path = out / f"{method}-seed{seed}.json"
-                if path.exists() and json.loads(path.read_text()).get("settings") == settings:
-                    continue
-                print(f"{method} seed {seed}", flush=True)
-                path.write_text(json.dumps(run_one(args, method, seed, settings), indent=1))
+        runs = [(seed, method) for seed in range(args.seeds) for method in methods]
+        # seed-major: an interrupted run has every method at its first seeds
+        for seed, method in runs[shard::shards]:
+            path = out / f"{method}-seed{seed}.json"
+            if path.exists() and json.loads(path.read_text()).get("settings") == settings:
+                continue
+            print(f"{method} seed {seed}", flush=True)
+            path.write_text(json.dumps(run_one(args, method, seed, settings), indent=1))
     rows = {}
     for method in methods:
         records = [json.loads(p.read_text()) for p in sorted(out.glob(f"{method}-seed*.json"))]
