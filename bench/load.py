@@ -142,6 +142,11 @@ class Settings:
     time_limit: float = 2400.0
     """Hard limit on the whole run (seconds)."""
     seed: int = 0
+    """Seed of the sessions' widget choices."""
+    pin_browsers: bool = False
+    """A diagnostic, not the measure: the browsers (and this process) on the last CPU, the app's processes
+    (server, supervisor, job workers, warm-start worker) on the others, so the browsers cannot take the
+    app's CPU; re-applied to every thread at each CPU sample."""
 
 
 @contextmanager
@@ -300,8 +305,9 @@ class CpuMeter:
         (b"studio.warmstart_worker", "warm-start worker"),
     )
 
-    def __init__(self, home: Path, every: float = 2.0) -> None:
+    def __init__(self, home: Path, every: float = 2.0, pin: dict[str, set[int]] | None = None) -> None:
         self.marker = f"MERLION_STUDIO_HOME={home}".encode()
+        self.pin = pin or {}
         self.every = every
         self.tick = os.sysconf("SC_CLK_TCK")
         self.first: dict[tuple[int, str], float] = {}
@@ -365,6 +371,8 @@ class CpuMeter:
                 self.first[key] = cpu if self.starting else 0.0  # started since: all its time counts
             self.last[key] = (role, cpu)
             self.nice.setdefault(role, set()).add(nice)
+            if role in self.pin:
+                pin_threads(pid, self.pin[role])
 
     def start(self) -> None:
         self.starting = True
@@ -392,7 +400,36 @@ class CpuMeter:
             "cores_busy_by_role": {k: round(v / wall, 2) for k, v in sorted(used.items(), key=lambda kv: -kv[1])},
             "cores_busy_in_all": round(busy / wall, 2),
             "niceness_by_role": {role: sorted(values) for role, values in sorted(self.nice.items())},
+            "cpus_by_role": {role: sorted(cpus) for role, cpus in sorted(self.pin.items())} or None,
         }
+
+
+def pin_roles(settings: Settings) -> dict[str, set[int]] | None:
+    """The CPUs of each role when ``settings.pin_browsers``: the last CPU this process may use for the
+    browsers and this process, the others for the app's processes; None when not pinning."""
+    if not settings.pin_browsers:
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit(f"bench/load.py: --pin-browsers needs 2 CPUs or more, this process may use {cpus}")
+    app, browsers = set(cpus[:-1]), {cpus[-1]}
+    pins = {role: app for _, role in CpuMeter.ROLES} | {"other of the app": app}
+    return pins | {"browser (chromium, playwright)": browsers, "bench (this process)": browsers}
+
+
+def pin_threads(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` onto ``cpus`` (Linux affinity is per thread; a thread started later
+    inherits its creator's). A process or thread that has ended meanwhile is skipped."""
+    try:
+        tids = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
+    except OSError:
+        return
+    for tid in tids:
+        try:
+            if os.sched_getaffinity(tid) != cpus:
+                os.sched_setaffinity(tid, cpus)
+        except OSError:
+            pass
 
 
 # ---------------------------------------------------------------- one browser session
@@ -680,7 +717,8 @@ def run_configuration(home: Path, url: str, fixture: dict, n: int, settings: Set
     load_before = os.getloadavg()
     limit = max(10.0, min(settings.phase_limit, deadline - time.monotonic() - settings.paint_timeout - 90))
     wall = time.time()
-    records, facts = asyncio.run(run_sessions(url, n, settings, limit, CpuMeter(home), trainer.top_up))
+    meter = CpuMeter(home, pin=pin_roles(settings))
+    records, facts = asyncio.run(run_sessions(url, n, settings, limit, meter, trainer.top_up))
     window = (wall, time.time())
     load_after = os.getloadavg()
     ids = trainer.ids
@@ -830,6 +868,11 @@ def main() -> int:
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--keep-records", action="store_true", help="keep every visit's record in the JSON")
     parser.add_argument(
+        "--pin-browsers",
+        action="store_true",
+        help="diagnostic: browsers on the last CPU, the app's processes on the others (Settings.pin_browsers)",
+    )
+    parser.add_argument(
         "--resummarise",
         metavar="JSON",
         help="measure nothing: recompute the summaries and figures of a JSON written with --keep-records (in place)",
@@ -858,11 +901,13 @@ def main() -> int:
         encoder_steps=args.encoder_steps,
         phase_limit=args.phase_limit,
         time_limit=args.time_limit,
+        pin_browsers=args.pin_browsers,
     )
 
     def hard_stop(signum, frame) -> None:
         raise TimeoutError(f"bench/load.py: past its hard time limit ({settings.time_limit:.0f} s + 300 s)")
 
+    pin_roles(settings)  # fails now, not after the fixture, on a machine with one CPU
     signal.signal(signal.SIGALRM, hard_stop)  # the last resort: the finally blocks stop everything
     signal.alarm(int(settings.time_limit) + 300)
     home = Path(args.home or tempfile.mkdtemp(prefix="studio-load-"))
