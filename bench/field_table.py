@@ -17,30 +17,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from merlion_core.benchmark.methods import FIELD_METHODS  # noqa: E402
+from merlion_core.benchmark.report import compare_intervals as compare  # noqa: E402
+from merlion_core.benchmark.report import last3_interval as interval  # noqa: E402
 from merlion_core.benchmark.report import mean_ci95  # noqa: E402
 
 ENVS = ("maze", "multistep-maze", "recommender", "dialogue")
 BASELINES = ("bc", "merlion-cql", "dcql")
 """Rows every new method is compared with (besides the behaviour policy's score)."""
-
-
-def interval(row: dict[str, Any]) -> tuple[float, float] | None:
-    """The last-3 score's 95% interval over seeds, or None without at least two seeds."""
-    mean, ci = row.get("last3_mean"), row.get("last3_ci95")
-    if mean is None or ci is None:
-        return None
-    return mean - ci, mean + ci
-
-
-def compare(a: tuple[float, float] | None, b: tuple[float, float] | None) -> str:
-    """'above' / 'below' where the intervals separate, else 'not resolved'."""
-    if a is None or b is None:
-        return "not resolved"
-    if a[0] > b[1]:
-        return "above"
-    if a[1] < b[0]:
-        return "below"
-    return "not resolved"
 
 
 def env_rows(summary: dict[str, Any]) -> dict[str, Any]:

@@ -27,7 +27,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from merlion_core.benchmark.report import curves_svg, summarise_method  # noqa: E402
+from merlion_core.benchmark.report import (  # noqa: E402
+    compare_intervals,
+    curves_svg,
+    last3_interval,
+    summarise_method,
+)
 
 REPRESENTATIONS = ("merlion", "transition", "reconstruction")
 
@@ -93,6 +98,33 @@ def run_one(args: argparse.Namespace, method: str, seed: int, settings: dict[str
     }
 
 
+def comparisons(rows: dict[str, Any], behaviour: float, offline: dict[str, Any] | None) -> dict[str, Any]:
+    """Each representation's online last-3 score against the behaviour policy, the other representations
+    online, and the same representation's offline CQL row (``offline``: a benchmark summary.json of the
+    same dataset): 'above' / 'below' only where the 95% intervals separate, else 'not resolved'."""
+    online = {method: last3_interval(row) for method, row in rows.items()}
+    result: dict[str, Any] = {
+        "vs_behaviour": {m: compare_intervals(i, (behaviour, behaviour)) for m, i in online.items()},
+        "between_representations": {
+            f"{a} vs {b}": compare_intervals(online[a], online[b]) for a in online for b in online if a < b
+        },
+    }
+    if offline is not None:
+        result["vs_offline_cql"] = {}
+        for method, row in rows.items():
+            other = offline["methods"].get(f"{method}-cql")
+            if other is None:
+                continue
+            result["vs_offline_cql"][method] = {
+                "online_last3": [row.get("last3_mean"), row.get("last3_ci95")],
+                "offline_method": f"{method}-cql",
+                "offline_last3": [other.get("last3_mean"), other.get("last3_ci95")],
+                "offline_seeds": other.get("seeds"),
+                "online_vs_offline": compare_intervals(online[method], last3_interval(other)),
+            }
+    return result
+
+
 def parse_shard(parser: argparse.ArgumentParser, text: str) -> tuple[int, int]:
     """'K/N' -> (K, N) with 0 <= K < N, or a one-line parser error."""
     try:
@@ -126,6 +158,11 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "online-fig7"))
     parser.add_argument("--work", default="runs/online-fig7")
     parser.add_argument("--report-only", action="store_true", help="train nothing; write the summary and SVG")
+    parser.add_argument(
+        "--offline-summary",
+        default="results/multistep-maze/summary.json",
+        help="the offline benchmark's summary.json on the same dataset (its <rep>-cql rows), or '' for none",
+    )
     parser.add_argument("--shard", default="0/1", help="K/N: train the runs whose index (seed-major) is K modulo N")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -177,12 +214,20 @@ def main() -> None:
         "normalisers": normalisers,
         "methods": rows,
     }
+    offline = None
+    if args.offline_summary:
+        offline = json.loads(Path(args.offline_summary).read_text())
+        if offline.get("settings", {}).get("dataset_sha256") not in (None, data.content_digest()):
+            parser.error(f"--offline-summary: {args.offline_summary} was measured on another dataset")
+        summary["offline_summary"] = args.offline_summary
+    summary["comparisons"] = comparisons(rows, summary["behaviour_score"], offline)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (out / "fig7.svg").write_text(
         curves_svg(summary, x_label="env steps (online)", reference_label="behaviour (offline data)")
     )
     for method, row in rows.items():
         print(f"{method}: {row['seeds']} seeds, last {row['last_mean']} +- {row['last_ci95']}")
+    print(json.dumps(summary["comparisons"], indent=1))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,13 @@ from merlion_core.benchmark.methods import (
     env_has_task_success,
     expand_methods,
 )
-from merlion_core.benchmark.report import markdown_table, mean_ci95, summarise_method
+from merlion_core.benchmark.report import (
+    compare_intervals,
+    last3_interval,
+    markdown_table,
+    mean_ci95,
+    summarise_method,
+)
 from merlion_core.benchmark.runner import run_benchmark
 from merlion_core.data.collect import collect, env_normalisers
 from merlion_core.data.io import load_dataset, save_dataset
@@ -568,3 +574,14 @@ def test_refresh_summary_rewrites_the_table_from_the_records(tmp_path):
     assert summary["behaviour_reference"]["last3_score"] == 6.0 and summary["config"] == old["config"]
     table = (tmp_path / "README.md").read_text()
     assert "| bc | 2 | 40.0 +- 254.1 | 25.0 +- 63.5 |" in table and "| 7.0 | 6.0 |" in table
+
+
+def test_last3_interval_and_compare_intervals_by_hand():
+    assert last3_interval({"last3_mean": 10.0, "last3_ci95": 2.5}) == (7.5, 12.5)
+    assert last3_interval({"last3_mean": 10.0, "last3_ci95": math.nan}) is None  # one seed: no interval
+    assert last3_interval({}) is None
+    assert compare_intervals((7.5, 12.5), (1.0, 7.4)) == "above"
+    assert compare_intervals((1.0, 7.4), (7.5, 12.5)) == "below"
+    assert compare_intervals((7.5, 12.5), (1.0, 7.5)) == "not resolved"  # touching is not separated
+    assert compare_intervals((7.5, 12.5), (35.06, 35.06)) == "below"  # against a point (the behaviour)
+    assert compare_intervals(None, (0.0, 1.0)) == "not resolved"

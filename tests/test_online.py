@@ -390,3 +390,30 @@ def test_online_sac_learns_an_open_maze_where_random_rarely_succeeds(tmp_path):
     assert success[0] < 0.5, success  # it had to learn
     assert result["last"]["success_rate"] >= 0.9, success
     assert result["last"]["normalised_score"] >= 80, [p["normalised_score"] for p in curve]
+
+
+def test_fig7_comparisons_resolve_only_separated_intervals():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_online_fig7", Path(__file__).parents[1] / "bench" / "online_fig7.py"
+    )
+    assert spec is not None and spec.loader is not None
+    fig7 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fig7)
+    rows = {
+        "merlion": {"last3_mean": 13.8, "last3_ci95": 21.1},  # [-7.3, 34.9]
+        "transition": {"last3_mean": 2.3, "last3_ci95": 4.0},  # [-1.7, 6.3]
+        "reconstruction": {"last3_mean": 60.0, "last3_ci95": 10.0},  # [50, 70]
+    }
+    offline = {"methods": {"merlion-cql": {"last3_mean": 6.6, "last3_ci95": 10.7, "seeds": 5}}}
+    c = fig7.comparisons(rows, 35.06, offline)
+    assert c["vs_behaviour"] == {"merlion": "below", "transition": "below", "reconstruction": "above"}
+    assert c["between_representations"] == {
+        "merlion vs transition": "not resolved",
+        "merlion vs reconstruction": "below",
+        "reconstruction vs transition": "above",
+    }
+    assert list(c["vs_offline_cql"]) == ["merlion"]  # only rows the offline table has
+    assert c["vs_offline_cql"]["merlion"]["online_vs_offline"] == "not resolved"
+    assert c["vs_offline_cql"]["merlion"]["offline_last3"] == [6.6, 10.7]

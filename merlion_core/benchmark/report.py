@@ -65,6 +65,25 @@ def mean_ci95(values: list[float]) -> tuple[float, float]:
     return float(x.mean()), half
 
 
+def last3_interval(row: dict[str, Any]) -> tuple[float, float] | None:
+    """A summary row's last-3 score as its 95% interval over seeds; None without one (under 2 seeds)."""
+    mean, ci = row.get("last3_mean"), row.get("last3_ci95")
+    if mean is None or ci is None or math.isnan(ci):
+        return None
+    return mean - ci, mean + ci
+
+
+def compare_intervals(a: tuple[float, float] | None, b: tuple[float, float] | None) -> str:
+    """'above' / 'below' where interval ``a`` lies wholly above / below ``b``, else 'not resolved'."""
+    if a is None or b is None:
+        return "not resolved"
+    if a[0] > b[1]:
+        return "above"
+    if a[1] < b[0]:
+        return "below"
+    return "not resolved"
+
+
 def last_k_score(record: dict[str, Any], k: int = LAST_K) -> float:
     """The mean normalised score of a run's last ``k`` evaluations (fewer when it has fewer)."""
     scores = [p["normalised_score"] for p in record["curve"] if p.get("normalised_score") is not None]
