@@ -743,6 +743,15 @@ def run_configuration(home: Path, url: str, fixture: dict, n: int, settings: Set
     }
 
 
+def cpu_per_visit(configuration: dict) -> dict[str, float] | None:
+    """CPU seconds each role used per page visit while a configuration's sessions ran (the visit's
+    widget change and the live fragments' reruns included); None without a CPU record or visits."""
+    cpu, visits = configuration.get("cpu_during_load"), configuration.get("first_paint_s", {}).get("n")
+    if not cpu or not visits:
+        return None
+    return {role: round(seconds / visits, 3) for role, seconds in cpu["cpu_seconds_by_role"].items()}
+
+
 def figures_of(result: dict, sessions: int) -> dict[str, Any]:
     """The headline figures of a run's configurations (1 session against ``sessions``)."""
     configurations = result["configurations"]
@@ -772,6 +781,9 @@ def figures_of(result: dict, sessions: int) -> dict[str, Any]:
             figures["p95_first_paint_repeat_visits_1_s"] = one_r
             figures[f"p95_first_paint_repeat_visits_{sessions}_s"] = many_r
             figures["p95_ratio_repeat_visits"] = round(many_r / one_r, 2)
+    figures["cpu_seconds_per_visit_by_role"] = {
+        n: cpu_per_visit(c) for n, c in configurations.items() if cpu_per_visit(c) is not None
+    }
     measured = list(configurations.values()) + ([result["warmup"]] if "warmup" in result else [])
     figures["exceptions"] = sum(c["exceptions"] for c in measured)
     figures["exceptions_in_warmup"] = result["warmup"]["exceptions"] if "warmup" in result else None
@@ -877,7 +889,19 @@ def main() -> int:
         metavar="JSON",
         help="measure nothing: recompute the summaries and figures of a JSON written with --keep-records (in place)",
     )
+    parser.add_argument(
+        "--refigure",
+        metavar="JSON",
+        help="measure nothing: recompute only the headline figures of a JSON from its summaries (in place)",
+    )
     args = parser.parse_args()
+    if args.refigure:
+        path = Path(args.refigure)
+        result = json.loads(path.read_text())
+        result["figures"] = figures_of(result, result["settings"]["sessions"])
+        path.write_text(json.dumps(result, indent=1))
+        print(json.dumps(result["figures"], indent=1))
+        return 0
     if args.resummarise:
         path = Path(args.resummarise)
         result = json.loads(path.read_text())

@@ -1,5 +1,5 @@
-"""bench/load.py's --pin-browsers diagnostic: which CPUs each role gets, and that every thread of a
-process moves (Linux affinity is per thread)."""
+"""bench/load.py's helpers: the --pin-browsers diagnostic (which CPUs each role gets; every thread of a
+process moves, Linux affinity being per thread) and the CPU per visit by role."""
 
 from __future__ import annotations
 
@@ -58,3 +58,14 @@ def test_pin_threads_moves_every_thread_of_a_process():
     finally:
         child.kill()
         child.wait()
+
+
+def test_cpu_per_visit_divides_each_roles_cpu_by_the_visits():
+    load = bench_load()
+    configuration = {
+        "first_paint_s": {"n": 240, "p50": 3.8},
+        "cpu_during_load": {"cpu_seconds_by_role": {"app server": 130.6, "browser (chromium, playwright)": 339.1}},
+    }
+    assert load.cpu_per_visit(configuration) == {"app server": 0.544, "browser (chromium, playwright)": 1.413}
+    assert load.cpu_per_visit({"first_paint_s": {"n": 0}, "cpu_during_load": {"cpu_seconds_by_role": {}}}) is None
+    assert load.cpu_per_visit({"first_paint_s": {"n": 5}}) is None
