@@ -10,7 +10,8 @@ seeds at every evaluation, and the curves as SVG.
 Usage: python bench/online_fig7.py --dataset runs/multistep100k [--seeds 5] [--env-steps 30000]
   [--methods merlion,transition,reconstruction] [--learner '{"backup_entropy": false}']
   [--merlion-encoder-updates 0] [--out bench/results/online-fig7] [--work runs/online-fig7] [--report-only]
-  [--shard K/N]  (train only every N-th pending run from the K-th: N processes, one per core, share the work)
+  [--shard K/N]  (train only every N-th run from the K-th: N processes, one per core, share the work)
+  [--offline-summary results/multistep-maze/summary.json]  (the offline table's <rep>-cql rows to compare)
   (dataset: merlion collect --env multistep-maze --n 100000 --seed 0 --out runs/multistep100k)
 A finished run (its JSON under --out with the same settings) is not trained again.
 """
