@@ -709,7 +709,15 @@ def summarise(records: list[dict]) -> dict:
     }
 
 
-def run_configuration(home: Path, url: str, fixture: dict, n: int, settings: Settings, deadline: float) -> dict:
+def run_configuration(
+    home: Path,
+    url: str,
+    fixture: dict,
+    n: int,
+    settings: Settings,
+    deadline: float,
+    pins: dict[str, set[int]] | None = None,
+) -> dict:
     """Submit the 2 jobs, wait until they train, run ``n`` sessions (2 jobs kept training meanwhile
     with ``settings.keep_training``), wait for every job."""
     trainer = Trainer(home, fixture, settings, tag=f"load:{n}")
@@ -717,7 +725,7 @@ def run_configuration(home: Path, url: str, fixture: dict, n: int, settings: Set
     load_before = os.getloadavg()
     limit = max(10.0, min(settings.phase_limit, deadline - time.monotonic() - settings.paint_timeout - 90))
     wall = time.time()
-    meter = CpuMeter(home, pin=pin_roles(settings))
+    meter = CpuMeter(home, pin=pins)
     records, facts = asyncio.run(run_sessions(url, n, settings, limit, meter, trainer.top_up))
     window = (wall, time.time())
     load_after = os.getloadavg()
@@ -816,6 +824,7 @@ def run(home: Path, settings: Settings) -> dict:
         },
         "home": str(home),
     }
+    pins = pin_roles(settings)  # once: the meter then pins this process to the browsers' CPU
     fixture = prepare_home(home)
     result["home_built_s"] = round(fixture["seconds"], 1)
     configurations: dict[str, dict] = {}
@@ -830,7 +839,7 @@ def run(home: Path, settings: Settings) -> dict:
             for n in ([1] if settings.single else []) + [settings.sessions]:
                 if time.monotonic() > deadline - 60:
                     break
-                configurations[str(n)] = run_configuration(home, url, fixture, n, settings, deadline)
+                configurations[str(n)] = run_configuration(home, url, fixture, n, settings, deadline, pins)
                 print(f"{n} session(s):", json.dumps(_brief(configurations[str(n)])), flush=True)
     finally:
         stop_background_processes(home)  # server() does it too; once more if it never started

@@ -221,7 +221,7 @@ def main() -> None:
         if offline.get("settings", {}).get("dataset_sha256") not in (None, data.content_digest()):
             parser.error(f"--offline-summary: {args.offline_summary} was measured on another dataset")
         summary["offline_summary"] = args.offline_summary
-    summary["comparisons"] = comparisons(rows, summary["behaviour_score"], offline)
+    summary["comparisons"] = comparisons(rows, float(np.mean(behaviour)), offline)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (out / "fig7.svg").write_text(
         curves_svg(summary, x_label="env steps (online)", reference_label="behaviour (offline data)")
