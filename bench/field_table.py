@@ -17,9 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from merlion_core.benchmark.methods import FIELD_METHODS  # noqa: E402
-from merlion_core.benchmark.report import compare_intervals as compare  # noqa: E402
-from merlion_core.benchmark.report import last3_interval as interval  # noqa: E402
-from merlion_core.benchmark.report import mean_ci95  # noqa: E402
+from merlion_core.benchmark.report import compare_intervals, last3_interval, mean_ci95  # noqa: E402
 
 ENVS = ("maze", "multistep-maze", "recommender", "dialogue")
 BASELINES = ("bc", "merlion-cql", "dcql")
@@ -38,11 +36,11 @@ def env_rows(summary: dict[str, Any]) -> dict[str, Any]:
         if not row or not row.get("seeds"):
             out[name] = {"seeds": 0}
             continue
-        mine = interval(row)
-        vs = {"behaviour": compare(mine, (behaviour, behaviour))}
+        mine = last3_interval(row)
+        vs = {"behaviour": compare_intervals(mine, (behaviour, behaviour))}
         for base in BASELINES:
             if base in methods and methods[base].get("seeds"):
-                vs[base] = compare(mine, interval(methods[base]))
+                vs[base] = compare_intervals(mine, last3_interval(methods[base]))
         out[name] = {
             "seeds": row["seeds"],
             "last3_mean": row["last3_mean"],

@@ -789,9 +789,8 @@ def figures_of(result: dict, sessions: int) -> dict[str, Any]:
             figures["p95_first_paint_repeat_visits_1_s"] = one_r
             figures[f"p95_first_paint_repeat_visits_{sessions}_s"] = many_r
             figures["p95_ratio_repeat_visits"] = round(many_r / one_r, 2)
-    figures["cpu_seconds_per_visit_by_role"] = {
-        n: cpu_per_visit(c) for n, c in configurations.items() if cpu_per_visit(c) is not None
-    }
+    per_visit = {n: cpu_per_visit(c) for n, c in configurations.items()}
+    figures["cpu_seconds_per_visit_by_role"] = {n: v for n, v in per_visit.items() if v is not None}
     measured = list(configurations.values()) + ([result["warmup"]] if "warmup" in result else [])
     figures["exceptions"] = sum(c["exceptions"] for c in measured)
     figures["exceptions_in_warmup"] = result["warmup"]["exceptions"] if "warmup" in result else None

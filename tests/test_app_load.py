@@ -6,27 +6,20 @@ speed targets live in bench/load.py (bench/results/load/load.json). About 2.5 mi
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 
 import pytest
 
 pytestmark = pytest.mark.slow
 
-from browser_support import REPO  # noqa: E402
+from script_support import load_script  # noqa: E402
 
 SESSIONS = 10
 
 
 def bench_load():
     """bench/load.py as a module (bench/ is no package)."""
-    spec = importlib.util.spec_from_file_location("bench_load", REPO / "bench" / "load.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up while it is defined
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/load.py", "bench_load")
 
 
 def test_ten_sessions_while_two_jobs_train(tmp_path):

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 from types import SimpleNamespace
 
 from container_support import REPO, page_files, page_slug, torch_version, uncovered_pages
+from script_support import load_script
 
 from merlion_core.jobs.spec import JobSpec
 
@@ -92,10 +92,7 @@ def test_page_urls_streamlit_infers_from_page_files(tmp_path):
 
 
 def load_build_demo():
-    spec = importlib.util.spec_from_file_location("build_demo", REPO / "docker" / "build_demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("docker/build_demo.py", "build_demo")
 
 
 class FakeRunner:

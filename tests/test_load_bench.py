@@ -10,7 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from test_app_load import bench_load
+from script_support import load_script
+
+
+def bench_load():
+    return load_script("bench/load.py", "bench_load")
 
 
 def test_pin_roles_puts_browsers_on_the_last_cpu_and_the_app_on_the_rest(monkeypatch):

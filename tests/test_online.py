@@ -393,14 +393,9 @@ def test_online_sac_learns_an_open_maze_where_random_rarely_succeeds(tmp_path):
 
 
 def test_fig7_comparisons_resolve_only_separated_intervals():
-    import importlib.util
+    from script_support import load_script
 
-    spec = importlib.util.spec_from_file_location(
-        "bench_online_fig7", Path(__file__).parents[1] / "bench" / "online_fig7.py"
-    )
-    assert spec is not None and spec.loader is not None
-    fig7 = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fig7)
+    fig7 = load_script("bench/online_fig7.py", "bench_online_fig7")
     rows = {
         "merlion": {"last3_mean": 13.8, "last3_ci95": 21.1},  # [-7.3, 34.9]
         "transition": {"last3_mean": 2.3, "last3_ci95": 4.0},  # [-1.7, 6.3]
